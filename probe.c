@@ -1,0 +1,2732 @@
+/* lagprobe - in-process Kafka consumer lag probe for librdkafka consumers.
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Layout of this file:
+ *   1. utilities (clocks, errstr, atomics shorthands)
+ *   2. state: probe, partition slots, histograms; the concurrency contract
+ *   3. slot table and (topic, partition) index (writers only)
+ *   4. statistics JSON scanner
+ *   5. librdkafka glue: trampolines, interceptors, attach, destroy
+ *   6. hooks, watchdog and events
+ *   7. readers: snapshot and JSON
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "probe.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef LAGPROBE_NO_STB_DS_IMPLEMENTATION
+#define STB_DS_IMPLEMENTATION
+#endif
+#include <stb/stb_ds.h>
+
+#if LAGPROBE_MAX_PROBES > 64 || LAGPROBE_MAX_PROBES < 1
+#error "LAGPROBE_MAX_PROBES must be between 1 and 64"
+#endif
+
+#define LP_CHUNK_SHIFT 8
+#define LP_CHUNK (1u << LP_CHUNK_SHIFT)
+#define LP_MAX_CHUNKS ((LAGPROBE_MAX_PARTITIONS + LP_CHUNK - 1) / LP_CHUNK)
+#define LP_TOPIC_MAX 512 /* Kafka allows 249; room for odd documents */
+
+/* ------------------------------------------------------------------------
+ * 1. Utilities
+ * ---------------------------------------------------------------------- */
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+#define LD_ACQ(x) atomic_load_explicit(&(x), memory_order_acquire)
+#define ST_REL(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
+
+typedef _Atomic int64_t a64_t;
+
+static int64_t lp_mono_us(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t lp_wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void lp_err(char *errstr, size_t size, const char *fmt, ...) {
+        va_list ap;
+        if (!errstr || size == 0)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(errstr, size, fmt, ap);
+        va_end(ap);
+}
+
+const char *lagprobe_version_str(void) {
+#define LP_STR2(x) #x
+#define LP_STR(x) LP_STR2(x)
+        return LP_STR(LAGPROBE_VERSION_MAJOR) "." LP_STR(
+            LAGPROBE_VERSION_MINOR) "." LP_STR(LAGPROBE_VERSION_PATCH);
+}
+
+static const char *const lp_event_names[LAGPROBE_EVENT__CNT] = {
+    "headroom_warn",   "headroom_critical", "headroom_recovered",
+    "predicted_exceed", "evicted",          "config_advice",
+    "rebalance",       "commit_failed",     "stats_error"};
+
+const char *lagprobe_event_name(lagprobe_event_type_t type) {
+        if ((int)type < 0 || type >= LAGPROBE_EVENT__CNT)
+                return "unknown";
+        return lp_event_names[type];
+}
+
+/* ------------------------------------------------------------------------
+ * 2. State
+ *
+ * Concurrency contract. Three kinds of writers touch a probe:
+ *  - the consuming thread, in on_consume (per message, the hot path) and in
+ *    the batch hooks: lock-free, single writer per slot's "C" group;
+ *  - callbacks that are rare (statistics once per interval, rebalances,
+ *    commits on librdkafka's main thread): serialised by p->wlock, which is
+ *    the only lock in the probe and is never taken by readers or by
+ *    on_consume on its fast path;
+ *  - librdkafka threads logging MAXPOLL: one atomic counter.
+ * Readers (snapshot, JSON, the watchdog) only load atomics. Each group of
+ * fields that must be seen together is guarded by a sequence counter
+ * (seqlock): the single writer of the group makes the counter odd, stores
+ * the fields (relaxed), then makes it even with release order; a reader
+ * loads the counter with acquire, loads the fields, issues an acquire fence
+ * and re-reads the counter; equal and even means the copy is one update.
+ * Every field is an atomic so the racing reads are defined behaviour (and
+ * visible as such to TSan); the retry discards torn copies.
+ * ---------------------------------------------------------------------- */
+
+typedef struct lp_slot_s {
+        /* Identity: written once before the slot is published through
+         * p->nslots (release); immutable afterwards. */
+        const char *topic;
+        int32_t partition;
+
+        /* Assignment, written under wlock. */
+        _Atomic int assigned;
+        _Atomic uint32_t assign_gen; /* bumped at every assign */
+
+        /* C group: the consuming thread only (on_consume). */
+        _Atomic uint32_t cseq;
+        _Atomic uint32_t c_gen;   /* assign_gen the C figures belong to */
+        a64_t c_position;         /* last consumed offset + 1 */
+        a64_t c_consumed;         /* since c_gen */
+        a64_t c_last_ts;          /* message timestamp, ms */
+        a64_t c_total;            /* monotonic, never reset: poll evidence */
+
+        /* S group: under wlock (statistics, commits, rebalances). */
+        _Atomic uint32_t sseq;
+        a64_t s_hi, s_lo, s_ls;
+        a64_t s_app_offset;
+        a64_t s_committed;        /* merged: on_commit or statistics */
+        a64_t s_fetchq_cnt, s_fetchq_size;
+        a64_t s_stats_us;         /* statistics ts of the figures */
+        a64_t s_progress_us;      /* position or commit last advanced */
+        a64_t s_commit_errs;
+        _Atomic int s_last_commit_err;
+        _Atomic int s_stale;
+
+        /* Writer-private (under wlock). */
+        int64_t w_committed_us;   /* when s_committed was last set */
+        int64_t w_prev_position;
+} lp_slot_t;
+
+typedef struct lp_topic_s {
+        char *name;
+        int32_t *parts; /* stb_ds array: partition -> slot index, -1 none */
+} lp_topic_t;
+
+typedef struct lp_topic_map_s {
+        char *key;
+        int value;
+} lp_topic_map_t;
+
+/* Statistics scratch: one record per partition of a document. Reused from
+ * document to document: no allocation once warmed up. */
+typedef struct lp_prec_s {
+        uint32_t topic_ref;
+        int32_t partition;
+        int64_t hi, lo, ls, committed, app_offset, fetchq_cnt, fetchq_size;
+        int fetch_active; /* -1 unknown, 0 not fetching, 1 active */
+} lp_prec_t;
+
+typedef struct lp_tref_s {
+        const char *raw; /* escaped form, points into the document */
+        uint32_t len;
+        int escaped;
+} lp_tref_t;
+
+/* Log-linear histogram of microseconds: LP_HSUB sub-buckets per power of
+ * two, so a bucket's width is at most 1/LP_HSUB of its lower bound and a
+ * percentile read as the bucket's midpoint is within 1/(2*LP_HSUB) = 3.1 %
+ * of the true value. Single writer (relaxed load + store, no RMW); readers
+ * may see a count that is one update ahead of sum: fine for metrics. */
+#define LP_HSUB_BITS 4
+#define LP_HSUB (1 << LP_HSUB_BITS)
+#define LP_HPOW 40 /* up to 2^40 us = 12.7 days */
+#define LP_HBUCKETS (LP_HPOW * LP_HSUB)
+
+typedef struct lp_hist_s {
+        a64_t count, sum_us, max_us;
+        a64_t b[LP_HBUCKETS];
+} lp_hist_t;
+
+/* Recent window: LP_WIN rotating sub-histograms of LP_WIN_US each. */
+#define LP_WIN 6
+#define LP_WIN_US 10000000
+
+typedef struct lp_whist_s {
+        lp_hist_t total;
+        lp_hist_t win[LP_WIN];
+        a64_t win_start_us[LP_WIN];
+} lp_whist_t;
+
+enum { LP_PROTO_NONE = 0, LP_PROTO_EAGER, LP_PROTO_COOPERATIVE };
+static const char *const lp_proto_names[] = {"NONE", "EAGER", "COOPERATIVE"};
+
+static const char *const lp_cgrp_states[] = {
+    "unknown",     "init",        "term",
+    "query-coord", "wait-coord",  "wait-broker",
+    "wait-broker-transport",      "up"};
+#define LP_CGRP_STATES (sizeof lp_cgrp_states / sizeof lp_cgrp_states[0])
+
+struct lagprobe_s {
+        lagprobe_config_t conf;
+        uint64_t id;                /* unique per process, for TLS caches */
+        _Atomic int refcnt;         /* handle + confs carrying the probe */
+        _Atomic int user_destroyed; /* lagprobe_destroy() was called */
+        int slot;                   /* trampoline slot, -1 none */
+        _Atomic int attached;       /* lagprobe_attach() succeeded */
+
+        /* The app's callbacks, set at attach, immutable afterwards. */
+        int (*app_stats_cb)(rd_kafka_t *, char *, size_t, void *);
+        void (*app_rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                 rd_kafka_topic_partition_list_t *, void *);
+        void (*app_error_cb)(rd_kafka_t *, int, const char *, void *);
+        void (*app_log_cb)(const rd_kafka_t *, int, const char *,
+                           const char *);
+
+        /* Binding to the consumer: set in on_new, published by 'bound'. */
+        rd_kafka_t *_Atomic rk;
+        _Atomic int bound;           /* 1 between on_new and on_destroy */
+        _Atomic int rk_seen;         /* on_new ran once (bound or refused) */
+        char group_id[256];
+        char client_id[256];
+        char name[128];
+        _Atomic int name_set;
+        int64_t max_poll_interval_ms, session_timeout_ms,
+            heartbeat_interval_ms;
+        int64_t queued_min_messages, queued_max_kbytes;
+        char bind_error[160];        /* why on_new refused, or "" */
+
+        /* Writers' lock: index, S groups, G group. See the contract. */
+        pthread_mutex_t wlock;
+        lp_topic_t *topics;          /* stb_ds array */
+        lp_topic_map_t *topic_map;   /* stb_ds string map name -> index */
+        lp_slot_t *_Atomic chunks[LP_MAX_CHUNKS];
+        _Atomic uint32_t nslots;
+        _Atomic uint32_t cache_epoch; /* bumped when slots change meaning */
+
+        /* Statistics parser scratch, owned by whoever holds plock. */
+        pthread_mutex_t plock;
+        lp_prec_t *scr_parts;
+        lp_tref_t *scr_topics;
+
+        /* G group: probe-wide figures written under wlock. */
+        _Atomic uint32_t gseq;
+        a64_t g_assigns, g_revokes, g_lost, g_last_rebalance_us;
+        a64_t g_unassigned_since_us, g_last_unassigned_us;
+        _Atomic int g_protocol, g_last_rebalance_err;
+        a64_t g_assignment_size;
+        a64_t g_cgrp_rebalance_cnt;
+        _Atomic int g_cgrp_state;
+        a64_t g_stats_docs, g_stats_errors, g_stats_field_errors,
+            g_stats_last_us;
+        a64_t g_commits, g_commit_errors;
+        _Atomic int g_last_commit_err;
+
+        /* Poll evidence and batch state (section 6). */
+        a64_t last_poll_us;          /* last known poll return, 0 never */
+        _Atomic int exact;           /* batch hooks in use */
+        _Atomic uint32_t bseq;       /* B group: batch hooks' thread */
+        _Atomic int b_in_batch;
+        a64_t b_size, b_done, b_begin_us, b_last_progress_us;
+        a64_t evictions;
+        a64_t last_eviction_us;
+        a64_t hook_errors;
+        lp_whist_t h_batch, h_msg, h_gap;
+        a64_t events[LAGPROBE_EVENT__CNT];
+
+        /* Watchdog. */
+        pthread_t wd_thread;
+        int wd_running;
+        pthread_mutex_t wd_lock;     /* only with the watchdog's condvar */
+        pthread_cond_t wd_cond;
+        int wd_stop;
+        _Atomic int emitting;        /* events in flight (destroy waits) */
+        int64_t wd_prev_total;       /* watchdog/tick private */
+        int wd_level;                /* 0 ok, 1 warn, 2 critical */
+        _Atomic int headroom_level;
+        int64_t wd_last_emit_us[LAGPROBE_EVENT__CNT];
+        int64_t wd_seen_evictions;
+        int wd_predicted;            /* predicted_exceed said for batch */
+        int64_t wd_predicted_batch;
+        double wd_advice_ratio;      /* last advised p99/limit ratio */
+        int wd_hb_advised;
+        pthread_mutex_t tick_lock;   /* serialises tick with the thread */
+};
+
+static _Atomic uint64_t lp_next_id = 1;
+
+/* ------------------------------------------------------------------------
+ * Seqlock helpers. Writers: lp_wbegin/lp_wend around relaxed stores.
+ * Readers: lp_rbegin/lp_rretry around relaxed loads.
+ * ---------------------------------------------------------------------- */
+
+static inline uint32_t lp_wbegin(_Atomic uint32_t *seq) {
+        uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
+        atomic_store_explicit(seq, s + 1, memory_order_relaxed);
+        /* Orders the odd counter before the data stores that follow. */
+        atomic_thread_fence(memory_order_release);
+        return s;
+}
+
+static inline void lp_wend(_Atomic uint32_t *seq, uint32_t s) {
+        /* Release: data stores happen-before a reader's acquire of s+2. */
+        atomic_store_explicit(seq, s + 2, memory_order_release);
+}
+
+static inline uint32_t lp_rbegin(_Atomic uint32_t *seq) {
+        uint32_t s;
+        unsigned spins = 0;
+        while ((s = atomic_load_explicit(seq, memory_order_acquire)) & 1u) {
+                if (++spins > 64) {
+                        struct timespec ts = {0, 1000};
+                        nanosleep(&ts, NULL);
+                }
+        }
+        return s;
+}
+
+static inline int lp_rretry(_Atomic uint32_t *seq, uint32_t s) {
+        /* The data loads must complete before the counter is re-read. */
+        atomic_thread_fence(memory_order_acquire);
+        return atomic_load_explicit(seq, memory_order_relaxed) != s;
+}
+
+/* ------------------------------------------------------------------------
+ * Histograms
+ * ---------------------------------------------------------------------- */
+
+static int lp_hbucket(int64_t us) {
+        uint64_t v = us < 1 ? 0 : (uint64_t)us;
+        if (v < LP_HSUB)
+                return (int)v;
+        int msb = 63 - __builtin_clzll(v);
+        int shift = msb - LP_HSUB_BITS;
+        int sub = (int)((v >> shift) & (LP_HSUB - 1));
+        int idx = (shift + 1) * LP_HSUB + sub;
+        return idx >= LP_HBUCKETS ? LP_HBUCKETS - 1 : idx;
+}
+
+/* Lower bound and width of bucket i, in microseconds. */
+static void lp_hbounds(int i, double *lo, double *width) {
+        if (i < LP_HSUB) {
+                *lo = i;
+                *width = 1;
+                return;
+        }
+        int shift = i / LP_HSUB - 1;
+        int sub = i % LP_HSUB;
+        *lo = (double)((uint64_t)(LP_HSUB + sub) << shift);
+        *width = (double)(1ull << shift);
+}
+
+static void lp_hist_add(lp_hist_t *h, int64_t us) {
+        int b = lp_hbucket(us);
+        ST(h->b[b], LD(h->b[b]) + 1);
+        ST(h->sum_us, LD(h->sum_us) + (us > 0 ? us : 0));
+        if (us > LD(h->max_us))
+                ST(h->max_us, us);
+        ST(h->count, LD(h->count) + 1);
+}
+
+static void lp_hist_clear(lp_hist_t *h) {
+        for (int i = 0; i < LP_HBUCKETS; i++)
+                ST(h->b[i], 0);
+        ST(h->sum_us, 0);
+        ST(h->max_us, 0);
+        ST(h->count, 0);
+}
+
+/* Single writer: the thread recording values. */
+static void lp_whist_add(lp_whist_t *w, int64_t now_us, int64_t us) {
+        int64_t epoch = now_us / LP_WIN_US;
+        int wi = (int)(epoch % LP_WIN);
+        if (LD(w->win_start_us[wi]) != epoch * LP_WIN_US) {
+                lp_hist_clear(&w->win[wi]);
+                ST(w->win_start_us[wi], epoch * LP_WIN_US);
+        }
+        lp_hist_add(&w->win[wi], us);
+        lp_hist_add(&w->total, us);
+}
+
+/* Sum of histograms into a plain array (reader side). */
+typedef struct lp_hsum_s {
+        uint64_t count;
+        int64_t sum_us, max_us;
+        uint64_t b[LP_HBUCKETS];
+} lp_hsum_t;
+
+static void lp_hsum_add(lp_hsum_t *s, const lp_hist_t *h) {
+        uint64_t c = 0;
+        for (int i = 0; i < LP_HBUCKETS; i++) {
+                uint64_t v = (uint64_t)LD(((lp_hist_t *)h)->b[i]);
+                s->b[i] += v;
+                c += v;
+        }
+        /* Buckets are the truth for percentiles; count follows them. */
+        s->count += c;
+        s->sum_us += LD(((lp_hist_t *)h)->sum_us);
+        int64_t m = LD(((lp_hist_t *)h)->max_us);
+        if (m > s->max_us)
+                s->max_us = m;
+}
+
+static double lp_hsum_pct(const lp_hsum_t *s, double q) {
+        if (s->count == 0)
+                return 0;
+        uint64_t rank = (uint64_t)ceil(q * (double)s->count);
+        if (rank < 1)
+                rank = 1;
+        uint64_t acc = 0;
+        for (int i = 0; i < LP_HBUCKETS; i++) {
+                acc += s->b[i];
+                if (acc >= rank) {
+                        double lo, w;
+                        lp_hbounds(i, &lo, &w);
+                        double mid = i < LP_HSUB ? lo : lo + w / 2;
+                        if (mid > (double)s->max_us && s->max_us > 0)
+                                mid = (double)s->max_us;
+                        return mid;
+                }
+        }
+        return (double)s->max_us;
+}
+
+static void lp_hsum_summary(const lp_hsum_t *s, lagprobe_hist_summary_t *o) {
+        o->count = s->count;
+        o->sum_ms = (double)s->sum_us / 1000.0;
+        o->p50_ms = lp_hsum_pct(s, 0.50) / 1000.0;
+        o->p90_ms = lp_hsum_pct(s, 0.90) / 1000.0;
+        o->p99_ms = lp_hsum_pct(s, 0.99) / 1000.0;
+        o->max_ms = (double)s->max_us / 1000.0;
+}
+
+static void lp_whist_read(lp_whist_t *w, int64_t now_us, lp_hsum_t *total,
+                          lp_hsum_t *recent) {
+        if (total) {
+                memset(total, 0, sizeof *total);
+                lp_hsum_add(total, &w->total);
+        }
+        if (recent) {
+                memset(recent, 0, sizeof *recent);
+                int64_t oldest = now_us - (int64_t)LP_WIN * LP_WIN_US;
+                for (int i = 0; i < LP_WIN; i++) {
+                        int64_t st = LD(w->win_start_us[i]);
+                        if (st > oldest && st <= now_us)
+                                lp_hsum_add(recent, &w->win[i]);
+                }
+        }
+}
+
+/* ------------------------------------------------------------------------
+ * 3. Slots and the (topic, partition) index. Writers only, under wlock.
+ * ---------------------------------------------------------------------- */
+
+static inline lp_slot_t *lp_slot_at(lagprobe_t *p, uint32_t i) {
+        lp_slot_t *c = atomic_load_explicit(&p->chunks[i >> LP_CHUNK_SHIFT],
+                                            memory_order_acquire);
+        return &c[i & (LP_CHUNK - 1)];
+}
+
+/* Returns the slot index of (topic, partition), creating it when @p create;
+ * -1 when absent or out of room. Caller holds wlock. */
+static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
+                        int create) {
+        if (partition < 0 || partition > 1000000)
+                return -1;
+        ptrdiff_t ti = shgeti(p->topic_map, topic);
+        if (ti < 0) {
+                if (!create)
+                        return -1;
+                lp_topic_t t = {strdup(topic), NULL};
+                if (!t.name)
+                        return -1;
+                arrput(p->topics, t);
+                shput(p->topic_map, t.name, (int)arrlen(p->topics) - 1);
+                ti = shgeti(p->topic_map, topic);
+        }
+        lp_topic_t *t = &p->topics[p->topic_map[ti].value];
+        if (partition < arrlen(t->parts) && t->parts[partition] >= 0)
+                return t->parts[partition];
+        if (!create)
+                return -1;
+        uint32_t n = LD(p->nslots);
+        if (n >= LAGPROBE_MAX_PARTITIONS)
+                return -1;
+        if ((n & (LP_CHUNK - 1)) == 0 && !LD(p->chunks[n >> LP_CHUNK_SHIFT])) {
+                lp_slot_t *c = calloc(LP_CHUNK, sizeof *c);
+                if (!c)
+                        return -1;
+                /* Release: the zeroed chunk is visible before its pointer. */
+                atomic_store_explicit(&p->chunks[n >> LP_CHUNK_SHIFT], c,
+                                      memory_order_release);
+        }
+        lp_slot_t *s = lp_slot_at(p, n);
+        s->topic = t->name;
+        s->partition = partition;
+        ST(s->s_hi, -1);
+        ST(s->s_lo, -1);
+        ST(s->s_ls, -1);
+        ST(s->s_app_offset, -1);
+        ST(s->s_committed, -1);
+        ST(s->c_position, -1);
+        ST(s->c_last_ts, -1);
+        s->w_prev_position = -1;
+        while (arrlen(t->parts) <= partition)
+                arrput(t->parts, -1);
+        t->parts[partition] = (int32_t)n;
+        /* Release: identity and initial figures before readers count it. */
+        atomic_store_explicit(&p->nslots, n + 1, memory_order_release);
+        return (int)n;
+}
+
+/* Per-thread cache for on_consume: the last (probe, rkt, partition) seen.
+ * Invalidated by p->cache_epoch, bumped whenever the assignment changes, so
+ * an rkt pointer is trusted only while a partition of it is assigned. */
+typedef struct lp_tcache_s {
+        uint64_t probe_id;
+        uint32_t epoch;
+        const rd_kafka_topic_t *rkt;
+        int32_t partition;
+        lp_slot_t *slot;
+} lp_tcache_t;
+
+static _Thread_local lp_tcache_t lp_tcache;
+
+static lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
+                                  const rd_kafka_message_t *m) {
+        lp_tcache_t *c = &lp_tcache;
+        uint32_t epoch = LD(p->cache_epoch);
+        if (c->probe_id == p->id && c->epoch == epoch && c->rkt == m->rkt &&
+            c->partition == m->partition)
+                return c->slot;
+        /* Slow path: once per partition switch. */
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        pthread_mutex_lock(&p->wlock);
+        int i = lp_slot_find(p, topic, m->partition, 1);
+        pthread_mutex_unlock(&p->wlock);
+        if (i < 0)
+                return NULL;
+        c->probe_id = p->id;
+        c->epoch = epoch;
+        c->rkt = m->rkt;
+        c->partition = m->partition;
+        c->slot = lp_slot_at(p, (uint32_t)i);
+        return c->slot;
+}
+
+/* ------------------------------------------------------------------------
+ * 4. Statistics JSON scanner.
+ *
+ * One pass over the document with a depth limit; extracts the few fields
+ * the probe uses into p->scr_* and rejects the whole document when it is
+ * not well-formed, so a truncated document never half-applies. Strings are
+ * not copied: topic names point into the document and are unescaped into a
+ * stack buffer only for the index lookup.
+ * ---------------------------------------------------------------------- */
+
+#define LP_JSON_MAX_DEPTH 64
+
+typedef struct lp_jp_s {
+        const char *p, *end;
+        int depth;
+        int64_t field_errors;
+} lp_jp_t;
+
+static inline void jp_ws(lp_jp_t *j) {
+        while (j->p < j->end &&
+               (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' ||
+                *j->p == '\t'))
+                j->p++;
+}
+
+static inline int jp_eat(lp_jp_t *j, char c) {
+        jp_ws(j);
+        if (j->p < j->end && *j->p == c) {
+                j->p++;
+                return 1;
+        }
+        return 0;
+}
+
+static int jp_hex(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Scans a string starting at '"'. Returns 0 and its raw body, -1 if bad. */
+static int jp_string(lp_jp_t *j, const char **s, uint32_t *len,
+                     int *escaped) {
+        jp_ws(j);
+        if (j->p >= j->end || *j->p != '"')
+                return -1;
+        const char *b = ++j->p;
+        int esc = 0;
+        for (;;) {
+                const char *q = j->p;
+                while (q < j->end && *q != '"' && *q != '\\' &&
+                       (unsigned char)*q >= 0x20)
+                        q++;
+                j->p = q;
+                if (q >= j->end)
+                        return -1;
+                if (*q == '"')
+                        break;
+                if ((unsigned char)*q < 0x20)
+                        return -1;
+                /* Backslash escape. */
+                esc = 1;
+                if (q + 1 >= j->end)
+                        return -1;
+                char e = q[1];
+                if (e == 'u') {
+                        if (q + 6 > j->end)
+                                return -1;
+                        for (int k = 2; k < 6; k++)
+                                if (jp_hex(q[k]) < 0)
+                                        return -1;
+                        j->p = q + 6;
+                } else if (strchr("\"\\/bfnrt", e) && e) {
+                        j->p = q + 2;
+                } else {
+                        return -1;
+                }
+        }
+        if (s)
+                *s = b;
+        if (len)
+                *len = (uint32_t)(j->p - b);
+        if (escaped)
+                *escaped = esc;
+        j->p++;
+        return 0;
+}
+
+/* Skips a number; returns 0 when it is well-formed JSON. */
+static int jp_number_skip(lp_jp_t *j, int *is_int) {
+        const char *q = j->p;
+        if (q < j->end && *q == '-')
+                q++;
+        if (q >= j->end || *q < '0' || *q > '9')
+                return -1;
+        while (q < j->end && *q >= '0' && *q <= '9')
+                q++;
+        *is_int = 1;
+        if (q < j->end && *q == '.') {
+                *is_int = 0;
+                q++;
+                if (q >= j->end || *q < '0' || *q > '9')
+                        return -1;
+                while (q < j->end && *q >= '0' && *q <= '9')
+                        q++;
+        }
+        if (q < j->end && (*q == 'e' || *q == 'E')) {
+                *is_int = 0;
+                q++;
+                if (q < j->end && (*q == '+' || *q == '-'))
+                        q++;
+                if (q >= j->end || *q < '0' || *q > '9')
+                        return -1;
+                while (q < j->end && *q >= '0' && *q <= '9')
+                        q++;
+        }
+        j->p = q;
+        return 0;
+}
+
+static int jp_value_skip(lp_jp_t *j);
+
+static int jp_container_skip(lp_jp_t *j, char open) {
+        char close = open == '{' ? '}' : ']';
+        if (++j->depth > LP_JSON_MAX_DEPTH)
+                return -1;
+        j->p++; /* open */
+        if (jp_eat(j, close)) {
+                j->depth--;
+                return 0;
+        }
+        for (;;) {
+                if (open == '{') {
+                        if (jp_string(j, NULL, NULL, NULL) || !jp_eat(j, ':'))
+                                return -1;
+                }
+                if (jp_value_skip(j))
+                        return -1;
+                if (jp_eat(j, ','))
+                        continue;
+                if (jp_eat(j, close))
+                        break;
+                return -1;
+        }
+        j->depth--;
+        return 0;
+}
+
+static int jp_lit(lp_jp_t *j, const char *lit, size_t n) {
+        if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n))
+                return -1;
+        j->p += n;
+        return 0;
+}
+
+static int jp_value_skip(lp_jp_t *j) {
+        int is_int;
+        jp_ws(j);
+        if (j->p >= j->end)
+                return -1;
+        switch (*j->p) {
+        case '{':
+        case '[':
+                return jp_container_skip(j, *j->p);
+        case '"':
+                return jp_string(j, NULL, NULL, NULL);
+        case 't':
+                return jp_lit(j, "true", 4);
+        case 'f':
+                return jp_lit(j, "false", 5);
+        case 'n':
+                return jp_lit(j, "null", 4);
+        default:
+                return jp_number_skip(j, &is_int);
+        }
+}
+
+/* Reads an integer field. Malformed JSON: -1. A value of another type or
+ * out of int64 range is well-formed but counted as a field error and
+ * leaves *v unchanged. */
+static int jp_int(lp_jp_t *j, int64_t *v) {
+        jp_ws(j);
+        if (j->p >= j->end)
+                return -1;
+        char c = *j->p;
+        if (c != '-' && (c < '0' || c > '9')) {
+                j->field_errors++;
+                return jp_value_skip(j);
+        }
+        const char *b = j->p;
+        int is_int;
+        if (jp_number_skip(j, &is_int))
+                return -1;
+        if (!is_int) {
+                j->field_errors++;
+                return 0;
+        }
+        int neg = *b == '-';
+        const char *q = b + neg;
+        uint64_t acc = 0;
+        for (; q < j->p; q++) {
+                uint64_t d = (uint64_t)(*q - '0');
+                if (acc > (UINT64_MAX - d) / 10) {
+                        j->field_errors++;
+                        return 0;
+                }
+                acc = acc * 10 + d;
+        }
+        if ((!neg && acc > (uint64_t)INT64_MAX) ||
+            (neg && acc > (uint64_t)INT64_MAX + 1)) {
+                j->field_errors++;
+                return 0;
+        }
+        *v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+        return 0;
+}
+
+#define KEYIS(s, n, lit) ((n) == sizeof(lit) - 1 && !memcmp((s), lit, (n)))
+
+static int jp_partition(lp_jp_t *j, lagprobe_t *p, uint32_t topic_ref,
+                        const char *key, uint32_t keylen) {
+        lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1001, -1, -1, -1, -1};
+        if (++j->depth > LP_JSON_MAX_DEPTH)
+                return -1;
+        if (!jp_eat(j, '{'))
+                return -1;
+        if (!jp_eat(j, '}')) {
+                for (;;) {
+                        const char *k;
+                        uint32_t kn;
+                        int64_t v;
+                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
+                                return -1;
+                        if (KEYIS(k, kn, "partition")) {
+                                v = -2;
+                                if (jp_int(j, &v))
+                                        return -1;
+                                if (v < INT32_MIN || v > INT32_MAX)
+                                        j->field_errors++;
+                                else
+                                        r.partition = (int32_t)v;
+                        } else if (KEYIS(k, kn, "hi_offset")) {
+                                if (jp_int(j, &r.hi))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "lo_offset")) {
+                                if (jp_int(j, &r.lo))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "ls_offset")) {
+                                if (jp_int(j, &r.ls))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "committed_offset")) {
+                                if (jp_int(j, &r.committed))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "app_offset")) {
+                                if (jp_int(j, &r.app_offset))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "fetchq_cnt")) {
+                                if (jp_int(j, &r.fetchq_cnt))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "fetchq_size")) {
+                                if (jp_int(j, &r.fetchq_size))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "fetch_state")) {
+                                const char *s;
+                                uint32_t sn;
+                                jp_ws(j);
+                                if (j->p < j->end && *j->p == '"') {
+                                        if (jp_string(j, &s, &sn, NULL))
+                                                return -1;
+                                        r.fetch_active = KEYIS(s, sn, "active");
+                                } else {
+                                        j->field_errors++;
+                                        if (jp_value_skip(j))
+                                                return -1;
+                                }
+                        } else if (jp_value_skip(j)) {
+                                return -1;
+                        }
+                        if (jp_eat(j, ','))
+                                continue;
+                        if (jp_eat(j, '}'))
+                                break;
+                        return -1;
+                }
+        }
+        j->depth--;
+        if (r.partition == -2) {
+                /* No "partition" field: fall back to the key. */
+                char tmp[16];
+                if (keylen > 0 && keylen < sizeof tmp) {
+                        memcpy(tmp, key, keylen);
+                        tmp[keylen] = 0;
+                        char *endp;
+                        long v = strtol(tmp, &endp, 10);
+                        if (*endp == 0 && v >= -1 && v <= INT32_MAX)
+                                r.partition = (int32_t)v;
+                }
+                if (r.partition == -2) {
+                        j->field_errors++;
+                        return 0;
+                }
+        }
+        if (r.partition < 0) /* "-1": librdkafka's internal UA partition */
+                return 0;
+        arrput(p->scr_parts, r);
+        return 0;
+}
+
+static int jp_object_of(lp_jp_t *j, lagprobe_t *p, uint32_t topic_ref) {
+        /* "partitions": { "<id>": {...}, ... } */
+        if (++j->depth > LP_JSON_MAX_DEPTH)
+                return -1;
+        jp_ws(j);
+        if (j->p >= j->end || *j->p != '{') {
+                j->field_errors++;
+                j->depth--;
+                return jp_value_skip(j);
+        }
+        j->p++;
+        if (!jp_eat(j, '}')) {
+                for (;;) {
+                        const char *k;
+                        uint32_t kn;
+                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
+                                return -1;
+                        jp_ws(j);
+                        if (j->p < j->end && *j->p == '{') {
+                                if (jp_partition(j, p, topic_ref, k, kn))
+                                        return -1;
+                        } else {
+                                j->field_errors++;
+                                if (jp_value_skip(j))
+                                        return -1;
+                        }
+                        if (jp_eat(j, ','))
+                                continue;
+                        if (jp_eat(j, '}'))
+                                break;
+                        return -1;
+                }
+        }
+        j->depth--;
+        return 0;
+}
+
+static int jp_topic(lp_jp_t *j, lagprobe_t *p, const char *name,
+                    uint32_t nlen, int escaped) {
+        lp_tref_t t = {name, nlen, escaped};
+        uint32_t ref = (uint32_t)arrlen(p->scr_topics);
+        arrput(p->scr_topics, t);
+        if (++j->depth > LP_JSON_MAX_DEPTH)
+                return -1;
+        jp_ws(j);
+        if (j->p >= j->end || *j->p != '{') {
+                j->field_errors++;
+                j->depth--;
+                return jp_value_skip(j);
+        }
+        j->p++;
+        if (!jp_eat(j, '}')) {
+                for (;;) {
+                        const char *k;
+                        uint32_t kn;
+                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
+                                return -1;
+                        if (KEYIS(k, kn, "partitions")) {
+                                if (jp_object_of(j, p, ref))
+                                        return -1;
+                        } else if (jp_value_skip(j)) {
+                                return -1;
+                        }
+                        if (jp_eat(j, ','))
+                                continue;
+                        if (jp_eat(j, '}'))
+                                break;
+                        return -1;
+                }
+        }
+        j->depth--;
+        return 0;
+}
+
+static int jp_topics(lp_jp_t *j, lagprobe_t *p) {
+        if (++j->depth > LP_JSON_MAX_DEPTH)
+                return -1;
+        jp_ws(j);
+        if (j->p >= j->end || *j->p != '{') {
+                j->field_errors++;
+                j->depth--;
+                return jp_value_skip(j);
+        }
+        j->p++;
+        if (!jp_eat(j, '}')) {
+                for (;;) {
+                        const char *k;
+                        uint32_t kn;
+                        int esc;
+                        if (jp_string(j, &k, &kn, &esc) || !jp_eat(j, ':'))
+                                return -1;
+                        if (jp_topic(j, p, k, kn, esc))
+                                return -1;
+                        if (jp_eat(j, ','))
+                                continue;
+                        if (jp_eat(j, '}'))
+                                break;
+                        return -1;
+                }
+        }
+        j->depth--;
+        return 0;
+}
+
+typedef struct lp_doc_s {
+        int64_t ts_us;
+        int64_t rebalance_cnt;
+        int cgrp_state;
+        const char *name;
+        uint32_t name_len;
+} lp_doc_t;
+
+static int jp_cgrp(lp_jp_t *j, lp_doc_t *d) {
+        if (++j->depth > LP_JSON_MAX_DEPTH)
+                return -1;
+        jp_ws(j);
+        if (j->p >= j->end || *j->p != '{') {
+                j->field_errors++;
+                j->depth--;
+                return jp_value_skip(j);
+        }
+        j->p++;
+        if (!jp_eat(j, '}')) {
+                for (;;) {
+                        const char *k, *s;
+                        uint32_t kn, sn;
+                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
+                                return -1;
+                        if (KEYIS(k, kn, "rebalance_cnt")) {
+                                if (jp_int(j, &d->rebalance_cnt))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "state")) {
+                                jp_ws(j);
+                                if (j->p < j->end && *j->p == '"') {
+                                        if (jp_string(j, &s, &sn, NULL))
+                                                return -1;
+                                        d->cgrp_state = 0;
+                                        for (size_t i = 1; i < LP_CGRP_STATES;
+                                             i++)
+                                                if (strlen(lp_cgrp_states[i]) ==
+                                                        sn &&
+                                                    !memcmp(lp_cgrp_states[i],
+                                                            s, sn))
+                                                        d->cgrp_state = (int)i;
+                                } else {
+                                        j->field_errors++;
+                                        if (jp_value_skip(j))
+                                                return -1;
+                                }
+                        } else if (jp_value_skip(j)) {
+                                return -1;
+                        }
+                        if (jp_eat(j, ','))
+                                continue;
+                        if (jp_eat(j, '}'))
+                                break;
+                        return -1;
+                }
+        }
+        j->depth--;
+        return 0;
+}
+
+static int jp_document(lp_jp_t *j, lagprobe_t *p, lp_doc_t *d) {
+        j->depth = 1;
+        if (!jp_eat(j, '{'))
+                return -1;
+        if (!jp_eat(j, '}')) {
+                for (;;) {
+                        const char *k;
+                        uint32_t kn;
+                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
+                                return -1;
+                        if (KEYIS(k, kn, "ts")) {
+                                if (jp_int(j, &d->ts_us))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "name")) {
+                                int esc;
+                                jp_ws(j);
+                                if (j->p < j->end && *j->p == '"') {
+                                        if (jp_string(j, &d->name, &d->name_len,
+                                                      &esc))
+                                                return -1;
+                                        if (esc)
+                                                d->name = NULL;
+                                } else if (jp_value_skip(j)) {
+                                        return -1;
+                                }
+                        } else if (KEYIS(k, kn, "topics")) {
+                                if (jp_topics(j, p))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "cgrp")) {
+                                if (jp_cgrp(j, d))
+                                        return -1;
+                        } else if (jp_value_skip(j)) {
+                                return -1;
+                        }
+                        if (jp_eat(j, ','))
+                                continue;
+                        if (jp_eat(j, '}'))
+                                break;
+                        return -1;
+                }
+        }
+        jp_ws(j);
+        /* librdkafka's buffer may include the terminating NUL. */
+        while (j->p < j->end && *j->p == '\0')
+                j->p++;
+        jp_ws(j);
+        return j->p == j->end ? 0 : -1;
+}
+
+/* Unescapes a JSON string body into out (NUL-terminated). -1 if too long
+ * or it would contain a NUL (not a valid topic name). */
+static int lp_unescape(const char *s, uint32_t n, int escaped, char *out,
+                       size_t outsz) {
+        size_t o = 0;
+        if (!escaped) {
+                if (n >= outsz)
+                        return -1;
+                memcpy(out, s, n);
+                out[n] = 0;
+                return 0;
+        }
+        for (uint32_t i = 0; i < n; i++) {
+                unsigned cp;
+                char c = s[i];
+                if (c != '\\') {
+                        if (o + 1 >= outsz)
+                                return -1;
+                        out[o++] = c;
+                        continue;
+                }
+                c = s[++i];
+                switch (c) {
+                case 'b': cp = '\b'; break;
+                case 'f': cp = '\f'; break;
+                case 'n': cp = '\n'; break;
+                case 'r': cp = '\r'; break;
+                case 't': cp = '\t'; break;
+                case 'u':
+                        cp = (unsigned)(jp_hex(s[i + 1]) << 12 |
+                                        jp_hex(s[i + 2]) << 8 |
+                                        jp_hex(s[i + 3]) << 4 | jp_hex(s[i + 4]));
+                        i += 4;
+                        break;
+                default: cp = (unsigned char)c; break;
+                }
+                if (cp == 0)
+                        return -1;
+                /* UTF-8 encode (surrogates kept as-is: not topic names). */
+                char enc[4];
+                size_t el;
+                if (cp < 0x80) {
+                        enc[0] = (char)cp;
+                        el = 1;
+                } else if (cp < 0x800) {
+                        enc[0] = (char)(0xC0 | (cp >> 6));
+                        enc[1] = (char)(0x80 | (cp & 0x3F));
+                        el = 2;
+                } else {
+                        enc[0] = (char)(0xE0 | (cp >> 12));
+                        enc[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                        enc[2] = (char)(0x80 | (cp & 0x3F));
+                        el = 3;
+                }
+                if (o + el >= outsz)
+                        return -1;
+                memcpy(out + o, enc, el);
+                o += el;
+        }
+        out[o] = 0;
+        return 0;
+}
+
+static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
+                           int64_t field_errors);
+
+/* Parses one statistics document and applies it. Returns 0 when accepted,
+ * -1 when rejected as malformed (nothing applied). Any thread; documents
+ * are serialised by plock. */
+static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
+                                 size_t len) {
+        lp_doc_t d = {-1, -1, -1, NULL, 0};
+        int rc;
+        int64_t now = lp_mono_us();
+        pthread_mutex_lock(&p->plock);
+        arrsetlen(p->scr_parts, 0);
+        arrsetlen(p->scr_topics, 0);
+        lp_jp_t j = {json, json ? json + len : NULL, 0, 0};
+        rc = json ? jp_document(&j, p, &d) : -1;
+        if (rc == 0) {
+                lp_apply_stats(p, &d, now, j.field_errors);
+        } else {
+                pthread_mutex_lock(&p->wlock);
+                uint32_t s = lp_wbegin(&p->gseq);
+                ST(p->g_stats_errors, LD(p->g_stats_errors) + 1);
+                lp_wend(&p->gseq, s);
+                pthread_mutex_unlock(&p->wlock);
+        }
+        pthread_mutex_unlock(&p->plock);
+        return rc;
+}
+
+/* Caller holds plock (scratch). Takes wlock for the index and S groups. */
+static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
+                           int64_t field_errors) {
+        int64_t ts = d->ts_us > 0 ? d->ts_us : now_us;
+        char topic[LP_TOPIC_MAX];
+        uint32_t cur_ref = UINT32_MAX;
+        int32_t *parts = NULL;
+        ptrdiff_t nparts = 0;
+
+        if (d->name && d->name_len > 0 && !LD_ACQ(p->name_set)) {
+                size_t n = d->name_len < sizeof p->name - 1
+                               ? d->name_len
+                               : sizeof p->name - 1;
+                memcpy(p->name, d->name, n);
+                p->name[n] = 0;
+                /* Release: the name is complete before readers use it. */
+                ST_REL(p->name_set, 1);
+        }
+
+        pthread_mutex_lock(&p->wlock);
+        for (ptrdiff_t i = 0; i < arrlen(p->scr_parts); i++) {
+                const lp_prec_t *r = &p->scr_parts[i];
+                if (r->topic_ref != cur_ref) {
+                        const lp_tref_t *t = &p->scr_topics[r->topic_ref];
+                        cur_ref = r->topic_ref;
+                        parts = NULL;
+                        nparts = 0;
+                        if (lp_unescape(t->raw, t->len, t->escaped, topic,
+                                        sizeof topic) == 0) {
+                                ptrdiff_t ti = shgeti(p->topic_map, topic);
+                                if (ti >= 0) {
+                                        parts = p->topics[p->topic_map[ti].value]
+                                                    .parts;
+                                        nparts = arrlen(parts);
+                                }
+                        }
+                }
+                if (!parts || r->partition >= nparts || parts[r->partition] < 0)
+                        continue; /* not a partition this consumer tracks */
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)parts[r->partition]);
+                int64_t pos = LD(s->c_position);
+                uint32_t q = lp_wbegin(&s->sseq);
+                if (r->hi >= 0 || r->hi == -1001)
+                        ST(s->s_hi, r->hi >= 0 ? r->hi : -1);
+                if (r->lo >= 0 || r->lo == -1001)
+                        ST(s->s_lo, r->lo >= 0 ? r->lo : -1);
+                if (r->ls >= 0 || r->ls == -1001)
+                        ST(s->s_ls, r->ls >= 0 ? r->ls : -1);
+                ST(s->s_app_offset, r->app_offset >= 0 ? r->app_offset : -1);
+                /* The statistics' committed offset is newer than the last
+                 * on_commit only if the document was made after it. */
+                if (r->committed >= 0 && ts >= s->w_committed_us) {
+                        if (r->committed != LD(s->s_committed) &&
+                            LD(s->s_committed) >= 0)
+                                ST(s->s_progress_us, ts);
+                        ST(s->s_committed, r->committed);
+                        s->w_committed_us = ts;
+                }
+                if (r->fetchq_cnt >= 0)
+                        ST(s->s_fetchq_cnt, r->fetchq_cnt);
+                if (r->fetchq_size >= 0)
+                        ST(s->s_fetchq_size, r->fetchq_size);
+                int stale = r->fetch_active == 0;
+                if (p->queued_min_messages > 0 &&
+                    r->fetchq_cnt >= p->queued_min_messages)
+                        stale = 1;
+                if (p->queued_max_kbytes > 0 &&
+                    r->fetchq_size >= p->queued_max_kbytes * 1024 * 9 / 10)
+                        stale = 1;
+                ST(s->s_stale, stale);
+                if (pos != s->w_prev_position) {
+                        if (s->w_prev_position >= 0)
+                                ST(s->s_progress_us, ts);
+                        s->w_prev_position = pos;
+                }
+                ST(s->s_stats_us, ts);
+                lp_wend(&s->sseq, q);
+        }
+        uint32_t g = lp_wbegin(&p->gseq);
+        ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
+        ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
+        ST(p->g_stats_last_us, now_us);
+        if (d->rebalance_cnt >= 0)
+                ST(p->g_cgrp_rebalance_cnt, d->rebalance_cnt);
+        if (d->cgrp_state >= 0)
+                ST(p->g_cgrp_state, d->cgrp_state);
+        lp_wend(&p->gseq, g);
+        pthread_mutex_unlock(&p->wlock);
+}
+
+/* ------------------------------------------------------------------------
+ * 5. librdkafka glue
+ * ---------------------------------------------------------------------- */
+
+static _Atomic(lagprobe_t *) lp_slots[LAGPROBE_MAX_PROBES];
+
+static void lp_unref(lagprobe_t *p);
+static void lp_note_poll(lagprobe_t *p, int64_t now_us);
+static void lp_note_eviction(lagprobe_t *p, int64_t now_us);
+
+static inline lagprobe_t *lp_slot_probe(int i) {
+        return atomic_load_explicit(&lp_slots[i], memory_order_acquire);
+}
+
+/* The probe's own consumer, not a second client made from a copy of the
+ * conf, a producer, nor a consumer whose probe the app destroyed. */
+static inline int lp_mine(lagprobe_t *p, const rd_kafka_t *rk) {
+        return p && LD_ACQ(p->bound) && LD(p->rk) == rk &&
+               !LD(p->user_destroyed);
+}
+
+static int lp_stats_cb(int slot, rd_kafka_t *rk, char *json, size_t len,
+                       void *opaque) {
+        lagprobe_t *p = lp_slot_probe(slot);
+        if (!p)
+                return 0;
+        if (lp_mine(p, rk)) {
+                /* Statistics are served inside the app's poll call. */
+                lp_note_poll(p, lp_mono_us());
+                lagprobe__stats_parse(p, json, len);
+        }
+        if (p->app_stats_cb)
+                return p->app_stats_cb(rk, json, len, opaque);
+        return 0;
+}
+
+static int lp_protocol(rd_kafka_t *rk) {
+#if RD_KAFKA_VERSION >= 0x010600ff
+        const char *s = rd_kafka_rebalance_protocol(rk);
+        if (s && !strcmp(s, "COOPERATIVE"))
+                return LP_PROTO_COOPERATIVE;
+        if (s && !strcmp(s, "EAGER"))
+                return LP_PROTO_EAGER;
+        return LP_PROTO_NONE;
+#else
+        (void)rk;
+        return LP_PROTO_EAGER;
+#endif
+}
+
+/* What librdkafka does when the app has no rebalance_cb. */
+static rd_kafka_resp_err_t
+lp_default_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                     rd_kafka_topic_partition_list_t *parts) {
+        rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
+#if RD_KAFKA_VERSION >= 0x010600ff
+        if (lp_protocol(rk) == LP_PROTO_COOPERATIVE) {
+                rd_kafka_error_t *e = NULL;
+                if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                        e = rd_kafka_incremental_assign(rk, parts);
+                else if (parts && parts->cnt > 0)
+                        e = rd_kafka_incremental_unassign(rk, parts);
+                if (e) {
+                        r = rd_kafka_error_code(e);
+                        rd_kafka_error_destroy(e);
+                }
+                return r;
+        }
+#endif
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                r = rd_kafka_assign(rk, parts);
+        else
+                r = rd_kafka_assign(rk, NULL);
+        return r;
+}
+
+static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
+                             const rd_kafka_topic_partition_list_t *parts) {
+        int64_t now = lp_mono_us();
+        int proto = lp_protocol(rk);
+        pthread_mutex_lock(&p->wlock);
+        int64_t added = 0;
+        for (int i = 0; parts && i < parts->cnt; i++) {
+                int si = lp_slot_find(p, parts->elems[i].topic,
+                                      parts->elems[i].partition, 1);
+                if (si < 0)
+                        continue;
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
+                /* Figures from an earlier assignment are not trusted: the
+                 * group may have moved on while another member owned it. */
+                uint32_t q = lp_wbegin(&s->sseq);
+                ST(s->s_hi, -1);
+                ST(s->s_lo, -1);
+                ST(s->s_ls, -1);
+                ST(s->s_app_offset, -1);
+                ST(s->s_committed, -1);
+                ST(s->s_fetchq_cnt, 0);
+                ST(s->s_fetchq_size, 0);
+                ST(s->s_stats_us, 0);
+                ST(s->s_progress_us, 0);
+                ST(s->s_stale, 0);
+                s->w_committed_us = 0;
+                s->w_prev_position = -1;
+                lp_wend(&s->sseq, q);
+                ST(s->assign_gen, LD(s->assign_gen) + 1);
+                if (!LD(s->assigned)) {
+                        ST_REL(s->assigned, 1);
+                        added++;
+                }
+        }
+        uint32_t g = lp_wbegin(&p->gseq);
+        ST(p->g_assigns, LD(p->g_assigns) + 1);
+        ST(p->g_last_rebalance_us, now);
+        ST(p->g_protocol, proto);
+        int64_t since = LD(p->g_unassigned_since_us);
+        if (since > 0 && added > 0) {
+                ST(p->g_last_unassigned_us, now - since);
+                ST(p->g_unassigned_since_us, 0);
+        }
+        ST(p->g_assignment_size, LD(p->g_assignment_size) + added);
+        lp_wend(&p->gseq, g);
+        ST(p->cache_epoch, LD(p->cache_epoch) + 1);
+        pthread_mutex_unlock(&p->wlock);
+}
+
+static void lp_record_revoke(lagprobe_t *p, rd_kafka_t *rk, int lost,
+                             const rd_kafka_topic_partition_list_t *parts) {
+        int64_t now = lp_mono_us();
+        int proto = lp_protocol(rk);
+        pthread_mutex_lock(&p->wlock);
+        int64_t removed = 0;
+        for (int i = 0; parts && i < parts->cnt; i++) {
+                int si = lp_slot_find(p, parts->elems[i].topic,
+                                      parts->elems[i].partition, 0);
+                if (si < 0)
+                        continue;
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
+                if (LD(s->assigned)) {
+                        ST_REL(s->assigned, 0);
+                        removed++;
+                }
+        }
+        uint32_t g = lp_wbegin(&p->gseq);
+        ST(p->g_revokes, LD(p->g_revokes) + 1);
+        if (lost)
+                ST(p->g_lost, LD(p->g_lost) + 1);
+        ST(p->g_last_rebalance_us, now);
+        ST(p->g_protocol, proto);
+        int64_t size = LD(p->g_assignment_size) - removed;
+        if (size < 0)
+                size = 0;
+        ST(p->g_assignment_size, size);
+        if (size == 0 && LD(p->g_unassigned_since_us) == 0)
+                ST(p->g_unassigned_since_us, now);
+        lp_wend(&p->gseq, g);
+        ST(p->cache_epoch, LD(p->cache_epoch) + 1);
+        pthread_mutex_unlock(&p->wlock);
+}
+
+static void lp_record_rebalance_err(lagprobe_t *p, rd_kafka_resp_err_t err) {
+        pthread_mutex_lock(&p->wlock);
+        uint32_t g = lp_wbegin(&p->gseq);
+        ST(p->g_last_rebalance_err, (int)err);
+        lp_wend(&p->gseq, g);
+        pthread_mutex_unlock(&p->wlock);
+}
+
+static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts,
+                            void *opaque) {
+        lagprobe_t *p = lp_slot_probe(slot);
+        int mine = lp_mine(p, rk);
+        int lost = 0;
+        if (mine) {
+                lp_note_poll(p, lp_mono_us());
+#if RD_KAFKA_VERSION >= 0x010600ff
+                lost = err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS &&
+                       rd_kafka_assignment_lost(rk);
+#endif
+                if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                        lp_record_assign(p, rk, parts);
+        }
+        if (p && p->app_rebalance_cb) {
+                p->app_rebalance_cb(rk, err, parts, opaque);
+        } else {
+                rd_kafka_resp_err_t r = lp_default_rebalance(rk, err, parts);
+                if (mine && r)
+                        lp_record_rebalance_err(p, r);
+        }
+        if (!mine)
+                return;
+        if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+                lp_record_revoke(p, rk, lost, parts);
+        else if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                lp_record_rebalance_err(p, err);
+}
+
+static void lp_error_cb(int slot, rd_kafka_t *rk, int err, const char *reason,
+                        void *opaque) {
+        lagprobe_t *p = lp_slot_probe(slot);
+        if (!p)
+                return;
+        /* error_cb is wrapped only when the app had one. */
+        if (p->app_error_cb)
+                p->app_error_cb(rk, err, reason, opaque);
+}
+
+static void lp_log_cb(int slot, const rd_kafka_t *rk, int level,
+                      const char *fac, const char *buf) {
+        lagprobe_t *p = lp_slot_probe(slot);
+        if (p && lp_mine(p, rk) && fac && !strcmp(fac, "MAXPOLL"))
+                lp_note_eviction(p, lp_mono_us());
+        if (p && p->app_log_cb)
+                p->app_log_cb(rk, level, fac, buf);
+        else
+                rd_kafka_log_print(rk, level, fac, buf);
+}
+
+/* Fixed trampolines, one set per slot: librdkafka's stats, rebalance,
+ * error and log callbacks carry the app's opaque (or none), so the slot
+ * number baked into the function is how they find their probe. */
+#define LP_TRAMP(a, b)                                                         \
+        static int lp_st_##a##b(rd_kafka_t *rk, char *j, size_t n, void *o) { \
+                return lp_stats_cb(a * 8 + b, rk, j, n, o);                    \
+        }                                                                      \
+        static void lp_rb_##a##b(rd_kafka_t *rk, rd_kafka_resp_err_t e,        \
+                                 rd_kafka_topic_partition_list_t *l,           \
+                                 void *o) {                                    \
+                lp_rebalance_cb(a * 8 + b, rk, e, l, o);                       \
+        }                                                                      \
+        static void lp_er_##a##b(rd_kafka_t *rk, int e, const char *r,         \
+                                 void *o) {                                    \
+                lp_error_cb(a * 8 + b, rk, e, r, o);                           \
+        }                                                                      \
+        static void lp_lg_##a##b(const rd_kafka_t *rk, int l, const char *f,   \
+                                 const char *s) {                              \
+                lp_log_cb(a * 8 + b, rk, l, f, s);                             \
+        }
+#define LP_TRAMP_ENTRY(a, b) {lp_st_##a##b, lp_rb_##a##b, lp_er_##a##b, lp_lg_##a##b},
+#define LP_X8(X, a) X(a, 0) X(a, 1) X(a, 2) X(a, 3) X(a, 4) X(a, 5) X(a, 6) X(a, 7)
+#define LP_X64(X)                                                              \
+        LP_X8(X, 0) LP_X8(X, 1) LP_X8(X, 2) LP_X8(X, 3) LP_X8(X, 4)            \
+        LP_X8(X, 5) LP_X8(X, 6) LP_X8(X, 7)
+
+LP_X64(LP_TRAMP)
+
+static const struct lp_tramps_s {
+        int (*stats)(rd_kafka_t *, char *, size_t, void *);
+        void (*rebalance)(rd_kafka_t *, rd_kafka_resp_err_t,
+                          rd_kafka_topic_partition_list_t *, void *);
+        void (*error)(rd_kafka_t *, int, const char *, void *);
+        void (*log)(const rd_kafka_t *, int, const char *, const char *);
+} lp_tramps[64] = {LP_X64(LP_TRAMP_ENTRY)};
+
+/* Interceptors: their ic_opaque is the probe. */
+
+static rd_kafka_resp_err_t lp_on_consume(rd_kafka_t *rk,
+                                         rd_kafka_message_t *m, void *ic) {
+        lagprobe_t *p = ic;
+        (void)rk;
+        if (m->err || !m->rkt)
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        lp_slot_t *s = lp_slot_for_msg(p, m);
+        if (!s)
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        /* Hot path: relaxed loads and stores only, no read-modify-write:
+         * this thread is the only writer of the slot's C group. */
+        uint32_t gen = LD(s->assign_gen);
+        int64_t consumed = LD(s->c_gen) == gen ? LD(s->c_consumed) + 1 : 1;
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+        uint32_t q = lp_wbegin(&s->cseq);
+        ST(s->c_gen, gen);
+        ST(s->c_position, m->offset + 1);
+        ST(s->c_consumed, consumed);
+        ST(s->c_last_ts, ts);
+        ST(s->c_total, LD(s->c_total) + 1);
+        lp_wend(&s->cseq, q);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+static rd_kafka_resp_err_t
+lp_on_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *offsets,
+             rd_kafka_resp_err_t err, void *ic) {
+        lagprobe_t *p = ic;
+        if (!lp_mine(p, rk))
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        /* "Nothing to commit" is not a failure. */
+        int failed = err && err != RD_KAFKA_RESP_ERR__NO_OFFSET;
+        int64_t now = lp_mono_us();
+        pthread_mutex_lock(&p->wlock);
+        for (int i = 0; offsets && i < offsets->cnt; i++) {
+                const rd_kafka_topic_partition_t *e = &offsets->elems[i];
+                int si = lp_slot_find(p, e->topic, e->partition, 0);
+                if (si < 0)
+                        continue;
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
+                uint32_t q = lp_wbegin(&s->sseq);
+                if (e->err && e->err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+                        ST(s->s_commit_errs, LD(s->s_commit_errs) + 1);
+                        ST(s->s_last_commit_err, (int)e->err);
+                        failed = 1;
+                } else if (!err && e->offset >= 0) {
+                        ST(s->s_last_commit_err, 0);
+                        if (e->offset > LD(s->s_committed))
+                                ST(s->s_progress_us, now);
+                        ST(s->s_committed, e->offset);
+                        s->w_committed_us = now;
+                }
+                lp_wend(&s->sseq, q);
+        }
+        uint32_t g = lp_wbegin(&p->gseq);
+        ST(p->g_commits, LD(p->g_commits) + 1);
+        if (failed) {
+                ST(p->g_commit_errors, LD(p->g_commit_errors) + 1);
+                ST(p->g_last_commit_err, (int)(err ? err : RD_KAFKA_RESP_ERR_UNKNOWN));
+        }
+        lp_wend(&p->gseq, g);
+        pthread_mutex_unlock(&p->wlock);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+static rd_kafka_resp_err_t lp_on_destroy(rd_kafka_t *rk, void *ic) {
+        lagprobe_t *p = ic;
+        if (LD(p->rk) == rk) {
+                /* Readers and the watchdog stop using rk from here on. */
+                ST_REL(p->bound, 0);
+        }
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+static int64_t lp_conf_int(const rd_kafka_conf_t *conf, const char *name,
+                           int64_t dflt) {
+        char buf[64];
+        size_t n = sizeof buf;
+        if (rd_kafka_conf_get(conf, name, buf, &n) != RD_KAFKA_CONF_OK)
+                return dflt;
+        char *end;
+        long long v = strtoll(buf, &end, 10);
+        return end == buf ? dflt : (int64_t)v;
+}
+
+static void lp_conf_str(const rd_kafka_conf_t *conf, const char *name,
+                        char *out, size_t size) {
+        size_t n = size;
+        out[0] = 0;
+        if (rd_kafka_conf_get(conf, name, out, &n) != RD_KAFKA_CONF_OK)
+                out[0] = 0;
+}
+
+static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
+                                     const rd_kafka_conf_t *conf, void *ic,
+                                     char *errstr, size_t errstr_size) {
+        lagprobe_t *p = ic;
+        if (LD(p->user_destroyed))
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (atomic_exchange(&p->rk_seen, 1)) {
+                /* A second client from a copy of the conf: the probe stays
+                 * with its first consumer; this one only gets chaining. */
+                lp_err(errstr, errstr_size,
+                       "lagprobe: probe already watches another client; "
+                       "use one probe per consumer");
+                return RD_KAFKA_RESP_ERR__CONFLICT;
+        }
+        if (rd_kafka_type(rk) != RD_KAFKA_CONSUMER) {
+                snprintf(p->bind_error, sizeof p->bind_error,
+                         "attached to a producer: lagprobe watches consumers");
+                lp_err(errstr, errstr_size, "lagprobe: %s", p->bind_error);
+                return RD_KAFKA_RESP_ERR__INVALID_ARG;
+        }
+        lp_conf_str(conf, "group.id", p->group_id, sizeof p->group_id);
+        lp_conf_str(conf, "client.id", p->client_id, sizeof p->client_id);
+        p->max_poll_interval_ms =
+            lp_conf_int(conf, "max.poll.interval.ms", 300000);
+        p->session_timeout_ms = lp_conf_int(conf, "session.timeout.ms", 45000);
+        p->heartbeat_interval_ms =
+            lp_conf_int(conf, "heartbeat.interval.ms", 3000);
+        p->queued_min_messages =
+            lp_conf_int(conf, "queued.min.messages", 100000);
+        p->queued_max_kbytes =
+            lp_conf_int(conf, "queued.max.messages.kbytes", 65536);
+        rd_kafka_interceptor_add_on_consume(rk, "lagprobe", lp_on_consume, p);
+        rd_kafka_interceptor_add_on_commit(rk, "lagprobe", lp_on_commit, p);
+        rd_kafka_interceptor_add_on_destroy(rk, "lagprobe", lp_on_destroy, p);
+        pthread_mutex_lock(&p->wlock);
+        uint32_t g = lp_wbegin(&p->gseq);
+        ST(p->g_unassigned_since_us, lp_mono_us());
+        lp_wend(&p->gseq, g);
+        pthread_mutex_unlock(&p->wlock);
+        ST(p->rk, rk);
+        /* Release: group_id, limits and rk are visible once bound is. */
+        ST_REL(p->bound, 1);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+static rd_kafka_resp_err_t lp_on_conf_destroy(void *ic) {
+        lp_unref(ic);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+static rd_kafka_resp_err_t lp_add_conf_interceptors(rd_kafka_conf_t *conf,
+                                                    lagprobe_t *p);
+
+static rd_kafka_resp_err_t lp_on_conf_dup(rd_kafka_conf_t *new_conf,
+                                          const rd_kafka_conf_t *old_conf,
+                                          size_t filter_cnt,
+                                          const char **filter, void *ic) {
+        (void)old_conf;
+        (void)filter_cnt;
+        (void)filter;
+        /* Interceptors are not copied by rd_kafka_conf_dup(): re-install
+         * them so that the copy (e.g. the C++ wrapper's) keeps the probe.
+         * The callbacks are ordinary properties and were copied. */
+        return lp_add_conf_interceptors(new_conf, ic);
+}
+
+static rd_kafka_resp_err_t lp_add_conf_interceptors(rd_kafka_conf_t *conf,
+                                                    lagprobe_t *p) {
+        rd_kafka_resp_err_t e;
+        e = rd_kafka_conf_interceptor_add_on_new(conf, "lagprobe", lp_on_new, p);
+        if (e)
+                return e;
+        e = rd_kafka_conf_interceptor_add_on_conf_dup(conf, "lagprobe",
+                                                      lp_on_conf_dup, p);
+        if (e)
+                return e;
+        e = rd_kafka_conf_interceptor_add_on_conf_destroy(
+            conf, "lagprobe", lp_on_conf_destroy, p);
+        if (e)
+                return e;
+        atomic_fetch_add(&p->refcnt, 1);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Reads a pointer-valued property ("%p" from rd_kafka_conf_get()). */
+static void *lp_conf_ptr(rd_kafka_conf_t *conf, const char *name) {
+        char buf[64];
+        size_t n = sizeof buf;
+        void *v = NULL;
+        if (rd_kafka_conf_get(conf, name, buf, &n) != RD_KAFKA_CONF_OK)
+                return NULL;
+        if (sscanf(buf, "%p", &v) != 1)
+                return NULL;
+        return v;
+}
+
+#define LP_FNPTR(dst, vp)                                                      \
+        do {                                                                   \
+                _Static_assert(sizeof(dst) == sizeof(void *),                  \
+                               "function pointer size");                       \
+                void *lp_v_ = (vp);                                            \
+                memcpy(&(dst), &lp_v_, sizeof(dst));                           \
+        } while (0)
+
+static int lp_is_tramp(void *fn) {
+        for (int i = 0; i < 64; i++) {
+                void *a, *b, *c, *d;
+                memcpy(&a, &lp_tramps[i].stats, sizeof a);
+                memcpy(&b, &lp_tramps[i].rebalance, sizeof b);
+                memcpy(&c, &lp_tramps[i].error, sizeof c);
+                memcpy(&d, &lp_tramps[i].log, sizeof d);
+                if (fn && (fn == a || fn == b || fn == c || fn == d))
+                        return 1;
+        }
+        return 0;
+}
+
+int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
+                    size_t errstr_size) {
+        char buf[256];
+        size_t n;
+        if (!probe || !conf) {
+                lp_err(errstr, errstr_size, "lagprobe_attach: %s is NULL",
+                       !probe ? "probe" : "conf");
+                return -1;
+        }
+        if (LD(probe->attached) || probe->slot >= 0) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_attach: this probe is already attached to a "
+                       "conf (one probe per consumer; create another probe)");
+                return -1;
+        }
+        if (lp_is_tramp(lp_conf_ptr(conf, "stats_cb")) ||
+            lp_is_tramp(lp_conf_ptr(conf, "rebalance_cb")) ||
+            lp_is_tramp(lp_conf_ptr(conf, "log_cb"))) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_attach: this conf already carries a lagprobe "
+                       "probe (attach once per conf)");
+                return -1;
+        }
+        if (lp_conf_ptr(conf, "dr_msg_cb") || lp_conf_ptr(conf, "dr_cb")) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_attach: conf has a delivery report callback: "
+                       "it is a producer conf; lagprobe watches consumers");
+                return -1;
+        }
+        n = sizeof buf;
+        if (rd_kafka_conf_get(conf, "group.id", buf, &n) != RD_KAFKA_CONF_OK ||
+            !buf[0]) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_attach: conf has no group.id: lagprobe "
+                       "watches a consumer group member; set group.id");
+                return -1;
+        }
+        n = sizeof buf;
+        if (rd_kafka_conf_get(conf, "statistics.interval.ms", buf, &n) ==
+                RD_KAFKA_CONF_OK &&
+            atoi(buf) == 0) {
+                char v[32];
+                snprintf(v, sizeof v, "%d", probe->conf.stats_interval_ms);
+                if (rd_kafka_conf_set(conf, "statistics.interval.ms", v, buf,
+                                      sizeof buf) != RD_KAFKA_CONF_OK) {
+                        lp_err(errstr, errstr_size,
+                               "lagprobe_attach: statistics.interval.ms=%s: %s",
+                               v, buf);
+                        return -1;
+                }
+        }
+        int slot = -1;
+        for (int i = 0; i < LAGPROBE_MAX_PROBES && slot < 0; i++) {
+                lagprobe_t *expect = NULL;
+                if (atomic_compare_exchange_strong(&lp_slots[i], &expect,
+                                                   probe))
+                        slot = i;
+        }
+        if (slot < 0) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_attach: all %d probe slots are in use "
+                       "(raise LAGPROBE_MAX_PROBES, at most 64)",
+                       LAGPROBE_MAX_PROBES);
+                return -1;
+        }
+        probe->slot = slot;
+        LP_FNPTR(probe->app_stats_cb, lp_conf_ptr(conf, "stats_cb"));
+        LP_FNPTR(probe->app_rebalance_cb, lp_conf_ptr(conf, "rebalance_cb"));
+        LP_FNPTR(probe->app_error_cb, lp_conf_ptr(conf, "error_cb"));
+        LP_FNPTR(probe->app_log_cb, lp_conf_ptr(conf, "log_cb"));
+        if (lp_add_conf_interceptors(conf, probe)) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_attach: could not add interceptors to conf");
+                /* Nothing references the slot yet. */
+                probe->slot = -1;
+                atomic_store(&lp_slots[slot], NULL);
+                return -1;
+        }
+        rd_kafka_conf_set_stats_cb(conf, lp_tramps[slot].stats);
+        rd_kafka_conf_set_rebalance_cb(conf, lp_tramps[slot].rebalance);
+        if (probe->app_error_cb)
+                rd_kafka_conf_set_error_cb(conf, lp_tramps[slot].error);
+        rd_kafka_conf_set_log_cb(conf, lp_tramps[slot].log);
+        ST_REL(probe->attached, 1);
+        return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * 6. Hooks, watchdog and events
+ * ---------------------------------------------------------------------- */
+
+static void lp_note_poll(lagprobe_t *p, int64_t now_us) {
+        /* Inferred evidence never overrides exact hooks' figures. */
+        if (!LD(p->exact) && now_us > LD(p->last_poll_us))
+                ST(p->last_poll_us, now_us);
+}
+
+static void lp_note_eviction(lagprobe_t *p, int64_t now_us) {
+        /* librdkafka threads: the one read-modify-write, on a rare path. */
+        atomic_fetch_add(&p->evictions, 1);
+        ST(p->last_eviction_us, now_us);
+}
+
+void lagprobe_batch_begin(lagprobe_t *p, size_t n) {
+        if (!p)
+                return;
+        int64_t now = lp_mono_us();
+        if (!LD(p->exact))
+                ST(p->exact, 1);
+        int64_t prev = LD(p->last_poll_us);
+        /* The gap from the previous poll's return to this one's. */
+        if (prev > 0)
+                lp_whist_add(&p->h_gap, now, now - prev);
+        ST(p->last_poll_us, now);
+        uint32_t q = lp_wbegin(&p->bseq);
+        ST(p->b_in_batch, 1);
+        ST(p->b_size, (int64_t)n);
+        ST(p->b_done, 0);
+        ST(p->b_begin_us, now);
+        ST(p->b_last_progress_us, now);
+        lp_wend(&p->bseq, q);
+}
+
+void lagprobe_batch_progress(lagprobe_t *p, size_t n_done) {
+        if (!p)
+                return;
+        if (!LD(p->b_in_batch)) {
+                ST(p->hook_errors, LD(p->hook_errors) + 1);
+                return;
+        }
+        int64_t now = lp_mono_us();
+        int64_t done = LD(p->b_done);
+        int64_t inc = (int64_t)n_done - done;
+        if (inc <= 0)
+                return;
+        int64_t per = (now - LD(p->b_last_progress_us)) / inc;
+        for (int64_t i = 0; i < inc && i < 64; i++)
+                lp_whist_add(&p->h_msg, now, per);
+        uint32_t q = lp_wbegin(&p->bseq);
+        ST(p->b_done, (int64_t)n_done);
+        ST(p->b_last_progress_us, now);
+        lp_wend(&p->bseq, q);
+}
+
+void lagprobe_batch_end(lagprobe_t *p) {
+        if (!p)
+                return;
+        if (!LD(p->b_in_batch)) {
+                ST(p->hook_errors, LD(p->hook_errors) + 1);
+                return;
+        }
+        int64_t now = lp_mono_us();
+        int64_t size = LD(p->b_size), done = LD(p->b_done);
+        if (done < size && size > 0) {
+                /* Messages not reported one by one: spread the rest. */
+                int64_t per = (now - LD(p->b_last_progress_us)) / (size - done);
+                for (int64_t i = 0; i < size - done && i < 64; i++)
+                        lp_whist_add(&p->h_msg, now, per);
+        }
+        lp_whist_add(&p->h_batch, now, now - LD(p->b_begin_us));
+        uint32_t q = lp_wbegin(&p->bseq);
+        ST(p->b_in_batch, 0);
+        ST(p->b_done, size);
+        lp_wend(&p->bseq, q);
+}
+
+void lagprobe_poll_result(lagprobe_t *p, const rd_kafka_message_t *msg) {
+        if (!p || !msg)
+                return;
+        if (msg->err == RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED) {
+                int64_t now = lp_mono_us();
+                /* Counted once per eviction: the log line may have been
+                 * seen already within the same poll interval. */
+                if (now - LD(p->last_eviction_us) >
+                    p->max_poll_interval_ms * 1000)
+                        lp_note_eviction(p, now);
+        }
+}
+
+static void lp_logfmt_str(FILE *f, const char *k, const char *v) {
+        fprintf(f, " %s=\"", k);
+        for (; v && *v; v++) {
+                if (*v == '"' || *v == '\\')
+                        fputc('\\', f);
+                fputc(*v == '\n' ? ' ' : *v, f);
+        }
+        fputc('"', f);
+}
+
+static void lp_default_sink(const lagprobe_event_t *e) {
+        static const char *const sev[] = {"emerg", "alert", "crit", "err",
+                                          "warning", "notice", "info",
+                                          "debug"};
+        char line[1024];
+        FILE *f = fmemopen(line, sizeof line, "w");
+        if (!f)
+                return;
+        fprintf(f, "lagprobe event=%s level=%s", e->name,
+                sev[e->severity & 7]);
+        lp_logfmt_str(f, "group", e->group_id);
+        lp_logfmt_str(f, "client", e->client_id);
+        if (e->since_poll_ms >= 0)
+                fprintf(f, " since_poll_ms=%" PRId64, e->since_poll_ms);
+        if (e->max_poll_interval_ms >= 0)
+                fprintf(f, " max_poll_interval_ms=%" PRId64,
+                        e->max_poll_interval_ms);
+        if (e->headroom_ms != -1)
+                fprintf(f, " headroom_ms=%" PRId64, e->headroom_ms);
+        if (e->batch_size >= 0)
+                fprintf(f, " batch_size=%" PRId64 " batch_done=%" PRId64,
+                        e->batch_size, e->batch_done);
+        if (e->predicted_ms >= 0)
+                fprintf(f, " predicted_ms=%" PRId64, e->predicted_ms);
+        if (e->count >= 0)
+                fprintf(f, " count=%" PRId64, e->count);
+        if (e->topic) {
+                lp_logfmt_str(f, "topic", e->topic);
+                fprintf(f, " partition=%" PRId32, e->partition);
+        }
+        lp_logfmt_str(f, "msg", e->message);
+        fputc('\n', f);
+        fclose(f);
+        line[sizeof line - 2] = '\n';
+        line[sizeof line - 1] = 0;
+        fputs(line, stderr);
+}
+
+static void lp_event_init(lagprobe_t *p, lagprobe_event_t *e,
+                          lagprobe_event_type_t type, int severity) {
+        memset(e, 0, sizeof *e);
+        e->type = type;
+        e->name = lp_event_names[type];
+        e->severity = severity;
+        e->ts_ms = lp_wall_ms();
+        int bound = LD_ACQ(p->bound) || LD(p->rk_seen);
+        e->group_id = bound ? p->group_id : "";
+        e->client_id = bound ? p->client_id : "";
+        e->since_poll_ms = e->max_poll_interval_ms = e->headroom_ms = -1;
+        e->batch_size = e->batch_done = e->predicted_ms = e->count = -1;
+        e->partition = -1;
+}
+
+/* Counts the event and hands it to the sink unless rate-limited. Callers:
+ * the watchdog/tick (serialised by tick_lock) and librdkafka threads for
+ * evictions. lagprobe_destroy() waits for 'emitting' to drain. */
+static int lp_emit(lagprobe_t *p, lagprobe_event_t *e, int rate_limit) {
+        int64_t now = lp_mono_us();
+        atomic_fetch_add(&p->events[e->type], 1);
+        if (rate_limit && p->wd_last_emit_us[e->type] &&
+            now - p->wd_last_emit_us[e->type] <
+                (int64_t)p->conf.event_min_interval_ms * 1000)
+                return 0;
+        p->wd_last_emit_us[e->type] = now;
+        if (e->severity > p->conf.log_level)
+                return 0;
+        atomic_fetch_add(&p->emitting, 1);
+        if (!LD_ACQ(p->user_destroyed)) {
+                if (p->conf.log_cb)
+                        p->conf.log_cb(e, p->conf.log_opaque);
+                else
+                        lp_default_sink(e);
+        }
+        atomic_fetch_sub(&p->emitting, 1);
+        return 1;
+}
+
+/* One watchdog pass; serialised by tick_lock. Returns events emitted. */
+static int lp_check(lagprobe_t *p) {
+        int emitted = 0;
+        if (!LD_ACQ(p->bound))
+                return 0;
+        int64_t now = lp_mono_us();
+        int64_t limit_us = p->max_poll_interval_ms * 1000;
+
+        /* Zero-code poll evidence: messages consumed since the last pass
+         * were handed out by a poll call that has returned since. */
+        if (!LD(p->exact)) {
+                int64_t total = 0;
+                uint32_t n = LD_ACQ(p->nslots);
+                for (uint32_t i = 0; i < n; i++)
+                        total += LD(lp_slot_at(p, i)->c_total);
+                if (total != p->wd_prev_total) {
+                        p->wd_prev_total = total;
+                        lp_note_poll(p, now);
+                }
+        }
+
+        /* Evictions seen by the log callback. */
+        int64_t ev = LD(p->evictions);
+        if (ev != p->wd_seen_evictions) {
+                p->wd_seen_evictions = ev;
+                lagprobe_event_t e;
+                char msg[256];
+                lp_event_init(p, &e, LAGPROBE_EVENT_EVICTED, 3);
+                int64_t last = LD(p->last_poll_us);
+                e.since_poll_ms = last ? (now - last) / 1000 : -1;
+                e.max_poll_interval_ms = p->max_poll_interval_ms;
+                e.count = ev;
+                snprintf(msg, sizeof msg,
+                         "consumer left the group: no poll for %" PRId64
+                         " ms exceeded max.poll.interval.ms=%" PRId64
+                         " (eviction %" PRId64 "); process fewer messages per "
+                         "poll or raise max.poll.interval.ms",
+                         e.since_poll_ms, p->max_poll_interval_ms, ev);
+                e.message = msg;
+                emitted += lp_emit(p, &e, 0);
+        }
+
+        int64_t last = LD(p->last_poll_us);
+        if (last == 0 || limit_us <= 0)
+                return emitted;
+        int64_t since = now - last;
+        int level = since >= (int64_t)(p->conf.critical_ratio * (double)limit_us)
+                        ? 2
+                        : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)
+                              ? 1
+                              : 0;
+        if (level > p->wd_level) {
+                lagprobe_event_t e;
+                char msg[256];
+                lp_event_init(p, &e,
+                              level == 2 ? LAGPROBE_EVENT_HEADROOM_CRITICAL
+                                         : LAGPROBE_EVENT_HEADROOM_WARN,
+                              level == 2 ? 2 : 4);
+                e.since_poll_ms = since / 1000;
+                e.max_poll_interval_ms = p->max_poll_interval_ms;
+                e.headroom_ms = (limit_us - since) / 1000;
+                if (LD(p->b_in_batch)) {
+                        e.batch_size = LD(p->b_size);
+                        e.batch_done = LD(p->b_done);
+                }
+                snprintf(msg, sizeof msg,
+                         "no poll for %" PRId64 " ms, %.0f %% of "
+                         "max.poll.interval.ms=%" PRId64 ": eviction in %" PRId64
+                         " ms unless the app polls",
+                         e.since_poll_ms,
+                         100.0 * (double)since / (double)limit_us,
+                         p->max_poll_interval_ms, e.headroom_ms);
+                e.message = msg;
+                emitted += lp_emit(p, &e, 0);
+                p->wd_level = level;
+        } else if (level == 0 && p->wd_level > 0) {
+                lagprobe_event_t e;
+                char msg[160];
+                lp_event_init(p, &e, LAGPROBE_EVENT_HEADROOM_RECOVERED, 5);
+                e.since_poll_ms = since / 1000;
+                e.max_poll_interval_ms = p->max_poll_interval_ms;
+                e.headroom_ms = (limit_us - since) / 1000;
+                snprintf(msg, sizeof msg,
+                         "consumer polled again; headroom %" PRId64 " ms",
+                         e.headroom_ms);
+                e.message = msg;
+                emitted += lp_emit(p, &e, 0);
+                p->wd_level = 0;
+        }
+        ST(p->headroom_level, p->wd_level);
+        return emitted;
+}
+
+int lagprobe_tick(lagprobe_t *p) {
+        if (!p)
+                return -1;
+        pthread_mutex_lock(&p->tick_lock);
+        int n = lp_check(p);
+        pthread_mutex_unlock(&p->tick_lock);
+        return n;
+}
+
+static void *lp_watchdog(void *arg) {
+        lagprobe_t *p = arg;
+        pthread_mutex_lock(&p->wd_lock);
+        while (!p->wd_stop) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                int64_t ns = ts.tv_nsec +
+                             (int64_t)p->conf.watchdog_interval_ms * 1000000;
+                ts.tv_sec += ns / 1000000000;
+                ts.tv_nsec = ns % 1000000000;
+                pthread_cond_timedwait(&p->wd_cond, &p->wd_lock, &ts);
+                if (p->wd_stop)
+                        break;
+                pthread_mutex_unlock(&p->wd_lock);
+                lagprobe_tick(p);
+                pthread_mutex_lock(&p->wd_lock);
+        }
+        pthread_mutex_unlock(&p->wd_lock);
+        return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Lifecycle
+ * ---------------------------------------------------------------------- */
+
+void lagprobe_config_init(lagprobe_config_t *c) {
+        if (!c)
+                return;
+        memset(c, 0, sizeof *c);
+        c->stats_interval_ms = 1000;
+        c->watchdog_interval_ms = 100;
+        c->warn_ratio = 0.70;
+        c->critical_ratio = 0.90;
+        c->event_min_interval_ms = 10000;
+        c->log_cb = NULL;
+        c->log_opaque = NULL;
+        c->log_level = 6;
+}
+
+static void lp_free(lagprobe_t *p) {
+        for (ptrdiff_t i = 0; i < arrlen(p->topics); i++) {
+                free(p->topics[i].name);
+                arrfree(p->topics[i].parts);
+        }
+        arrfree(p->topics);
+        shfree(p->topic_map);
+        for (size_t i = 0; i < LP_MAX_CHUNKS; i++)
+                free(LD(p->chunks[i]));
+        arrfree(p->scr_parts);
+        arrfree(p->scr_topics);
+        pthread_mutex_destroy(&p->wlock);
+        pthread_mutex_destroy(&p->plock);
+        pthread_mutex_destroy(&p->wd_lock);
+        pthread_mutex_destroy(&p->tick_lock);
+        pthread_cond_destroy(&p->wd_cond);
+        if (p->slot >= 0)
+                atomic_store(&lp_slots[p->slot], NULL);
+        free(p);
+}
+
+static void lp_unref(lagprobe_t *p) {
+        if (atomic_fetch_sub(&p->refcnt, 1) == 1)
+                lp_free(p);
+}
+
+lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
+                         size_t errstr_size) {
+        lagprobe_config_t c;
+        if (config)
+                c = *config;
+        else
+                lagprobe_config_init(&c);
+        if (c.stats_interval_ms < 1 || c.stats_interval_ms > 86400000) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: stats_interval_ms=%d out of range "
+                       "1..86400000",
+                       c.stats_interval_ms);
+                return NULL;
+        }
+        if (c.watchdog_interval_ms < 0 || c.watchdog_interval_ms > 60000) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: watchdog_interval_ms=%d out of range "
+                       "0..60000",
+                       c.watchdog_interval_ms);
+                return NULL;
+        }
+        if (!(c.warn_ratio > 0 && c.warn_ratio < 1) ||
+            !(c.critical_ratio > c.warn_ratio && c.critical_ratio <= 1)) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: need 0 < warn_ratio (%g) < "
+                       "critical_ratio (%g) <= 1",
+                       c.warn_ratio, c.critical_ratio);
+                return NULL;
+        }
+        if (c.event_min_interval_ms < 0) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: event_min_interval_ms must be >= 0");
+                return NULL;
+        }
+        lagprobe_t *p = calloc(1, sizeof *p);
+        if (!p) {
+                lp_err(errstr, errstr_size, "lagprobe_new: out of memory");
+                return NULL;
+        }
+        p->conf = c;
+        p->id = atomic_fetch_add(&lp_next_id, 1);
+        p->slot = -1;
+        atomic_init(&p->refcnt, 1);
+        p->max_poll_interval_ms = 300000;
+        p->session_timeout_ms = 45000;
+        p->heartbeat_interval_ms = 3000;
+        pthread_mutex_init(&p->wlock, NULL);
+        pthread_mutex_init(&p->plock, NULL);
+        pthread_mutex_init(&p->wd_lock, NULL);
+        pthread_mutex_init(&p->tick_lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->wd_cond, &ca);
+        pthread_condattr_destroy(&ca);
+        if (c.watchdog_interval_ms > 0) {
+                int e = pthread_create(&p->wd_thread, NULL, lp_watchdog, p);
+                if (e) {
+                        lp_err(errstr, errstr_size,
+                               "lagprobe_new: cannot start watchdog thread: %s",
+                               strerror(e));
+                        lp_free(p);
+                        return NULL;
+                }
+                p->wd_running = 1;
+        }
+        return p;
+}
+
+void lagprobe_destroy(lagprobe_t *p) {
+        if (!p)
+                return;
+        if (p->wd_running) {
+                pthread_mutex_lock(&p->wd_lock);
+                p->wd_stop = 1;
+                pthread_cond_signal(&p->wd_cond);
+                pthread_mutex_unlock(&p->wd_lock);
+                pthread_join(p->wd_thread, NULL);
+                p->wd_running = 0;
+        }
+        ST_REL(p->user_destroyed, 1);
+        /* An event already inside the app's sink finishes before we return;
+         * later ones see user_destroyed and stay silent. */
+        while (LD_ACQ(p->emitting) > 0) {
+                struct timespec ts = {0, 100000};
+                nanosleep(&ts, NULL);
+        }
+        lp_unref(p);
+}
+
+/* ------------------------------------------------------------------------
+ * 7. Readers
+ * ---------------------------------------------------------------------- */
+
+/* Consistent copy of one slot (C and S groups each read under their own
+ * sequence counter). */
+static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
+                         lagprobe_partition_t *o) {
+        int64_t pos, consumed, last_ts;
+        uint32_t cgen, agen, q;
+        do {
+                q = lp_rbegin(&s->cseq);
+                cgen = LD(s->c_gen);
+                pos = LD(s->c_position);
+                consumed = LD(s->c_consumed);
+                last_ts = LD(s->c_last_ts);
+        } while (lp_rretry(&s->cseq, q));
+        int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
+        int lcerr, stale;
+        do {
+                q = lp_rbegin(&s->sseq);
+                hi = LD(s->s_hi);
+                lo = LD(s->s_lo);
+                ls = LD(s->s_ls);
+                app = LD(s->s_app_offset);
+                committed = LD(s->s_committed);
+                fq = LD(s->s_fetchq_cnt);
+                fqs = LD(s->s_fetchq_size);
+                stats_us = LD(s->s_stats_us);
+                prog = LD(s->s_progress_us);
+                cerrs = LD(s->s_commit_errs);
+                lcerr = LD(s->s_last_commit_err);
+                stale = LD(s->s_stale);
+                agen = LD(s->assign_gen);
+        } while (lp_rretry(&s->sseq, q));
+
+        memset(o, 0, sizeof *o);
+        o->topic = s->topic;
+        o->partition = s->partition;
+        o->high_watermark = hi;
+        o->low_watermark = lo;
+        o->last_stable_offset = ls;
+        if (cgen != agen || pos < 0) {
+                /* Nothing consumed since this assignment. */
+                consumed = 0;
+                pos = app >= 0 ? app : committed;
+                last_ts = -1;
+        }
+        o->position = pos >= 0 ? pos : -1;
+        o->committed_offset = committed >= 0 ? committed : -1;
+        o->lag = hi >= 0 && committed >= 0
+                     ? (hi > committed ? hi - committed : 0)
+                     : -1;
+        o->position_lag =
+            hi >= 0 && o->position >= 0
+                ? (hi > o->position ? hi - o->position : 0)
+                : -1;
+        o->consumed = consumed;
+        o->last_message_ts_ms = last_ts > 0 ? last_ts : -1;
+        if (o->position_lag == 0)
+                o->seconds_behind = 0;
+        else if (o->last_message_ts_ms > 0)
+                o->seconds_behind =
+                    now_wall_ms > last_ts
+                        ? (double)(now_wall_ms - last_ts) / 1000.0
+                        : 0;
+        else
+                o->seconds_behind = -1;
+        o->fetchq_cnt = fq;
+        o->fetchq_size = fqs;
+        o->last_progress_ms_ago = prog > 0 ? (now_us - prog) / 1000 : -1;
+        o->hwm_age_ms = stats_us > 0 ? (now_us - stats_us) / 1000 : -1;
+        o->stale = stale;
+        o->commit_errors = cerrs;
+        o->last_commit_err = lcerr;
+}
+
+void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
+                            lagprobe_partition_t *parts, size_t parts_size) {
+        if (!snap)
+                return;
+        memset(snap, 0, sizeof *snap);
+        snap->struct_size = sizeof *snap;
+        snap->partitions = parts;
+        snap->partitions_size = parts ? parts_size : 0;
+}
+
+static int lp_part_cmp(const void *a, const void *b) {
+        const lagprobe_partition_t *x = a, *y = b;
+        int c = strcmp(x->topic, y->topic);
+        if (c)
+                return c;
+        return (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+/* Everything but the partition array. */
+static void lp_read_global(lagprobe_t *p, int64_t now_us,
+                           lagprobe_snapshot_t *o) {
+        uint32_t q;
+        int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
+            asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs;
+        int proto, rberr, cstate, lcerr;
+        do {
+                q = lp_rbegin(&p->gseq);
+                assigns = LD(p->g_assigns);
+                revokes = LD(p->g_revokes);
+                lost = LD(p->g_lost);
+                last_rb = LD(p->g_last_rebalance_us);
+                unassigned_since = LD(p->g_unassigned_since_us);
+                last_unas = LD(p->g_last_unassigned_us);
+                proto = LD(p->g_protocol);
+                rberr = LD(p->g_last_rebalance_err);
+                asize = LD(p->g_assignment_size);
+                cgrp_rb = LD(p->g_cgrp_rebalance_cnt);
+                cstate = LD(p->g_cgrp_state);
+                docs = LD(p->g_stats_docs);
+                serr = LD(p->g_stats_errors);
+                sferr = LD(p->g_stats_field_errors);
+                slast = LD(p->g_stats_last_us);
+                commits = LD(p->g_commits);
+                cerrs = LD(p->g_commit_errors);
+                lcerr = LD(p->g_last_commit_err);
+        } while (lp_rretry(&p->gseq, q));
+
+        int bound = LD_ACQ(p->bound);
+        int seen = LD_ACQ(p->rk_seen);
+        o->bound = bound;
+        o->group_id = seen ? p->group_id : "";
+        o->client_id = seen ? p->client_id : "";
+        o->name = LD_ACQ(p->name_set) ? p->name : "";
+        o->assigns = assigns;
+        o->revokes = revokes;
+        o->lost = lost;
+        o->rebalances = assigns + revokes;
+        o->last_rebalance_ms_ago = last_rb > 0 ? (now_us - last_rb) / 1000 : -1;
+        o->unassigned_ms =
+            unassigned_since > 0 ? (now_us - unassigned_since) / 1000 : 0;
+        o->last_unassigned_ms = last_unas > 0 ? last_unas / 1000 : -1;
+        o->protocol = lp_proto_names[proto >= 0 && proto <= 2 ? proto : 0];
+        o->assignment_size = asize;
+        o->last_rebalance_err = rberr;
+        o->cgrp_rebalance_cnt = cgrp_rb;
+        snprintf(o->cgrp_state, sizeof o->cgrp_state, "%s",
+                 lp_cgrp_states[cstate >= 0 && (size_t)cstate < LP_CGRP_STATES
+                                    ? cstate
+                                    : 0]);
+        o->stats_docs = docs;
+        o->stats_errors = serr;
+        o->stats_field_errors = sferr;
+        o->stats_last_ms_ago = slast > 0 ? (now_us - slast) / 1000 : -1;
+        o->commits = commits;
+        o->commit_errors = cerrs;
+        o->last_commit_err = lcerr;
+
+        o->max_poll_interval_ms = p->max_poll_interval_ms;
+        o->session_timeout_ms = p->session_timeout_ms;
+        o->heartbeat_interval_ms = p->heartbeat_interval_ms;
+        int64_t lp = LD(p->last_poll_us);
+        o->since_last_poll_ms = lp > 0 ? (now_us - lp) / 1000 : -1;
+        o->headroom_ms = lp > 0 ? p->max_poll_interval_ms - o->since_last_poll_ms
+                                : p->max_poll_interval_ms;
+        o->exact = LD(p->exact);
+        do {
+                q = lp_rbegin(&p->bseq);
+                o->in_batch = LD(p->b_in_batch);
+                o->batch_size = LD(p->b_size);
+                o->batch_done = LD(p->b_done);
+                o->batch_elapsed_ms =
+                    o->in_batch ? (now_us - LD(p->b_begin_us)) / 1000 : 0;
+        } while (lp_rretry(&p->bseq, q));
+        o->evictions = LD(p->evictions);
+        o->headroom_level = LD(p->headroom_level);
+
+        lp_hsum_t *t = malloc(2 * sizeof *t);
+        if (t) {
+                lp_whist_read(&p->h_batch, now_us, &t[0], &t[1]);
+                lp_hsum_summary(&t[0], &o->batch);
+                lp_hsum_summary(&t[1], &o->batch_recent);
+                lp_whist_read(&p->h_msg, now_us, &t[0], &t[1]);
+                lp_hsum_summary(&t[0], &o->message);
+                lp_hsum_summary(&t[1], &o->message_recent);
+                lp_whist_read(&p->h_gap, now_us, &t[0], &t[1]);
+                lp_hsum_summary(&t[0], &o->poll_gap);
+                lp_hsum_summary(&t[1], &o->poll_gap_recent);
+                free(t);
+        }
+        int64_t consumed = 0;
+        uint32_t n = LD_ACQ(p->nslots);
+        for (uint32_t i = 0; i < n; i++)
+                consumed += LD(lp_slot_at(p, i)->c_total);
+        o->consumed = consumed;
+        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
+                o->events[i] = LD(p->events[i]);
+}
+
+int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
+        if (!p || !snap || snap->struct_size != sizeof *snap)
+                return -1;
+        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        lp_read_global(p, now_us, snap);
+        snap->ts_ms = now_ms;
+        size_t cnt = 0, filled = 0;
+        uint32_t n = LD_ACQ(p->nslots);
+        for (uint32_t i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, i);
+                if (!LD_ACQ(s->assigned))
+                        continue;
+                if (filled < snap->partitions_size)
+                        lp_read_slot(s, now_us, now_ms,
+                                     &snap->partitions[filled++]);
+                cnt++;
+        }
+        snap->partition_cnt = cnt;
+        if (filled > 1)
+                qsort(snap->partitions, filled, sizeof *snap->partitions,
+                      lp_part_cmp);
+        return 0;
+}
+
+/* Bounded writer: counts the full length, stores what fits. */
+typedef struct lp_out_s {
+        char *buf;
+        size_t size, len;
+} lp_out_t;
+
+static void lp_put(lp_out_t *o, const char *s, size_t n) {
+        if (o->len < o->size) {
+                size_t room = o->size - o->len;
+                memcpy(o->buf + o->len, s, n < room ? n : room);
+        }
+        o->len += n;
+}
+
+static void lp_puts(lp_out_t *o, const char *s) { lp_put(o, s, strlen(s)); }
+
+static void lp_printf(lp_out_t *o, const char *fmt, ...) {
+        char tmp[128];
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+        va_end(ap);
+        if (n > 0)
+                lp_put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n
+                                                      : sizeof tmp - 1);
+}
+
+/* JSON string with escapes; invalid UTF-8 becomes U+FFFD. */
+static void lp_json_str(lp_out_t *o, const char *s) {
+        const unsigned char *u = (const unsigned char *)(s ? s : "");
+        lp_put(o, "\"", 1);
+        while (*u) {
+                unsigned char c = *u;
+                if (c == '"' || c == '\\') {
+                        char e[2] = {'\\', (char)c};
+                        lp_put(o, e, 2);
+                        u++;
+                } else if (c < 0x20 || c == 0x7f) {
+                        lp_printf(o, "\\u%04x", c);
+                        u++;
+                } else if (c < 0x80) {
+                        lp_put(o, (const char *)u, 1);
+                        u++;
+                } else {
+                        int n = c >= 0xF0 && c <= 0xF4   ? 4
+                                : c >= 0xE0              ? 3
+                                : c >= 0xC2 && c <= 0xDF ? 2
+                                                         : 0;
+                        int ok = n > 0;
+                        for (int k = 1; ok && k < n; k++)
+                                ok = (u[k] & 0xC0) == 0x80;
+                        if (ok && n == 3 && c == 0xE0 && u[1] < 0xA0)
+                                ok = 0; /* overlong */
+                        if (ok && n == 3 && c == 0xED && u[1] >= 0xA0)
+                                ok = 0; /* surrogate */
+                        if (ok && n == 4 && c == 0xF0 && u[1] < 0x90)
+                                ok = 0;
+                        if (ok && n == 4 && c == 0xF4 && u[1] >= 0x90)
+                                ok = 0;
+                        if (ok) {
+                                lp_put(o, (const char *)u, (size_t)n);
+                                u += n;
+                        } else {
+                                lp_puts(o, "\\ufffd");
+                                u++;
+                        }
+                }
+        }
+        lp_put(o, "\"", 1);
+}
+
+static void lp_json_i64(lp_out_t *o, int64_t v) { lp_printf(o, "%" PRId64, v); }
+
+static void lp_json_opt(lp_out_t *o, int64_t v) {
+        if (v < 0)
+                lp_puts(o, "null");
+        else
+                lp_json_i64(o, v);
+}
+
+static void lp_json_num(lp_out_t *o, double v) {
+        if (!isfinite(v))
+                lp_puts(o, "null");
+        else if (v == 0)
+                lp_puts(o, "0");
+        else
+                lp_printf(o, "%.3f", v);
+}
+
+static void lp_json_hist(lp_out_t *o, const char *key,
+                         const lagprobe_hist_summary_t *h) {
+        lp_printf(o, "\"%s\":{\"count\":%" PRIu64 ",\"sum_ms\":", key,
+                  h->count);
+        lp_json_num(o, h->sum_ms);
+        lp_puts(o, ",\"p50_ms\":");
+        lp_json_num(o, h->p50_ms);
+        lp_puts(o, ",\"p90_ms\":");
+        lp_json_num(o, h->p90_ms);
+        lp_puts(o, ",\"p99_ms\":");
+        lp_json_num(o, h->p99_ms);
+        lp_puts(o, ",\"max_ms\":");
+        lp_json_num(o, h->max_ms);
+        lp_puts(o, "}");
+}
+
+static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
+        lp_puts(o, "{\"topic\":");
+        lp_json_str(o, x->topic);
+        lp_printf(o, ",\"partition\":%" PRId32, x->partition);
+        lp_puts(o, ",\"high_watermark\":");
+        lp_json_opt(o, x->high_watermark);
+        lp_puts(o, ",\"low_watermark\":");
+        lp_json_opt(o, x->low_watermark);
+        lp_puts(o, ",\"last_stable_offset\":");
+        lp_json_opt(o, x->last_stable_offset);
+        lp_puts(o, ",\"committed_offset\":");
+        lp_json_opt(o, x->committed_offset);
+        lp_puts(o, ",\"position\":");
+        lp_json_opt(o, x->position);
+        lp_puts(o, ",\"lag\":");
+        lp_json_opt(o, x->lag);
+        lp_puts(o, ",\"position_lag\":");
+        lp_json_opt(o, x->position_lag);
+        lp_puts(o, ",\"seconds_behind\":");
+        if (x->seconds_behind < 0)
+                lp_puts(o, "null");
+        else
+                lp_json_num(o, x->seconds_behind);
+        lp_printf(o, ",\"consumed\":%" PRId64, x->consumed);
+        lp_puts(o, ",\"last_message_ts_ms\":");
+        lp_json_opt(o, x->last_message_ts_ms);
+        lp_printf(o, ",\"fetchq_cnt\":%" PRId64 ",\"fetchq_size\":%" PRId64,
+                  x->fetchq_cnt, x->fetchq_size);
+        lp_puts(o, ",\"last_progress_ms_ago\":");
+        lp_json_opt(o, x->last_progress_ms_ago);
+        lp_puts(o, ",\"hwm_age_ms\":");
+        lp_json_opt(o, x->hwm_age_ms);
+        lp_printf(o, ",\"stale\":%s", x->stale ? "true" : "false");
+        lp_printf(o, ",\"commit_errors\":%" PRId64 ",\"last_commit_error\":",
+                  x->commit_errors);
+        lp_json_str(o, x->last_commit_err
+                           ? rd_kafka_err2name((rd_kafka_resp_err_t)
+                                                   x->last_commit_err)
+                           : "");
+        lp_puts(o, "}");
+}
+
+size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
+        lp_out_t o = {buf, size, 0};
+        if (!buf)
+                o.size = 0;
+        if (!p) {
+                if (o.size > 0)
+                        buf[0] = 0;
+                return 0;
+        }
+        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        lagprobe_snapshot_t g;
+        lagprobe_snapshot_init(&g, NULL, 0);
+        lp_read_global(p, now_us, &g);
+        g.ts_ms = now_ms;
+
+        const char *status =
+            g.headroom_level >= 2 ? "unhealthy"
+                                  : g.headroom_level == 1 ? "degraded" : "ok";
+        lp_puts(&o, "{\"status\":");
+        lp_json_str(&o, status);
+        lp_puts(&o, ",\"reasons\":[");
+        if (g.headroom_level >= 1)
+                lp_json_str(&o, g.headroom_level >= 2 ? "headroom_critical"
+                                                      : "headroom_warn");
+        lp_puts(&o, "],\"ts_ms\":");
+        lp_json_i64(&o, now_ms);
+        lp_puts(&o, ",\"group_id\":");
+        lp_json_str(&o, g.group_id);
+        lp_puts(&o, ",\"client_id\":");
+        lp_json_str(&o, g.client_id);
+        lp_puts(&o, ",\"name\":");
+        lp_json_str(&o, g.name);
+        lp_printf(&o, ",\"bound\":%s", g.bound ? "true" : "false");
+        lp_printf(&o, ",\"max_poll_interval_ms\":%" PRId64,
+                  g.max_poll_interval_ms);
+        lp_printf(&o, ",\"session_timeout_ms\":%" PRId64
+                      ",\"heartbeat_interval_ms\":%" PRId64,
+                  g.session_timeout_ms, g.heartbeat_interval_ms);
+        lp_puts(&o, ",\"poll\":{\"since_last_poll_ms\":");
+        lp_json_opt(&o, g.since_last_poll_ms);
+        lp_puts(&o, ",\"headroom_ms\":");
+        lp_json_i64(&o, g.headroom_ms);
+        lp_printf(&o, ",\"evictions\":%" PRId64 ",\"exact\":%s",
+                  g.evictions, g.exact ? "true" : "false");
+        lp_printf(&o, ",\"in_batch\":%s,\"batch_size\":%" PRId64
+                      ",\"batch_done\":%" PRId64 ",\"batch_elapsed_ms\":%" PRId64
+                      "}",
+                  g.in_batch ? "true" : "false", g.batch_size, g.batch_done,
+                  g.batch_elapsed_ms);
+        lp_printf(&o, ",\"rebalances\":{\"count\":%" PRId64
+                      ",\"assigns\":%" PRId64 ",\"revokes\":%" PRId64
+                      ",\"lost\":%" PRId64 ",\"last_ms_ago\":",
+                  g.rebalances, g.assigns, g.revokes, g.lost);
+        lp_json_opt(&o, g.last_rebalance_ms_ago);
+        lp_printf(&o, ",\"unassigned_ms\":%" PRId64 ",\"last_unassigned_ms\":",
+                  g.unassigned_ms);
+        lp_json_opt(&o, g.last_unassigned_ms);
+        lp_printf(&o, ",\"assignment_size\":%" PRId64 ",\"protocol\":",
+                  g.assignment_size);
+        lp_json_str(&o, g.protocol);
+        lp_puts(&o, ",\"last_error\":");
+        lp_json_str(&o, g.last_rebalance_err
+                            ? rd_kafka_err2name(
+                                  (rd_kafka_resp_err_t)g.last_rebalance_err)
+                            : "");
+        lp_puts(&o, ",\"cgrp_state\":");
+        lp_json_str(&o, g.cgrp_state);
+        lp_printf(&o, ",\"cgrp_rebalance_cnt\":%" PRId64 "}",
+                  g.cgrp_rebalance_cnt);
+        lp_puts(&o, ",\"processing\":{");
+        lp_json_hist(&o, "batch", &g.batch);
+        lp_puts(&o, ",");
+        lp_json_hist(&o, "batch_recent", &g.batch_recent);
+        lp_puts(&o, ",");
+        lp_json_hist(&o, "message", &g.message);
+        lp_puts(&o, ",");
+        lp_json_hist(&o, "message_recent", &g.message_recent);
+        lp_puts(&o, ",");
+        lp_json_hist(&o, "poll_gap", &g.poll_gap);
+        lp_puts(&o, ",");
+        lp_json_hist(&o, "poll_gap_recent", &g.poll_gap_recent);
+        lp_puts(&o, "}");
+        lp_printf(&o, ",\"stats\":{\"docs\":%" PRId64 ",\"errors\":%" PRId64
+                      ",\"field_errors\":%" PRId64 ",\"last_ms_ago\":",
+                  g.stats_docs, g.stats_errors, g.stats_field_errors);
+        lp_json_opt(&o, g.stats_last_ms_ago);
+        lp_printf(&o, "},\"commits\":{\"count\":%" PRId64 ",\"errors\":%" PRId64
+                      ",\"last_error\":",
+                  g.commits, g.commit_errors);
+        lp_json_str(&o, g.last_commit_err
+                            ? rd_kafka_err2name(
+                                  (rd_kafka_resp_err_t)g.last_commit_err)
+                            : "");
+        lp_printf(&o, "},\"consumed\":%" PRId64, g.consumed);
+        lp_puts(&o, ",\"events\":{");
+        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
+                lp_printf(&o, "%s\"%s\":%" PRId64, i ? "," : "",
+                          lp_event_names[i], g.events[i]);
+        lp_puts(&o, "},\"partitions\":[");
+        uint32_t n = LD_ACQ(p->nslots);
+        int first = 1;
+        for (uint32_t i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, i);
+                if (!LD_ACQ(s->assigned))
+                        continue;
+                lagprobe_partition_t x;
+                lp_read_slot(s, now_us, now_ms, &x);
+                if (!first)
+                        lp_puts(&o, ",");
+                first = 0;
+                lp_json_partition(&o, &x);
+        }
+        lp_puts(&o, "]}");
+        if (o.size > 0)
+                buf[o.len < o.size ? o.len : o.size - 1] = 0;
+        return o.len;
+}

@@ -1,0 +1,357 @@
+/* lagprobe - in-process Kafka consumer lag probe for librdkafka consumers.
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Vendor probe.h and probe.c into a C (or C++) service that consumes with
+ * librdkafka. After the app has set its own configuration and callbacks and
+ * before rd_kafka_new():
+ *
+ *     char errstr[256];
+ *     lagprobe_config_t pc;
+ *     lagprobe_config_init(&pc);
+ *     lagprobe_t *probe = lagprobe_new(&pc, errstr, sizeof errstr);
+ *     if (!probe || lagprobe_attach(probe, conf, errstr, sizeof errstr) != 0)
+ *             fprintf(stderr, "lagprobe: %s\n", errstr);
+ *     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+ *     ... the app's own poll loop, unchanged ...
+ *     size_t need = lagprobe_snapshot_json(probe, buf, sizeof buf);  (any thread)
+ *     ...
+ *     rd_kafka_consumer_close(rk); rd_kafka_destroy(rk); lagprobe_destroy(probe);
+ *
+ * Build: cc -std=c11 -c probe.c $(pkg-config --cflags rdkafka); link with
+ * $(pkg-config --libs rdkafka) -lpthread. probe.c needs <stb/stb_ds.h>
+ * (Debian: libstb-dev).
+ *
+ * Threads, in the words used on every declaration below:
+ *   "any thread"                       - safe from any thread, concurrently.
+ *   "the thread that polls the consumer" - the thread that calls
+ *                                        rd_kafka_consumer_poll() (or another
+ *                                        consume call) for this consumer.
+ *   "only from a lagprobe callback"    - only while inside lagprobe's log_cb.
+ * Readers (snapshot, JSON) never take a lock the consumer thread can wait on.
+ */
+#ifndef LAGPROBE_H
+#define LAGPROBE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <librdkafka/rdkafka.h>
+
+/* Compile-time options (define before compiling probe.c). */
+
+/* Maximum number of probes attached at the same time in one process. Each
+ * slot costs four small trampoline functions and 8 bytes. */
+#ifndef LAGPROBE_MAX_PROBES
+#define LAGPROBE_MAX_PROBES 32
+#endif
+
+/* Maximum number of distinct topic-partitions one probe ever tracks. Slots
+ * are allocated in chunks of 256 as partitions appear. */
+#ifndef LAGPROBE_MAX_PARTITIONS
+#define LAGPROBE_MAX_PARTITIONS 65536
+#endif
+
+/* Define LAGPROBE_NO_STB_DS_IMPLEMENTATION when another file of the program
+ * already defines STB_DS_IMPLEMENTATION (stb_ds has no static mode). */
+
+/* Export macro: empty by default so copying the two files just works. */
+#ifndef LAGPROBE_API
+#define LAGPROBE_API
+#endif
+
+#define LAGPROBE_VERSION_MAJOR 0
+#define LAGPROBE_VERSION_MINOR 1
+#define LAGPROBE_VERSION_PATCH 0
+#define LAGPROBE_VERSION                                                       \
+        ((LAGPROBE_VERSION_MAJOR << 16) | (LAGPROBE_VERSION_MINOR << 8) |     \
+         LAGPROBE_VERSION_PATCH)
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * Types
+ * ---------------------------------------------------------------------- */
+
+/** Opaque probe handle. One probe watches one consumer. */
+typedef struct lagprobe_s lagprobe_t;
+
+/** Event names, stable: they appear in logs, JSON and metrics. */
+typedef enum lagprobe_event_type_e {
+        LAGPROBE_EVENT_HEADROOM_WARN = 0, /* "headroom_warn" */
+        LAGPROBE_EVENT_HEADROOM_CRITICAL, /* "headroom_critical" */
+        LAGPROBE_EVENT_HEADROOM_RECOVERED, /* "headroom_recovered" */
+        LAGPROBE_EVENT_PREDICTED_EXCEED,  /* "predicted_exceed" */
+        LAGPROBE_EVENT_EVICTED,           /* "evicted" */
+        LAGPROBE_EVENT_CONFIG_ADVICE,     /* "config_advice" */
+        LAGPROBE_EVENT_REBALANCE,         /* "rebalance" */
+        LAGPROBE_EVENT_COMMIT_FAILED,     /* "commit_failed" */
+        LAGPROBE_EVENT_STATS_ERROR,       /* "stats_error" */
+        LAGPROBE_EVENT__CNT
+} lagprobe_event_type_t;
+
+/** One event, handed to lagprobe_config_t.log_cb. Every pointer is owned by
+ *  the probe and valid only during the callback: copy what you keep. */
+typedef struct lagprobe_event_s {
+        lagprobe_event_type_t type;
+        const char *name;      /* stable name, e.g. "headroom_warn" */
+        int severity;          /* syslog level: 2 crit, 3 err, 4 warning,
+                                * 5 notice, 6 info */
+        const char *message;   /* ready human message, NUL-terminated */
+        int64_t ts_ms;         /* wall clock, ms since the epoch */
+        const char *group_id;  /* "" when unknown */
+        const char *client_id; /* "" when unknown */
+        /* The numbers behind the event; -1 where not relevant. */
+        int64_t since_poll_ms;        /* time since the last poll return */
+        int64_t max_poll_interval_ms; /* the limit in force */
+        int64_t headroom_ms;          /* limit minus since_poll_ms */
+        int64_t batch_size;           /* messages in the current batch */
+        int64_t batch_done;           /* messages of it finished */
+        int64_t predicted_ms;         /* predicted batch total (predicted_exceed) */
+        int64_t count;                /* e.g. evictions so far, partitions */
+        const char *topic;            /* NULL when not about one partition */
+        int32_t partition;            /* -1 when not about one partition */
+} lagprobe_event_t;
+
+/** Event sink. Called from the probe's watchdog thread, from
+ *  lagprobe_tick() or from a librdkafka thread (eviction). Must not block
+ *  and must not call lagprobe_destroy(). */
+typedef void(lagprobe_log_cb_t)(const lagprobe_event_t *event, void *opaque);
+
+/** Configuration; fill with lagprobe_config_init(), then change fields.
+ *  lagprobe_new() copies it: the caller's struct is not kept. */
+typedef struct lagprobe_config_s {
+        /** statistics.interval.ms to set when the app left it at 0.
+         *  Default 1000. The app's own non-zero value is never changed. */
+        int stats_interval_ms;
+        /** Watchdog thread period. Default 100. 0: no thread; the app
+         *  calls lagprobe_tick() from its own timer instead. */
+        int watchdog_interval_ms;
+        /** Share of max.poll.interval.ms elapsed since the last poll at
+         *  which headroom_warn fires. Default 0.70. */
+        double warn_ratio;
+        /** Same for headroom_critical. Default 0.90. */
+        double critical_ratio;
+        /** Minimum time between two events of the same name (rate limit),
+         *  except evicted and recovered. Default 10000. */
+        int event_min_interval_ms;
+        /** Event sink; NULL (default) writes one logfmt line per event to
+         *  stderr. */
+        lagprobe_log_cb_t *log_cb;
+        /** Passed to log_cb unchanged. Default NULL. */
+        void *log_opaque;
+        /** Lowest severity handed to log_cb (syslog level; events with a
+         *  numerically higher level are only counted). Default 6 (info). */
+        int log_level;
+} lagprobe_config_t;
+
+/** Figures for one assigned partition. -1 means unknown (null in JSON). */
+typedef struct lagprobe_partition_s {
+        const char *topic;           /* owned by the probe; valid until
+                                      * lagprobe_destroy() */
+        int32_t partition;
+        int64_t high_watermark;      /* log end offset (statistics) */
+        int64_t low_watermark;       /* log start offset (statistics) */
+        int64_t last_stable_offset;  /* (statistics) */
+        int64_t position;            /* next offset the app will see */
+        int64_t committed_offset;    /* last committed offset of the group */
+        int64_t lag;                 /* high_watermark - committed_offset,
+                                      * -1 before the first commit */
+        int64_t position_lag;        /* high_watermark - position */
+        int64_t consumed;            /* messages consumed since assigned */
+        int64_t last_message_ts_ms;  /* timestamp of the last consumed
+                                      * message, ms since the epoch */
+        double seconds_behind;       /* now - last_message_ts when behind,
+                                      * 0 when caught up, -1 unknown */
+        int64_t fetchq_cnt;          /* messages in the prefetch queue */
+        int64_t fetchq_size;         /* bytes in the prefetch queue */
+        int64_t last_progress_ms_ago; /* since position or commit advanced */
+        int64_t hwm_age_ms;          /* age of high_watermark figure */
+        int stale;                   /* 1 when high_watermark may be old:
+                                      * fetching stopped or queue full */
+        int64_t commit_errors;       /* failed commits of this partition */
+        int last_commit_err;         /* rd_kafka_resp_err_t of the last
+                                      * commit of this partition */
+} lagprobe_partition_t;
+
+/** Summary of one latency histogram. Values in milliseconds. */
+typedef struct lagprobe_hist_summary_s {
+        uint64_t count;
+        double sum_ms;
+        double p50_ms, p90_ms, p99_ms, max_ms;
+} lagprobe_hist_summary_t;
+
+/** A point-in-time copy of everything the probe knows. Plain data owned by
+ *  the caller. Initialise with lagprobe_snapshot_init(). */
+typedef struct lagprobe_snapshot_s {
+        size_t struct_size;          /* set by lagprobe_snapshot_init() */
+
+        /* In: the caller's partition array. Out: partition_cnt is the number
+         * of assigned partitions; at most partitions_size entries are
+         * filled, sorted by topic then partition. */
+        lagprobe_partition_t *partitions;
+        size_t partitions_size;
+        size_t partition_cnt;
+
+        int64_t ts_ms;               /* wall clock of the snapshot */
+        int bound;                   /* 1 while attached to a live consumer */
+        const char *group_id;        /* owned by the probe, "" unknown */
+        const char *client_id;
+        const char *name;            /* rd_kafka_name() of the consumer */
+
+        /* Rebalances. */
+        int64_t assigns;             /* ASSIGN_PARTITIONS events */
+        int64_t revokes;             /* REVOKE_PARTITIONS events */
+        int64_t lost;                /* revokes that were lost assignments */
+        int64_t rebalances;          /* assigns + revokes */
+        int64_t last_rebalance_ms_ago; /* -1 never */
+        int64_t unassigned_ms;       /* current stretch without assignment
+                                      * (0 while assigned) */
+        int64_t last_unassigned_ms;  /* last revoke-to-assign gap, -1 none */
+        const char *protocol;        /* "EAGER", "COOPERATIVE" or "NONE" */
+        int64_t assignment_size;
+        int last_rebalance_err;      /* rd_kafka_resp_err_t, 0 none */
+        int64_t cgrp_rebalance_cnt;  /* librdkafka's own count (statistics) */
+        char cgrp_state[32];         /* cgrp.state from statistics */
+
+        /* Poll interval and headroom. */
+        int64_t max_poll_interval_ms;
+        int64_t session_timeout_ms;
+        int64_t heartbeat_interval_ms;
+        int64_t since_last_poll_ms;  /* -1 before the first poll */
+        int64_t headroom_ms;         /* max_poll_interval_ms - since_last_poll */
+        int exact;                   /* 1 when figures come from batch hooks,
+                                      * 0 when inferred from callbacks */
+        int in_batch;
+        int64_t batch_size, batch_done, batch_elapsed_ms;
+        int64_t evictions;
+        int headroom_level;          /* 0 ok, 1 warn, 2 critical */
+
+        /* Processing time, cumulative and recent (last ~60 s). */
+        lagprobe_hist_summary_t batch, batch_recent;
+        lagprobe_hist_summary_t message, message_recent;
+        lagprobe_hist_summary_t poll_gap, poll_gap_recent;
+
+        /* Statistics parsing. */
+        int64_t stats_docs;          /* documents parsed */
+        int64_t stats_errors;        /* documents rejected as malformed */
+        int64_t stats_field_errors;  /* fields of the wrong type or range */
+        int64_t stats_last_ms_ago;   /* -1 none yet */
+
+        /* Commits. */
+        int64_t commits;             /* on_commit calls */
+        int64_t commit_errors;       /* on_commit calls with an error */
+        int last_commit_err;
+
+        int64_t consumed;            /* messages seen by on_consume */
+        int64_t events[LAGPROBE_EVENT__CNT]; /* events emitted per type */
+} lagprobe_snapshot_t;
+
+/* ------------------------------------------------------------------------
+ * Lifecycle
+ * ---------------------------------------------------------------------- */
+
+/** Version of probe.c as a string, e.g. "0.1.0". Any thread. */
+LAGPROBE_API const char *lagprobe_version_str(void);
+
+/** Fill @p config with defaults (documented on each field). Any thread. */
+LAGPROBE_API void lagprobe_config_init(lagprobe_config_t *config);
+
+/** Create a probe. @p config is copied (NULL: defaults). Returns NULL and
+ *  writes @p errstr on a bad config or out of memory. Any thread. The
+ *  caller owns the probe and frees it with lagprobe_destroy(). */
+LAGPROBE_API lagprobe_t *lagprobe_new(const lagprobe_config_t *config,
+                                      char *errstr, size_t errstr_size);
+
+/** Attach the probe to a consumer configuration before rd_kafka_new().
+ *  Registers interceptors (on_new, on_consume, on_commit, on_destroy,
+ *  on_conf_dup, on_conf_destroy) and wraps stats_cb, rebalance_cb and
+ *  log_cb (and error_cb when the app set one), chaining to the app's
+ *  callbacks with the app's own opaque. Sets statistics.interval.ms when it
+ *  is 0. The conf stays owned by the caller; copies made with
+ *  rd_kafka_conf_dup() carry the probe too.
+ *  Returns 0, or -1 with @p errstr on: NULL arguments, a conf without
+ *  group.id or with a delivery report callback (a producer), a probe that
+ *  is already attached, a conf that already carries a probe, or all
+ *  LAGPROBE_MAX_PROBES slots in use. A conf consumed by rd_kafka_new() no
+ *  longer belongs to the caller: passing it here is undefined, as for every
+ *  librdkafka call. Any thread, but not concurrently with other use of
+ *  @p conf. */
+LAGPROBE_API int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf,
+                                 char *errstr, size_t errstr_size);
+
+/** Destroy the probe. NULL is a no-op. Stops the watchdog thread; after it
+ *  returns no callback reaches config.log_cb. Safe before or after
+ *  rd_kafka_destroy(): if the consumer (or a conf carrying the probe) is
+ *  still alive, the probe goes quiet and its memory is released when the
+ *  last of them is destroyed; the app's callbacks keep being chained.
+ *  Any thread, once; not concurrently with other calls on @p probe. */
+LAGPROBE_API void lagprobe_destroy(lagprobe_t *probe);
+
+/* ------------------------------------------------------------------------
+ * Explicit hooks (optional, for exact headroom and processing times).
+ * Each costs a clock read and a few relaxed atomic stores; no lock, no
+ * allocation. NULL probe is a no-op.
+ * ---------------------------------------------------------------------- */
+
+/** Call right after a poll returned, when the app starts processing the
+ *  @p n_messages it returned (1 for rd_kafka_consumer_poll()). Marks the
+ *  poll return time exactly. The thread that polls the consumer. */
+LAGPROBE_API void lagprobe_batch_begin(lagprobe_t *probe, size_t n_messages);
+
+/** Call when @p n_done messages of the current batch are finished (a
+ *  running total, not an increment). Feeds per-message processing time and
+ *  the predicted_exceed check. The thread that polls the consumer. */
+LAGPROBE_API void lagprobe_batch_progress(lagprobe_t *probe, size_t n_done);
+
+/** Call when the app has finished processing the batch and is about to
+ *  poll again. Without a matching lagprobe_batch_begin() it is counted as
+ *  a hook error and ignored. The thread that polls the consumer. */
+LAGPROBE_API void lagprobe_batch_end(lagprobe_t *probe);
+
+/** Optionally hand each poll's result to the probe so that a returned
+ *  RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED is counted as an eviction even
+ *  when librdkafka's log is filtered. @p msg may be NULL (empty poll).
+ *  The thread that polls the consumer. */
+LAGPROBE_API void lagprobe_poll_result(lagprobe_t *probe,
+                                       const rd_kafka_message_t *msg);
+
+/** Run the watchdog check once: headroom events, predictions, advice.
+ *  For config.watchdog_interval_ms == 0; harmless otherwise. Returns the
+ *  number of events emitted, -1 on NULL. Any thread, not concurrently
+ *  with itself. */
+LAGPROBE_API int lagprobe_tick(lagprobe_t *probe);
+
+/* ------------------------------------------------------------------------
+ * Snapshot and output. Readers: lock-free, never block the consumer.
+ * ---------------------------------------------------------------------- */
+
+/** Prepare @p snap for lagprobe_snapshot(): zeroes it, sets struct_size
+ *  and the caller's partition array (may be NULL with @p parts_size 0).
+ *  Any thread. */
+LAGPROBE_API void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
+                                         lagprobe_partition_t *parts,
+                                         size_t parts_size);
+
+/** Fill @p snap (prepared with lagprobe_snapshot_init()) with the current
+ *  figures. Each partition's figures are consistent with each other.
+ *  Returns 0, or -1 when @p probe or @p snap is NULL or snap was not
+ *  initialised. Any thread. */
+LAGPROBE_API int lagprobe_snapshot(lagprobe_t *probe, lagprobe_snapshot_t *snap);
+
+/** Render the snapshot as one JSON document into @p buf (schema in
+ *  README.md). Returns the length the full document needs, excluding the
+ *  NUL, like snprintf(); writes at most @p size bytes, NUL-terminated when
+ *  @p size > 0. @p buf may be NULL when @p size is 0. Returns 0 and writes
+ *  nothing useful for a NULL probe ("" when size > 0). Any thread. */
+LAGPROBE_API size_t lagprobe_snapshot_json(lagprobe_t *probe, char *buf,
+                                           size_t size);
+
+/** Name of an event type ("headroom_warn", ...), or "unknown". Any
+ *  thread. */
+LAGPROBE_API const char *lagprobe_event_name(lagprobe_event_type_t type);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LAGPROBE_H */
