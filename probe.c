@@ -283,6 +283,8 @@ struct lagprobe_s {
         _Atomic int headroom_level;
         int64_t wd_last_emit_us[LAGPROBE_EVENT__CNT];
         int64_t wd_seen_evictions;
+        int64_t wd_seen_rebalances, wd_seen_commit_errors,
+            wd_seen_stats_errors;
         int wd_predicted;            /* predicted_exceed said for batch */
         int64_t wd_predicted_batch;
         double wd_advice_ratio;      /* last advised p99/limit ratio */
@@ -1990,6 +1992,204 @@ static int lp_emit(lagprobe_t *p, lagprobe_event_t *e, int rate_limit) {
         return 1;
 }
 
+/* Time since the last poll return as librdkafka counts it, in us; -1 when
+ * unknown. With batch hooks the app is inside a poll call (where
+ * librdkafka's clock stands still) from lagprobe_batch_end() to the next
+ * lagprobe_batch_begin(), so only time inside a batch counts. */
+static int64_t lp_since_poll_us(lagprobe_t *p, int64_t now_us) {
+        if (LD(p->exact)) {
+                uint32_t q;
+                int in;
+                int64_t begin;
+                do {
+                        q = lp_rbegin(&p->bseq);
+                        in = LD(p->b_in_batch);
+                        begin = LD(p->b_begin_us);
+                } while (lp_rretry(&p->bseq, q));
+                return in ? now_us - begin : 0;
+        }
+        int64_t last = LD(p->last_poll_us);
+        return last > 0 ? now_us - last : -1;
+}
+
+static void lp_event_poll_figures(lagprobe_t *p, lagprobe_event_t *e,
+                                  int64_t since_us) {
+        e->since_poll_ms = since_us >= 0 ? since_us / 1000 : -1;
+        e->max_poll_interval_ms = p->max_poll_interval_ms;
+        e->headroom_ms = since_us >= 0
+                             ? p->max_poll_interval_ms - since_us / 1000
+                             : p->max_poll_interval_ms;
+        if (LD(p->b_in_batch)) {
+                e->batch_size = LD(p->b_size);
+                e->batch_done = LD(p->b_done);
+        }
+}
+
+/* Events for what callbacks counted since the last pass: rebalances,
+ * failed commits, rejected statistics. The sink is only ever called from
+ * here (watchdog or tick), never from a librdkafka thread. */
+static int lp_check_counters(lagprobe_t *p, int64_t since) {
+        int emitted = 0;
+        char msg[320];
+        lagprobe_event_t e;
+        uint32_t q;
+        int64_t rb, asize, cerr, serr;
+        int lcerr, rberr;
+        do {
+                q = lp_rbegin(&p->gseq);
+                rb = LD(p->g_assigns) + LD(p->g_revokes);
+                asize = LD(p->g_assignment_size);
+                cerr = LD(p->g_commit_errors);
+                lcerr = LD(p->g_last_commit_err);
+                serr = LD(p->g_stats_errors);
+                rberr = LD(p->g_last_rebalance_err);
+        } while (lp_rretry(&p->gseq, q));
+        if (rb != p->wd_seen_rebalances) {
+                p->wd_seen_rebalances = rb;
+                lp_event_init(p, &e, LAGPROBE_EVENT_REBALANCE, 6);
+                lp_event_poll_figures(p, &e, since);
+                e.count = asize;
+                snprintf(msg, sizeof msg,
+                         "rebalance: %" PRId64 " partition(s) now assigned "
+                         "(assign/revoke event %" PRId64 ")%s%s",
+                         asize, rb, rberr ? "; last error " : "",
+                         rberr ? rd_kafka_err2name((rd_kafka_resp_err_t)rberr)
+                               : "");
+                e.message = msg;
+                emitted += lp_emit(p, &e, 0);
+        }
+        if (cerr != p->wd_seen_commit_errors) {
+                p->wd_seen_commit_errors = cerr;
+                lp_event_init(p, &e, LAGPROBE_EVENT_COMMIT_FAILED, 4);
+                e.count = cerr;
+                snprintf(msg, sizeof msg,
+                         "offset commit failed (%" PRId64 " so far), last "
+                         "error %s: lag figures keep the last committed "
+                         "offset",
+                         cerr,
+                         rd_kafka_err2name((rd_kafka_resp_err_t)lcerr));
+                e.message = msg;
+                emitted += lp_emit(p, &e, 1);
+        }
+        if (serr != p->wd_seen_stats_errors) {
+                p->wd_seen_stats_errors = serr;
+                lp_event_init(p, &e, LAGPROBE_EVENT_STATS_ERROR, 4);
+                e.count = serr;
+                snprintf(msg, sizeof msg,
+                         "malformed statistics document rejected (%" PRId64
+                         " so far): figures keep their previous values",
+                         serr);
+                e.message = msg;
+                emitted += lp_emit(p, &e, 1);
+        }
+        return emitted;
+}
+
+/* config_advice: once per cause, again only when it gets worse. */
+static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
+        int emitted = 0;
+        char msg[320];
+        lagprobe_event_t e;
+        if (!p->wd_hb_advised && p->session_timeout_ms > 0 &&
+            p->heartbeat_interval_ms * 3 > p->session_timeout_ms) {
+                p->wd_hb_advised = 1;
+                lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, 4);
+                snprintf(msg, sizeof msg,
+                         "heartbeat.interval.ms=%" PRId64 " is more than a "
+                         "third of session.timeout.ms=%" PRId64 ": two lost "
+                         "heartbeats end the session; set "
+                         "heartbeat.interval.ms to at most %" PRId64,
+                         p->heartbeat_interval_ms, p->session_timeout_ms,
+                         p->session_timeout_ms / 3);
+                e.message = msg;
+                emitted += lp_emit(p, &e, 0);
+        }
+        if (!LD(p->exact) || p->max_poll_interval_ms <= 0)
+                return emitted;
+        lp_hsum_t recent;
+        lp_whist_read(&p->h_batch, now_us, NULL, &recent);
+        if (recent.count < 5)
+                return emitted;
+        double p99_ms = lp_hsum_pct(&recent, 0.99) / 1000.0;
+        double ratio = p99_ms / (double)p->max_poll_interval_ms;
+        /* Safe margin: the batch p99 should stay under the warning share. */
+        if (ratio < p->conf.warn_ratio ||
+            ratio < p->wd_advice_ratio * 1.10)
+                return emitted;
+        p->wd_advice_ratio = ratio;
+        lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, 4);
+        lp_event_poll_figures(p, &e, lp_since_poll_us(p, now_us));
+        e.predicted_ms = (int64_t)p99_ms;
+        snprintf(msg, sizeof msg,
+                 "batch p99 %.0f ms is %.0f %% of max.poll.interval.ms=%" PRId64
+                 ": raise max.poll.interval.ms to at least %.0f or process "
+                 "fewer messages per poll",
+                 p99_ms, ratio * 100.0, p->max_poll_interval_ms,
+                 p99_ms * 2.0);
+        e.message = msg;
+        emitted += lp_emit(p, &e, 0);
+        return emitted;
+}
+
+/* predicted_exceed: inside a batch, elapsed time plus the remaining
+ * messages at the current per-message rate goes past the limit. */
+static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
+        uint32_t q;
+        int in;
+        int64_t size, done, begin, batch_id;
+        do {
+                q = lp_rbegin(&p->bseq);
+                in = LD(p->b_in_batch);
+                size = LD(p->b_size);
+                done = LD(p->b_done);
+                begin = LD(p->b_begin_us);
+        } while (lp_rretry(&p->bseq, q));
+        batch_id = begin;
+        if (!in || size <= 0 || done >= size)
+                return 0;
+        if (p->wd_predicted && p->wd_predicted_batch == batch_id)
+                return 0;
+        int64_t elapsed = now_us - begin;
+        double per_us, predicted;
+        if (done > 0) {
+                per_us = (double)elapsed / (double)done;
+                predicted = (double)elapsed + per_us * (double)(size - done);
+        } else {
+                /* Nothing finished yet: the recent per-message time, and
+                 * the message in hand takes at least what it took so far. */
+                lp_hsum_t recent;
+                lp_whist_read(&p->h_msg, now_us, NULL, &recent);
+                if (recent.count == 0)
+                        return 0;
+                per_us = lp_hsum_pct(&recent, 0.50);
+                predicted = ((double)elapsed > per_us ? (double)elapsed
+                                                      : per_us) +
+                            per_us * (double)(size - 1);
+        }
+        double limit = (double)p->max_poll_interval_ms * 1000.0;
+        /* A prediction only helps while the limit is still ahead. */
+        if (predicted <= limit || (double)elapsed >= limit)
+                return 0;
+        p->wd_predicted = 1;
+        p->wd_predicted_batch = batch_id;
+        lagprobe_event_t e;
+        char msg[320];
+        lp_event_init(p, &e, LAGPROBE_EVENT_PREDICTED_EXCEED, 4);
+        lp_event_poll_figures(p, &e, elapsed);
+        e.batch_size = size;
+        e.batch_done = done;
+        e.predicted_ms = (int64_t)(predicted / 1000.0);
+        snprintf(msg, sizeof msg,
+                 "batch of %" PRId64 " messages: %" PRId64 " done in %" PRId64
+                 " ms at %.1f ms each, predicted %" PRId64 " ms exceeds "
+                 "max.poll.interval.ms=%" PRId64 "; process fewer messages "
+                 "per poll or raise max.poll.interval.ms",
+                 size, done, elapsed / 1000, per_us / 1000.0, e.predicted_ms,
+                 p->max_poll_interval_ms);
+        e.message = msg;
+        return lp_emit(p, &e, 0);
+}
+
 /* One watchdog pass; serialised by tick_lock. Returns events emitted. */
 static int lp_check(lagprobe_t *p) {
         int emitted = 0;
@@ -1997,6 +2197,8 @@ static int lp_check(lagprobe_t *p) {
                 return 0;
         int64_t now = lp_mono_us();
         int64_t limit_us = p->max_poll_interval_ms * 1000;
+        char msg[320];
+        lagprobe_event_t e;
 
         /* Zero-code poll evidence: messages consumed since the last pass
          * were handed out by a poll call that has returned since. */
@@ -2010,73 +2212,68 @@ static int lp_check(lagprobe_t *p) {
                         lp_note_poll(p, now);
                 }
         }
+        int64_t since = lp_since_poll_us(p, now);
 
-        /* Evictions seen by the log callback. */
+        /* Evictions seen by the log callback or lagprobe_poll_result(). */
         int64_t ev = LD(p->evictions);
         if (ev != p->wd_seen_evictions) {
                 p->wd_seen_evictions = ev;
-                lagprobe_event_t e;
-                char msg[256];
                 lp_event_init(p, &e, LAGPROBE_EVENT_EVICTED, 3);
-                int64_t last = LD(p->last_poll_us);
-                e.since_poll_ms = last ? (now - last) / 1000 : -1;
-                e.max_poll_interval_ms = p->max_poll_interval_ms;
+                lp_event_poll_figures(p, &e, since);
                 e.count = ev;
                 snprintf(msg, sizeof msg,
-                         "consumer left the group: no poll for %" PRId64
-                         " ms exceeded max.poll.interval.ms=%" PRId64
-                         " (eviction %" PRId64 "); process fewer messages per "
-                         "poll or raise max.poll.interval.ms",
-                         e.since_poll_ms, p->max_poll_interval_ms, ev);
+                         "consumer left the group: max.poll.interval.ms=%" PRId64
+                         " exceeded (eviction %" PRId64 "); process fewer "
+                         "messages per poll or raise max.poll.interval.ms",
+                         p->max_poll_interval_ms, ev);
                 e.message = msg;
                 emitted += lp_emit(p, &e, 0);
         }
 
-        int64_t last = LD(p->last_poll_us);
-        if (last == 0 || limit_us <= 0)
+        emitted += lp_check_counters(p, since);
+        emitted += lp_check_advice(p, now);
+        if (since < 0 || limit_us <= 0) {
+                ST(p->headroom_level, 0);
                 return emitted;
-        int64_t since = now - last;
-        int level = since >= (int64_t)(p->conf.critical_ratio * (double)limit_us)
-                        ? 2
-                        : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)
-                              ? 1
-                              : 0;
+        }
+        emitted += lp_check_predict(p, now);
+
+        int level =
+            since >= (int64_t)(p->conf.critical_ratio * (double)limit_us) ? 2
+            : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)    ? 1
+                                                                           : 0;
+        /* Hysteresis: a level is left only when the app polls (since falls
+         * under the warning share), never by drifting between levels. */
         if (level > p->wd_level) {
-                lagprobe_event_t e;
-                char msg[256];
+                int crit = level == 2;
                 lp_event_init(p, &e,
-                              level == 2 ? LAGPROBE_EVENT_HEADROOM_CRITICAL
-                                         : LAGPROBE_EVENT_HEADROOM_WARN,
-                              level == 2 ? 2 : 4);
-                e.since_poll_ms = since / 1000;
-                e.max_poll_interval_ms = p->max_poll_interval_ms;
-                e.headroom_ms = (limit_us - since) / 1000;
-                if (LD(p->b_in_batch)) {
-                        e.batch_size = LD(p->b_size);
-                        e.batch_done = LD(p->b_done);
-                }
+                              crit ? LAGPROBE_EVENT_HEADROOM_CRITICAL
+                                   : LAGPROBE_EVENT_HEADROOM_WARN,
+                              crit ? 2 : 4);
+                lp_event_poll_figures(p, &e, since);
                 snprintf(msg, sizeof msg,
                          "no poll for %" PRId64 " ms, %.0f %% of "
                          "max.poll.interval.ms=%" PRId64 ": eviction in %" PRId64
-                         " ms unless the app polls",
+                         " ms unless the app polls; process fewer messages "
+                         "per poll or raise max.poll.interval.ms",
                          e.since_poll_ms,
                          100.0 * (double)since / (double)limit_us,
                          p->max_poll_interval_ms, e.headroom_ms);
                 e.message = msg;
-                emitted += lp_emit(p, &e, 0);
+                /* Warnings of a flapping consumer are rate-limited; the
+                 * critical one always gets through. */
+                emitted += lp_emit(p, &e, !crit);
                 p->wd_level = level;
         } else if (level == 0 && p->wd_level > 0) {
-                lagprobe_event_t e;
-                char msg[160];
                 lp_event_init(p, &e, LAGPROBE_EVENT_HEADROOM_RECOVERED, 5);
-                e.since_poll_ms = since / 1000;
-                e.max_poll_interval_ms = p->max_poll_interval_ms;
-                e.headroom_ms = (limit_us - since) / 1000;
+                lp_event_poll_figures(p, &e, since);
                 snprintf(msg, sizeof msg,
-                         "consumer polled again; headroom %" PRId64 " ms",
+                         "consumer polled again after %s; headroom %" PRId64
+                         " ms",
+                         p->wd_level == 2 ? "critical" : "warning",
                          e.headroom_ms);
                 e.message = msg;
-                emitted += lp_emit(p, &e, 0);
+                emitted += lp_emit(p, &e, 1);
                 p->wd_level = 0;
         }
         ST(p->headroom_level, p->wd_level);
@@ -2318,7 +2515,8 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
         o->fetchq_cnt = fq;
         o->fetchq_size = fqs;
         o->last_progress_ms_ago = prog > 0 ? (now_us - prog) / 1000 : -1;
-        o->hwm_age_ms = stats_us > 0 ? (now_us - stats_us) / 1000 : -1;
+        o->hwm_age_ms =
+            stats_us > 0 && hi >= 0 ? (now_us - stats_us) / 1000 : -1;
         o->stale = stale;
         o->commit_errors = cerrs;
         o->last_commit_err = lcerr;
@@ -2404,10 +2602,10 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
         o->max_poll_interval_ms = p->max_poll_interval_ms;
         o->session_timeout_ms = p->session_timeout_ms;
         o->heartbeat_interval_ms = p->heartbeat_interval_ms;
-        int64_t lp = LD(p->last_poll_us);
-        o->since_last_poll_ms = lp > 0 ? (now_us - lp) / 1000 : -1;
-        o->headroom_ms = lp > 0 ? p->max_poll_interval_ms - o->since_last_poll_ms
-                                : p->max_poll_interval_ms;
+        int64_t since = lp_since_poll_us(p, now_us);
+        o->since_last_poll_ms = since >= 0 ? since / 1000 : -1;
+        o->headroom_ms = p->max_poll_interval_ms -
+                         (since > 0 ? since / 1000 : 0);
         o->exact = LD(p->exact);
         do {
                 q = lp_rbegin(&p->bseq);
@@ -2420,8 +2618,8 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
         o->evictions = LD(p->evictions);
         o->headroom_level = LD(p->headroom_level);
 
-        lp_hsum_t *t = malloc(2 * sizeof *t);
-        if (t) {
+        lp_hsum_t t[2];
+        {
                 lp_whist_read(&p->h_batch, now_us, &t[0], &t[1]);
                 lp_hsum_summary(&t[0], &o->batch);
                 lp_hsum_summary(&t[1], &o->batch_recent);
@@ -2431,7 +2629,6 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
                 lp_whist_read(&p->h_gap, now_us, &t[0], &t[1]);
                 lp_hsum_summary(&t[0], &o->poll_gap);
                 lp_hsum_summary(&t[1], &o->poll_gap_recent);
-                free(t);
         }
         int64_t consumed = 0;
         uint32_t n = LD_ACQ(p->nslots);

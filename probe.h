@@ -38,10 +38,11 @@
 
 /* Compile-time options (define before compiling probe.c). */
 
-/* Maximum number of probes attached at the same time in one process. Each
- * slot costs four small trampoline functions and 8 bytes. */
+/* Maximum number of probes attached at the same time in one process, at
+ * most 64. A slot is held from lagprobe_attach() until the probe, every conf
+ * carrying it and its consumer are all destroyed. */
 #ifndef LAGPROBE_MAX_PROBES
-#define LAGPROBE_MAX_PROBES 32
+#define LAGPROBE_MAX_PROBES 64
 #endif
 
 /* Maximum number of distinct topic-partitions one probe ever tracks. Slots
@@ -113,9 +114,11 @@ typedef struct lagprobe_event_s {
         int32_t partition;            /* -1 when not about one partition */
 } lagprobe_event_t;
 
-/** Event sink. Called from the probe's watchdog thread, from
- *  lagprobe_tick() or from a librdkafka thread (eviction). Must not block
- *  and must not call lagprobe_destroy(). */
+/** Event sink. Called from the probe's watchdog thread, or from the thread
+ *  calling lagprobe_tick() when the watchdog is off; never from a
+ *  librdkafka thread and never concurrently with itself for one probe.
+ *  Must not block (it delays the next headroom check) and must not call
+ *  lagprobe_destroy(). */
 typedef void(lagprobe_log_cb_t)(const lagprobe_event_t *event, void *opaque);
 
 /** Configuration; fill with lagprobe_config_init(), then change fields.
