@@ -43,10 +43,14 @@
  * 1. Utilities
  * ---------------------------------------------------------------------- */
 
-#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
-#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
-#define LD_ACQ(x) atomic_load_explicit(&(x), memory_order_acquire)
-#define ST_REL(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
+/* Every shared load is an acquire and every shared store a release: on x86
+ * both are ordinary moves (same cost as relaxed), and they make the
+ * seqlocks below correct without standalone fences, which ThreadSanitizer
+ * cannot model. */
+#define LD(x) atomic_load_explicit(&(x), memory_order_acquire)
+#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
+#define LD_ACQ(x) LD(x)
+#define ST_REL(x, v) ST(x, v)
 
 typedef _Atomic int64_t a64_t;
 
@@ -102,12 +106,18 @@ const char *lagprobe_event_name(lagprobe_event_type_t type) {
  *  - librdkafka threads logging MAXPOLL: one atomic counter.
  * Readers (snapshot, JSON, the watchdog) only load atomics. Each group of
  * fields that must be seen together is guarded by a sequence counter
- * (seqlock): the single writer of the group makes the counter odd, stores
- * the fields (relaxed), then makes it even with release order; a reader
- * loads the counter with acquire, loads the fields, issues an acquire fence
- * and re-reads the counter; equal and even means the copy is one update.
- * Every field is an atomic so the racing reads are defined behaviour (and
- * visible as such to TSan); the retry discards torn copies.
+ * (seqlock) with a single writer at a time. The writer stores the counter
+ * odd, then the fields, then the counter even; a reader loads the counter,
+ * the fields, and the counter again, and keeps the copy only when both
+ * counter values are equal and even. Ordering: field stores are releases
+ * and come after the odd counter store in program order, so a reader whose
+ * acquire load returns a field value of update k+1 also sees the odd
+ * counter of k+1 (or later) on its second counter load, and retries; a
+ * reader whose first counter load (acquire) returns the even value ending
+ * update k sees all of k's fields. Every field is an atomic, so racing
+ * reads are defined behaviour (and understood by TSan); the retry discards
+ * torn copies. Single-writer counters use load + store, never an atomic
+ * read-modify-write (a locked instruction costs ~20x a plain store).
  * ---------------------------------------------------------------------- */
 
 typedef struct lp_slot_s {
@@ -231,6 +241,7 @@ struct lagprobe_s {
         int64_t max_poll_interval_ms, session_timeout_ms,
             heartbeat_interval_ms;
         int64_t queued_min_messages, queued_max_kbytes;
+        int64_t stats_interval_ms;
         char bind_error[160];        /* why on_new refused, or "" */
 
         /* Writers' lock: index, S groups, G group. See the contract. */
@@ -301,9 +312,8 @@ static _Atomic uint64_t lp_next_id = 1;
 
 static inline uint32_t lp_wbegin(_Atomic uint32_t *seq) {
         uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
+        /* The field stores that follow are releases: they publish this. */
         atomic_store_explicit(seq, s + 1, memory_order_relaxed);
-        /* Orders the odd counter before the data stores that follow. */
-        atomic_thread_fence(memory_order_release);
         return s;
 }
 
@@ -325,9 +335,8 @@ static inline uint32_t lp_rbegin(_Atomic uint32_t *seq) {
 }
 
 static inline int lp_rretry(_Atomic uint32_t *seq, uint32_t s) {
-        /* The data loads must complete before the counter is re-read. */
-        atomic_thread_fence(memory_order_acquire);
-        return atomic_load_explicit(seq, memory_order_relaxed) != s;
+        /* The field loads were acquires: this load cannot move above them. */
+        return atomic_load_explicit(seq, memory_order_acquire) != s;
 }
 
 /* ------------------------------------------------------------------------
@@ -1411,8 +1420,15 @@ static void lp_record_revoke(lagprobe_t *p, rd_kafka_t *rk, int lost,
         if (size < 0)
                 size = 0;
         ST(p->g_assignment_size, size);
-        if (size == 0 && LD(p->g_unassigned_since_us) == 0)
-                ST(p->g_unassigned_since_us, now);
+        if (size == 0 && LD(p->g_unassigned_since_us) == 0) {
+                /* A lost assignment after an eviction was gone from the
+                 * moment librdkafka left the group, not from this callback. */
+                int64_t ev = LD(p->last_eviction_us);
+                ST(p->g_unassigned_since_us,
+                   lost && ev > 0 && now - ev < p->max_poll_interval_ms * 1000
+                       ? ev
+                       : now);
+        }
         lp_wend(&p->gseq, g);
         ST(p->cache_epoch, LD(p->cache_epoch) + 1);
         pthread_mutex_unlock(&p->wlock);
@@ -1524,8 +1540,9 @@ static rd_kafka_resp_err_t lp_on_consume(rd_kafka_t *rk,
         lp_slot_t *s = lp_slot_for_msg(p, m);
         if (!s)
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
-        /* Hot path: relaxed loads and stores only, no read-modify-write:
-         * this thread is the only writer of the slot's C group. */
+        /* Hot path: plain atomic loads and stores (ordinary moves on x86),
+         * no read-modify-write: this thread is the only writer of the
+         * slot's C group. */
         uint32_t gen = LD(s->assign_gen);
         int64_t consumed = LD(s->c_gen) == gen ? LD(s->c_consumed) + 1 : 1;
         rd_kafka_timestamp_type_t tstype;
@@ -1636,6 +1653,8 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         p->session_timeout_ms = lp_conf_int(conf, "session.timeout.ms", 45000);
         p->heartbeat_interval_ms =
             lp_conf_int(conf, "heartbeat.interval.ms", 3000);
+        p->stats_interval_ms =
+            lp_conf_int(conf, "statistics.interval.ms", 0);
         p->queued_min_messages =
             lp_conf_int(conf, "queued.min.messages", 100000);
         p->queued_max_kbytes =
@@ -2136,13 +2155,14 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
 static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         uint32_t q;
         int in;
-        int64_t size, done, begin, batch_id;
+        int64_t size, done, begin, lastp, batch_id;
         do {
                 q = lp_rbegin(&p->bseq);
                 in = LD(p->b_in_batch);
                 size = LD(p->b_size);
                 done = LD(p->b_done);
                 begin = LD(p->b_begin_us);
+                lastp = LD(p->b_last_progress_us);
         } while (lp_rretry(&p->bseq, q));
         batch_id = begin;
         if (!in || size <= 0 || done >= size)
@@ -2150,22 +2170,24 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         if (p->wd_predicted && p->wd_predicted_batch == batch_id)
                 return 0;
         int64_t elapsed = now_us - begin;
-        double per_us, predicted;
+        /* Per-message time: this batch's own rate over the messages
+         * finished (up to the last progress report, not counting the one
+         * in hand), else the recent per-message median. */
+        double per_us;
         if (done > 0) {
-                per_us = (double)elapsed / (double)done;
-                predicted = (double)elapsed + per_us * (double)(size - done);
+                per_us = (double)(lastp - begin) / (double)done;
         } else {
-                /* Nothing finished yet: the recent per-message time, and
-                 * the message in hand takes at least what it took so far. */
                 lp_hsum_t recent;
                 lp_whist_read(&p->h_msg, now_us, NULL, &recent);
                 if (recent.count == 0)
                         return 0;
                 per_us = lp_hsum_pct(&recent, 0.50);
-                predicted = ((double)elapsed > per_us ? (double)elapsed
-                                                      : per_us) +
-                            per_us * (double)(size - 1);
         }
+        /* The message in hand takes at least what it has taken so far. */
+        double in_hand = (double)(now_us - lastp);
+        double predicted = (double)(lastp - begin) +
+                           (in_hand > per_us ? in_hand : per_us) +
+                           per_us * (double)(size - done - 1);
         double limit = (double)p->max_poll_interval_ms * 1000.0;
         /* A prediction only helps while the limit is still ahead. */
         if (predicted <= limit || (double)elapsed >= limit)
@@ -2433,6 +2455,9 @@ void lagprobe_destroy(lagprobe_t *p) {
                 pthread_mutex_unlock(&p->wd_lock);
                 pthread_join(p->wd_thread, NULL);
                 p->wd_running = 0;
+                /* Deliver what happened since the last pass (e.g. the revoke
+                 * inside rd_kafka_consumer_close()) before going quiet. */
+                lagprobe_tick(p);
         }
         ST_REL(p->user_destroyed, 1);
         /* An event already inside the app's sink finishes before we return;
@@ -2451,7 +2476,7 @@ void lagprobe_destroy(lagprobe_t *p) {
 /* Consistent copy of one slot (C and S groups each read under their own
  * sequence counter). */
 static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
-                         lagprobe_partition_t *o) {
+                         int64_t stats_interval_ms, lagprobe_partition_t *o) {
         int64_t pos, consumed, last_ts;
         uint32_t cgen, agen, q;
         do {
@@ -2517,7 +2542,10 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
         o->last_progress_ms_ago = prog > 0 ? (now_us - prog) / 1000 : -1;
         o->hwm_age_ms =
             stats_us > 0 && hi >= 0 ? (now_us - stats_us) / 1000 : -1;
-        o->stale = stale;
+        /* Statistics stop while the app is stuck in a batch (they are served
+         * inside poll): an old figure is as stale as a stopped fetcher's. */
+        o->stale = stale || (o->hwm_age_ms >= 0 && stats_interval_ms > 0 &&
+                             o->hwm_age_ms > 3 * stats_interval_ms);
         o->commit_errors = cerrs;
         o->last_commit_err = lcerr;
 }
@@ -2652,7 +2680,7 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
                 if (!LD_ACQ(s->assigned))
                         continue;
                 if (filled < snap->partitions_size)
-                        lp_read_slot(s, now_us, now_ms,
+                        lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
                                      &snap->partitions[filled++]);
                 cnt++;
         }
@@ -2916,7 +2944,7 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                 if (!LD_ACQ(s->assigned))
                         continue;
                 lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, &x);
+                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms, &x);
                 if (!first)
                         lp_puts(&o, ",");
                 first = 0;
