@@ -87,6 +87,33 @@ static const char *const lp_event_names[LAGPROBE_EVENT__CNT] = {
     "predicted_exceed", "evicted",          "config_advice",
     "rebalance",       "commit_failed",     "stats_error"};
 
+static const char *const lp_reason_names[LAGPROBE_REASON__CNT] = {
+    "headroom_critical", "evicted",         "no_assignment",
+    "consumer_not_running", "headroom_warn", "predicted_exceed",
+    "commit_failing"};
+
+const char *lagprobe_reason_name(unsigned reason) {
+        for (int i = 0; i < LAGPROBE_REASON__CNT; i++)
+                if (reason == (1u << i))
+                        return lp_reason_names[i];
+        return "unknown";
+}
+
+const char *lagprobe_health_name(int health) {
+        switch (health) {
+        case LAGPROBE_HEALTH_OK: return "ok";
+        case LAGPROBE_HEALTH_DEGRADED: return "degraded";
+        case LAGPROBE_HEALTH_UNHEALTHY: return "unhealthy";
+        default: return "unknown";
+        }
+}
+
+int lagprobe_health_http_status(int health) {
+        return health == LAGPROBE_HEALTH_OK || health == LAGPROBE_HEALTH_DEGRADED
+                   ? 200
+                   : 503;
+}
+
 const char *lagprobe_event_name(lagprobe_event_type_t type) {
         if ((int)type < 0 || type >= LAGPROBE_EVENT__CNT)
                 return "unknown";
@@ -269,6 +296,7 @@ struct lagprobe_s {
             g_stats_last_us;
         a64_t g_commits, g_commit_errors;
         _Atomic int g_last_commit_err;
+        a64_t g_last_commit_err_us, g_last_assign_us;
 
         /* Poll evidence and batch state (section 6). */
         a64_t last_poll_us;          /* last known poll return, 0 never */
@@ -297,6 +325,7 @@ struct lagprobe_s {
         int64_t wd_seen_rebalances, wd_seen_commit_errors,
             wd_seen_stats_errors;
         int wd_predicted;            /* predicted_exceed said for batch */
+        a64_t predicted_batch_us;    /* b_begin_us of that batch */
         int64_t wd_predicted_batch;
         double wd_advice_ratio;      /* last advised p99/limit ratio */
         int wd_hb_advised;
@@ -1381,6 +1410,7 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_assigns, LD(p->g_assigns) + 1);
         ST(p->g_last_rebalance_us, now);
+        ST(p->g_last_assign_us, now);
         ST(p->g_protocol, proto);
         int64_t since = LD(p->g_unassigned_since_us);
         if (since > 0 && added > 0) {
@@ -1592,6 +1622,7 @@ lp_on_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *offsets,
         if (failed) {
                 ST(p->g_commit_errors, LD(p->g_commit_errors) + 1);
                 ST(p->g_last_commit_err, (int)(err ? err : RD_KAFKA_RESP_ERR_UNKNOWN));
+                ST(p->g_last_commit_err_us, now);
         }
         lp_wend(&p->gseq, g);
         pthread_mutex_unlock(&p->wlock);
@@ -2194,6 +2225,7 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
                 return 0;
         p->wd_predicted = 1;
         p->wd_predicted_batch = batch_id;
+        ST(p->predicted_batch_us, batch_id);
         lagprobe_event_t e;
         char msg[320];
         lp_event_init(p, &e, LAGPROBE_EVENT_PREDICTED_EXCEED, 4);
@@ -2348,6 +2380,7 @@ void lagprobe_config_init(lagprobe_config_t *c) {
         c->log_cb = NULL;
         c->log_opaque = NULL;
         c->log_level = 6;
+        c->unassigned_unhealthy_ms = 60000;
 }
 
 static void lp_free(lagprobe_t *p) {
@@ -2403,6 +2436,11 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
                        "lagprobe_new: need 0 < warn_ratio (%g) < "
                        "critical_ratio (%g) <= 1",
                        c.warn_ratio, c.critical_ratio);
+                return NULL;
+        }
+        if (c.unassigned_unhealthy_ms < 0) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: unassigned_unhealthy_ms must be >= 0");
                 return NULL;
         }
         if (c.event_min_interval_ms < 0) {
@@ -2477,7 +2515,7 @@ void lagprobe_destroy(lagprobe_t *p) {
  * sequence counter). */
 static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                          int64_t stats_interval_ms, lagprobe_partition_t *o) {
-        int64_t pos, consumed, last_ts;
+        int64_t pos, consumed, last_ts, total;
         uint32_t cgen, agen, q;
         do {
                 q = lp_rbegin(&s->cseq);
@@ -2485,6 +2523,7 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 pos = LD(s->c_position);
                 consumed = LD(s->c_consumed);
                 last_ts = LD(s->c_last_ts);
+                total = LD(s->c_total);
         } while (lp_rretry(&s->cseq, q));
         int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
         int lcerr, stale;
@@ -2548,6 +2587,7 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                              o->hwm_age_ms > 3 * stats_interval_ms);
         o->commit_errors = cerrs;
         o->last_commit_err = lcerr;
+        o->consumed_total = total;
 }
 
 void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
@@ -2573,7 +2613,8 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
                            lagprobe_snapshot_t *o) {
         uint32_t q;
         int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
-            asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs;
+            asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
+            last_assign, last_cerr_us;
         int proto, rberr, cstate, lcerr;
         do {
                 q = lp_rbegin(&p->gseq);
@@ -2595,6 +2636,8 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
                 commits = LD(p->g_commits);
                 cerrs = LD(p->g_commit_errors);
                 lcerr = LD(p->g_last_commit_err);
+                last_assign = LD(p->g_last_assign_us);
+                last_cerr_us = LD(p->g_last_commit_err_us);
         } while (lp_rretry(&p->gseq, q));
 
         int bound = LD_ACQ(p->bound);
@@ -2635,16 +2678,48 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
         o->headroom_ms = p->max_poll_interval_ms -
                          (since > 0 ? since / 1000 : 0);
         o->exact = LD(p->exact);
+        int64_t batch_begin;
         do {
                 q = lp_rbegin(&p->bseq);
                 o->in_batch = LD(p->b_in_batch);
                 o->batch_size = LD(p->b_size);
                 o->batch_done = LD(p->b_done);
-                o->batch_elapsed_ms =
-                    o->in_batch ? (now_us - LD(p->b_begin_us)) / 1000 : 0;
+                batch_begin = LD(p->b_begin_us);
         } while (lp_rretry(&p->bseq, q));
+        o->batch_elapsed_ms = o->in_batch ? (now_us - batch_begin) / 1000 : 0;
         o->evictions = LD(p->evictions);
-        o->headroom_level = LD(p->headroom_level);
+        /* Computed here, not taken from the watchdog, so the verdict holds
+         * in tick mode too and matches the figures beside it. */
+        int64_t limit_us = p->max_poll_interval_ms * 1000;
+        o->headroom_level =
+            since < 0 || limit_us <= 0 ? 0
+            : since >= (int64_t)(p->conf.critical_ratio * (double)limit_us) ? 2
+            : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)      ? 1
+                                                                              : 0;
+        unsigned r = 0;
+        if (!bound)
+                r |= LAGPROBE_REASON_NOT_RUNNING;
+        if (o->headroom_level == 2)
+                r |= LAGPROBE_REASON_HEADROOM_CRITICAL;
+        if (o->headroom_level == 1)
+                r |= LAGPROBE_REASON_HEADROOM_WARN;
+        int64_t last_ev = LD(p->last_eviction_us);
+        if (last_ev > 0 && last_ev >= last_assign)
+                r |= LAGPROBE_REASON_EVICTED;
+        if (bound && asize == 0 && p->conf.unassigned_unhealthy_ms > 0 &&
+            o->unassigned_ms > p->conf.unassigned_unhealthy_ms)
+                r |= LAGPROBE_REASON_NO_ASSIGNMENT;
+        if (o->in_batch && LD(p->predicted_batch_us) == batch_begin)
+                r |= LAGPROBE_REASON_PREDICTED_EXCEED;
+        if (last_cerr_us > 0 && now_us - last_cerr_us < 60000000)
+                r |= LAGPROBE_REASON_COMMIT_FAILING;
+        o->health_reasons = r;
+        o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
+                         LAGPROBE_REASON_HEADROOM_CRITICAL |
+                         LAGPROBE_REASON_EVICTED | LAGPROBE_REASON_NO_ASSIGNMENT)
+                        ? LAGPROBE_HEALTH_UNHEALTHY
+                    : r ? LAGPROBE_HEALTH_DEGRADED
+                        : LAGPROBE_HEALTH_OK;
 
         lp_hsum_t t[2];
         {
@@ -2707,8 +2782,11 @@ static void lp_put(lp_out_t *o, const char *s, size_t n) {
 
 static void lp_puts(lp_out_t *o, const char *s) { lp_put(o, s, strlen(s)); }
 
+/* For numbers and short fixed keys only: strings of unbounded length go
+ * through lp_puts()/lp_json_str(). A longer result is still counted in
+ * full, so the size contract holds; only its text would be cut. */
 static void lp_printf(lp_out_t *o, const char *fmt, ...) {
-        char tmp[128];
+        char tmp[256];
         va_list ap;
         va_start(ap, fmt);
         int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
@@ -2829,6 +2907,7 @@ static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
         lp_puts(o, ",\"hwm_age_ms\":");
         lp_json_opt(o, x->hwm_age_ms);
         lp_printf(o, ",\"stale\":%s", x->stale ? "true" : "false");
+        lp_printf(o, ",\"consumed_total\":%" PRId64, x->consumed_total);
         lp_printf(o, ",\"commit_errors\":%" PRId64 ",\"last_commit_error\":",
                   x->commit_errors);
         lp_json_str(o, x->last_commit_err
@@ -2853,15 +2932,15 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_read_global(p, now_us, &g);
         g.ts_ms = now_ms;
 
-        const char *status =
-            g.headroom_level >= 2 ? "unhealthy"
-                                  : g.headroom_level == 1 ? "degraded" : "ok";
         lp_puts(&o, "{\"status\":");
-        lp_json_str(&o, status);
+        lp_json_str(&o, lagprobe_health_name(g.health));
         lp_puts(&o, ",\"reasons\":[");
-        if (g.headroom_level >= 1)
-                lp_json_str(&o, g.headroom_level >= 2 ? "headroom_critical"
-                                                      : "headroom_warn");
+        for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++)
+                if (g.health_reasons & (1u << i)) {
+                        if (k++)
+                                lp_puts(&o, ",");
+                        lp_json_str(&o, lp_reason_names[i]);
+                }
         lp_puts(&o, "],\"ts_ms\":");
         lp_json_i64(&o, now_ms);
         lp_puts(&o, ",\"group_id\":");
@@ -2951,6 +3030,319 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                 lp_json_partition(&o, &x);
         }
         lp_puts(&o, "]}");
+        if (o.size > 0)
+                buf[o.len < o.size ? o.len : o.size - 1] = 0;
+        return o.len;
+}
+
+int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
+        if (reasons && reasons_size)
+                reasons[0] = 0;
+        if (!p)
+                return -1;
+        lagprobe_snapshot_t g;
+        lagprobe_snapshot_init(&g, NULL, 0);
+        lp_read_global(p, lp_mono_us(), &g);
+        if (reasons && reasons_size) {
+                lp_out_t o = {reasons, reasons_size, 0};
+                for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++)
+                        if (g.health_reasons & (1u << i)) {
+                                if (k++)
+                                        lp_puts(&o, ",");
+                                lp_puts(&o, lp_reason_names[i]);
+                        }
+                reasons[o.len < o.size ? o.len : o.size - 1] = 0;
+        }
+        return (int)g.health;
+}
+
+/* ---- Prometheus text exposition 0.0.4 ---------------------------------- */
+
+/* Label value: backslash, double quote and newline escaped. */
+static void lp_prom_label(lp_out_t *o, const char *k, const char *v) {
+        lp_puts(o, k);
+        lp_puts(o, "=\"");
+        for (const char *c = v ? v : ""; *c; c++) {
+                if (*c == '\\')
+                        lp_puts(o, "\\\\");
+                else if (*c == '"')
+                        lp_puts(o, "\\\"");
+                else if (*c == '\n')
+                        lp_puts(o, "\\n");
+                else
+                        lp_put(o, c, 1);
+        }
+        lp_puts(o, "\"");
+}
+
+static void lp_prom_head(lp_out_t *o, const char *name, const char *type,
+                         const char *help) {
+        lp_puts(o, "# HELP ");
+        lp_puts(o, name);
+        lp_puts(o, " ");
+        lp_puts(o, help);
+        lp_puts(o, "\n# TYPE ");
+        lp_puts(o, name);
+        lp_puts(o, " ");
+        lp_puts(o, type);
+        lp_puts(o, "\n");
+}
+
+static void lp_prom_num(lp_out_t *o, double v) {
+        if (!isfinite(v))
+                lp_puts(o, "NaN");
+        else if (v == (double)(int64_t)v && fabs(v) < 9e15)
+                lp_printf(o, "%" PRId64, (int64_t)v);
+        else
+                lp_printf(o, "%.9g", v);
+}
+
+/* Sample line: name{client_id,consumergroup[,extra]} value */
+static void lp_prom_sample(lp_out_t *o, const char *name,
+                           const lagprobe_snapshot_t *g, const char *xk,
+                           const char *xv, double v) {
+        lp_puts(o, name);
+        lp_puts(o, "{");
+        lp_prom_label(o, "client_id", g->client_id);
+        lp_puts(o, ",");
+        lp_prom_label(o, "consumergroup", g->group_id);
+        if (xk) {
+                lp_puts(o, ",");
+                lp_prom_label(o, xk, xv);
+        }
+        lp_puts(o, "} ");
+        lp_prom_num(o, v);
+        lp_puts(o, "\n");
+}
+
+enum {
+        LP_PF_LAG, LP_PF_CURRENT, LP_PF_HWM, LP_PF_LWM, LP_PF_POSITION,
+        LP_PF_POSLAG, LP_PF_BEHIND, LP_PF_STALE, LP_PF_CONSUMED,
+        LP_PF_COMMIT_ERRS, LP_PF__CNT
+};
+
+static const struct {
+        const char *name, *type, *help;
+        int exporter; /* kafka_exporter's labels: no client_id */
+} lp_pfam[LP_PF__CNT] = {
+    {"kafka_consumergroup_lag", "gauge",
+     "Log end offset minus committed offset, per partition (as "
+     "kafka_exporter and kafka-consumer-groups.sh).",
+     1},
+    {"kafka_consumergroup_current_offset", "gauge",
+     "Committed offset of the group, per partition.", 1},
+    {"lagprobe_partition_high_watermark", "gauge",
+     "Log end offset from the consumer's statistics.", 0},
+    {"lagprobe_partition_low_watermark", "gauge",
+     "Log start offset from the consumer's statistics.", 0},
+    {"lagprobe_partition_position", "gauge",
+     "Next offset the application will see.", 0},
+    {"lagprobe_partition_position_lag", "gauge",
+     "High watermark minus position: messages not yet handed to the app.", 0},
+    {"lagprobe_partition_seconds_behind", "gauge",
+     "Age of the last consumed message while behind, 0 when caught up.", 0},
+    {"lagprobe_partition_stale", "gauge",
+     "1 when the high watermark may be old (not fetching, queue full, or "
+     "statistics not served).",
+     0},
+    {"lagprobe_partition_consumed_messages_total", "counter",
+     "Messages consumed from the partition since the probe started.", 0},
+    {"lagprobe_partition_commit_errors_total", "counter",
+     "Failed offset commits of the partition.", 0},
+};
+
+static int lp_pfam_value(int f, const lagprobe_partition_t *x, double *v) {
+        switch (f) {
+        case LP_PF_LAG: *v = (double)x->lag; return x->lag >= 0;
+        case LP_PF_CURRENT:
+                *v = (double)x->committed_offset;
+                return x->committed_offset >= 0;
+        case LP_PF_HWM:
+                *v = (double)x->high_watermark;
+                return x->high_watermark >= 0;
+        case LP_PF_LWM:
+                *v = (double)x->low_watermark;
+                return x->low_watermark >= 0;
+        case LP_PF_POSITION: *v = (double)x->position; return x->position >= 0;
+        case LP_PF_POSLAG:
+                *v = (double)x->position_lag;
+                return x->position_lag >= 0;
+        case LP_PF_BEHIND:
+                *v = x->seconds_behind;
+                return x->seconds_behind >= 0;
+        case LP_PF_STALE: *v = x->stale; return 1;
+        case LP_PF_CONSUMED: *v = (double)x->consumed_total; return 1;
+        case LP_PF_COMMIT_ERRS: *v = (double)x->commit_errors; return 1;
+        }
+        return 0;
+}
+
+/* Histogram bucket bounds, seconds. A fine bucket is counted under the
+ * first bound its upper edge does not pass (within 1/16 of its value). */
+static const double lp_prom_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                    0.025,  0.05,  0.1,    0.25,  0.5,
+                                    1,      2.5,   5,      10,    30,
+                                    60,     120,   300,    600,   1800};
+
+static void lp_prom_hist(lp_out_t *o, const char *name, const char *help,
+                         const lagprobe_snapshot_t *g, lp_whist_t *w,
+                         int64_t now_us) {
+        lp_hsum_t h;
+        lp_whist_read(w, now_us, &h, NULL);
+        lp_prom_head(o, name, "histogram", help);
+        size_t nle = sizeof lp_prom_le / sizeof lp_prom_le[0];
+        uint64_t acc = 0;
+        int fb = 0;
+        for (size_t i = 0; i <= nle; i++) {
+                double bound_us = i < nle ? lp_prom_le[i] * 1e6 : INFINITY;
+                for (; fb < LP_HBUCKETS; fb++) {
+                        double lo, wd;
+                        lp_hbounds(fb, &lo, &wd);
+                        if (lo + wd > bound_us && i < nle)
+                                break;
+                        acc += h.b[fb];
+                }
+                lp_puts(o, name);
+                lp_puts(o, "_bucket{");
+                lp_prom_label(o, "client_id", g->client_id);
+                lp_puts(o, ",");
+                lp_prom_label(o, "consumergroup", g->group_id);
+                if (i < nle)
+                        lp_printf(o, ",le=\"%g\"} ", lp_prom_le[i]);
+                else
+                        lp_puts(o, ",le=\"+Inf\"} ");
+                lp_printf(o, "%" PRIu64 "\n", acc);
+        }
+        char n2[96];
+        snprintf(n2, sizeof n2, "%s_sum", name);
+        lp_prom_sample(o, n2, g, NULL, NULL, (double)h.sum_us / 1e6);
+        snprintf(n2, sizeof n2, "%s_count", name);
+        lp_prom_sample(o, n2, g, NULL, NULL, (double)acc);
+}
+
+size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
+        lp_out_t o = {buf, size, 0};
+        if (!buf)
+                o.size = 0;
+        if (!p) {
+                if (o.size > 0)
+                        buf[0] = 0;
+                return 0;
+        }
+        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        lagprobe_snapshot_t g;
+        lagprobe_snapshot_init(&g, NULL, 0);
+        lp_read_global(p, now_us, &g);
+        uint32_t n = LD_ACQ(p->nslots);
+
+        for (int f = 0; f < LP_PF__CNT; f++) {
+                lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
+                             lp_pfam[f].help);
+                for (uint32_t i = 0; i < n; i++) {
+                        lp_slot_t *s = lp_slot_at(p, i);
+                        if (!LD_ACQ(s->assigned))
+                                continue;
+                        lagprobe_partition_t x;
+                        double v;
+                        lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
+                                     &x);
+                        if (!lp_pfam_value(f, &x, &v))
+                                continue;
+                        lp_puts(&o, lp_pfam[f].name);
+                        lp_puts(&o, "{");
+                        if (!lp_pfam[f].exporter) {
+                                lp_prom_label(&o, "client_id", g.client_id);
+                                lp_puts(&o, ",");
+                        }
+                        lp_prom_label(&o, "consumergroup", g.group_id);
+                        lp_puts(&o, ",");
+                        lp_prom_label(&o, "topic", x.topic);
+                        lp_printf(&o, ",partition=\"%" PRId32 "\"} ",
+                                  x.partition);
+                        lp_prom_num(&o, v);
+                        lp_puts(&o, "\n");
+                }
+        }
+
+        static const struct {
+                const char *name, *type, *help;
+        } fam[] = {
+            {"lagprobe_poll_headroom_seconds", "gauge",
+             "max.poll.interval.ms minus the time since the last poll "
+             "returned; the consumer is evicted below 0."},
+            {"lagprobe_last_poll_seconds_ago", "gauge",
+             "Time since the last poll returned (-1 before the first)."},
+            {"lagprobe_max_poll_interval_seconds", "gauge",
+             "Effective max.poll.interval.ms of the consumer."},
+            {"lagprobe_poll_exact", "gauge",
+             "1 when poll timing comes from batch hooks, 0 when inferred."},
+            {"lagprobe_evictions_total", "counter",
+             "Times the consumer left the group for exceeding "
+             "max.poll.interval.ms."},
+            {"lagprobe_assigned_partitions", "gauge",
+             "Partitions currently assigned to this consumer."},
+            {"lagprobe_unassigned_seconds", "gauge",
+             "Time the consumer has been without any assignment (0 while "
+             "assigned)."},
+            {"lagprobe_health", "gauge",
+             "Health verdict: 0 ok, 1 degraded, 2 unhealthy."},
+            {"lagprobe_consumed_messages_total", "counter",
+             "Messages handed to the application."},
+            {"lagprobe_commits_total", "counter", "Offset commits completed."},
+            {"lagprobe_commit_errors_total", "counter",
+             "Offset commits that failed."},
+            {"lagprobe_stats_documents_total", "counter",
+             "Statistics documents parsed."},
+            {"lagprobe_stats_parse_errors_total", "counter",
+             "Statistics documents rejected as malformed."},
+            {"lagprobe_stats_field_errors_total", "counter",
+             "Statistics fields of the wrong type or out of range."},
+        };
+        double since_s =
+            g.since_last_poll_ms >= 0 ? (double)g.since_last_poll_ms / 1e3 : -1;
+        const double vals[] = {(double)g.headroom_ms / 1e3,
+                               since_s,
+                               (double)g.max_poll_interval_ms / 1e3,
+                               g.exact,
+                               (double)g.evictions,
+                               (double)g.assignment_size,
+                               (double)g.unassigned_ms / 1e3,
+                               g.health,
+                               (double)g.consumed,
+                               (double)g.commits,
+                               (double)g.commit_errors,
+                               (double)g.stats_docs,
+                               (double)g.stats_errors,
+                               (double)g.stats_field_errors};
+        for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+                lp_prom_head(&o, fam[i].name, fam[i].type, fam[i].help);
+                lp_prom_sample(&o, fam[i].name, &g, NULL, NULL, vals[i]);
+        }
+
+        lp_prom_head(&o, "lagprobe_rebalance_events_total", "counter",
+                     "Rebalance callbacks by type (lost is a subset of "
+                     "revoke).");
+        lp_prom_sample(&o, "lagprobe_rebalance_events_total", &g, "type",
+                       "assign", (double)g.assigns);
+        lp_prom_sample(&o, "lagprobe_rebalance_events_total", &g, "type",
+                       "revoke", (double)g.revokes);
+        lp_prom_sample(&o, "lagprobe_rebalance_events_total", &g, "type",
+                       "lost", (double)g.lost);
+        lp_prom_head(&o, "lagprobe_events_total", "counter",
+                     "Probe events by name, delivered or rate-limited.");
+        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
+                lp_prom_sample(&o, "lagprobe_events_total", &g, "event",
+                               lp_event_names[i], (double)g.events[i]);
+
+        lp_prom_hist(&o, "lagprobe_batch_duration_seconds",
+                     "Time from lagprobe_batch_begin to lagprobe_batch_end.",
+                     &g, &p->h_batch, now_us);
+        lp_prom_hist(&o, "lagprobe_message_processing_seconds",
+                     "Per-message processing time within batches.", &g,
+                     &p->h_msg, now_us);
+        lp_prom_hist(&o, "lagprobe_poll_gap_seconds",
+                     "Time between the returns of consecutive polls.", &g,
+                     &p->h_gap, now_us);
         if (o.size > 0)
                 buf[o.len < o.size ? o.len : o.size - 1] = 0;
         return o.len;

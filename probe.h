@@ -146,7 +146,30 @@ typedef struct lagprobe_config_s {
         /** Lowest severity handed to log_cb (syslog level; events with a
          *  numerically higher level are only counted). Default 6 (info). */
         int log_level;
+        /** lagprobe_health() says unhealthy when the consumer has had no
+         *  assignment for longer than this. Default 60000. 0: never. */
+        int unassigned_unhealthy_ms;
 } lagprobe_config_t;
+
+/** Health verdict, see lagprobe_health(). */
+typedef enum lagprobe_health_e {
+        LAGPROBE_HEALTH_OK = 0,        /* HTTP 200 */
+        LAGPROBE_HEALTH_DEGRADED = 1,  /* HTTP 200: a warning, still working */
+        LAGPROBE_HEALTH_UNHEALTHY = 2  /* HTTP 503 */
+} lagprobe_health_t;
+
+/** Reasons behind a verdict, as bits of lagprobe_snapshot_t.health_reasons.
+ *  Names (lagprobe_reason_name()) are stable and used in JSON. */
+typedef enum lagprobe_reason_e {
+        LAGPROBE_REASON_HEADROOM_CRITICAL = 1 << 0, /* "headroom_critical" */
+        LAGPROBE_REASON_EVICTED = 1 << 1,           /* "evicted": not rejoined */
+        LAGPROBE_REASON_NO_ASSIGNMENT = 1 << 2,     /* "no_assignment" */
+        LAGPROBE_REASON_NOT_RUNNING = 1 << 3,       /* "consumer_not_running" */
+        LAGPROBE_REASON_HEADROOM_WARN = 1 << 4,     /* "headroom_warn" */
+        LAGPROBE_REASON_PREDICTED_EXCEED = 1 << 5,  /* "predicted_exceed" */
+        LAGPROBE_REASON_COMMIT_FAILING = 1 << 6,    /* "commit_failing" */
+        LAGPROBE_REASON__CNT = 7
+} lagprobe_reason_t;
 
 /** Figures for one assigned partition. -1 means unknown (null in JSON). */
 typedef struct lagprobe_partition_s {
@@ -175,6 +198,8 @@ typedef struct lagprobe_partition_s {
         int64_t commit_errors;       /* failed commits of this partition */
         int last_commit_err;         /* rd_kafka_resp_err_t of the last
                                       * commit of this partition */
+        int64_t consumed_total;      /* messages consumed from it since the
+                                      * probe started (never reset) */
 } lagprobe_partition_t;
 
 /** Summary of one latency histogram. Values in milliseconds. */
@@ -248,6 +273,10 @@ typedef struct lagprobe_snapshot_s {
 
         int64_t consumed;            /* messages seen by on_consume */
         int64_t events[LAGPROBE_EVENT__CNT]; /* events emitted per type */
+
+        /* Health verdict, as lagprobe_health() gives it. */
+        lagprobe_health_t health;
+        unsigned health_reasons;     /* lagprobe_reason_t bits */
 } lagprobe_snapshot_t;
 
 /* ------------------------------------------------------------------------
@@ -349,6 +378,33 @@ LAGPROBE_API int lagprobe_snapshot(lagprobe_t *probe, lagprobe_snapshot_t *snap)
  *  nothing useful for a NULL probe ("" when size > 0). Any thread. */
 LAGPROBE_API size_t lagprobe_snapshot_json(lagprobe_t *probe, char *buf,
                                            size_t size);
+
+/** Render Prometheus text exposition format 0.0.4 into @p buf: the
+ *  kafka_exporter-compatible kafka_consumergroup_lag and
+ *  kafka_consumergroup_current_offset{consumergroup,topic,partition}, and
+ *  lagprobe_* families with a client_id label (table in README.md). Same
+ *  size contract as lagprobe_snapshot_json(). Any thread. */
+LAGPROBE_API size_t lagprobe_metrics_prometheus(lagprobe_t *probe, char *buf,
+                                                size_t size);
+
+/** Health verdict. Unhealthy: headroom critical, evicted and not rejoined,
+ *  no assignment for longer than config.unassigned_unhealthy_ms, or no
+ *  live consumer. Degraded: headroom in the warning band, the current
+ *  batch predicted to exceed the limit, or a commit failed within the last
+ *  minute. Writes the reasons' names, comma-separated, into @p reasons
+ *  (may be NULL). Returns the verdict, or -1 for a NULL probe. Map to HTTP
+ *  with lagprobe_health_http_status(). Any thread. */
+LAGPROBE_API int lagprobe_health(lagprobe_t *probe, char *reasons,
+                                 size_t reasons_size);
+
+/** 200 for OK and DEGRADED, 503 for UNHEALTHY (and anything else). */
+LAGPROBE_API int lagprobe_health_http_status(int health);
+
+/** "ok", "degraded" or "unhealthy"; "unknown" otherwise. Any thread. */
+LAGPROBE_API const char *lagprobe_health_name(int health);
+
+/** Name of one reason bit ("headroom_critical", ...), or "unknown". */
+LAGPROBE_API const char *lagprobe_reason_name(unsigned reason);
 
 /** Name of an event type ("headroom_warn", ...), or "unknown". Any
  *  thread. */
