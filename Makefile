@@ -1,0 +1,267 @@
+# lagprobe Makefile
+# SPDX-License-Identifier: BSD-2-Clause
+#
+#   make                  build/liblagprobe.a and build/examples/*
+#   make test             check-compile, then the tests plain, under
+#                         ASan+UBSan and under TSan; ends with "N passed, N failed"
+#   make test-normal | test-asan | test-tsan   one variant
+#   make demo DEMO_ARGS=...                    build and run examples/demo.c
+#   make install [PREFIX=/usr/local] [DESTDIR=]
+#
+# CC, CPPFLAGS, CFLAGS and LDFLAGS come from the caller; warnings are added
+# through WARN. Every build target first runs scripts/deps.sh, which installs
+# missing Debian packages (SKIP_DEPS=1 skips it, EXTRA_DEPS adds packages).
+
+PREFIX ?= /usr/local
+# Plain "=": LIBRARY_PATH-style names come from the environment (gcc reads
+# LIBRARY_PATH) and must not move the install. Override on the command line.
+INCLUDEDIR = $(PREFIX)/include
+LIBDIR = $(PREFIX)/lib
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+DATADIR = $(PREFIX)/share
+INSTALL ?= install
+
+CFLAGS ?= -O2 -g
+CSTD = -std=c11
+WARN = -Wall -Wextra -Werror
+PKG_CONFIG ?= pkg-config
+
+# Recursively expanded on purpose: on a fresh machine the libraries only
+# exist once deps has run, after the Makefile was read.
+RDKAFKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags rdkafka)
+RDKAFKA_LIBS = $(shell $(PKG_CONFIG) --libs rdkafka)
+MHD_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd)
+MHD_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd)
+CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
+CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
+SYS_LIBS = -lpthread -lm
+
+# "." stands for "#", which a make function call may take for a comment.
+version_part = $(shell sed -n 's/^.define LAGPROBE_VERSION_$(1)  *\([0-9][0-9]*\).*/\1/p' probe.h)
+LAGPROBE_MAJOR := $(call version_part,MAJOR)
+LAGPROBE_MINOR := $(call version_part,MINOR)
+LAGPROBE_PATCH := $(call version_part,PATCH)
+LAGPROBE_VERSION := $(LAGPROBE_MAJOR).$(LAGPROBE_MINOR).$(LAGPROBE_PATCH)
+
+BUILD = build
+LIB = $(BUILD)/liblagprobe.a
+
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_NAMES := $(patsubst tests/%.c,%,$(TEST_SRCS))
+# Linked into every test binary when present.
+TEST_HARNESS := $(wildcard tests/harness.c)
+
+.PHONY: all deps check-compile test test-normal test-asan test-tsan \
+	test-build test-build-normal test-build-asan test-build-tsan \
+	demo install uninstall clean FORCE
+.DELETE_ON_ERROR:
+# Keep the intermediate objects of the test chains for incremental builds.
+.SECONDARY:
+
+all: $(LIB) $(EXAMPLES)
+
+FORCE:
+
+# Recipe of a DIR/cmd file that records a command line. It is rewritten only
+# when the text changes, so what depends on it is rebuilt after a change of
+# compiler or flags (make CC=clang ...), and left alone otherwise.
+record_cmd = @mkdir -p $(@D); t='$(subst ','\'',$(strip $(1)))'; \
+	[ "$$t" = "$$(cat $@ 2>/dev/null)" ] || printf '%s\n' "$$t" > $@
+
+# ---- dependencies --------------------------------------------------------
+
+ifeq ($(SKIP_DEPS),1)
+deps: ;
+else
+deps:
+	@scripts/deps.sh $(EXTRA_DEPS)
+endif
+
+# ---- library -------------------------------------------------------------
+
+LIB_CC = $(CC) $(CPPFLAGS) $(CSTD) $(WARN) $(CFLAGS) $(RDKAFKA_CFLAGS)
+
+$(BUILD)/cmd: FORCE | deps
+	$(call record_cmd,$(LIB_CC))
+
+$(BUILD)/probe.o: probe.c $(BUILD)/cmd | deps
+	$(LIB_CC) -MMD -MP -c $< -o $@
+
+$(LIB): $(BUILD)/probe.o
+	rm -f $@
+	$(AR) rcs $@ $^
+
+# ---- examples ------------------------------------------------------------
+# Each examples/NAME.c is one program, build/examples/NAME, linked with the
+# library, librdkafka, pthread and libm. Extra flags for one example:
+# EXAMPLE_CFLAGS_NAME / EXAMPLE_LIBS_NAME. health* examples get libmicrohttpd.
+
+EX_CC = $(CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) $(CFLAGS) $(RDKAFKA_CFLAGS)
+EX_LINK = $(LDFLAGS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+
+$(BUILD)/examples/health%: EX_CFLAGS = $(MHD_CFLAGS)
+$(BUILD)/examples/health%: EX_LIBS = $(MHD_LIBS)
+
+$(BUILD)/examples/cmd: FORCE | deps
+	$(call record_cmd,$(EX_CC) $(EX_LINK))
+
+$(BUILD)/examples/%: examples/%.c $(LIB) $(BUILD)/examples/cmd | deps
+	$(EX_CC) $(EX_CFLAGS) $(EXAMPLE_CFLAGS_$(@F)) -MMD -MP -o $@ $< $(LIB) \
+		$(EX_LIBS) $(EXAMPLE_LIBS_$(@F)) $(EX_LINK)
+
+demo: $(BUILD)/examples/demo
+	$(BUILD)/examples/demo $(DEMO_ARGS)
+
+# ---- compile checks --------------------------------------------------------
+# The drop-in must compile cleanly with every compiler users have, and
+# probe.h must parse as C++.
+
+CHECK_CCS = gcc clang
+CHECK_CXXS = g++ clang++
+
+check-compile: | deps
+	@mkdir -p $(BUILD)/check
+	@set -e; for cc in $(CHECK_CCS); do \
+		echo "check-compile: $$cc $(CSTD) $(WARN) -c probe.c"; \
+		$$cc $(CSTD) $(WARN) $(RDKAFKA_CFLAGS) -c probe.c -o $(BUILD)/check/probe-$$cc.o; \
+	done; \
+	for cxx in $(CHECK_CXXS); do \
+		echo "check-compile: $$cxx $(WARN) -fsyntax-only probe.h"; \
+		echo '#include "probe.h"' | $$cxx -x c++ $(WARN) -fsyntax-only -I. $(RDKAFKA_CFLAGS) -; \
+	done
+
+# ---- tests -----------------------------------------------------------------
+# Three variants of every tests/test_NAME.c, each in its own directory:
+#   normal  build/test/NAME
+#   asan    build/asan/NAME   -fsanitize=address,undefined
+#   tsan    build/tsan/NAME   -fsanitize=thread (compiler: TSAN_CC)
+# Each test is compiled with $(CFLAGS) -g -O1 -I. -Itests and linked with
+# tests/harness.c (if present), probe.c compiled the same way (as an archive,
+# so a white-box test may #include "../probe.c" instead), cmocka, librdkafka,
+# pthread and libm. TSan needs the C11 threads shim in tests/harness.c:
+# librdkafka's thrd_create()/mtx_lock() threads are otherwise unknown to it.
+
+TEST_OPT = -g -O1
+TSAN_CC ?= $(CC)
+
+test_dir_normal = $(BUILD)/test
+test_dir_asan = $(BUILD)/asan
+test_dir_tsan = $(BUILD)/tsan
+test_cc_normal = $(CC)
+test_cc_asan = $(CC)
+test_cc_tsan = $(TSAN_CC)
+test_san_normal =
+test_san_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+# gcc warns (-Wtsan) that TSan does not model atomic_thread_fence, which
+# probe.c's seqlocks use; the data they guard are atomics, so TSan still
+# checks every access. clang has no such warning and rejects the option.
+test_san_tsan = -fsanitize=thread $(shell $(TSAN_CC) -Werror -Wno-tsan -fsyntax-only -x c /dev/null 2>/dev/null && echo -Wno-tsan)
+
+TEST_ASAN_OPTIONS ?= halt_on_error=1:detect_leaks=1
+TEST_UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
+TEST_TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1$(if $(wildcard tests/tsan.supp),:suppressions=$(CURDIR)/tests/tsan.supp)
+test_env_normal =
+test_env_asan = ASAN_OPTIONS='$(TEST_ASAN_OPTIONS)' UBSAN_OPTIONS='$(TEST_UBSAN_OPTIONS)'
+test_env_tsan = TSAN_OPTIONS='$(TEST_TSAN_OPTIONS)'
+
+RUN_TESTS = BUILD_DIR=$(BUILD) scripts/run-tests.sh
+
+# $(1): variant name
+define test_variant
+$(1)_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_NAMES))
+$(1)_harness := $$(patsubst tests/%.c,$$(test_dir_$(1))/%.o,$$(TEST_HARNESS))
+$(1)_cc = $$(test_cc_$(1)) $$(CPPFLAGS) -I. -Itests $$(CSTD) $$(WARN) \
+	$$(CFLAGS) $$(TEST_OPT) $$(test_san_$(1)) $$(RDKAFKA_CFLAGS) $$(CMOCKA_CFLAGS)
+$(1)_link = $$(test_cc_$(1)) $$(test_san_$(1)) $$(LDFLAGS)
+
+$$(test_dir_$(1))/cmd: FORCE | deps
+	$$(call record_cmd,$$($(1)_cc) $$($(1)_link))
+
+$$(test_dir_$(1))/probe.o: probe.c $$(test_dir_$(1))/cmd | deps
+	$$($(1)_cc) -MMD -MP -c $$< -o $$@
+
+$$(test_dir_$(1))/liblagprobe.a: $$(test_dir_$(1))/probe.o
+	rm -f $$@
+	$$(AR) rcs $$@ $$^
+
+$$(test_dir_$(1))/%.o: tests/%.c $$(test_dir_$(1))/cmd | deps
+	@mkdir -p $$(@D)
+	$$($(1)_cc) -MMD -MP -c $$< -o $$@
+
+$$(test_dir_$(1))/test_%: $$(test_dir_$(1))/test_%.o $$($(1)_harness) \
+		$$(test_dir_$(1))/liblagprobe.a $$(test_dir_$(1))/cmd
+	$$($(1)_link) -o $$@ $$(filter-out %/cmd,$$^) \
+		$$(CMOCKA_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
+
+test-build-$(1): $$($(1)_bins)
+
+test-$(1): test-build-$(1)
+	@$$(test_env_$(1)) $$(RUN_TESTS) $(1) $$($(1)_bins)
+endef
+
+TEST_VARIANTS = normal asan tsan
+$(foreach v,$(TEST_VARIANTS),$(eval $(call test_variant,$(v))))
+
+test-build: $(foreach v,$(TEST_VARIANTS),test-build-$(v))
+
+# Every variant runs even when an earlier one failed; the last line is the
+# total over all of them and decides the exit status. Old counts go first,
+# so a build failure cannot leave an earlier run's total behind.
+test:
+	@rm -f $(BUILD)/*-logs/counts
+	@$(MAKE) --no-print-directory check-compile test-build
+	@$(foreach v,$(TEST_VARIANTS),$(test_env_$(v)) $(RUN_TESTS) $(v) $($(v)_bins); echo;)
+	@$(RUN_TESTS) --total
+
+# ---- bench and fuzz --------------------------------------------------------
+# Reserved for a later issue: the bench/ and fuzz/ targets go here.
+
+# ---- install ---------------------------------------------------------------
+# probe.h goes to INCLUDEDIR/lagprobe/; probe.c and probe.h also go to
+# DATADIR/lagprobe/ for vendoring.
+
+# Paths under PREFIX are written relative to ${prefix} in the .pc file.
+pc_path = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+
+define LAGPROBE_PC
+prefix=$(PREFIX)
+libdir=$(call pc_path,$(LIBDIR))
+includedir=$(call pc_path,$(INCLUDEDIR))
+
+Name: lagprobe
+Description: In-process Kafka consumer lag probe for librdkafka consumers
+Version: $(LAGPROBE_VERSION)
+Requires: rdkafka
+Libs: -L$${libdir} -llagprobe $(SYS_LIBS)
+Cflags: -I$${includedir}/lagprobe
+endef
+export LAGPROBE_PC
+
+# Rewritten every time: it records PREFIX.
+$(BUILD)/lagprobe.pc: FORCE
+	@mkdir -p $(@D)
+	@printf '%s\n' "$$LAGPROBE_PC" > $@
+
+install: $(LIB) $(BUILD)/lagprobe.pc
+	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR)/lagprobe $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(DATADIR)/lagprobe
+	$(INSTALL) -m 644 probe.h $(DESTDIR)$(INCLUDEDIR)/lagprobe/
+	$(INSTALL) -m 644 probe.c probe.h $(DESTDIR)$(DATADIR)/lagprobe/
+	$(INSTALL) -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 644 $(BUILD)/lagprobe.pc $(DESTDIR)$(PKGCONFIGDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/lagprobe/probe.h \
+		$(DESTDIR)$(DATADIR)/lagprobe/probe.c \
+		$(DESTDIR)$(DATADIR)/lagprobe/probe.h \
+		$(DESTDIR)$(LIBDIR)/liblagprobe.a \
+		$(DESTDIR)$(PKGCONFIGDIR)/lagprobe.pc
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/lagprobe $(DESTDIR)$(DATADIR)/lagprobe 2>/dev/null
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
