@@ -85,7 +85,25 @@ const char *lagprobe_version_str(void) {
 static const char *const lp_event_names[LAGPROBE_EVENT__CNT] = {
     "headroom_warn",   "headroom_critical", "headroom_recovered",
     "predicted_exceed", "evicted",          "config_advice",
-    "rebalance",       "commit_failed",     "stats_error"};
+    "rebalance",       "commit_failed",     "stats_error",
+    "partition_status", "diagnosis"};
+
+static const char *const lp_pstatus_names[LAGPROBE_PSTATUS__CNT] = {
+    "unknown", "ok",      "idle",   "lagging",
+    "stalled", "stopped", "rewound", "caught_up_with_markers"};
+
+static const char *const lp_diag_names[LAGPROBE_DIAG__CNT] = {
+    "unknown",        "healthy",         "producer_burst", "consumer_slow",
+    "rebalance_storm", "stuck_partition", "hot_partition"};
+
+const char *lagprobe_pstatus_name(int st) {
+        return st >= 0 && st < LAGPROBE_PSTATUS__CNT ? lp_pstatus_names[st]
+                                                     : "unknown";
+}
+
+const char *lagprobe_diagnosis_name(int d) {
+        return d >= 0 && d < LAGPROBE_DIAG__CNT ? lp_diag_names[d] : "unknown";
+}
 
 static const char *const lp_reason_names[LAGPROBE_REASON__CNT] = {
     "headroom_critical", "evicted",         "no_assignment",
@@ -147,6 +165,12 @@ const char *lagprobe_event_name(lagprobe_event_type_t type) {
  * read-modify-write (a locked instruction costs ~20x a plain store).
  * ---------------------------------------------------------------------- */
 
+/* A partition sample for the sliding window (writer-private). */
+#define LP_RING 12
+typedef struct lp_sample_s {
+        int64_t t_us, hi, pos, committed, total;
+} lp_sample_t;
+
 typedef struct lp_slot_s {
         /* Identity: written once before the slot is published through
          * p->nslots (release); immutable afterwards. */
@@ -177,9 +201,20 @@ typedef struct lp_slot_s {
         _Atomic int s_last_commit_err;
         _Atomic int s_stale;
 
+        /* S group, diagnosis results (see lp_eval_slot). */
+        _Atomic int s_status;
+        a64_t s_ev_a, s_ev_b, s_ev_c;   /* the numbers behind s_status */
+        a64_t s_eff_lag;
+        a64_t s_in_mrate, s_out_mrate, s_commit_mrate; /* msg/s x 1000 */
+        a64_t s_eta_ms;                 /* -1 not catching up */
+        _Atomic uint32_t s_status_changes;
+
         /* Writer-private (under wlock). */
         int64_t w_committed_us;   /* when s_committed was last set */
         int64_t w_prev_position;
+        lp_sample_t w_ring[LP_RING]; /* samples, oldest overwritten */
+        int w_ring_n, w_ring_head;
+        int64_t w_rewound_until_us;
 } lp_slot_t;
 
 typedef struct lp_topic_s {
@@ -222,9 +257,9 @@ typedef struct lp_hist_s {
         a64_t b[LP_HBUCKETS];
 } lp_hist_t;
 
-/* Recent window: LP_WIN rotating sub-histograms of LP_WIN_US each. */
+/* Recent window: LP_WIN rotating sub-histograms, each config.window_ms /
+ * LP_WIN long (10 s by default). */
 #define LP_WIN 6
-#define LP_WIN_US 10000000
 
 typedef struct lp_whist_s {
         lp_hist_t total;
@@ -297,6 +332,19 @@ struct lagprobe_s {
         a64_t g_commits, g_commit_errors;
         _Atomic int g_last_commit_err;
         a64_t g_last_commit_err_us, g_last_assign_us;
+        /* Consumer diagnosis, written with the statistics (G group). */
+        _Atomic int g_diag;
+        _Atomic int g_diag_slot;      /* named partition, -1 none */
+        a64_t g_diag_a, g_diag_b, g_diag_c; /* evidence, see lp_diagnose */
+        a64_t g_in_mrate, g_out_mrate, g_total_lag;
+        _Atomic uint32_t g_diag_changes;
+        /* Writer-private (wlock): recent assignment and eviction times. */
+        int64_t w_assign_t[16];
+        int w_assign_n;
+        int64_t w_evict_t[16];
+        int w_evict_n;
+        int64_t w_seen_evictions;
+        int64_t win_us;               /* sub-window of the recent view */
 
         /* Poll evidence and batch state (section 6). */
         a64_t last_poll_us;          /* last known poll return, 0 never */
@@ -324,6 +372,8 @@ struct lagprobe_s {
         int64_t wd_seen_evictions;
         int64_t wd_seen_rebalances, wd_seen_commit_errors,
             wd_seen_stats_errors;
+        uint32_t wd_seen_diag;
+        uint32_t *wd_seen_status;     /* stb_ds array, per slot */
         int wd_predicted;            /* predicted_exceed said for batch */
         a64_t predicted_batch_us;    /* b_begin_us of that batch */
         int64_t wd_predicted_batch;
@@ -414,12 +464,15 @@ static void lp_hist_clear(lp_hist_t *h) {
 }
 
 /* Single writer: the thread recording values. */
-static void lp_whist_add(lp_whist_t *w, int64_t now_us, int64_t us) {
-        int64_t epoch = now_us / LP_WIN_US;
+static void lp_whist_add(lp_whist_t *w, int64_t win_us, int64_t now_us,
+                         int64_t us) {
+        int64_t epoch = now_us / win_us;
         int wi = (int)(epoch % LP_WIN);
-        if (LD(w->win_start_us[wi]) != epoch * LP_WIN_US) {
+        if (LD(w->win_start_us[wi]) != epoch * win_us) {
+                /* Readers may briefly see this sub-window half cleared:
+                 * recent figures are approximate by nature. */
                 lp_hist_clear(&w->win[wi]);
-                ST(w->win_start_us[wi], epoch * LP_WIN_US);
+                ST(w->win_start_us[wi], epoch * win_us);
         }
         lp_hist_add(&w->win[wi], us);
         lp_hist_add(&w->total, us);
@@ -477,21 +530,30 @@ static void lp_hsum_summary(const lp_hsum_t *s, lagprobe_hist_summary_t *o) {
         o->max_ms = (double)s->max_us / 1000.0;
 }
 
-static void lp_whist_read(lp_whist_t *w, int64_t now_us, lp_hsum_t *total,
-                          lp_hsum_t *recent) {
+/* Sums the sub-windows that started between @p from_age and @p to_age
+ * ago (in sub-windows; the current one has age 0). */
+static void lp_whist_range(lp_whist_t *w, int64_t win_us, int64_t now_us,
+                           int from_age, int to_age, lp_hsum_t *out) {
+        memset(out, 0, sizeof *out);
+        int64_t cur = now_us / win_us;
+        for (int i = 0; i < LP_WIN; i++) {
+                int64_t st = LD(w->win_start_us[i]);
+                if (st <= 0 && cur > 0)
+                        continue;
+                int64_t age = cur - st / win_us;
+                if (age >= from_age && age <= to_age)
+                        lp_hsum_add(out, &w->win[i]);
+        }
+}
+
+static void lp_whist_read(lp_whist_t *w, int64_t win_us, int64_t now_us,
+                          lp_hsum_t *total, lp_hsum_t *recent) {
         if (total) {
                 memset(total, 0, sizeof *total);
                 lp_hsum_add(total, &w->total);
         }
-        if (recent) {
-                memset(recent, 0, sizeof *recent);
-                int64_t oldest = now_us - (int64_t)LP_WIN * LP_WIN_US;
-                for (int i = 0; i < LP_WIN; i++) {
-                        int64_t st = LD(w->win_start_us[i]);
-                        if (st > oldest && st <= now_us)
-                                lp_hsum_add(recent, &w->win[i]);
-                }
-        }
+        if (recent)
+                lp_whist_range(w, win_us, now_us, 0, LP_WIN - 1, recent);
 }
 
 /* ------------------------------------------------------------------------
@@ -1207,6 +1269,267 @@ static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
         return rc;
 }
 
+/* ---- Lag diagnosis -------------------------------------------------------
+ * Writers only (under wlock, with the statistics). Each partition keeps a
+ * ring of samples; its status compares the newest sample with the oldest
+ * one inside config.window_ms. Results and the numbers behind them go to
+ * the slot's S group; readers turn the numbers into text. */
+
+static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
+        return dt_us > 0 ? delta * 1000000000 / dt_us : 0; /* msg/s x 1000 */
+}
+
+/* Caller holds wlock and is inside the slot's S group write. */
+static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
+                         int64_t fetchq_cnt) {
+        int64_t win = (int64_t)p->conf.window_ms * 1000;
+        uint32_t gen = LD(s->assign_gen);
+        int64_t pos = LD(s->c_gen) == gen ? LD(s->c_position) : -1;
+        if (pos < 0)
+                pos = LD(s->s_app_offset);
+        lp_sample_t n = {ts, LD(s->s_hi), pos, LD(s->s_committed),
+                         LD(s->c_total)};
+        if (n.hi < 0)
+                return; /* nothing to judge without the high watermark */
+
+        /* Store the sample: at most ~LP_RING-2 per window so the ring
+         * always spans a full window. */
+        lp_sample_t *prev =
+            s->w_ring_n ? &s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING]
+                        : NULL;
+        if (prev && n.t_us < prev->t_us)
+                return; /* an older document than one already seen */
+        if (prev && ((n.pos >= 0 && prev->pos >= 0 && n.pos < prev->pos) ||
+                     (n.committed >= 0 && prev->committed >= 0 &&
+                      n.committed < prev->committed))) {
+                int pos_back = n.pos >= 0 && prev->pos >= 0 && n.pos < prev->pos;
+                s->w_rewound_until_us = ts + win;
+                ST(s->s_ev_a, pos_back ? prev->pos : prev->committed);
+                ST(s->s_ev_b, pos_back ? n.pos : n.committed);
+                ST(s->s_ev_c, pos_back ? 0 : 1);
+        }
+        if (!prev || n.t_us - prev->t_us >= win / (LP_RING - 2)) {
+                s->w_ring[s->w_ring_head] = n;
+                s->w_ring_head = (s->w_ring_head + 1) % LP_RING;
+                if (s->w_ring_n < LP_RING)
+                        s->w_ring_n++;
+        }
+        /* Oldest sample inside the window. */
+        const lp_sample_t *o = NULL;
+        for (int k = s->w_ring_n; k >= 1; k--) {
+                const lp_sample_t *c =
+                    &s->w_ring[(s->w_ring_head + LP_RING - k) % LP_RING];
+                if (c->t_us >= ts - win) {
+                        o = c;
+                        break;
+                }
+        }
+        int64_t dt = o ? n.t_us - o->t_us : 0;
+        int64_t lag = n.committed >= 0 ? n.hi - n.committed
+                      : n.pos >= 0    ? n.hi - n.pos
+                                      : -1;
+        if (lag < 0 && lag != -1)
+                lag = 0;
+        int64_t plag = n.pos >= 0 ? (n.hi > n.pos ? n.hi - n.pos : 0) : -1;
+        ST(s->s_eff_lag, lag);
+        if (o && dt > 0) {
+                ST(s->s_in_mrate, lp_mrate(n.hi - o->hi, dt));
+                ST(s->s_out_mrate, lp_mrate(n.total - o->total, dt));
+                ST(s->s_commit_mrate,
+                   n.committed >= 0 && o->committed >= 0
+                       ? lp_mrate(n.committed - o->committed, dt)
+                       : 0);
+                int64_t drain = n.pos >= 0 && o->pos >= 0
+                                    ? lp_mrate(n.pos - o->pos, dt) -
+                                          lp_mrate(n.hi - o->hi, dt)
+                                    : 0;
+                ST(s->s_eta_ms, plag == 0  ? 0
+                                : drain > 0 ? plag * 1000000 / drain
+                                            : -1);
+        }
+        int st;
+        int64_t a = 0, b = 0, c = 0;
+        int64_t allow = p->conf.lag_allowance;
+        if (ts < s->w_rewound_until_us) {
+                st = LAGPROBE_PSTATUS_REWOUND; /* evidence set above */
+                a = LD(s->s_ev_a);
+                b = LD(s->s_ev_b);
+                c = LD(s->s_ev_c);
+        } else if (!o || dt < win / 2) {
+                st = LAGPROBE_PSTATUS_UNKNOWN;
+        } else if (lag > allow && n.committed == o->committed &&
+                   n.pos <= o->pos) {
+                /* Neither commits nor position move: a poison message
+                 * consumed again and again, or a consumer that stopped. */
+                st = LAGPROBE_PSTATUS_STALLED;
+                a = lag;
+                b = n.committed;
+                c = n.total - o->total; /* re-deliveries */
+        } else if (lag > 0 && n.committed == o->committed &&
+                   n.total > o->total && n.pos > o->pos) {
+                st = LAGPROBE_PSTATUS_STOPPED;
+                a = n.committed;
+                b = n.total - o->total;
+                c = lag;
+        } else if (lag > allow &&
+                   lag >= (o->committed >= 0 ? o->hi - o->committed
+                           : o->pos >= 0     ? o->hi - o->pos
+                                             : 0)) {
+                /* Above the allowance and not shrinking over the window. */
+                st = LAGPROBE_PSTATUS_LAGGING;
+                a = lag;
+                b = o->committed >= 0 ? o->hi - o->committed
+                    : o->pos >= 0     ? o->hi - o->pos
+                                      : -1;
+        } else if (lag > 0 && lag <= 2 && n.hi == o->hi && fetchq_cnt == 0 &&
+                   plag >= 0 && plag <= 2 && n.committed == o->committed) {
+                /* Control records (transaction markers) or compaction
+                 * leave the committed offset just short of the end. */
+                st = LAGPROBE_PSTATUS_MARKERS;
+                a = lag;
+                b = n.hi;
+                ST(s->s_eff_lag, 0);
+        } else if (n.hi == o->hi && plag == 0 && lag <= allow) {
+                st = LAGPROBE_PSTATUS_IDLE;
+                a = n.hi;
+        } else {
+                st = LAGPROBE_PSTATUS_OK;
+                a = lag;
+        }
+        if (st != LAGPROBE_PSTATUS_REWOUND) {
+                ST(s->s_ev_a, a);
+                ST(s->s_ev_b, b);
+                ST(s->s_ev_c, c);
+        }
+        if (st != LD(s->s_status)) {
+                ST(s->s_status, st);
+                ST(s->s_status_changes, LD(s->s_status_changes) + 1);
+        }
+}
+
+static int lp_count_since(const int64_t *t, int n, int64_t since) {
+        int c = 0;
+        for (int i = 0; i < (n < 16 ? n : 16); i++)
+                c += t[i] >= since;
+        return c;
+}
+
+/* Consumer-level verdict from the partitions' figures. Caller holds wlock
+ * and is inside the G group write. */
+static void lp_diagnose(lagprobe_t *p, int64_t ts) {
+        int64_t now = lp_mono_us();
+        uint32_t n = LD(p->nslots);
+        int64_t in = 0, out = 0, total_lag = 0, nassigned = 0, covered = 0;
+        int64_t top_in = -1, top_lag = -1;
+        int top_in_slot = -1, top_lag_slot = -1, stuck_slot = -1;
+        int64_t stuck_lag = -1;
+        for (uint32_t i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, i);
+                if (!LD(s->assigned))
+                        continue;
+                nassigned++;
+                int st = LD(s->s_status);
+                if (st != LAGPROBE_PSTATUS_UNKNOWN)
+                        covered++;
+                int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
+                in += r;
+                out += LD(s->s_out_mrate);
+                if (l > 0)
+                        total_lag += l;
+                if (r > top_in) {
+                        top_in = r;
+                        top_in_slot = (int)i;
+                }
+                if (l > top_lag) {
+                        top_lag = l;
+                        top_lag_slot = (int)i;
+                }
+                if (st == LAGPROBE_PSTATUS_STALLED && l > stuck_lag) {
+                        stuck_lag = l;
+                        stuck_slot = (int)i;
+                }
+        }
+        /* Evictions are counted by the log callback; note when. */
+        int64_t ev = LD(p->evictions);
+        if (ev != p->w_seen_evictions) {
+                p->w_seen_evictions = ev;
+                p->w_evict_t[p->w_evict_n++ % 16] = LD(p->last_eviction_us);
+        }
+        int64_t storm_since = now - (int64_t)p->conf.storm_window_ms * 1000;
+        int assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
+        int evicts = lp_count_since(p->w_evict_t, p->w_evict_n, storm_since);
+
+        lp_hsum_t recent, base;
+        int d, slot = -1;
+        int64_t a = 0, b = 0, c = 0;
+        if (assigns > p->conf.storm_rebalances || evicts > 1) {
+                d = LAGPROBE_DIAG_REBALANCE_STORM;
+                lp_whist_range(&p->h_batch, p->win_us, now, 0, LP_WIN - 1,
+                               &recent);
+                a = assigns;
+                b = evicts;
+                c = recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
+        } else if (stuck_slot >= 0) {
+                d = LAGPROBE_DIAG_STUCK_PARTITION;
+                slot = stuck_slot;
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)slot);
+                a = stuck_lag;
+                b = LD(s->s_ev_c);
+        } else if (nassigned == 0 || covered == 0) {
+                d = LAGPROBE_DIAG_UNKNOWN;
+        } else {
+                /* Processing time: the newest third of the window against
+                 * the older part (hooks only). */
+                lp_whist_range(&p->h_msg, p->win_us, now, 0, 1, &recent);
+                lp_whist_range(&p->h_msg, p->win_us, now, 2, LP_WIN - 1, &base);
+                double rp = recent.count >= 5 ? lp_hsum_pct(&recent, 0.5) : 0;
+                double bp = base.count >= 5 ? lp_hsum_pct(&base, 0.5) : 0;
+                int slow = rp > 0 && bp > 0 && rp >= p->conf.slow_ratio * bp;
+                double fair = 1.0 / (double)nassigned;
+                double in_share = in > 0 ? (double)top_in / (double)in : 0;
+                double lag_share =
+                    total_lag > 0 ? (double)top_lag / (double)total_lag : 0;
+                double need = p->conf.hot_share > 2 * fair ? p->conf.hot_share
+                                                           : 2 * fair;
+                int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
+                int hot_lag = nassigned >= 2 &&
+                              total_lag > p->conf.lag_allowance &&
+                              lag_share >= need;
+                int level = LD(p->headroom_level);
+                if (slow) {
+                        d = LAGPROBE_DIAG_CONSUMER_SLOW;
+                        a = (int64_t)rp;
+                        b = (int64_t)bp;
+                } else if (hot_in || hot_lag) {
+                        d = LAGPROBE_DIAG_HOT_PARTITION;
+                        slot = hot_in ? top_in_slot : top_lag_slot;
+                        a = (int64_t)((hot_in ? in_share : lag_share) * 1000);
+                        b = hot_in ? 0 : 1;
+                } else if (total_lag > p->conf.lag_allowance &&
+                           (double)in > p->conf.burst_ratio * (double)out &&
+                           level == 0) {
+                        d = LAGPROBE_DIAG_PRODUCER_BURST;
+                        a = in;
+                        b = out;
+                        c = total_lag;
+                } else {
+                        d = LAGPROBE_DIAG_HEALTHY;
+                }
+        }
+        (void)ts;
+        ST(p->g_in_mrate, in);
+        ST(p->g_out_mrate, out);
+        ST(p->g_total_lag, total_lag);
+        ST(p->g_diag_a, a);
+        ST(p->g_diag_b, b);
+        ST(p->g_diag_c, c);
+        if (d != LD(p->g_diag) || slot != LD(p->g_diag_slot)) {
+                ST(p->g_diag, d);
+                ST(p->g_diag_slot, slot);
+                ST(p->g_diag_changes, LD(p->g_diag_changes) + 1);
+        }
+}
+
 /* Caller holds plock (scratch). Takes wlock for the index and S groups. */
 static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                            int64_t field_errors) {
@@ -1283,9 +1606,12 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                         s->w_prev_position = pos;
                 }
                 ST(s->s_stats_us, ts);
+                if (LD(s->assigned))
+                        lp_eval_slot(p, s, ts, r->fetchq_cnt);
                 lp_wend(&s->sseq, q);
         }
         uint32_t g = lp_wbegin(&p->gseq);
+        lp_diagnose(p, ts);
         ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
         ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
         ST(p->g_stats_last_us, now_us);
@@ -1400,6 +1726,14 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
                 ST(s->s_stale, 0);
                 s->w_committed_us = 0;
                 s->w_prev_position = -1;
+                s->w_ring_n = 0;
+                s->w_rewound_until_us = 0;
+                ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
+                ST(s->s_eff_lag, -1);
+                ST(s->s_in_mrate, 0);
+                ST(s->s_out_mrate, 0);
+                ST(s->s_commit_mrate, 0);
+                ST(s->s_eta_ms, -1);
                 lp_wend(&s->sseq, q);
                 ST(s->assign_gen, LD(s->assign_gen) + 1);
                 if (!LD(s->assigned)) {
@@ -1407,6 +1741,7 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
                         added++;
                 }
         }
+        p->w_assign_t[p->w_assign_n++ % 16] = now;
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_assigns, LD(p->g_assigns) + 1);
         ST(p->g_last_rebalance_us, now);
@@ -1888,7 +2223,7 @@ void lagprobe_batch_begin(lagprobe_t *p, size_t n) {
         int64_t prev = LD(p->last_poll_us);
         /* The gap from the previous poll's return to this one's. */
         if (prev > 0)
-                lp_whist_add(&p->h_gap, now, now - prev);
+                lp_whist_add(&p->h_gap, p->win_us, now, now - prev);
         ST(p->last_poll_us, now);
         uint32_t q = lp_wbegin(&p->bseq);
         ST(p->b_in_batch, 1);
@@ -1913,7 +2248,7 @@ void lagprobe_batch_progress(lagprobe_t *p, size_t n_done) {
                 return;
         int64_t per = (now - LD(p->b_last_progress_us)) / inc;
         for (int64_t i = 0; i < inc && i < 64; i++)
-                lp_whist_add(&p->h_msg, now, per);
+                lp_whist_add(&p->h_msg, p->win_us, now, per);
         uint32_t q = lp_wbegin(&p->bseq);
         ST(p->b_done, (int64_t)n_done);
         ST(p->b_last_progress_us, now);
@@ -1933,9 +2268,9 @@ void lagprobe_batch_end(lagprobe_t *p) {
                 /* Messages not reported one by one: spread the rest. */
                 int64_t per = (now - LD(p->b_last_progress_us)) / (size - done);
                 for (int64_t i = 0; i < size - done && i < 64; i++)
-                        lp_whist_add(&p->h_msg, now, per);
+                        lp_whist_add(&p->h_msg, p->win_us, now, per);
         }
-        lp_whist_add(&p->h_batch, now, now - LD(p->b_begin_us));
+        lp_whist_add(&p->h_batch, p->win_us, now, now - LD(p->b_begin_us));
         uint32_t q = lp_wbegin(&p->bseq);
         ST(p->b_in_batch, 0);
         ST(p->b_done, size);
@@ -2135,6 +2470,71 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         return emitted;
 }
 
+static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
+                         int64_t stats_interval_ms, int window_ms,
+                         lagprobe_partition_t *o);
+static void lp_read_global(lagprobe_t *p, int64_t now_us,
+                           lagprobe_snapshot_t *o);
+
+/* partition_status and diagnosis events, from change counters. */
+static int lp_check_diagnosis(lagprobe_t *p) {
+        int emitted = 0;
+        char msg[320];
+        lagprobe_event_t e;
+        uint32_t n = LD_ACQ(p->nslots);
+        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        while ((uint32_t)arrlen(p->wd_seen_status) < n)
+                arrput(p->wd_seen_status, 0);
+        for (uint32_t i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, i);
+                uint32_t ch = LD(s->s_status_changes);
+                if (ch == p->wd_seen_status[i])
+                        continue;
+                p->wd_seen_status[i] = ch;
+                if (!LD(s->assigned))
+                        continue;
+                lagprobe_partition_t x;
+                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
+                             p->conf.window_ms, &x);
+                if (x.status == LAGPROBE_PSTATUS_UNKNOWN)
+                        continue;
+                int bad = x.status == LAGPROBE_PSTATUS_STALLED ||
+                          x.status == LAGPROBE_PSTATUS_STOPPED ||
+                          x.status == LAGPROBE_PSTATUS_LAGGING ||
+                          x.status == LAGPROBE_PSTATUS_REWOUND;
+                lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
+                              bad ? 4 : 6);
+                e.topic = x.topic;
+                e.partition = x.partition;
+                e.count = x.effective_lag;
+                snprintf(msg, sizeof msg, "%s [%" PRId32 "] is %s: %s",
+                         x.topic, x.partition, x.status_name,
+                         x.status_reason);
+                e.message = msg;
+                emitted += lp_emit(p, &e, 0);
+        }
+        uint32_t dc = LD(p->g_diag_changes);
+        if (dc != p->wd_seen_diag) {
+                p->wd_seen_diag = dc;
+                lagprobe_snapshot_t g;
+                lagprobe_snapshot_init(&g, NULL, 0);
+                lp_read_global(p, now_us, &g);
+                if (g.diagnosis != LAGPROBE_DIAG_UNKNOWN) {
+                        int bad = g.diagnosis != LAGPROBE_DIAG_HEALTHY;
+                        lp_event_init(p, &e, LAGPROBE_EVENT_DIAGNOSIS,
+                                      bad ? 4 : 5);
+                        e.topic = g.diagnosis_topic;
+                        e.partition = g.diagnosis_partition;
+                        e.count = g.total_lag;
+                        snprintf(msg, sizeof msg, "diagnosis %s: %s",
+                                 g.diagnosis_name, g.diagnosis_detail);
+                        e.message = msg;
+                        emitted += lp_emit(p, &e, 0);
+                }
+        }
+        return emitted;
+}
+
 /* config_advice: once per cause, again only when it gets worse. */
 static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
         int emitted = 0;
@@ -2157,7 +2557,7 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
         if (!LD(p->exact) || p->max_poll_interval_ms <= 0)
                 return emitted;
         lp_hsum_t recent;
-        lp_whist_read(&p->h_batch, now_us, NULL, &recent);
+        lp_whist_read(&p->h_batch, p->win_us, now_us, NULL, &recent);
         if (recent.count < 5)
                 return emitted;
         double p99_ms = lp_hsum_pct(&recent, 0.99) / 1000.0;
@@ -2209,7 +2609,7 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
                 per_us = (double)(lastp - begin) / (double)done;
         } else {
                 lp_hsum_t recent;
-                lp_whist_read(&p->h_msg, now_us, NULL, &recent);
+                lp_whist_read(&p->h_msg, p->win_us, now_us, NULL, &recent);
                 if (recent.count == 0)
                         return 0;
                 per_us = lp_hsum_pct(&recent, 0.50);
@@ -2285,6 +2685,7 @@ static int lp_check(lagprobe_t *p) {
         }
 
         emitted += lp_check_counters(p, since);
+        emitted += lp_check_diagnosis(p);
         emitted += lp_check_advice(p, now);
         if (since < 0 || limit_us <= 0) {
                 ST(p->headroom_level, 0);
@@ -2381,6 +2782,13 @@ void lagprobe_config_init(lagprobe_config_t *c) {
         c->log_opaque = NULL;
         c->log_level = 6;
         c->unassigned_unhealthy_ms = 60000;
+        c->window_ms = 60000;
+        c->lag_allowance = 100;
+        c->storm_rebalances = 3;
+        c->storm_window_ms = 300000;
+        c->hot_share = 0.5;
+        c->slow_ratio = 1.5;
+        c->burst_ratio = 1.1;
 }
 
 static void lp_free(lagprobe_t *p) {
@@ -2394,6 +2802,7 @@ static void lp_free(lagprobe_t *p) {
                 free(LD(p->chunks[i]));
         arrfree(p->scr_parts);
         arrfree(p->scr_topics);
+        arrfree(p->wd_seen_status);
         pthread_mutex_destroy(&p->wlock);
         pthread_mutex_destroy(&p->plock);
         pthread_mutex_destroy(&p->wd_lock);
@@ -2438,6 +2847,17 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
                        c.warn_ratio, c.critical_ratio);
                 return NULL;
         }
+        if (c.window_ms < 60 || c.storm_window_ms < 1 ||
+            c.storm_rebalances < 1 || c.lag_allowance < 0 ||
+            !(c.hot_share > 0 && c.hot_share <= 1) || !(c.slow_ratio > 1) ||
+            !(c.burst_ratio >= 1)) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: diagnosis settings out of range: need "
+                       "window_ms >= 60, storm_window_ms >= 1, "
+                       "storm_rebalances >= 1, lag_allowance >= 0, "
+                       "0 < hot_share <= 1, slow_ratio > 1, burst_ratio >= 1");
+                return NULL;
+        }
         if (c.unassigned_unhealthy_ms < 0) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_new: unassigned_unhealthy_ms must be >= 0");
@@ -2454,6 +2874,7 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
                 return NULL;
         }
         p->conf = c;
+        p->win_us = (int64_t)c.window_ms * 1000 / LP_WIN;
         p->id = atomic_fetch_add(&lp_next_id, 1);
         p->slot = -1;
         atomic_init(&p->refcnt, 1);
@@ -2514,7 +2935,8 @@ void lagprobe_destroy(lagprobe_t *p) {
 /* Consistent copy of one slot (C and S groups each read under their own
  * sequence counter). */
 static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
-                         int64_t stats_interval_ms, lagprobe_partition_t *o) {
+                         int64_t stats_interval_ms, int window_ms,
+                         lagprobe_partition_t *o) {
         int64_t pos, consumed, last_ts, total;
         uint32_t cgen, agen, q;
         do {
@@ -2526,7 +2948,8 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 total = LD(s->c_total);
         } while (lp_rretry(&s->cseq, q));
         int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
-        int lcerr, stale;
+        int64_t ev_a, ev_b, ev_c, eff, inr, outr, cmr, eta;
+        int lcerr, stale, st;
         do {
                 q = lp_rbegin(&s->sseq);
                 hi = LD(s->s_hi);
@@ -2542,6 +2965,15 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 lcerr = LD(s->s_last_commit_err);
                 stale = LD(s->s_stale);
                 agen = LD(s->assign_gen);
+                st = LD(s->s_status);
+                ev_a = LD(s->s_ev_a);
+                ev_b = LD(s->s_ev_b);
+                ev_c = LD(s->s_ev_c);
+                eff = LD(s->s_eff_lag);
+                inr = LD(s->s_in_mrate);
+                outr = LD(s->s_out_mrate);
+                cmr = LD(s->s_commit_mrate);
+                eta = LD(s->s_eta_ms);
         } while (lp_rretry(&s->sseq, q));
 
         memset(o, 0, sizeof *o);
@@ -2588,6 +3020,67 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
         o->commit_errors = cerrs;
         o->last_commit_err = lcerr;
         o->consumed_total = total;
+
+        o->status = st >= 0 && st < LAGPROBE_PSTATUS__CNT
+                        ? (lagprobe_pstatus_t)st
+                        : LAGPROBE_PSTATUS_UNKNOWN;
+        o->status_name = lp_pstatus_names[o->status];
+        o->effective_lag = st == LAGPROBE_PSTATUS_MARKERS ? 0 : o->lag;
+        (void)eff;
+        o->ingress_rate = (double)inr / 1000.0;
+        o->egress_rate = (double)outr / 1000.0;
+        o->commit_rate = (double)cmr / 1000.0;
+        o->eta_seconds = eta >= 0 ? (double)eta / 1000.0 : -1;
+        double win_s = (double)window_ms / 1000.0;
+        char *r = o->status_reason;
+        size_t rn = sizeof o->status_reason;
+        switch (o->status) {
+        case LAGPROBE_PSTATUS_UNKNOWN:
+                snprintf(r, rn, "not enough samples yet (window %.0f s)",
+                         win_s);
+                break;
+        case LAGPROBE_PSTATUS_OK:
+                snprintf(r, rn, "lag %" PRId64 " within the window", ev_a);
+                break;
+        case LAGPROBE_PSTATUS_IDLE:
+                snprintf(r, rn,
+                         "caught up at offset %" PRId64
+                         ", no new messages for %.0f s",
+                         ev_a, win_s);
+                break;
+        case LAGPROBE_PSTATUS_LAGGING:
+                snprintf(r, rn,
+                         "lag %" PRId64 " above allowance and not shrinking "
+                         "(%" PRId64 " %.0f s ago)",
+                         ev_a, ev_b, win_s);
+                break;
+        case LAGPROBE_PSTATUS_STALLED:
+                snprintf(r, rn,
+                         "lag %" PRId64 "; committed offset %" PRId64
+                         " and position not moving for %.0f s; %" PRId64
+                         " messages re-consumed",
+                         ev_a, ev_b, win_s, ev_c);
+                break;
+        case LAGPROBE_PSTATUS_STOPPED:
+                snprintf(r, rn,
+                         "no commit for %.0f s (committed %" PRId64
+                         ") while %" PRId64 " messages were consumed; lag %" PRId64,
+                         win_s, ev_a, ev_b, ev_c);
+                break;
+        case LAGPROBE_PSTATUS_REWOUND:
+                snprintf(r, rn, "%s moved backwards from %" PRId64 " to %" PRId64,
+                         ev_c ? "committed offset" : "position", ev_a, ev_b);
+                break;
+        case LAGPROBE_PSTATUS_MARKERS:
+                snprintf(r, rn,
+                         "committed %" PRId64 " behind high watermark %" PRId64
+                         " with nothing left to consume: transaction markers "
+                         "or compaction; effective lag 0",
+                         ev_a, ev_b);
+                break;
+        default:
+                r[0] = 0;
+        }
 }
 
 void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
@@ -2608,14 +3101,89 @@ static int lp_part_cmp(const void *a, const void *b) {
         return (x->partition > y->partition) - (x->partition < y->partition);
 }
 
+static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
+                         int slot, int64_t a, int64_t b, int64_t c) {
+        o->diagnosis = dg >= 0 && dg < LAGPROBE_DIAG__CNT
+                           ? (lagprobe_diagnosis_t)dg
+                           : LAGPROBE_DIAG_UNKNOWN;
+        o->diagnosis_name = lp_diag_names[o->diagnosis];
+        o->diagnosis_topic = NULL;
+        o->diagnosis_partition = -1;
+        o->diagnosis_share = 0;
+        if (slot >= 0 && (uint32_t)slot < LD(p->nslots)) {
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)slot);
+                o->diagnosis_topic = s->topic;
+                o->diagnosis_partition = s->partition;
+        }
+        char *r = o->diagnosis_detail;
+        size_t rn = sizeof o->diagnosis_detail;
+        const char *t = o->diagnosis_topic ? o->diagnosis_topic : "";
+        int32_t pt = o->diagnosis_partition;
+        switch (o->diagnosis) {
+        case LAGPROBE_DIAG_UNKNOWN:
+                snprintf(r, rn, "not enough data yet");
+                break;
+        case LAGPROBE_DIAG_HEALTHY:
+                snprintf(r, rn, "consumer keeps up");
+                break;
+        case LAGPROBE_DIAG_PRODUCER_BURST:
+                snprintf(r, rn,
+                         "producers append %.1f msg/s, consumer drains %.1f "
+                         "msg/s; lag %" PRId64 "; processing time and "
+                         "headroom are fine",
+                         (double)a / 1000.0, (double)b / 1000.0, c);
+                break;
+        case LAGPROBE_DIAG_CONSUMER_SLOW:
+                snprintf(r, rn,
+                         "per-message time p50 %.1f ms, was %.1f ms: "
+                         "processing slowed down",
+                         (double)a / 1000.0, (double)b / 1000.0);
+                break;
+        case LAGPROBE_DIAG_REBALANCE_STORM:
+                if (b > 0)
+                        snprintf(r, rn,
+                                 "%" PRId64 " assignments and %" PRId64
+                                 " evictions in %d s: batch time (p99 %.0f "
+                                 "ms) near max.poll.interval.ms=%" PRId64
+                                 "; process fewer messages per poll or raise "
+                                 "max.poll.interval.ms",
+                                 a, b, p->conf.storm_window_ms / 1000,
+                                 c >= 0 ? (double)c / 1000.0 : 0.0,
+                                 p->max_poll_interval_ms);
+                else
+                        snprintf(r, rn,
+                                 "%" PRId64 " assignments in %d s without "
+                                 "evictions: group members joining and "
+                                 "leaving (deploys, crashes, session "
+                                 "timeouts)",
+                                 a, p->conf.storm_window_ms / 1000);
+                break;
+        case LAGPROBE_DIAG_STUCK_PARTITION:
+                snprintf(r, rn,
+                         "%s [%" PRId32 "] stalled with lag %" PRId64
+                         " (%" PRId64 " messages re-consumed): likely a "
+                         "poison message",
+                         t, pt, a, b);
+                break;
+        case LAGPROBE_DIAG_HOT_PARTITION:
+                o->diagnosis_share = (double)a / 1000.0;
+                snprintf(r, rn, "%s [%" PRId32 "] carries %.0f %% of the %s",
+                         t, pt, (double)a / 10.0,
+                         b ? "lag" : "incoming messages");
+                break;
+        default:
+                r[0] = 0;
+        }
+}
+
 /* Everything but the partition array. */
 static void lp_read_global(lagprobe_t *p, int64_t now_us,
                            lagprobe_snapshot_t *o) {
         uint32_t q;
         int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
             asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
-            last_assign, last_cerr_us;
-        int proto, rberr, cstate, lcerr;
+            last_assign, last_cerr_us, dg_a, dg_b, dg_c, in_mr, out_mr, tlag;
+        int proto, rberr, cstate, lcerr, dg, dg_slot;
         do {
                 q = lp_rbegin(&p->gseq);
                 assigns = LD(p->g_assigns);
@@ -2638,7 +3206,19 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
                 lcerr = LD(p->g_last_commit_err);
                 last_assign = LD(p->g_last_assign_us);
                 last_cerr_us = LD(p->g_last_commit_err_us);
+                dg = LD(p->g_diag);
+                dg_slot = LD(p->g_diag_slot);
+                dg_a = LD(p->g_diag_a);
+                dg_b = LD(p->g_diag_b);
+                dg_c = LD(p->g_diag_c);
+                in_mr = LD(p->g_in_mrate);
+                out_mr = LD(p->g_out_mrate);
+                tlag = LD(p->g_total_lag);
         } while (lp_rretry(&p->gseq, q));
+        lp_read_diag(p, o, dg, dg_slot, dg_a, dg_b, dg_c);
+        o->ingress_rate = (double)in_mr / 1000.0;
+        o->egress_rate = (double)out_mr / 1000.0;
+        o->total_lag = tlag;
 
         int bound = LD_ACQ(p->bound);
         int seen = LD_ACQ(p->rk_seen);
@@ -2723,13 +3303,13 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
 
         lp_hsum_t t[2];
         {
-                lp_whist_read(&p->h_batch, now_us, &t[0], &t[1]);
+                lp_whist_read(&p->h_batch, p->win_us, now_us, &t[0], &t[1]);
                 lp_hsum_summary(&t[0], &o->batch);
                 lp_hsum_summary(&t[1], &o->batch_recent);
-                lp_whist_read(&p->h_msg, now_us, &t[0], &t[1]);
+                lp_whist_read(&p->h_msg, p->win_us, now_us, &t[0], &t[1]);
                 lp_hsum_summary(&t[0], &o->message);
                 lp_hsum_summary(&t[1], &o->message_recent);
-                lp_whist_read(&p->h_gap, now_us, &t[0], &t[1]);
+                lp_whist_read(&p->h_gap, p->win_us, now_us, &t[0], &t[1]);
                 lp_hsum_summary(&t[0], &o->poll_gap);
                 lp_hsum_summary(&t[1], &o->poll_gap_recent);
         }
@@ -2756,6 +3336,7 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
                         continue;
                 if (filled < snap->partitions_size)
                         lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
+                                     p->conf.window_ms,
                                      &snap->partitions[filled++]);
                 cnt++;
         }
@@ -2908,6 +3489,23 @@ static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
         lp_json_opt(o, x->hwm_age_ms);
         lp_printf(o, ",\"stale\":%s", x->stale ? "true" : "false");
         lp_printf(o, ",\"consumed_total\":%" PRId64, x->consumed_total);
+        lp_puts(o, ",\"status\":");
+        lp_json_str(o, x->status_name);
+        lp_puts(o, ",\"status_reason\":");
+        lp_json_str(o, x->status_reason);
+        lp_puts(o, ",\"effective_lag\":");
+        lp_json_opt(o, x->effective_lag);
+        lp_puts(o, ",\"ingress_per_s\":");
+        lp_json_num(o, x->ingress_rate);
+        lp_puts(o, ",\"egress_per_s\":");
+        lp_json_num(o, x->egress_rate);
+        lp_puts(o, ",\"commit_per_s\":");
+        lp_json_num(o, x->commit_rate);
+        lp_puts(o, ",\"eta_s\":");
+        if (x->eta_seconds < 0)
+                lp_puts(o, "null");
+        else
+                lp_json_num(o, x->eta_seconds);
         lp_printf(o, ",\"commit_errors\":%" PRId64 ",\"last_commit_error\":",
                   x->commit_errors);
         lp_json_str(o, x->last_commit_err
@@ -3011,6 +3609,27 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                                   (rd_kafka_resp_err_t)g.last_commit_err)
                             : "");
         lp_printf(&o, "},\"consumed\":%" PRId64, g.consumed);
+        lp_puts(&o, ",\"diagnosis\":{\"verdict\":");
+        lp_json_str(&o, g.diagnosis_name);
+        lp_puts(&o, ",\"detail\":");
+        lp_json_str(&o, g.diagnosis_detail);
+        lp_puts(&o, ",\"topic\":");
+        if (g.diagnosis_topic)
+                lp_json_str(&o, g.diagnosis_topic);
+        else
+                lp_puts(&o, "null");
+        lp_puts(&o, ",\"partition\":");
+        if (g.diagnosis_partition >= 0)
+                lp_printf(&o, "%" PRId32, g.diagnosis_partition);
+        else
+                lp_puts(&o, "null");
+        lp_puts(&o, ",\"share\":");
+        lp_json_num(&o, g.diagnosis_share);
+        lp_puts(&o, ",\"ingress_per_s\":");
+        lp_json_num(&o, g.ingress_rate);
+        lp_puts(&o, ",\"egress_per_s\":");
+        lp_json_num(&o, g.egress_rate);
+        lp_printf(&o, ",\"total_lag\":%" PRId64 "}", g.total_lag);
         lp_puts(&o, ",\"events\":{");
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
                 lp_printf(&o, "%s\"%s\":%" PRId64, i ? "," : "",
@@ -3023,7 +3642,8 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                 if (!LD_ACQ(s->assigned))
                         continue;
                 lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms, &x);
+                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
+                             p->conf.window_ms, &x);
                 if (!first)
                         lp_puts(&o, ",");
                 first = 0;
@@ -3118,7 +3738,8 @@ static void lp_prom_sample(lp_out_t *o, const char *name,
 enum {
         LP_PF_LAG, LP_PF_CURRENT, LP_PF_HWM, LP_PF_LWM, LP_PF_POSITION,
         LP_PF_POSLAG, LP_PF_BEHIND, LP_PF_STALE, LP_PF_CONSUMED,
-        LP_PF_COMMIT_ERRS, LP_PF__CNT
+        LP_PF_COMMIT_ERRS, LP_PF_EFFLAG, LP_PF_INGRESS, LP_PF_EGRESS,
+        LP_PF_STATUS, LP_PF__CNT
 };
 
 static const struct {
@@ -3149,6 +3770,15 @@ static const struct {
      "Messages consumed from the partition since the probe started.", 0},
     {"lagprobe_partition_commit_errors_total", "counter",
      "Failed offset commits of the partition.", 0},
+    {"lagprobe_partition_effective_lag", "gauge",
+     "Lag, or 0 when only transaction markers or compaction gaps remain.",
+     0},
+    {"lagprobe_partition_ingress_messages_per_second", "gauge",
+     "Messages appended per second over the diagnosis window.", 0},
+    {"lagprobe_partition_egress_messages_per_second", "gauge",
+     "Messages consumed per second over the diagnosis window.", 0},
+    {"lagprobe_partition_status", "gauge",
+     "1 for the partition's current status (label status).", 0},
 };
 
 static int lp_pfam_value(int f, const lagprobe_partition_t *x, double *v) {
@@ -3173,6 +3803,12 @@ static int lp_pfam_value(int f, const lagprobe_partition_t *x, double *v) {
         case LP_PF_STALE: *v = x->stale; return 1;
         case LP_PF_CONSUMED: *v = (double)x->consumed_total; return 1;
         case LP_PF_COMMIT_ERRS: *v = (double)x->commit_errors; return 1;
+        case LP_PF_EFFLAG:
+                *v = (double)x->effective_lag;
+                return x->effective_lag >= 0;
+        case LP_PF_INGRESS: *v = x->ingress_rate; return 1;
+        case LP_PF_EGRESS: *v = x->egress_rate; return 1;
+        case LP_PF_STATUS: *v = 1; return 1;
         }
         return 0;
 }
@@ -3188,7 +3824,7 @@ static void lp_prom_hist(lp_out_t *o, const char *name, const char *help,
                          const lagprobe_snapshot_t *g, lp_whist_t *w,
                          int64_t now_us) {
         lp_hsum_t h;
-        lp_whist_read(w, now_us, &h, NULL);
+        lp_whist_read(w, 1000000, now_us, &h, NULL);
         lp_prom_head(o, name, "histogram", help);
         size_t nle = sizeof lp_prom_le / sizeof lp_prom_le[0];
         uint64_t acc = 0;
@@ -3245,7 +3881,7 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                         lagprobe_partition_t x;
                         double v;
                         lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                                     &x);
+                                     p->conf.window_ms, &x);
                         if (!lp_pfam_value(f, &x, &v))
                                 continue;
                         lp_puts(&o, lp_pfam[f].name);
@@ -3257,8 +3893,13 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                         lp_prom_label(&o, "consumergroup", g.group_id);
                         lp_puts(&o, ",");
                         lp_prom_label(&o, "topic", x.topic);
-                        lp_printf(&o, ",partition=\"%" PRId32 "\"} ",
+                        lp_printf(&o, ",partition=\"%" PRId32 "\"",
                                   x.partition);
+                        if (f == LP_PF_STATUS) {
+                                lp_puts(&o, ",");
+                                lp_prom_label(&o, "status", x.status_name);
+                        }
+                        lp_puts(&o, "} ");
                         lp_prom_num(&o, v);
                         lp_puts(&o, "\n");
                 }
@@ -3328,6 +3969,11 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                        "revoke", (double)g.revokes);
         lp_prom_sample(&o, "lagprobe_rebalance_events_total", &g, "type",
                        "lost", (double)g.lost);
+        lp_prom_head(&o, "lagprobe_diagnosis", "gauge",
+                     "1 for the consumer's current lag diagnosis (label "
+                     "verdict).");
+        lp_prom_sample(&o, "lagprobe_diagnosis", &g, "verdict",
+                       g.diagnosis_name, 1);
         lp_prom_head(&o, "lagprobe_events_total", "counter",
                      "Probe events by name, delivered or rate-limited.");
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)

@@ -88,6 +88,8 @@ typedef enum lagprobe_event_type_e {
         LAGPROBE_EVENT_REBALANCE,         /* "rebalance" */
         LAGPROBE_EVENT_COMMIT_FAILED,     /* "commit_failed" */
         LAGPROBE_EVENT_STATS_ERROR,       /* "stats_error" */
+        LAGPROBE_EVENT_PARTITION_STATUS,  /* "partition_status" */
+        LAGPROBE_EVENT_DIAGNOSIS,         /* "diagnosis" */
         LAGPROBE_EVENT__CNT
 } lagprobe_event_type_t;
 
@@ -149,7 +151,55 @@ typedef struct lagprobe_config_s {
         /** lagprobe_health() says unhealthy when the consumer has had no
          *  assignment for longer than this. Default 60000. 0: never. */
         int unassigned_unhealthy_ms;
+
+        /* Lag diagnosis (partition status and consumer verdict). */
+        /** Sliding window for partition status and rates; also the span of
+         *  the "recent" histograms (six sub-windows). Default 60000. */
+        int window_ms;
+        /** Lag (messages) a partition may have before it can be lagging or
+         *  stalled. Default 100. */
+        int64_t lag_allowance;
+        /** rebalance_storm: more than this many assignments, or more than
+         *  one eviction, within storm_window_ms. Default 3. */
+        int storm_rebalances;
+        /** Default 300000. */
+        int storm_window_ms;
+        /** hot_partition: one partition carries at least this share of the
+         *  consumer's ingress or lag (and at least twice its fair share).
+         *  Default 0.5. */
+        double hot_share;
+        /** consumer_slow: recent per-message (or batch) time at least this
+         *  many times the earlier part of the window. Default 1.5. */
+        double slow_ratio;
+        /** producer_burst: ingress above egress by this factor while lag
+         *  exceeds lag_allowance. Default 1.1. */
+        double burst_ratio;
 } lagprobe_config_t;
+
+/** Partition status over the sliding window (see README.md for rules). */
+typedef enum lagprobe_pstatus_e {
+        LAGPROBE_PSTATUS_UNKNOWN = 0,  /* "unknown": window not covered yet */
+        LAGPROBE_PSTATUS_OK,           /* "ok" */
+        LAGPROBE_PSTATUS_IDLE,         /* "idle": caught up, nothing new */
+        LAGPROBE_PSTATUS_LAGGING,      /* "lagging" */
+        LAGPROBE_PSTATUS_STALLED,      /* "stalled" */
+        LAGPROBE_PSTATUS_STOPPED,      /* "stopped" */
+        LAGPROBE_PSTATUS_REWOUND,      /* "rewound" */
+        LAGPROBE_PSTATUS_MARKERS,      /* "caught_up_with_markers" */
+        LAGPROBE_PSTATUS__CNT
+} lagprobe_pstatus_t;
+
+/** Consumer-level verdict. */
+typedef enum lagprobe_diagnosis_e {
+        LAGPROBE_DIAG_UNKNOWN = 0,      /* "unknown": not enough data yet */
+        LAGPROBE_DIAG_HEALTHY,          /* "healthy" */
+        LAGPROBE_DIAG_PRODUCER_BURST,   /* "producer_burst" */
+        LAGPROBE_DIAG_CONSUMER_SLOW,    /* "consumer_slow" */
+        LAGPROBE_DIAG_REBALANCE_STORM,  /* "rebalance_storm" */
+        LAGPROBE_DIAG_STUCK_PARTITION,  /* "stuck_partition" */
+        LAGPROBE_DIAG_HOT_PARTITION,    /* "hot_partition" */
+        LAGPROBE_DIAG__CNT
+} lagprobe_diagnosis_t;
 
 /** Health verdict, see lagprobe_health(). */
 typedef enum lagprobe_health_e {
@@ -200,6 +250,16 @@ typedef struct lagprobe_partition_s {
                                       * commit of this partition */
         int64_t consumed_total;      /* messages consumed from it since the
                                       * probe started (never reset) */
+
+        /* Diagnosis over config.window_ms. */
+        lagprobe_pstatus_t status;
+        const char *status_name;     /* static string */
+        char status_reason[160];     /* the numbers behind the status */
+        int64_t effective_lag;       /* lag, or 0 for caught_up_with_markers */
+        double ingress_rate;         /* msg/s appended (high watermark) */
+        double egress_rate;          /* msg/s consumed (incl. redeliveries) */
+        double commit_rate;          /* msg/s committed */
+        double eta_seconds;          /* to catch up; -1 not catching up */
 } lagprobe_partition_t;
 
 /** Summary of one latency histogram. Values in milliseconds. */
@@ -277,6 +337,17 @@ typedef struct lagprobe_snapshot_s {
         /* Health verdict, as lagprobe_health() gives it. */
         lagprobe_health_t health;
         unsigned health_reasons;     /* lagprobe_reason_t bits */
+
+        /* Consumer-level lag diagnosis. */
+        lagprobe_diagnosis_t diagnosis;
+        const char *diagnosis_name;  /* static string */
+        char diagnosis_detail[256];  /* the evidence, human-readable */
+        const char *diagnosis_topic; /* named partition, NULL if none */
+        int32_t diagnosis_partition; /* -1 if none */
+        double diagnosis_share;      /* hot_partition: its share, else 0 */
+        double ingress_rate;         /* msg/s over all assigned partitions */
+        double egress_rate;
+        int64_t total_lag;           /* sum of known effective lags */
 } lagprobe_snapshot_t;
 
 /* ------------------------------------------------------------------------
@@ -405,6 +476,12 @@ LAGPROBE_API const char *lagprobe_health_name(int health);
 
 /** Name of one reason bit ("headroom_critical", ...), or "unknown". */
 LAGPROBE_API const char *lagprobe_reason_name(unsigned reason);
+
+/** "ok", "idle", "lagging", ...; "unknown" otherwise. Any thread. */
+LAGPROBE_API const char *lagprobe_pstatus_name(int status);
+
+/** "healthy", "producer_burst", ...; "unknown" otherwise. Any thread. */
+LAGPROBE_API const char *lagprobe_diagnosis_name(int diagnosis);
 
 /** Name of an event type ("headroom_warn", ...), or "unknown". Any
  *  thread. */
