@@ -642,6 +642,20 @@ static lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
         const char *topic = rd_kafka_topic_name(m->rkt);
         pthread_mutex_lock(&p->wlock);
         int i = lp_slot_find(p, topic, m->partition, 1);
+        if (i >= 0 && LD(p->g_assigns) == 0) {
+                /* No rebalance ever seen: the app assigns partitions itself
+                 * (rd_kafka_assign() without subscribe). What it consumes
+                 * is what it was assigned. */
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)i);
+                if (!LD(s->assigned)) {
+                        ST(s->assigned, 1);
+                        uint32_t g = lp_wbegin(&p->gseq);
+                        ST(p->g_assignment_size,
+                           LD(p->g_assignment_size) + 1);
+                        ST(p->g_unassigned_since_us, 0);
+                        lp_wend(&p->gseq, g);
+                }
+        }
         pthread_mutex_unlock(&p->wlock);
         if (i < 0)
                 return NULL;
