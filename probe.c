@@ -206,6 +206,7 @@ typedef struct lp_slot_s {
         a64_t s_ev_a, s_ev_b, s_ev_c;   /* the numbers behind s_status */
         a64_t s_eff_lag;
         a64_t s_in_mrate, s_out_mrate, s_commit_mrate; /* msg/s x 1000 */
+        a64_t s_pos_mrate;              /* position growth */
         a64_t s_eta_ms;                 /* -1 not catching up */
         _Atomic uint32_t s_status_changes;
 
@@ -344,6 +345,7 @@ struct lagprobe_s {
         int64_t w_evict_t[16];
         int w_evict_n;
         int64_t w_seen_evictions;
+        double w_msg_base_us, w_batch_base_us; /* slow-moving baselines */
         int64_t win_us;               /* sub-window of the recent view */
 
         /* Poll evidence and batch state (section 6). */
@@ -354,6 +356,7 @@ struct lagprobe_s {
         a64_t b_size, b_done, b_begin_us, b_last_progress_us;
         a64_t evictions;
         a64_t last_eviction_us;
+        a64_t pr_last_us;            /* last lagprobe_poll_result() */
         a64_t hook_errors;
         lp_whist_t h_batch, h_msg, h_gap;
         a64_t events[LAGPROBE_EVENT__CNT];
@@ -383,6 +386,11 @@ struct lagprobe_s {
 };
 
 static _Atomic uint64_t lp_next_id = 1;
+
+/* stb_ds writes a process-wide hash seed when a map's first index is
+ * built; probes build theirs in lagprobe_new() under this lock, and maps
+ * only grow afterwards (growth reuses the map's own seed). */
+static pthread_mutex_t lp_stb_seed_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ------------------------------------------------------------------------
  * Seqlock helpers. Writers: lp_wbegin/lp_wend around relaxed stores.
@@ -1289,6 +1297,8 @@ static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
  * one inside config.window_ms. Results and the numbers behind them go to
  * the slot's S group; readers turn the numbers into text. */
 
+static int64_t lp_since_poll_us(lagprobe_t *p, int64_t now_us);
+
 static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
         return dt_us > 0 ? delta * 1000000000 / dt_us : 0; /* msg/s x 1000 */
 }
@@ -1353,6 +1363,9 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                    n.committed >= 0 && o->committed >= 0
                        ? lp_mrate(n.committed - o->committed, dt)
                        : 0);
+                ST(s->s_pos_mrate, n.pos >= 0 && o->pos >= 0
+                                       ? lp_mrate(n.pos - o->pos, dt)
+                                       : 0);
                 int64_t drain = n.pos >= 0 && o->pos >= 0
                                     ? lp_mrate(n.pos - o->pos, dt) -
                                           lp_mrate(n.hi - o->hi, dt)
@@ -1428,15 +1441,37 @@ static int lp_count_since(const int64_t *t, int n, int64_t since) {
         return c;
 }
 
+/* p50 of the newest two sub-windows of @p w (0 when fewer than 5 values),
+ * and a slow-moving baseline of it: it follows fast while the figure is
+ * normal and slowly while it is high, so a slowdown stays visible for
+ * several windows instead of becoming the new normal at once. */
+static double lp_recent_vs_base(lagprobe_t *p, lp_whist_t *w, double *base,
+                                int64_t now, int update) {
+        lp_hsum_t recent;
+        lp_whist_range(w, p->win_us, now, 0, 1, &recent);
+        if (recent.count < 5)
+                return 0;
+        double rp = lp_hsum_pct(&recent, 0.5);
+        if (update) {
+                if (*base <= 0)
+                        *base = rp;
+                else
+                        *base += (rp - *base) *
+                                 (rp < p->conf.slow_ratio * *base ? 0.2 : 0.01);
+        }
+        return rp;
+}
+
 /* Consumer-level verdict from the partitions' figures. Caller holds wlock
- * and is inside the G group write. */
-static void lp_diagnose(lagprobe_t *p, int64_t ts) {
+ * and is inside the G group write. @p from_stats: called with a statistics
+ * document (baselines move) rather than from the watchdog. */
+static void lp_diagnose(lagprobe_t *p, int from_stats) {
         int64_t now = lp_mono_us();
         uint32_t n = LD(p->nslots);
         int64_t in = 0, out = 0, total_lag = 0, nassigned = 0, covered = 0;
-        int64_t top_in = -1, top_lag = -1;
+        int64_t top_in = -1, top_lag = -1, progressing = 0, stalled = 0;
         int top_in_slot = -1, top_lag_slot = -1, stuck_slot = -1;
-        int64_t stuck_lag = -1;
+        int64_t stuck_lag = -1, stuck_redeliv = 0;
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
                 if (!LD(s->assigned))
@@ -1448,6 +1483,8 @@ static void lp_diagnose(lagprobe_t *p, int64_t ts) {
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
                 in += r;
                 out += LD(s->s_out_mrate);
+                if (LD(s->s_pos_mrate) > 0)
+                        progressing++;
                 if (l > 0)
                         total_lag += l;
                 if (r > top_in) {
@@ -1458,9 +1495,13 @@ static void lp_diagnose(lagprobe_t *p, int64_t ts) {
                         top_lag = l;
                         top_lag_slot = (int)i;
                 }
-                if (st == LAGPROBE_PSTATUS_STALLED && l > stuck_lag) {
-                        stuck_lag = l;
-                        stuck_slot = (int)i;
+                if (st == LAGPROBE_PSTATUS_STALLED) {
+                        stalled++;
+                        if (l > stuck_lag) {
+                                stuck_lag = l;
+                                stuck_slot = (int)i;
+                                stuck_redeliv = LD(s->s_ev_c);
+                        }
                 }
         }
         /* Evictions are counted by the log callback; note when. */
@@ -1472,8 +1513,21 @@ static void lp_diagnose(lagprobe_t *p, int64_t ts) {
         int64_t storm_since = now - (int64_t)p->conf.storm_window_ms * 1000;
         int assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
         int evicts = lp_count_since(p->w_evict_t, p->w_evict_n, storm_since);
+        double rm = lp_recent_vs_base(p, &p->h_msg, &p->w_msg_base_us, now,
+                                      from_stats);
+        double rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
+                                      from_stats);
+        int64_t since = lp_since_poll_us(p, now);
+        int64_t limit_us = p->max_poll_interval_ms * 1000;
+        int gap_warn = since > 0 && limit_us > 0 &&
+                       since >= (int64_t)(p->conf.warn_ratio * (double)limit_us);
+        /* A stalled partition is a stuck one when the app keeps re-reading
+         * it, or when others move on; when every partition stands still
+         * with nothing re-read, the whole consumer is stuck in processing. */
+        int stuck = stuck_slot >= 0 && (stuck_redeliv > 0 || progressing > 0);
+        int frozen = stuck_slot >= 0 && !stuck && stalled == nassigned;
 
-        lp_hsum_t recent, base;
+        lp_hsum_t recent;
         int d, slot = -1;
         int64_t a = 0, b = 0, c = 0;
         if (assigns > p->conf.storm_rebalances || evicts > 1) {
@@ -1483,22 +1537,29 @@ static void lp_diagnose(lagprobe_t *p, int64_t ts) {
                 a = assigns;
                 b = evicts;
                 c = recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
-        } else if (stuck_slot >= 0) {
+        } else if (stuck) {
                 d = LAGPROBE_DIAG_STUCK_PARTITION;
                 slot = stuck_slot;
-                lp_slot_t *s = lp_slot_at(p, (uint32_t)slot);
                 a = stuck_lag;
-                b = LD(s->s_ev_c);
+                b = stuck_redeliv;
+        } else if (gap_warn || frozen) {
+                d = LAGPROBE_DIAG_CONSUMER_SLOW;
+                a = since > 0 ? since : 0;
+                b = -1; /* detail: no poll / no progress */
         } else if (nassigned == 0 || covered == 0) {
                 d = LAGPROBE_DIAG_UNKNOWN;
+        } else if (rm > 0 && p->w_msg_base_us > 0 &&
+                   rm >= p->conf.slow_ratio * p->w_msg_base_us) {
+                d = LAGPROBE_DIAG_CONSUMER_SLOW;
+                a = (int64_t)rm;
+                b = (int64_t)p->w_msg_base_us;
+        } else if (rb > 0 && p->w_batch_base_us > 0 &&
+                   rb >= p->conf.slow_ratio * p->w_batch_base_us) {
+                d = LAGPROBE_DIAG_CONSUMER_SLOW;
+                a = (int64_t)rb;
+                b = (int64_t)p->w_batch_base_us;
+                c = 1; /* detail: batch time */
         } else {
-                /* Processing time: the newest third of the window against
-                 * the older part (hooks only). */
-                lp_whist_range(&p->h_msg, p->win_us, now, 0, 1, &recent);
-                lp_whist_range(&p->h_msg, p->win_us, now, 2, LP_WIN - 1, &base);
-                double rp = recent.count >= 5 ? lp_hsum_pct(&recent, 0.5) : 0;
-                double bp = base.count >= 5 ? lp_hsum_pct(&base, 0.5) : 0;
-                int slow = rp > 0 && bp > 0 && rp >= p->conf.slow_ratio * bp;
                 double fair = 1.0 / (double)nassigned;
                 double in_share = in > 0 ? (double)top_in / (double)in : 0;
                 double lag_share =
@@ -1506,31 +1567,32 @@ static void lp_diagnose(lagprobe_t *p, int64_t ts) {
                 double need = p->conf.hot_share > 2 * fair ? p->conf.hot_share
                                                            : 2 * fair;
                 int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
-                int hot_lag = nassigned >= 2 &&
-                              total_lag > p->conf.lag_allowance &&
-                              lag_share >= need;
-                int level = LD(p->headroom_level);
-                if (slow) {
-                        d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                        a = (int64_t)rp;
-                        b = (int64_t)bp;
-                } else if (hot_in || hot_lag) {
+                /* Lag piling up on a partition that still moves: hot. One
+                 * that does not move is a stall, judged above. */
+                int hot_lag =
+                    nassigned >= 2 && top_lag_slot >= 0 &&
+                    top_lag > p->conf.lag_allowance && lag_share >= need &&
+                    LD(lp_slot_at(p, (uint32_t)top_lag_slot)->s_pos_mrate) > 0;
+                if (hot_in || hot_lag) {
                         d = LAGPROBE_DIAG_HOT_PARTITION;
                         slot = hot_in ? top_in_slot : top_lag_slot;
                         a = (int64_t)((hot_in ? in_share : lag_share) * 1000);
                         b = hot_in ? 0 : 1;
                 } else if (total_lag > p->conf.lag_allowance &&
-                           (double)in > p->conf.burst_ratio * (double)out &&
-                           level == 0) {
+                           (double)in > p->conf.burst_ratio * (double)out) {
                         d = LAGPROBE_DIAG_PRODUCER_BURST;
                         a = in;
                         b = out;
                         c = total_lag;
                 } else {
                         d = LAGPROBE_DIAG_HEALTHY;
+                        a = total_lag;
+                        /* Draining a backlog: time to catch up. */
+                        b = total_lag > p->conf.lag_allowance && out > in
+                                ? total_lag * 1000000 / (out - in)
+                                : -1;
                 }
         }
-        (void)ts;
         ST(p->g_in_mrate, in);
         ST(p->g_out_mrate, out);
         ST(p->g_total_lag, total_lag);
@@ -1625,7 +1687,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 lp_wend(&s->sseq, q);
         }
         uint32_t g = lp_wbegin(&p->gseq);
-        lp_diagnose(p, ts);
+        lp_diagnose(p, 1);
         ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
         ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
         ST(p->g_stats_last_us, now_us);
@@ -1747,6 +1809,7 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
                 ST(s->s_in_mrate, 0);
                 ST(s->s_out_mrate, 0);
                 ST(s->s_commit_mrate, 0);
+                ST(s->s_pos_mrate, 0);
                 ST(s->s_eta_ms, -1);
                 lp_wend(&s->sseq, q);
                 ST(s->assign_gen, LD(s->assign_gen) + 1);
@@ -1767,6 +1830,7 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
                 ST(p->g_unassigned_since_us, 0);
         }
         ST(p->g_assignment_size, LD(p->g_assignment_size) + added);
+        lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
         ST(p->cache_epoch, LD(p->cache_epoch) + 1);
         pthread_mutex_unlock(&p->wlock);
@@ -1808,6 +1872,7 @@ static void lp_record_revoke(lagprobe_t *p, rd_kafka_t *rk, int lost,
                        ? ev
                        : now);
         }
+        lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
         ST(p->cache_epoch, LD(p->cache_epoch) + 1);
         pthread_mutex_unlock(&p->wlock);
@@ -2292,16 +2357,16 @@ void lagprobe_batch_end(lagprobe_t *p) {
 }
 
 void lagprobe_poll_result(lagprobe_t *p, const rd_kafka_message_t *msg) {
-        if (!p || !msg)
+        if (!p)
                 return;
-        if (msg->err == RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED) {
-                int64_t now = lp_mono_us();
-                /* Counted once per eviction: the log line may have been
-                 * seen already within the same poll interval. */
-                if (now - LD(p->last_eviction_us) >
-                    p->max_poll_interval_ms * 1000)
-                        lp_note_eviction(p, now);
-        }
+        int64_t now = lp_mono_us();
+        int64_t prev = LD(p->pr_last_us);
+        ST(p->pr_last_us, now);
+        /* Counted once per eviction: librdkafka's MAXPOLL log line, seen
+         * during the gap since the previous poll, is the same eviction. */
+        if (msg && msg->err == RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED &&
+            LD(p->last_eviction_us) <= prev)
+                lp_note_eviction(p, now);
 }
 
 static void lp_logfmt_str(FILE *f, const char *k, const char *v) {
@@ -2699,6 +2764,13 @@ static int lp_check(lagprobe_t *p) {
         }
 
         emitted += lp_check_counters(p, since);
+        /* The verdict also follows time (headroom, storm window) between
+         * statistics documents, which stop while the app is stuck. */
+        pthread_mutex_lock(&p->wlock);
+        uint32_t g = lp_wbegin(&p->gseq);
+        lp_diagnose(p, 0);
+        lp_wend(&p->gseq, g);
+        pthread_mutex_unlock(&p->wlock);
         emitted += lp_check_diagnosis(p);
         emitted += lp_check_advice(p, now);
         if (since < 0 || limit_us <= 0) {
@@ -2889,6 +2961,10 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         }
         p->conf = c;
         p->win_us = (int64_t)c.window_ms * 1000 / LP_WIN;
+        pthread_mutex_lock(&lp_stb_seed_lock);
+        shput(p->topic_map, "", -1);
+        shdel(p->topic_map, "");
+        pthread_mutex_unlock(&lp_stb_seed_lock);
         p->id = atomic_fetch_add(&lp_next_id, 1);
         p->slot = -1;
         atomic_init(&p->refcnt, 1);
@@ -3138,7 +3214,13 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                 snprintf(r, rn, "not enough data yet");
                 break;
         case LAGPROBE_DIAG_HEALTHY:
-                snprintf(r, rn, "consumer keeps up");
+                if (b >= 0)
+                        snprintf(r, rn,
+                                 "catching up: lag %" PRId64 ", about %.0f s "
+                                 "to drain",
+                                 a, (double)b / 1000.0);
+                else
+                        snprintf(r, rn, "consumer keeps up");
                 break;
         case LAGPROBE_DIAG_PRODUCER_BURST:
                 snprintf(r, rn,
@@ -3148,10 +3230,19 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                          (double)a / 1000.0, (double)b / 1000.0, c);
                 break;
         case LAGPROBE_DIAG_CONSUMER_SLOW:
-                snprintf(r, rn,
-                         "per-message time p50 %.1f ms, was %.1f ms: "
-                         "processing slowed down",
-                         (double)a / 1000.0, (double)b / 1000.0);
+                if (b < 0)
+                        snprintf(r, rn,
+                                 "no poll for %" PRId64 " ms of "
+                                 "max.poll.interval.ms=%" PRId64 " and no "
+                                 "partition progressing: processing is "
+                                 "blocked or far too slow",
+                                 a / 1000, p->max_poll_interval_ms);
+                else
+                        snprintf(r, rn,
+                                 "%s time p50 %.1f ms, was %.1f ms: "
+                                 "processing slowed down",
+                                 c ? "batch" : "per-message",
+                                 (double)a / 1000.0, (double)b / 1000.0);
                 break;
         case LAGPROBE_DIAG_REBALANCE_STORM:
                 if (b > 0)

@@ -137,8 +137,12 @@ typedef struct lagprobe_config_s {
         double warn_ratio;
         /** Same for headroom_critical. Default 0.90. */
         double critical_ratio;
-        /** Minimum time between two events of the same name (rate limit),
-         *  except evicted and recovered. Default 10000. */
+        /** Minimum time between two deliveries of headroom_warn,
+         *  headroom_recovered, commit_failed or stats_error (each counted
+         *  anyway). Other events are not rate-limited: headroom_critical
+         *  and evicted always get through; config_advice, rebalance,
+         *  partition_status and diagnosis fire only on change. Default
+         *  10000. */
         int event_min_interval_ms;
         /** Event sink; NULL (default) writes one logfmt line per event to
          *  stderr. */
