@@ -2711,7 +2711,8 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         lp_event_poll_figures(p, &e, elapsed);
         e.batch_size = size;
         e.batch_done = done;
-        e.predicted_ms = (int64_t)(predicted / 1000.0);
+        e.predicted_ms = predicted / 1000.0 < 9e15 ? (int64_t)(predicted / 1000.0)
+                                                    : INT64_MAX;
         snprintf(msg, sizeof msg,
                  "batch of %" PRId64 " messages: %" PRId64 " done in %" PRId64
                  " ms at %.1f ms each, predicted %" PRId64 " ms exceeds "
@@ -3816,7 +3817,8 @@ static void lp_prom_head(lp_out_t *o, const char *name, const char *type,
 static void lp_prom_num(lp_out_t *o, double v) {
         if (!isfinite(v))
                 lp_puts(o, "NaN");
-        else if (v == (double)(int64_t)v && fabs(v) < 9e15)
+        /* Range first: casting a huge double to int64 is undefined. */
+        else if (fabs(v) < 9e15 && v == (double)(int64_t)v)
                 lp_printf(o, "%" PRId64, (int64_t)v);
         else
                 lp_printf(o, "%.9g", v);
