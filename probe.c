@@ -2727,9 +2727,15 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
 /* One watchdog pass; serialised by tick_lock. Returns events emitted. */
 static int lp_check(lagprobe_t *p) {
         int emitted = 0;
-        if (!LD_ACQ(p->bound))
-                return 0;
         int64_t now = lp_mono_us();
+        if (!LD_ACQ(p->bound)) {
+                /* The consumer is gone (or not there yet): still report what
+                 * its last callbacks counted, e.g. the revoke inside
+                 * rd_kafka_consumer_close(), then nothing time-based. */
+                if (LD(p->rk_seen))
+                        emitted += lp_check_counters(p, -1);
+                return emitted;
+        }
         int64_t limit_us = p->max_poll_interval_ms * 1000;
         char msg[320];
         lagprobe_event_t e;
@@ -3483,6 +3489,26 @@ static void lp_printf(lp_out_t *o, const char *fmt, ...) {
                                                       : sizeof tmp - 1);
 }
 
+/* Length of the valid UTF-8 sequence starting at @p u (a non-ASCII lead
+ * byte), or 0 when it is invalid: overlong, surrogate, above U+10FFFF or
+ * truncated. */
+static int lp_utf8_len(const unsigned char *u) {
+        unsigned char c = u[0];
+        int n = c >= 0xF0 && c <= 0xF4   ? 4
+                : c >= 0xE0 && c <= 0xEF ? 3
+                : c >= 0xC2 && c <= 0xDF ? 2
+                                         : 0;
+        for (int k = 1; k < n; k++)
+                if ((u[k] & 0xC0) != 0x80)
+                        return 0;
+        if ((n == 3 && c == 0xE0 && u[1] < 0xA0) ||  /* overlong */
+            (n == 3 && c == 0xED && u[1] >= 0xA0) || /* surrogate */
+            (n == 4 && c == 0xF0 && u[1] < 0x90) ||  /* overlong */
+            (n == 4 && c == 0xF4 && u[1] >= 0x90))   /* > U+10FFFF */
+                return 0;
+        return n;
+}
+
 /* JSON string with escapes; invalid UTF-8 becomes U+FFFD. */
 static void lp_json_str(lp_out_t *o, const char *s) {
         const unsigned char *u = (const unsigned char *)(s ? s : "");
@@ -3500,22 +3526,8 @@ static void lp_json_str(lp_out_t *o, const char *s) {
                         lp_put(o, (const char *)u, 1);
                         u++;
                 } else {
-                        int n = c >= 0xF0 && c <= 0xF4   ? 4
-                                : c >= 0xE0              ? 3
-                                : c >= 0xC2 && c <= 0xDF ? 2
-                                                         : 0;
-                        int ok = n > 0;
-                        for (int k = 1; ok && k < n; k++)
-                                ok = (u[k] & 0xC0) == 0x80;
-                        if (ok && n == 3 && c == 0xE0 && u[1] < 0xA0)
-                                ok = 0; /* overlong */
-                        if (ok && n == 3 && c == 0xED && u[1] >= 0xA0)
-                                ok = 0; /* surrogate */
-                        if (ok && n == 4 && c == 0xF0 && u[1] < 0x90)
-                                ok = 0;
-                        if (ok && n == 4 && c == 0xF4 && u[1] >= 0x90)
-                                ok = 0;
-                        if (ok) {
+                        int n = lp_utf8_len(u);
+                        if (n) {
                                 lp_put(o, (const char *)u, (size_t)n);
                                 u += n;
                         } else {
@@ -3784,19 +3796,33 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
 
 /* ---- Prometheus text exposition 0.0.4 ---------------------------------- */
 
-/* Label value: backslash, double quote and newline escaped. */
+/* Label value: backslash, double quote and newline escaped; invalid UTF-8
+ * becomes U+FFFD, since one bad byte makes Prometheus drop the scrape. */
 static void lp_prom_label(lp_out_t *o, const char *k, const char *v) {
         lp_puts(o, k);
         lp_puts(o, "=\"");
-        for (const char *c = v ? v : ""; *c; c++) {
+        const unsigned char *c = (const unsigned char *)(v ? v : "");
+        while (*c) {
                 if (*c == '\\')
                         lp_puts(o, "\\\\");
                 else if (*c == '"')
                         lp_puts(o, "\\\"");
                 else if (*c == '\n')
                         lp_puts(o, "\\n");
-                else
-                        lp_put(o, c, 1);
+                else if (*c < 0x80)
+                        lp_put(o, (const char *)c, 1);
+                else {
+                        int n = lp_utf8_len(c);
+                        if (n) {
+                                lp_put(o, (const char *)c, (size_t)n);
+                                c += n;
+                        } else {
+                                lp_puts(o, "\xef\xbf\xbd"); /* U+FFFD */
+                                c++;
+                        }
+                        continue;
+                }
+                c++;
         }
         lp_puts(o, "\"");
 }
