@@ -216,6 +216,13 @@ typedef struct lp_slot_s {
         lp_sample_t w_ring[LP_RING]; /* samples, oldest overwritten */
         int w_ring_n, w_ring_head;
         int64_t w_rewound_until_us;
+        uint32_t w_mark;          /* lp_sync_assignment() */
+        int64_t w_hi_seen;        /* statistics hi, to see it change */
+
+        /* Watermark refresh (watchdog, under wlock; S group). */
+        a64_t s_hi_changed_us;    /* statistics ts when hi last moved */
+        a64_t s_hi_query;         /* broker's hi from the refresh, -1 */
+        a64_t s_hi_query_us;      /* when it was queried, 0 never */
 } lp_slot_t;
 
 typedef struct lp_topic_s {
@@ -383,6 +390,8 @@ struct lagprobe_s {
         double wd_advice_ratio;      /* last advised p99/limit ratio */
         int wd_hb_advised;
         pthread_mutex_t tick_lock;   /* serialises tick with the thread */
+        _Atomic int querying;        /* watchdog inside a broker query */
+        uint32_t wd_refresh_cursor;
 };
 
 static _Atomic uint64_t lp_next_id = 1;
@@ -1650,6 +1659,12 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 uint32_t q = lp_wbegin(&s->sseq);
                 if (r->hi >= 0 || r->hi == -1001)
                         ST(s->s_hi, r->hi >= 0 ? r->hi : -1);
+                if (r->hi >= 0 && r->hi != s->w_hi_seen) {
+                        s->w_hi_seen = r->hi;
+                        ST(s->s_hi_changed_us, ts);
+                        if (r->hi >= LD(s->s_hi_query))
+                                ST(s->s_hi_query, -1); /* fresh again */
+                }
                 if (r->lo >= 0 || r->lo == -1001)
                         ST(s->s_lo, r->lo >= 0 ? r->lo : -1);
                 if (r->ls >= 0 || r->ls == -1001)
@@ -1775,11 +1790,10 @@ lp_default_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         return r;
 }
 
-static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
-                             const rd_kafka_topic_partition_list_t *parts) {
-        int64_t now = lp_mono_us();
-        int proto = lp_protocol(rk);
-        pthread_mutex_lock(&p->wlock);
+/* Marks @p parts assigned; returns how many were not assigned before.
+ * Caller holds wlock. */
+static int64_t lp_mark_assigned(lagprobe_t *p,
+                                const rd_kafka_topic_partition_list_t *parts) {
         int64_t added = 0;
         for (int i = 0; parts && i < parts->cnt; i++) {
                 int si = lp_slot_find(p, parts->elems[i].topic,
@@ -1787,6 +1801,8 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
                 if (si < 0)
                         continue;
                 lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
+                if (LD(s->assigned))
+                        continue; /* kept across an incremental rebalance */
                 /* Figures from an earlier assignment are not trusted: the
                  * group may have moved on while another member owned it. */
                 uint32_t q = lp_wbegin(&s->sseq);
@@ -1811,13 +1827,24 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
                 ST(s->s_commit_mrate, 0);
                 ST(s->s_pos_mrate, 0);
                 ST(s->s_eta_ms, -1);
+                ST(s->s_hi_changed_us, 0);
+                ST(s->s_hi_query, -1);
+                ST(s->s_hi_query_us, 0);
+                s->w_hi_seen = -1;
                 lp_wend(&s->sseq, q);
                 ST(s->assign_gen, LD(s->assign_gen) + 1);
-                if (!LD(s->assigned)) {
-                        ST_REL(s->assigned, 1);
-                        added++;
-                }
+                ST_REL(s->assigned, 1);
+                added++;
         }
+        return added;
+}
+
+static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
+                             const rd_kafka_topic_partition_list_t *parts) {
+        int64_t now = lp_mono_us();
+        int proto = lp_protocol(rk);
+        pthread_mutex_lock(&p->wlock);
+        int64_t added = lp_mark_assigned(p, parts);
         p->w_assign_t[p->w_assign_n++ % 16] = now;
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_assigns, LD(p->g_assigns) + 1);
@@ -1886,6 +1913,57 @@ static void lp_record_rebalance_err(lagprobe_t *p, rd_kafka_resp_err_t err) {
         pthread_mutex_unlock(&p->wlock);
 }
 
+/* After the app's own rebalance_cb: make the assigned set exactly what the
+ * app assigned (it may take a subset of what was offered, or keep
+ * partitions on a revoke). */
+static void lp_sync_assignment(lagprobe_t *p,
+                               const rd_kafka_topic_partition_list_t *cur) {
+        static _Atomic uint32_t marks = 1;
+        uint32_t mark = atomic_fetch_add(&marks, 1);
+        rd_kafka_topic_partition_list_t *add =
+            rd_kafka_topic_partition_list_new(cur ? cur->cnt : 0);
+        pthread_mutex_lock(&p->wlock);
+        for (int i = 0; cur && i < cur->cnt; i++) {
+                int si = lp_slot_find(p, cur->elems[i].topic,
+                                      cur->elems[i].partition, 1);
+                if (si < 0)
+                        continue;
+                lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
+                s->w_mark = mark;
+                if (!LD(s->assigned))
+                        rd_kafka_topic_partition_list_add(
+                            add, cur->elems[i].topic, cur->elems[i].partition);
+        }
+        int64_t removed = 0;
+        uint32_t n = LD(p->nslots);
+        for (uint32_t i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, i);
+                if (LD(s->assigned) && s->w_mark != mark) {
+                        ST_REL(s->assigned, 0);
+                        removed++;
+                }
+        }
+        int64_t added = lp_mark_assigned(p, add);
+        if (removed || added) {
+                int64_t now = lp_mono_us();
+                uint32_t g = lp_wbegin(&p->gseq);
+                int64_t size = LD(p->g_assignment_size) - removed + added;
+                ST(p->g_assignment_size, size > 0 ? size : 0);
+                if (size <= 0 && LD(p->g_unassigned_since_us) == 0)
+                        ST(p->g_unassigned_since_us, now);
+                if (size > 0 && LD(p->g_unassigned_since_us) > 0) {
+                        ST(p->g_last_unassigned_us,
+                           now - LD(p->g_unassigned_since_us));
+                        ST(p->g_unassigned_since_us, 0);
+                }
+                lp_diagnose(p, 0);
+                lp_wend(&p->gseq, g);
+                ST(p->cache_epoch, LD(p->cache_epoch) + 1);
+        }
+        pthread_mutex_unlock(&p->wlock);
+        rd_kafka_topic_partition_list_destroy(add);
+}
+
 static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             rd_kafka_topic_partition_list_t *parts,
                             void *opaque) {
@@ -1914,6 +1992,15 @@ static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 lp_record_revoke(p, rk, lost, parts);
         else if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
                 lp_record_rebalance_err(p, err);
+        if (p->app_rebalance_cb) {
+                /* On the polling thread, inside the rebalance callback:
+                 * the one place rd_kafka_assignment() is safe to call. */
+                rd_kafka_topic_partition_list_t *cur = NULL;
+                if (rd_kafka_assignment(rk, &cur) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                        lp_sync_assignment(p, cur);
+                        rd_kafka_topic_partition_list_destroy(cur);
+                }
+        }
 }
 
 static void lp_error_cb(int slot, rd_kafka_t *rk, int err, const char *reason,
@@ -2046,8 +2133,14 @@ lp_on_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *offsets,
 static rd_kafka_resp_err_t lp_on_destroy(rd_kafka_t *rk, void *ic) {
         lagprobe_t *p = ic;
         if (LD(p->rk) == rk) {
-                /* Readers and the watchdog stop using rk from here on. */
-                ST_REL(p->bound, 0);
+                /* Readers and the watchdog stop using rk from here on; a
+                 * watermark query already under way finishes first
+                 * (sequentially consistent pair with lp_refresh_hwm). */
+                atomic_store(&p->bound, 0);
+                while (atomic_load(&p->querying)) {
+                        struct timespec ts = {0, 1000000};
+                        nanosleep(&ts, NULL);
+                }
         }
         return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
@@ -2724,6 +2817,48 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         return lp_emit(p, &e, 0);
 }
 
+/* Set on probes' own watchdog threads: network queries happen only there. */
+static _Thread_local int lp_on_watchdog_thread;
+
+/* Asks the broker for one frozen high watermark (see hwm_refresh_ms).
+ * Watchdog thread only, outside wlock: the query is a network round trip. */
+static void lp_refresh_hwm(lagprobe_t *p, int64_t now) {
+        int64_t ivl = (int64_t)p->conf.hwm_refresh_ms * 1000;
+        uint32_t n = LD_ACQ(p->nslots);
+        if (ivl <= 0 || n == 0)
+                return;
+        lp_slot_t *s = NULL;
+        for (uint32_t k = 0; k < n && !s; k++) {
+                lp_slot_t *c = lp_slot_at(p, (p->wd_refresh_cursor + k) % n);
+                int64_t changed = LD(c->s_hi_changed_us);
+                if (LD(c->assigned) && LD(c->s_hi) >= 0 && changed > 0 &&
+                    now - changed >= ivl && now - LD(c->s_hi_query_us) >= ivl) {
+                        s = c;
+                        p->wd_refresh_cursor = (p->wd_refresh_cursor + k + 1) % n;
+                }
+        }
+        if (!s)
+                return;
+        atomic_store(&p->querying, 1);
+        if (!atomic_load(&p->bound)) {
+                atomic_store(&p->querying, 0);
+                return;
+        }
+        int64_t lo = -1, hi = -1;
+        int tmo = p->conf.watchdog_interval_ms > 0 ? p->conf.watchdog_interval_ms
+                                                   : 100;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            LD(p->rk), s->topic, s->partition, &lo, &hi, tmo);
+        atomic_store(&p->querying, 0);
+        pthread_mutex_lock(&p->wlock);
+        uint32_t q = lp_wbegin(&s->sseq);
+        ST(s->s_hi_query_us, now);
+        if (!err && hi > LD(s->s_hi))
+                ST(s->s_hi_query, hi);
+        lp_wend(&s->sseq, q);
+        pthread_mutex_unlock(&p->wlock);
+}
+
 /* One watchdog pass; serialised by tick_lock. Returns events emitted. */
 static int lp_check(lagprobe_t *p) {
         int emitted = 0;
@@ -2825,6 +2960,9 @@ static int lp_check(lagprobe_t *p) {
                 p->wd_level = 0;
         }
         ST(p->headroom_level, p->wd_level);
+        /* Last: the query may take up to one watchdog interval. */
+        if (lp_on_watchdog_thread)
+                lp_refresh_hwm(p, now);
         return emitted;
 }
 
@@ -2839,6 +2977,7 @@ int lagprobe_tick(lagprobe_t *p) {
 
 static void *lp_watchdog(void *arg) {
         lagprobe_t *p = arg;
+        lp_on_watchdog_thread = 1;
         pthread_mutex_lock(&p->wd_lock);
         while (!p->wd_stop) {
                 struct timespec ts;
@@ -2882,6 +3021,7 @@ void lagprobe_config_init(lagprobe_config_t *c) {
         c->hot_share = 0.5;
         c->slow_ratio = 1.5;
         c->burst_ratio = 1.1;
+        c->hwm_refresh_ms = 5000;
 }
 
 static void lp_free(lagprobe_t *p) {
@@ -2949,6 +3089,11 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
                        "window_ms >= 60, storm_window_ms >= 1, "
                        "storm_rebalances >= 1, lag_allowance >= 0, "
                        "0 < hot_share <= 1, slow_ratio > 1, burst_ratio >= 1");
+                return NULL;
+        }
+        if (c.hwm_refresh_ms < 0) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: hwm_refresh_ms must be >= 0");
                 return NULL;
         }
         if (c.unassigned_unhealthy_ms < 0) {
@@ -3045,7 +3190,7 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 total = LD(s->c_total);
         } while (lp_rretry(&s->cseq, q));
         int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
-        int64_t ev_a, ev_b, ev_c, eff, inr, outr, cmr, eta;
+        int64_t ev_a, ev_b, ev_c, eff, inr, outr, cmr, eta, hiq;
         int lcerr, stale, st;
         do {
                 q = lp_rbegin(&s->sseq);
@@ -3071,7 +3216,14 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 outr = LD(s->s_out_mrate);
                 cmr = LD(s->s_commit_mrate);
                 eta = LD(s->s_eta_ms);
+                hiq = LD(s->s_hi_query);
         } while (lp_rretry(&s->sseq, q));
+        if (hiq > hi) {
+                /* The broker's end is ahead of the statistics' frozen one:
+                 * use it, and say the statistics figure was stale. */
+                hi = hiq;
+                stale = 1;
+        }
 
         memset(o, 0, sizeof *o);
         o->topic = s->topic;

@@ -178,6 +178,14 @@ typedef struct lagprobe_config_s {
         /** producer_burst: ingress above egress by this factor while lag
          *  exceeds lag_allowance. Default 1.1. */
         double burst_ratio;
+        /** The statistics' high watermark only moves with fetch responses,
+         *  so it freezes while a partition is paused. When it has not moved
+         *  for this long, the watchdog thread asks the broker
+         *  (rd_kafka_query_watermark_offsets, at most one partition per
+         *  pass, each at most once per this interval) and marks the figure
+         *  stale if the broker's is newer. 0: never ask. Default 5000. Only
+         *  with the watchdog thread (never from a librdkafka callback). */
+        int hwm_refresh_ms;
 } lagprobe_config_t;
 
 /** Partition status over the sliding window (see README.md for rules). */
