@@ -1,0 +1,960 @@
+/* lagprobe test harness. See harness.h.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#define _POSIX_C_SOURCE 200809L
+
+#include "harness.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- C11 threads shim for sanitizers ----------------------------------
+ * Debian's librdkafka creates its threads with glibc's C11 thrd_create()
+ * and locks with mtx_lock()/cnd_wait(). The sanitizer runtimes (gcc 12,
+ * clang 14) intercept only the pthread calls, and glibc's C11 functions
+ * call pthread internals directly: TSan then crashes in the first
+ * librdkafka thread's malloc (the thread was never registered) and would
+ * not see librdkafka's locking. These definitions in the test executable
+ * interpose glibc's (a versioned reference binds to the executable's
+ * unversioned definition) and route every call through the intercepted
+ * pthread functions; glibc implements them the same way. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define H_C11_SHIM 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define H_C11_SHIM 1
+#endif
+#endif
+
+#ifdef H_C11_SHIM
+#include <pthread.h>
+#include <stdint.h>
+#include <threads.h>
+
+typedef struct h_thrd_start_s {
+        thrd_start_t func;
+        void *arg;
+} h_thrd_start_t;
+
+static void *h_thrd_tramp(void *a) {
+        h_thrd_start_t s = *(h_thrd_start_t *)a;
+        free(a);
+        return (void *)(intptr_t)s.func(s.arg);
+}
+
+static int h_thrd_err(int e) {
+        return e == 0 ? thrd_success
+               : e == ETIMEDOUT ? thrd_timedout
+               : e == ENOMEM    ? thrd_nomem
+               : e == EBUSY     ? thrd_busy
+                                : thrd_error;
+}
+
+int thrd_create(thrd_t *thr, thrd_start_t func, void *arg) {
+        h_thrd_start_t *s = malloc(sizeof *s);
+        if (!s)
+                return thrd_nomem;
+        s->func = func;
+        s->arg = arg;
+        pthread_t t;
+        int e = pthread_create(&t, NULL, h_thrd_tramp, s);
+        if (e) {
+                free(s);
+                return h_thrd_err(e);
+        }
+        *thr = (thrd_t)t;
+        return thrd_success;
+}
+
+int thrd_join(thrd_t thr, int *res) {
+        void *r = NULL;
+        int e = pthread_join((pthread_t)thr, &r);
+        if (!e && res)
+                *res = (int)(intptr_t)r;
+        return h_thrd_err(e);
+}
+
+int mtx_init(mtx_t *m, int type) {
+        pthread_mutexattr_t a;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_settype(&a, (type & mtx_recursive)
+                                          ? PTHREAD_MUTEX_RECURSIVE
+                                          : PTHREAD_MUTEX_NORMAL);
+        int e = pthread_mutex_init((pthread_mutex_t *)m, &a);
+        pthread_mutexattr_destroy(&a);
+        return h_thrd_err(e);
+}
+
+int mtx_lock(mtx_t *m) {
+        return h_thrd_err(pthread_mutex_lock((pthread_mutex_t *)m));
+}
+
+int mtx_unlock(mtx_t *m) {
+        return h_thrd_err(pthread_mutex_unlock((pthread_mutex_t *)m));
+}
+
+void mtx_destroy(mtx_t *m) { pthread_mutex_destroy((pthread_mutex_t *)m); }
+
+int cnd_init(cnd_t *c) {
+        return h_thrd_err(pthread_cond_init((pthread_cond_t *)c, NULL));
+}
+
+int cnd_signal(cnd_t *c) {
+        return h_thrd_err(pthread_cond_signal((pthread_cond_t *)c));
+}
+
+int cnd_broadcast(cnd_t *c) {
+        return h_thrd_err(pthread_cond_broadcast((pthread_cond_t *)c));
+}
+
+int cnd_wait(cnd_t *c, mtx_t *m) {
+        return h_thrd_err(
+            pthread_cond_wait((pthread_cond_t *)c, (pthread_mutex_t *)m));
+}
+
+int cnd_timedwait(cnd_t *restrict c, mtx_t *restrict m,
+                  const struct timespec *restrict ts) {
+        return h_thrd_err(pthread_cond_timedwait(
+            (pthread_cond_t *)c, (pthread_mutex_t *)m, ts));
+}
+
+void cnd_destroy(cnd_t *c) { pthread_cond_destroy((pthread_cond_t *)c); }
+
+void call_once(once_flag *flag, void (*func)(void)) {
+        pthread_once((pthread_once_t *)flag, func);
+}
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define H_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define H_TSAN 1
+#endif
+#endif
+
+#ifdef H_TSAN
+/* librdkafka is not instrumented and synchronises partly with its own
+ * atomics (reference counts), which TSan cannot see: its direct calls to
+ * intercepted functions (pthread_rwlock_*, free, memcpy) would then be
+ * reported as races inside librdkafka. Ignore the interceptors called from
+ * librdkafka itself; its mtx/cnd calls still reach TSan through the shim
+ * above, and every access made by our code (callbacks and interceptors
+ * included) is still checked. */
+const char *__tsan_default_suppressions(void);
+const char *__tsan_default_suppressions(void) {
+        return "called_from_lib:librdkafka.so.1\n";
+}
+#endif
+
+/* ---- time ------------------------------------------------------------ */
+
+int64_t h_now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t h_wall_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void h_sleep_ms(int ms) {
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+                ;
+}
+
+int h_wait_until(h_pred_t *pred, void *arg, int timeout_ms) {
+        int64_t end = h_now_ms() + timeout_ms;
+        for (;;) {
+                if (pred(arg))
+                        return 1;
+                if (h_now_ms() >= end)
+                        return 0;
+                h_sleep_ms(5);
+        }
+}
+
+/* ---- names ----------------------------------------------------------- */
+
+const char *h_unique(const char *prefix, char *buf, size_t size) {
+        static atomic_int n;
+        snprintf(buf, size, "%s-%d-%d", prefix, (int)getpid(),
+                 atomic_fetch_add(&n, 1));
+        return buf;
+}
+
+/* ---- mock cluster ---------------------------------------------------- */
+
+typedef struct h_dr_s {
+        int64_t ok, failed;
+        int last_err;
+} h_dr_t;
+
+static h_dr_t h_dr; /* the producer's reports; served by the caller's flush */
+
+static void h_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op) {
+        (void)rk;
+        (void)op;
+        if (m->err) {
+                h_dr.failed++;
+                h_dr.last_err = m->err;
+        } else {
+                h_dr.ok++;
+        }
+}
+
+h_cluster_t *h_cluster_new(int broker_cnt) {
+        char errstr[512];
+        h_cluster_t *c = calloc(1, sizeof *c);
+        assert_non_null(c);
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        /* The owner never connects anywhere: keep its CONFWARN quiet. */
+        h_conf_set(conf, "log_level", "3");
+        c->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+        if (!c->owner)
+                fail_msg("owner rd_kafka_new: %s", errstr);
+        c->mcluster = rd_kafka_mock_cluster_new(c->owner, broker_cnt);
+        if (!c->mcluster)
+                fail_msg("rd_kafka_mock_cluster_new failed");
+        snprintf(c->bootstraps, sizeof c->bootstraps, "%s",
+                 rd_kafka_mock_cluster_bootstraps(c->mcluster));
+
+        conf = rd_kafka_conf_new();
+        h_conf_set(conf, "bootstrap.servers", c->bootstraps);
+        h_conf_set(conf, "linger.ms", "5");
+        h_conf_set(conf, "batch.num.messages", "10000");
+        h_conf_set(conf, "queue.buffering.max.messages", "1000000");
+        h_conf_set(conf, "message.timeout.ms", "30000");
+        rd_kafka_conf_set_dr_msg_cb(conf, h_dr_cb);
+        c->producer =
+            rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+        if (!c->producer)
+                fail_msg("producer rd_kafka_new: %s", errstr);
+        return c;
+}
+
+void h_cluster_destroy(h_cluster_t *c) {
+        if (!c)
+                return;
+        if (c->producer) {
+                rd_kafka_flush(c->producer, 5000);
+                rd_kafka_destroy(c->producer);
+        }
+        if (c->mcluster)
+                rd_kafka_mock_cluster_destroy(c->mcluster);
+        if (c->owner)
+                rd_kafka_destroy(c->owner);
+        free(c);
+}
+
+void h_topic_create(h_cluster_t *c, const char *topic, int partition_cnt) {
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_topic_create(c->mcluster, topic, partition_cnt, 1);
+        if (err)
+                fail_msg("mock topic %s: %s", topic, rd_kafka_err2str(err));
+}
+
+/* ---- producing ------------------------------------------------------- */
+
+typedef struct h_fixed_ts_s {
+        int64_t ts;
+} h_fixed_ts_t;
+
+static int64_t h_fixed_ts(int32_t partition, int64_t seq, void *opaque) {
+        (void)partition;
+        (void)seq;
+        return ((h_fixed_ts_t *)opaque)->ts;
+}
+
+void h_produce(h_cluster_t *c, const char *topic, int32_t partition, int count,
+               const char *key, int64_t ts_ms) {
+        h_fixed_ts_t f = {ts_ms > 0 ? ts_ms : 0};
+        h_produce_fn(c, topic, partition, count, key, h_fixed_ts, &f);
+}
+
+void h_produce_fn(h_cluster_t *c, const char *topic, int32_t partition,
+                  int64_t count, const char *key, h_ts_fn_t *ts_fn,
+                  void *opaque) {
+        int64_t ok0 = h_dr.ok;
+        h_dr.failed = 0;
+        for (int64_t i = 0; i < count; i++) {
+                char val[64];
+                int vlen = snprintf(val, sizeof val, "p%" PRId32 "-m%" PRId64,
+                                    partition, i);
+                int64_t ts = ts_fn ? ts_fn(partition, i, opaque) : 0;
+                for (;;) {
+                        rd_kafka_resp_err_t err = rd_kafka_producev(
+                            c->producer, RD_KAFKA_V_TOPIC(topic),
+                            RD_KAFKA_V_PARTITION(partition),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_VALUE(val, (size_t)vlen),
+                            RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+                            RD_KAFKA_V_TIMESTAMP(ts), RD_KAFKA_V_END);
+                        if (!err)
+                                break;
+                        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                                fail_msg("producev %s [%d]: %s", topic,
+                                         (int)partition, rd_kafka_err2str(err));
+                        rd_kafka_poll(c->producer, 10);
+                }
+        }
+        rd_kafka_resp_err_t err = rd_kafka_flush(c->producer, 60000);
+        if (err)
+                fail_msg("flush: %s", rd_kafka_err2str(err));
+        if (h_dr.failed)
+                fail_msg("%" PRId64 " deliveries failed: %s", h_dr.failed,
+                         rd_kafka_err2str(h_dr.last_err));
+        if (h_dr.ok - ok0 != count)
+                fail_msg("delivered %" PRId64 " of %" PRId64, h_dr.ok - ok0,
+                         count);
+}
+
+int64_t h_end_offset(h_cluster_t *c, const char *topic, int32_t partition) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            c->producer, topic, partition, &lo, &hi, 10000);
+        if (err)
+                fail_msg("watermarks %s [%d]: %s", topic, (int)partition,
+                         rd_kafka_err2str(err));
+        return hi;
+}
+
+/* ---- consumer configuration and wrapper --------------------------------- */
+
+void h_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value) {
+        char errstr[512];
+        if (rd_kafka_conf_set(conf, name, value, errstr, sizeof errstr) !=
+            RD_KAFKA_CONF_OK)
+                fail_msg("conf %s=%s: %s", name, value, errstr);
+}
+
+const char *h_conf_get(const rd_kafka_conf_t *conf, const char *name,
+                       char *buf, size_t size) {
+        size_t n = size;
+        if (rd_kafka_conf_get(conf, name, buf, &n) != RD_KAFKA_CONF_OK)
+                buf[0] = 0;
+        return buf;
+}
+
+void h_copts_init(h_copts_t *o, const char *group_id) {
+        memset(o, 0, sizeof *o);
+        o->group_id = group_id;
+        o->stats_ms = H_STATS_MS;
+}
+
+rd_kafka_conf_t *h_consumer_conf(const h_cluster_t *c, const h_copts_t *o) {
+        char v[32];
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        int session = o->session_timeout_ms > 0 ? o->session_timeout_ms
+                                                : H_SESSION_TIMEOUT_MS;
+        int maxpoll = o->max_poll_ms > 0 ? o->max_poll_ms : H_MAX_POLL_MS;
+        h_conf_set(conf, "bootstrap.servers", c->bootstraps);
+        if (o->group_id)
+                h_conf_set(conf, "group.id", o->group_id);
+        snprintf(v, sizeof v, "%d", session);
+        h_conf_set(conf, "session.timeout.ms", v);
+        snprintf(v, sizeof v, "%d", H_HEARTBEAT_MS);
+        h_conf_set(conf, "heartbeat.interval.ms", v);
+        snprintf(v, sizeof v, "%d", maxpoll < session ? session : maxpoll);
+        h_conf_set(conf, "max.poll.interval.ms", v);
+        if (o->stats_ms >= 0) {
+                snprintf(v, sizeof v, "%d", o->stats_ms);
+                h_conf_set(conf, "statistics.interval.ms", v);
+        }
+        h_conf_set(conf, "auto.offset.reset", "earliest");
+        h_conf_set(conf, "enable.auto.commit", o->auto_commit ? "true" : "false");
+        h_conf_set(conf, "auto.commit.interval.ms", "200");
+        h_conf_set(conf, "partition.assignment.strategy",
+                   o->strategy ? o->strategy : "range");
+        /* Short fetch waits: high watermarks refresh soon after a
+         * produce. */
+        h_conf_set(conf, "fetch.wait.max.ms", "50");
+        h_conf_set(conf, "enable.partition.eof", "false");
+        return conf;
+}
+
+rd_kafka_conf_t *h_conf(const h_cluster_t *c, const char *group_id,
+                        const char *strategy, int auto_commit) {
+        h_copts_t o;
+        h_copts_init(&o, group_id);
+        o.strategy = strategy;
+        o.auto_commit = auto_commit;
+        return h_consumer_conf(c, &o);
+}
+
+void h_subscribe(rd_kafka_t *rk, const char *topic) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+        rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (err)
+                fail_msg("subscribe %s: %s", topic, rd_kafka_err2str(err));
+}
+
+rd_kafka_t *h_consumer_new(rd_kafka_conf_t *conf, const char *topic) {
+        char errstr[512];
+        rd_kafka_t *rk =
+            rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+        if (!rk) {
+                rd_kafka_conf_destroy(conf);
+                fail_msg("consumer rd_kafka_new: %s", errstr);
+        }
+        rd_kafka_poll_set_consumer(rk);
+        if (topic)
+                h_subscribe(rk, topic);
+        return rk;
+}
+
+void h_consumer_close(rd_kafka_t *rk) {
+        if (!rk)
+                return;
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
+}
+
+/* ---- consuming and polling ------------------------------------------- */
+
+void h_track_init(h_track_t *t) {
+        memset(t, 0, sizeof *t);
+        for (int i = 0; i < H_MAX_PARTS; i++) {
+                t->next_offset[i] = -1;
+                t->last_ts[i] = -1;
+        }
+}
+
+int h_poll_once(rd_kafka_t *rk, int timeout_ms, h_track_t *t) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, timeout_ms);
+        int got = 0;
+        if (!m)
+                return 0;
+        if (m->err) {
+                if (t) {
+                        t->errors++;
+                        t->last_err = m->err;
+                }
+        } else {
+                got = 1;
+                if (t && m->partition >= 0 && m->partition < H_MAX_PARTS) {
+                        t->consumed[m->partition]++;
+                        t->next_offset[m->partition] = m->offset + 1;
+                        t->last_ts[m->partition] =
+                            rd_kafka_message_timestamp(m, NULL);
+                        t->total++;
+                }
+        }
+        rd_kafka_message_destroy(m);
+        return got;
+}
+
+int h_poll_until_n(rd_kafka_t **rks, h_track_t **tracks, int n,
+                   h_pred_t *pred, void *arg, int timeout_ms) {
+        int64_t end = h_now_ms() + timeout_ms;
+        for (;;) {
+                if (pred && pred(arg))
+                        return 1;
+                if (h_now_ms() >= end)
+                        return pred ? 0 : 1;
+                for (int i = 0; i < n; i++) {
+                        /* Drain what is ready, then move on. */
+                        int k = 0;
+                        while (h_poll_once(rks[i], k == 0 ? 10 : 0,
+                                           tracks ? tracks[i] : NULL) &&
+                               ++k < 10000)
+                                ;
+                }
+        }
+}
+
+int h_poll_until(rd_kafka_t *rk, h_track_t *t, h_pred_t *pred, void *arg,
+                 int timeout_ms) {
+        return h_poll_until_n(&rk, &t, 1, pred, arg, timeout_ms);
+}
+
+void h_poll_for(rd_kafka_t *rk, h_track_t *t, int ms) {
+        h_poll_until_n(&rk, &t, 1, NULL, NULL, ms);
+}
+
+int h_assignment_cnt(rd_kafka_t *rk) {
+        rd_kafka_topic_partition_list_t *l = NULL;
+        if (rd_kafka_assignment(rk, &l) || !l)
+                return -1;
+        int n = l->cnt;
+        rd_kafka_topic_partition_list_destroy(l);
+        return n;
+}
+
+void h_commit(rd_kafka_t *rk, const char *topic, const int64_t *offsets,
+              int partition_cnt) {
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(partition_cnt);
+        for (int i = 0; i < partition_cnt; i++)
+                if (offsets[i] >= 0)
+                        rd_kafka_topic_partition_list_add(l, topic, i)
+                            ->offset = offsets[i];
+        rd_kafka_resp_err_t err = rd_kafka_commit(rk, l, 0 /* sync */);
+        for (int i = 0; !err && i < l->cnt; i++)
+                err = l->elems[i].err;
+        rd_kafka_topic_partition_list_destroy(l);
+        if (err)
+                fail_msg("commit: %s", rd_kafka_err2str(err));
+}
+
+/* ---- kafka-consumer-groups --describe ---------------------------------- */
+
+void h_describe(const h_cluster_t *c, const char *group_id, const char *topic,
+                int partition_cnt, h_desc_t *out) {
+        char errstr[512];
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        h_conf_set(conf, "bootstrap.servers", c->bootstraps);
+        h_conf_set(conf, "group.id", group_id);
+        h_conf_set(conf, "enable.auto.commit", "false");
+        rd_kafka_t *rk =
+            rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+        if (!rk)
+                fail_msg("describe rd_kafka_new: %s", errstr);
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(partition_cnt);
+        for (int i = 0; i < partition_cnt; i++)
+                rd_kafka_topic_partition_list_add(l, topic, i);
+        rd_kafka_resp_err_t err = rd_kafka_committed(rk, l, 10000);
+        if (err)
+                fail_msg("rd_kafka_committed: %s", rd_kafka_err2str(err));
+        for (int i = 0; i < partition_cnt; i++) {
+                const rd_kafka_topic_partition_t *e =
+                    rd_kafka_topic_partition_list_find(l, topic, i);
+                int64_t lo = -1, hi = -1;
+                if (!e || e->err)
+                        fail_msg("committed [%d]: %s", i,
+                                 e ? rd_kafka_err2str(e->err) : "missing");
+                err = rd_kafka_query_watermark_offsets(rk, topic, i, &lo, &hi,
+                                                       10000);
+                if (err)
+                        fail_msg("watermarks [%d]: %s", i,
+                                 rd_kafka_err2str(err));
+                out[i].partition = i;
+                out[i].committed = e->offset >= 0 ? e->offset : -1;
+                out[i].log_end = hi;
+                out[i].lag = e->offset >= 0 ? hi - e->offset : -1;
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        rd_kafka_destroy(rk);
+}
+
+/* ---- probe helpers --------------------------------------------------- */
+
+lagprobe_t *h_probe_new(void) {
+        char errstr[256] = "";
+        lagprobe_t *p = lagprobe_new(NULL, errstr, sizeof errstr);
+        if (!p)
+                fail_msg("lagprobe_new: %s", errstr);
+        return p;
+}
+
+lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf) {
+        char errstr[256] = "";
+        lagprobe_t *p = h_probe_new();
+        if (lagprobe_attach(p, conf, errstr, sizeof errstr) != 0)
+                fail_msg("lagprobe_attach: %s", errstr);
+        return p;
+}
+
+void h_snap(lagprobe_t *p, h_snap_t *hs) {
+        lagprobe_snapshot_init(&hs->s, hs->parts, H_SNAP_PARTS);
+        assert_int_equal(lagprobe_snapshot(p, &hs->s), 0);
+}
+
+const lagprobe_partition_t *h_snap_find(const h_snap_t *hs, const char *topic,
+                                        int32_t partition) {
+        size_t n = hs->s.partition_cnt < H_SNAP_PARTS ? hs->s.partition_cnt
+                                                      : H_SNAP_PARTS;
+        for (size_t i = 0; i < n; i++)
+                if (hs->parts[i].partition == partition && hs->parts[i].topic &&
+                    !strcmp(hs->parts[i].topic, topic))
+                        return &hs->parts[i];
+        return NULL;
+}
+
+char *h_snap_json(lagprobe_t *p) {
+        /* The document may grow between the two calls: retry. */
+        for (int tries = 0; tries < 10; tries++) {
+                size_t need = lagprobe_snapshot_json(p, NULL, 0);
+                size_t size = need + 4096;
+                char *buf = malloc(size);
+                assert_non_null(buf);
+                size_t got = lagprobe_snapshot_json(p, buf, size);
+                if (got < size) {
+                        assert_int_equal(strlen(buf), got);
+                        return buf;
+                }
+                free(buf);
+        }
+        fail_msg("lagprobe_snapshot_json never fit");
+        return NULL;
+}
+
+/* ---- tiny JSON reader ------------------------------------------------ */
+
+typedef struct h_jp_s {
+        const char *p, *end;
+        int depth;
+} h_jp_t;
+
+static void hj_ws(h_jp_t *j) {
+        while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' ||
+                                 *j->p == '\n' || *j->p == '\r'))
+                j->p++;
+}
+
+static int hj_hex4(const char *s, unsigned *out) {
+        unsigned v = 0;
+        for (int i = 0; i < 4; i++) {
+                char c = s[i];
+                v <<= 4;
+                if (c >= '0' && c <= '9')
+                        v |= (unsigned)(c - '0');
+                else if (c >= 'a' && c <= 'f')
+                        v |= (unsigned)(c - 'a' + 10);
+                else if (c >= 'A' && c <= 'F')
+                        v |= (unsigned)(c - 'A' + 10);
+                else
+                        return -1;
+        }
+        *out = v;
+        return 0;
+}
+
+static char *hj_string(h_jp_t *j) {
+        if (j->p >= j->end || *j->p != '"')
+                return NULL;
+        j->p++;
+        size_t cap = 16, n = 0;
+        char *out = malloc(cap);
+        if (!out)
+                return NULL;
+        while (j->p < j->end && *j->p != '"') {
+                unsigned char c = (unsigned char)*j->p;
+                char enc[4];
+                size_t el = 1;
+                if (c < 0x20)
+                        goto bad;
+                if (c == '\\') {
+                        if (j->p + 1 >= j->end)
+                                goto bad;
+                        char e = j->p[1];
+                        j->p += 2;
+                        switch (e) {
+                        case '"': enc[0] = '"'; break;
+                        case '\\': enc[0] = '\\'; break;
+                        case '/': enc[0] = '/'; break;
+                        case 'b': enc[0] = '\b'; break;
+                        case 'f': enc[0] = '\f'; break;
+                        case 'n': enc[0] = '\n'; break;
+                        case 'r': enc[0] = '\r'; break;
+                        case 't': enc[0] = '\t'; break;
+                        case 'u': {
+                                unsigned cp;
+                                if (j->end - j->p < 4 || hj_hex4(j->p, &cp))
+                                        goto bad;
+                                j->p += 4;
+                                if (cp < 0x80) {
+                                        enc[0] = (char)cp;
+                                } else if (cp < 0x800) {
+                                        enc[0] = (char)(0xC0 | (cp >> 6));
+                                        enc[1] = (char)(0x80 | (cp & 0x3F));
+                                        el = 2;
+                                } else {
+                                        enc[0] = (char)(0xE0 | (cp >> 12));
+                                        enc[1] =
+                                            (char)(0x80 | ((cp >> 6) & 0x3F));
+                                        enc[2] = (char)(0x80 | (cp & 0x3F));
+                                        el = 3;
+                                }
+                                break;
+                        }
+                        default:
+                                goto bad;
+                        }
+                } else {
+                        enc[0] = (char)c;
+                        j->p++;
+                }
+                if (n + el + 1 > cap) {
+                        cap = cap * 2 + el;
+                        char *o2 = realloc(out, cap);
+                        if (!o2)
+                                goto bad;
+                        out = o2;
+                }
+                memcpy(out + n, enc, el);
+                n += el;
+        }
+        if (j->p >= j->end)
+                goto bad;
+        j->p++;
+        out[n] = 0;
+        return out;
+bad:
+        free(out);
+        return NULL;
+}
+
+static h_json_t *hj_value(h_jp_t *j);
+
+static int hj_lit(h_jp_t *j, const char *lit) {
+        size_t n = strlen(lit);
+        if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n))
+                return -1;
+        j->p += n;
+        return 0;
+}
+
+static h_json_t *hj_number(h_jp_t *j) {
+        const char *b = j->p, *q = j->p;
+        int is_int = 1;
+        if (q < j->end && *q == '-')
+                q++;
+        if (q >= j->end || !isdigit((unsigned char)*q))
+                return NULL;
+        if (*q == '0')
+                q++;
+        else
+                while (q < j->end && isdigit((unsigned char)*q))
+                        q++;
+        if (q < j->end && *q == '.') {
+                is_int = 0;
+                q++;
+                if (q >= j->end || !isdigit((unsigned char)*q))
+                        return NULL;
+                while (q < j->end && isdigit((unsigned char)*q))
+                        q++;
+        }
+        if (q < j->end && (*q == 'e' || *q == 'E')) {
+                is_int = 0;
+                q++;
+                if (q < j->end && (*q == '+' || *q == '-'))
+                        q++;
+                if (q >= j->end || !isdigit((unsigned char)*q))
+                        return NULL;
+                while (q < j->end && isdigit((unsigned char)*q))
+                        q++;
+        }
+        char tmp[64];
+        size_t n = (size_t)(q - b);
+        if (n >= sizeof tmp)
+                return NULL;
+        memcpy(tmp, b, n);
+        tmp[n] = 0;
+        h_json_t *v = calloc(1, sizeof *v);
+        if (!v)
+                return NULL;
+        v->type = H_JNUM;
+        v->num = strtod(tmp, NULL);
+        if (is_int) {
+                errno = 0;
+                long long ll = strtoll(tmp, NULL, 10);
+                v->is_int = errno == 0;
+                v->inum = ll;
+        }
+        j->p = q;
+        return v;
+}
+
+static h_json_t *hj_container(h_jp_t *j, char open) {
+        char close = open == '{' ? '}' : ']';
+        h_json_t *v = calloc(1, sizeof *v), **tail;
+        if (!v)
+                return NULL;
+        v->type = open == '{' ? H_JOBJ : H_JARR;
+        tail = &v->child;
+        if (++j->depth > 200)
+                goto bad;
+        j->p++;
+        hj_ws(j);
+        if (j->p < j->end && *j->p == close) {
+                j->p++;
+                j->depth--;
+                return v;
+        }
+        for (;;) {
+                char *key = NULL;
+                hj_ws(j);
+                if (open == '{') {
+                        if (!(key = hj_string(j)))
+                                goto bad;
+                        hj_ws(j);
+                        if (j->p >= j->end || *j->p != ':') {
+                                free(key);
+                                goto bad;
+                        }
+                        j->p++;
+                }
+                h_json_t *e = hj_value(j);
+                if (!e) {
+                        free(key);
+                        goto bad;
+                }
+                e->key = key;
+                *tail = e;
+                tail = &e->next;
+                hj_ws(j);
+                if (j->p < j->end && *j->p == ',') {
+                        j->p++;
+                        continue;
+                }
+                if (j->p < j->end && *j->p == close) {
+                        j->p++;
+                        break;
+                }
+                goto bad;
+        }
+        j->depth--;
+        return v;
+bad:
+        h_json_free(v);
+        return NULL;
+}
+
+static h_json_t *hj_value(h_jp_t *j) {
+        hj_ws(j);
+        if (j->p >= j->end)
+                return NULL;
+        h_json_t *v;
+        switch (*j->p) {
+        case '{':
+        case '[':
+                return hj_container(j, *j->p);
+        case '"': {
+                char *s = hj_string(j);
+                if (!s)
+                        return NULL;
+                v = calloc(1, sizeof *v);
+                if (!v) {
+                        free(s);
+                        return NULL;
+                }
+                v->type = H_JSTR;
+                v->str = s;
+                return v;
+        }
+        case 't':
+        case 'f':
+        case 'n': {
+                int t = *j->p == 't', f = *j->p == 'f';
+                if (hj_lit(j, t ? "true" : f ? "false" : "null"))
+                        return NULL;
+                v = calloc(1, sizeof *v);
+                if (!v)
+                        return NULL;
+                v->type = t || f ? H_JBOOL : H_JNULL;
+                v->num = t;
+                return v;
+        }
+        default:
+                return hj_number(j);
+        }
+}
+
+h_json_t *h_json_parse(const char *s, size_t len) {
+        h_jp_t j = {s, s + len, 0};
+        h_json_t *v = hj_value(&j);
+        if (!v)
+                return NULL;
+        hj_ws(&j);
+        if (j.p != j.end) {
+                h_json_free(v);
+                return NULL;
+        }
+        return v;
+}
+
+void h_json_free(h_json_t *j) {
+        while (j) {
+                h_json_t *next = j->next;
+                h_json_free(j->child);
+                free(j->str);
+                free(j->key);
+                free(j);
+                j = next;
+        }
+}
+
+const h_json_t *h_json_get(const h_json_t *obj, const char *key) {
+        if (!obj || obj->type != H_JOBJ)
+                return NULL;
+        for (const h_json_t *e = obj->child; e; e = e->next)
+                if (e->key && !strcmp(e->key, key))
+                        return e;
+        return NULL;
+}
+
+const h_json_t *h_json_find_partition(const h_json_t *root, const char *topic,
+                                      int32_t partition) {
+        if (!root)
+                return NULL;
+        if (root->type == H_JOBJ) {
+                const h_json_t *t = h_json_get(root, "topic");
+                const h_json_t *p = h_json_get(root, "partition");
+                if (t && p && t->type == H_JSTR && p->type == H_JNUM &&
+                    !strcmp(t->str, topic) && p->inum == partition)
+                        return root;
+        }
+        if (root->type == H_JOBJ || root->type == H_JARR)
+                for (const h_json_t *e = root->child; e; e = e->next) {
+                        const h_json_t *r =
+                            h_json_find_partition(e, topic, partition);
+                        if (r)
+                                return r;
+                }
+        return NULL;
+}
+
+int64_t h_json_int(const h_json_t *obj, const char *key) {
+        const h_json_t *v = h_json_get(obj, key);
+        if (!v)
+                return INT64_MIN;
+        if (v->type == H_JNULL)
+                return -1;
+        if (v->type != H_JNUM || !v->is_int)
+                return INT64_MIN;
+        return v->inum;
+}
+
+/* ---- misc ------------------------------------------------------------ */
+
+static int h_icontains(const char *s, const char *needle) {
+        size_t n = strlen(needle);
+        for (; *s; s++) {
+                size_t i = 0;
+                while (i < n && s[i] &&
+                       tolower((unsigned char)s[i]) ==
+                           tolower((unsigned char)needle[i]))
+                        i++;
+                if (i == n)
+                        return 1;
+        }
+        return n == 0;
+}
+
+int h_contains_any(const char *s, ...) {
+        va_list ap;
+        const char *needle;
+        int found = 0;
+        if (!s)
+                return 0;
+        va_start(ap, s);
+        while ((needle = va_arg(ap, const char *)))
+                if (h_icontains(s, needle))
+                        found = 1;
+        va_end(ap);
+        return found;
+}

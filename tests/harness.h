@@ -1,0 +1,238 @@
+/* lagprobe test harness: mock cluster, producer, consumers, an independent
+ * "kafka-consumer-groups --describe", snapshot helpers and a tiny JSON
+ * reader. Shared by every tests/test_*.c.
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Facts about librdkafka 2.0.2's mock cluster that the figures below rest
+ * on (measured on this machine):
+ *  - the first JoinGroup of an empty group waits a fixed 3000 ms (the mock's
+ *    group.initial.rebalance.delay.ms), so every subscribe costs ~3 s;
+ *  - a member whose session.timeout.ms is shorter than about 3100 ms times
+ *    out during that wait and never joins: 3500 is the smallest safe value;
+ *  - a later rebalance (member joins or leaves) waits session.timeout.ms
+ *    - 1000 ms for the other members to rejoin (2.5 s with 3500);
+ *    cooperative-sticky needs two such rounds when a member joins;
+ *  - no Fetch is sent for a paused partition: its hi_offset in the
+ *    statistics stops moving while fetch_state stays "active";
+ *  - consumer errors reach error_cb only through rd_kafka_poll() on a main
+ *    queue that is not forwarded; rd_kafka_consumer_poll() returns them as
+ *    messages;
+ *  - a consumer closed while a partition was paused hung once in
+ *    rd_kafka_destroy(): resume before closing.
+ * Harness failures (cluster, producer) fail the running cmocka test, so
+ * call the harness from the cmocka thread, except h_produce*() from one
+ * other thread at a time and the h_json_*() and h_now/h_sleep helpers. */
+#ifndef LAGPROBE_TEST_HARNESS_H
+#define LAGPROBE_TEST_HARNESS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "probe.h"
+
+#define H_SESSION_TIMEOUT_MS 3500
+#define H_HEARTBEAT_MS 250
+#define H_MAX_POLL_MS 10000
+#define H_STATS_MS 100
+#define H_FIRST_JOIN_MS 3000
+/* Upper bound for one group join/rebalance in tests (a few rounds). */
+#define H_JOIN_TIMEOUT_MS 15000
+
+#define H_MAX_PARTS 64 /* partitions one tracked topic may have */
+
+/* ---- time ------------------------------------------------------------ */
+
+int64_t h_now_ms(void);  /* monotonic */
+int64_t h_wall_ms(void); /* ms since the epoch */
+void h_sleep_ms(int ms);
+
+typedef int(h_pred_t)(void *arg);
+
+/* Calls pred every ~5 ms until it returns non-zero (returns 1) or
+ * timeout_ms elapses (returns 0). */
+int h_wait_until(h_pred_t *pred, void *arg, int timeout_ms);
+
+/* ---- names ----------------------------------------------------------- */
+
+/* "prefix-<pid>-<n>": unique per call, for topics and groups. */
+const char *h_unique(const char *prefix, char *buf, size_t size);
+
+/* ---- mock cluster ---------------------------------------------------- */
+
+typedef struct h_cluster_s {
+        rd_kafka_t *owner;      /* handle the mock cluster lives in */
+        rd_kafka_mock_cluster_t *mcluster;
+        rd_kafka_t *producer;   /* connected to bootstraps, lazily made */
+        char bootstraps[256];
+} h_cluster_t;
+
+h_cluster_t *h_cluster_new(int broker_cnt);
+void h_cluster_destroy(h_cluster_t *c);
+void h_topic_create(h_cluster_t *c, const char *topic, int partition_cnt);
+
+/* ---- producing ------------------------------------------------------- */
+
+/* Timestamp of the seq'th message of one h_produce_fn() call. */
+typedef int64_t(h_ts_fn_t)(int32_t partition, int64_t seq, void *opaque);
+
+/* Produce count messages to topic/partition and flush. key may be NULL.
+ * ts_ms > 0: explicit CreateTime for every message; 0: the producer's
+ * clock. Fails the test on any delivery error. */
+void h_produce(h_cluster_t *c, const char *topic, int32_t partition, int count,
+               const char *key, int64_t ts_ms);
+void h_produce_fn(h_cluster_t *c, const char *topic, int32_t partition,
+                  int64_t count, const char *key, h_ts_fn_t *ts_fn,
+                  void *opaque);
+
+/* Log end offset (high watermark) as the broker reports it. */
+int64_t h_end_offset(h_cluster_t *c, const char *topic, int32_t partition);
+
+/* ---- consumer configuration and wrapper --------------------------------- */
+
+typedef struct h_copts_s {
+        const char *group_id;
+        const char *strategy;   /* partition.assignment.strategy; NULL range */
+        int auto_commit;        /* enable.auto.commit */
+        int session_timeout_ms; /* 0: H_SESSION_TIMEOUT_MS */
+        int max_poll_ms;        /* 0: H_MAX_POLL_MS */
+        int stats_ms;           /* statistics.interval.ms; <0 leave unset */
+} h_copts_t;
+
+void h_copts_init(h_copts_t *o, const char *group_id);
+
+/* A consumer conf for the mock: small timeouts, auto.offset.reset=earliest,
+ * statistics every H_STATS_MS (unless opts say otherwise). */
+rd_kafka_conf_t *h_consumer_conf(const h_cluster_t *c, const h_copts_t *o);
+/* Shorthand: group, strategy (NULL range), auto commit. */
+rd_kafka_conf_t *h_conf(const h_cluster_t *c, const char *group_id,
+                        const char *strategy, int auto_commit);
+void h_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value);
+/* rd_kafka_conf_get() into buf; returns buf, "" when unknown. */
+const char *h_conf_get(const rd_kafka_conf_t *conf, const char *name,
+                       char *buf, size_t size);
+
+/* rd_kafka_new (consumes conf) + rd_kafka_poll_set_consumer + subscribe to
+ * topic (NULL: no subscription). Fails the test on error. */
+rd_kafka_t *h_consumer_new(rd_kafka_conf_t *conf, const char *topic);
+void h_subscribe(rd_kafka_t *rk, const char *topic);
+/* rd_kafka_consumer_close + rd_kafka_destroy. NULL is a no-op. */
+void h_consumer_close(rd_kafka_t *rk);
+
+/* ---- consuming and polling ------------------------------------------- */
+
+/* What one consumer got, per partition of the topics it reads (topics are
+ * not told apart: tests give each consumer one topic). */
+typedef struct h_track_s {
+        int64_t consumed[H_MAX_PARTS];
+        int64_t next_offset[H_MAX_PARTS]; /* last offset + 1, -1 none */
+        int64_t last_ts[H_MAX_PARTS];
+        int64_t total;
+        int64_t errors;       /* error events returned by poll */
+        int last_err;
+} h_track_t;
+
+void h_track_init(h_track_t *t);
+
+/* One rd_kafka_consumer_poll(); records a message in t (may be NULL).
+ * Returns 1 when a message (not an error event) was returned. */
+int h_poll_once(rd_kafka_t *rk, int timeout_ms, h_track_t *t);
+
+/* Poll n consumers round-robin (10 ms each) until pred(arg) is non-zero
+ * (returns 1) or timeout_ms (returns 0). tracks may be NULL; pred may be
+ * NULL (poll for the whole time, returns 1). */
+int h_poll_until_n(rd_kafka_t **rks, h_track_t **tracks, int n,
+                   h_pred_t *pred, void *arg, int timeout_ms);
+int h_poll_until(rd_kafka_t *rk, h_track_t *t, h_pred_t *pred, void *arg,
+                 int timeout_ms);
+/* Poll for ms milliseconds regardless. */
+void h_poll_for(rd_kafka_t *rk, h_track_t *t, int ms);
+
+/* Number of partitions currently assigned (rd_kafka_assignment(); call it
+ * from the polling thread only). */
+int h_assignment_cnt(rd_kafka_t *rk);
+
+/* Synchronous commit of one offset per listed partition (offsets[i] for
+ * partition i; <0 skips that partition). Fails the test on error. */
+void h_commit(rd_kafka_t *rk, const char *topic, const int64_t *offsets,
+              int partition_cnt);
+
+/* ---- kafka-consumer-groups --describe ---------------------------------- */
+
+typedef struct h_desc_s {
+        int32_t partition;
+        int64_t committed; /* -1: nothing committed ("-") */
+        int64_t log_end;
+        int64_t lag;       /* log_end - committed, -1 when not committed */
+} h_desc_t;
+
+/* A second client of the group (same group.id, never subscribes) asks the
+ * coordinator for the committed offsets (rd_kafka_committed) and the
+ * leaders for the log end offsets (rd_kafka_query_watermark_offsets). */
+void h_describe(const h_cluster_t *c, const char *group_id, const char *topic,
+                int partition_cnt, h_desc_t *out);
+
+/* ---- probe helpers --------------------------------------------------- */
+
+#define H_SNAP_PARTS 256
+typedef struct h_snap_s {
+        lagprobe_snapshot_t s;
+        lagprobe_partition_t parts[H_SNAP_PARTS];
+} h_snap_t;
+
+lagprobe_t *h_probe_new(void); /* defaults; fails the test on error */
+/* lagprobe_new + lagprobe_attach; fails the test on error. */
+lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf);
+/* lagprobe_snapshot_init + lagprobe_snapshot into hs; asserts success. */
+void h_snap(lagprobe_t *p, h_snap_t *hs);
+const lagprobe_partition_t *h_snap_find(const h_snap_t *hs, const char *topic,
+                                        int32_t partition);
+/* lagprobe_snapshot_json into a malloc'd string (caller frees). */
+char *h_snap_json(lagprobe_t *p);
+
+/* ---- tiny JSON reader (tests only) ---------------------------------- */
+
+typedef enum {
+        H_JNULL,
+        H_JBOOL,
+        H_JNUM,
+        H_JSTR,
+        H_JARR,
+        H_JOBJ
+} h_jtype_t;
+
+typedef struct h_json_s h_json_t;
+struct h_json_s {
+        h_jtype_t type;
+        double num;      /* H_JNUM, H_JBOOL (0/1) */
+        int64_t inum;    /* H_JNUM when integral */
+        int is_int;
+        char *str;       /* H_JSTR (unescaped, NUL-terminated) */
+        char *key;       /* member name when inside an object */
+        h_json_t *child; /* H_JARR/H_JOBJ first element */
+        h_json_t *next;
+};
+
+/* Strict RFC 8259 parse of exactly len bytes; NULL when invalid. */
+h_json_t *h_json_parse(const char *s, size_t len);
+void h_json_free(h_json_t *j);
+const h_json_t *h_json_get(const h_json_t *obj, const char *key);
+/* Depth-first search for an object with "topic" == topic and
+ * "partition" == partition. */
+const h_json_t *h_json_find_partition(const h_json_t *root, const char *topic,
+                                      int32_t partition);
+/* Integer member of obj: value, -1 for null, INT64_MIN when missing or of
+ * another type. */
+int64_t h_json_int(const h_json_t *obj, const char *key);
+
+/* ---- misc ------------------------------------------------------------ */
+
+/* Case-insensitive: does s contain any of the NULL-terminated needles? */
+int h_contains_any(const char *s, ...);
+
+#endif
