@@ -207,6 +207,8 @@ typedef struct lp_slot_s {
         a64_t s_eff_lag;
         a64_t s_in_mrate, s_out_mrate, s_commit_mrate; /* msg/s x 1000 */
         a64_t s_pos_mrate;              /* position growth */
+        _Atomic int s_moving;           /* position moved since the
+                                         * previous document */
         a64_t s_eta_ms;                 /* -1 not catching up */
         _Atomic uint32_t s_status_changes;
 
@@ -217,6 +219,7 @@ typedef struct lp_slot_s {
         int w_ring_n, w_ring_head;
         int64_t w_rewound_until_us;
         uint32_t w_mark;          /* lp_sync_assignment() */
+        int64_t w_doc_pos, w_doc_committed, w_doc_ts; /* previous document */
         int64_t w_hi_seen;        /* statistics hi, to see it change */
 
         /* Watermark refresh (watchdog, under wlock; S group). */
@@ -353,6 +356,8 @@ struct lagprobe_s {
         int w_evict_n;
         int64_t w_seen_evictions;
         double w_msg_base_us, w_batch_base_us; /* slow-moving baselines */
+        int64_t w_base_us;            /* when the baselines last moved */
+        int w_diag_sub;
         int64_t win_us;               /* sub-window of the recent view */
 
         /* Poll evidence and batch state (section 6). */
@@ -1330,17 +1335,23 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         lp_sample_t *prev =
             s->w_ring_n ? &s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING]
                         : NULL;
-        if (prev && n.t_us < prev->t_us)
+        if (n.t_us < s->w_doc_ts)
                 return; /* an older document than one already seen */
-        if (prev && ((n.pos >= 0 && prev->pos >= 0 && n.pos < prev->pos) ||
-                     (n.committed >= 0 && prev->committed >= 0 &&
-                      n.committed < prev->committed))) {
-                int pos_back = n.pos >= 0 && prev->pos >= 0 && n.pos < prev->pos;
+        /* Backwards moves and recent movement: against the previous
+         * document, not the (sparser) ring, so a small seek shows. */
+        int pos_back = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos < s->w_doc_pos;
+        int com_back = n.committed >= 0 && s->w_doc_committed >= 0 &&
+                       n.committed < s->w_doc_committed;
+        if (pos_back || com_back) {
                 s->w_rewound_until_us = ts + win;
-                ST(s->s_ev_a, pos_back ? prev->pos : prev->committed);
+                ST(s->s_ev_a, pos_back ? s->w_doc_pos : s->w_doc_committed);
                 ST(s->s_ev_b, pos_back ? n.pos : n.committed);
                 ST(s->s_ev_c, pos_back ? 0 : 1);
         }
+        ST(s->s_moving, n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos);
+        s->w_doc_pos = n.pos;
+        s->w_doc_committed = n.committed;
+        s->w_doc_ts = n.t_us;
         if (!prev || n.t_us - prev->t_us >= win / (LP_RING - 2)) {
                 s->w_ring[s->w_ring_head] = n;
                 s->w_ring_head = (s->w_ring_head + 1) % LP_RING;
@@ -1379,9 +1390,10 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                                     ? lp_mrate(n.pos - o->pos, dt) -
                                           lp_mrate(n.hi - o->hi, dt)
                                     : 0;
-                ST(s->s_eta_ms, plag == 0  ? 0
-                                : drain > 0 ? plag * 1000000 / drain
-                                            : -1);
+                ST(s->s_eta_ms,
+                   plag >= 0 && plag <= p->conf.lag_allowance ? 0
+                   : drain > 0 ? plag * 1000000 / drain
+                               : -1);
         }
         int st;
         int64_t a = 0, b = 0, c = 0;
@@ -1393,6 +1405,18 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 c = LD(s->s_ev_c);
         } else if (!o || dt < win / 2) {
                 st = LAGPROBE_PSTATUS_UNKNOWN;
+        } else if (lag > 0 && lag <= 2 && n.hi == o->hi && fetchq_cnt == 0 &&
+                   plag >= 0 && plag <= 2 && n.committed == o->committed &&
+                   n.total == o->total) {
+                /* Control records (transaction markers) or compaction
+                 * leave the committed offset just short of the end; checked
+                 * before the lag rules so a small allowance cannot turn it
+                 * into an alarm. A message re-consumed meanwhile (a poison
+                 * message at the very end) is not this. */
+                st = LAGPROBE_PSTATUS_MARKERS;
+                a = lag;
+                b = n.hi;
+                ST(s->s_eff_lag, 0);
         } else if (lag > allow && n.committed == o->committed &&
                    n.pos <= o->pos) {
                 /* Neither commits nor position move: a poison message
@@ -1402,7 +1426,10 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 b = n.committed;
                 c = n.total - o->total; /* re-deliveries */
         } else if (lag > 0 && n.committed == o->committed &&
-                   n.total > o->total && n.pos > o->pos) {
+                   n.total > o->total && n.pos > o->pos &&
+                   2 * (n.pos - o->pos) > n.total - o->total) {
+                /* Mostly new messages consumed (not one re-read over and
+                 * over), yet no commit. */
                 st = LAGPROBE_PSTATUS_STOPPED;
                 a = n.committed;
                 b = n.total - o->total;
@@ -1417,15 +1444,9 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 b = o->committed >= 0 ? o->hi - o->committed
                     : o->pos >= 0     ? o->hi - o->pos
                                       : -1;
-        } else if (lag > 0 && lag <= 2 && n.hi == o->hi && fetchq_cnt == 0 &&
-                   plag >= 0 && plag <= 2 && n.committed == o->committed) {
-                /* Control records (transaction markers) or compaction
-                 * leave the committed offset just short of the end. */
-                st = LAGPROBE_PSTATUS_MARKERS;
-                a = lag;
-                b = n.hi;
-                ST(s->s_eff_lag, 0);
-        } else if (n.hi == o->hi && plag == 0 && lag <= allow) {
+        } else if (n.hi == o->hi && lag <= allow &&
+                   (plag == 0 || (plag < 0 && n.hi <= LD(s->s_lo)))) {
+                /* Caught up, or nothing ever written to consume. */
                 st = LAGPROBE_PSTATUS_IDLE;
                 a = n.hi;
         } else {
@@ -1455,26 +1476,31 @@ static int lp_count_since(const int64_t *t, int n, int64_t since) {
  * normal and slowly while it is high, so a slowdown stays visible for
  * several windows instead of becoming the new normal at once. */
 static double lp_recent_vs_base(lagprobe_t *p, lp_whist_t *w, double *base,
-                                int64_t now, int update) {
+                                int64_t now, double dt_us) {
         lp_hsum_t recent;
         lp_whist_range(w, p->win_us, now, 0, 1, &recent);
         if (recent.count < 5)
                 return 0;
         double rp = lp_hsum_pct(&recent, 0.5);
-        if (update) {
+        if (dt_us > 0) {
+                /* Time constants: half a window while normal, six windows
+                 * while slow (a doubling then shows for about two
+                 * windows), whatever the statistics interval. */
+                double win = (double)p->conf.window_ms * 1000.0;
+                double k = rp < p->conf.slow_ratio * *base ? 0.5 : 6.0;
+                double alpha = dt_us / (k * win);
                 if (*base <= 0)
                         *base = rp;
                 else
-                        *base += (rp - *base) *
-                                 (rp < p->conf.slow_ratio * *base ? 0.2 : 0.01);
+                        *base += (rp - *base) * (alpha < 1 ? alpha : 1);
         }
         return rp;
 }
 
 /* Consumer-level verdict from the partitions' figures. Caller holds wlock
- * and is inside the G group write. @p from_stats: called with a statistics
- * document (baselines move) rather than from the watchdog. */
-static void lp_diagnose(lagprobe_t *p, int from_stats) {
+ * and is inside the G group write. @p doc_ts: the statistics document's
+ * ts when called with one (baselines move), 0 from elsewhere. */
+static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         int64_t now = lp_mono_us();
         uint32_t n = LD(p->nslots);
         int64_t in = 0, out = 0, total_lag = 0, nassigned = 0, covered = 0;
@@ -1522,10 +1548,15 @@ static void lp_diagnose(lagprobe_t *p, int from_stats) {
         int64_t storm_since = now - (int64_t)p->conf.storm_window_ms * 1000;
         int assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
         int evicts = lp_count_since(p->w_evict_t, p->w_evict_n, storm_since);
-        double rm = lp_recent_vs_base(p, &p->h_msg, &p->w_msg_base_us, now,
-                                      from_stats);
-        double rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
-                                      from_stats);
+        /* Baselines move with the documents' own clock. */
+        double dt = doc_ts > p->w_base_us && p->w_base_us > 0
+                        ? (double)(doc_ts - p->w_base_us)
+                        : 0;
+        if (doc_ts > p->w_base_us)
+                p->w_base_us = doc_ts;
+        double rm = lp_recent_vs_base(p, &p->h_msg, &p->w_msg_base_us, now, dt);
+        double rb =
+            lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now, dt);
         int64_t since = lp_since_poll_us(p, now);
         int64_t limit_us = p->max_poll_interval_ms * 1000;
         int gap_warn = since > 0 && limit_us > 0 &&
@@ -1545,7 +1576,15 @@ static void lp_diagnose(lagprobe_t *p, int from_stats) {
                                &recent);
                 a = assigns;
                 b = evicts;
+                /* No batch finished in the window yet (they are that long):
+                 * the all-time p99, or the batch under way if longer. */
+                if (!recent.count)
+                        lp_whist_read(&p->h_batch, p->win_us, now, &recent,
+                                      NULL);
                 c = recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
+                int64_t cur = LD(p->b_in_batch) ? now - LD(p->b_begin_us) : 0;
+                if (cur > c)
+                        c = cur;
         } else if (stuck) {
                 d = LAGPROBE_DIAG_STUCK_PARTITION;
                 slot = stuck_slot;
@@ -1578,10 +1617,16 @@ static void lp_diagnose(lagprobe_t *p, int from_stats) {
                 int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
                 /* Lag piling up on a partition that still moves: hot. One
                  * that does not move is a stall, judged above. */
-                int hot_lag =
-                    nassigned >= 2 && top_lag_slot >= 0 &&
-                    top_lag > p->conf.lag_allowance && lag_share >= need &&
-                    LD(lp_slot_at(p, (uint32_t)top_lag_slot)->s_pos_mrate) > 0;
+                lp_slot_t *tl = top_lag_slot >= 0
+                                    ? lp_slot_at(p, (uint32_t)top_lag_slot)
+                                    : NULL;
+                int tls = tl ? LD(tl->s_status) : 0;
+                int hot_lag = nassigned >= 2 && tl &&
+                              top_lag > p->conf.lag_allowance &&
+                              lag_share >= need && LD(tl->s_moving) &&
+                              tls != LAGPROBE_PSTATUS_STALLED &&
+                              tls != LAGPROBE_PSTATUS_STOPPED &&
+                              tls != LAGPROBE_PSTATUS_REWOUND;
                 if (hot_in || hot_lag) {
                         d = LAGPROBE_DIAG_HOT_PARTITION;
                         slot = hot_in ? top_in_slot : top_lag_slot;
@@ -1596,10 +1641,12 @@ static void lp_diagnose(lagprobe_t *p, int from_stats) {
                 } else {
                         d = LAGPROBE_DIAG_HEALTHY;
                         a = total_lag;
-                        /* Draining a backlog: time to catch up. */
-                        b = total_lag > p->conf.lag_allowance && out > in
-                                ? total_lag * 1000000 / (out - in)
-                                : -1;
+                        /* c: 0 keeps up, 1 draining a backlog (b: time to
+                         * catch up), 2 behind and not gaining. */
+                        c = total_lag <= p->conf.lag_allowance ? 0
+                            : out > in                         ? 1
+                                                               : 2;
+                        b = c == 1 ? total_lag * 1000000 / (out - in) : -1;
                 }
         }
         ST(p->g_in_mrate, in);
@@ -1608,10 +1655,15 @@ static void lp_diagnose(lagprobe_t *p, int from_stats) {
         ST(p->g_diag_a, a);
         ST(p->g_diag_b, b);
         ST(p->g_diag_c, c);
-        if (d != LD(p->g_diag) || slot != LD(p->g_diag_slot)) {
+        /* A change of verdict, of the partition it names, or of the
+         * healthy sub-state is an event. */
+        int sub = d == LAGPROBE_DIAG_HEALTHY ? (int)c : 0;
+        if (d != LD(p->g_diag) || slot != LD(p->g_diag_slot) ||
+            sub != p->w_diag_sub) {
                 ST(p->g_diag, d);
                 ST(p->g_diag_slot, slot);
                 ST(p->g_diag_changes, LD(p->g_diag_changes) + 1);
+                p->w_diag_sub = sub;
         }
 }
 
@@ -1702,7 +1754,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 lp_wend(&s->sseq, q);
         }
         uint32_t g = lp_wbegin(&p->gseq);
-        lp_diagnose(p, 1);
+        lp_diagnose(p, ts);
         ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
         ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
         ST(p->g_stats_last_us, now_us);
@@ -1827,6 +1879,9 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                 ST(s->s_commit_mrate, 0);
                 ST(s->s_pos_mrate, 0);
                 ST(s->s_eta_ms, -1);
+                ST(s->s_moving, 0);
+                s->w_doc_pos = s->w_doc_committed = -1;
+                s->w_doc_ts = 0;
                 ST(s->s_hi_changed_us, 0);
                 ST(s->s_hi_query, -1);
                 ST(s->s_hi_query_us, 0);
@@ -3289,7 +3344,8 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                          win_s);
                 break;
         case LAGPROBE_PSTATUS_OK:
-                snprintf(r, rn, "lag %" PRId64 " within the window", ev_a);
+                snprintf(r, rn, "lag %" PRId64 ", within the allowance or "
+                                "shrinking", ev_a);
                 break;
         case LAGPROBE_PSTATUS_IDLE:
                 snprintf(r, rn,
@@ -3373,11 +3429,16 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                 snprintf(r, rn, "not enough data yet");
                 break;
         case LAGPROBE_DIAG_HEALTHY:
-                if (b >= 0)
+                if (c == 1)
                         snprintf(r, rn,
                                  "catching up: lag %" PRId64 ", about %.0f s "
                                  "to drain",
                                  a, (double)b / 1000.0);
+                else if (c == 2)
+                        snprintf(r, rn,
+                                 "lag %" PRId64 " above the allowance, not "
+                                 "shrinking; ingress about equal to egress",
+                                 a);
                 else
                         snprintf(r, rn, "consumer keeps up");
                 break;

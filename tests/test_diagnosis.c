@@ -1,0 +1,1223 @@
+/* Lag diagnosis against the mock cluster: the incident scenarios of issue 5.
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Each scenario runs one consumer with a probe (window_ms of a few seconds,
+ * statistics every STATS_MS) while the test produces at chosen per-partition
+ * rates, establishes one incident, and asserts:
+ *  - the verdict, in the snapshot and as a "diagnosis" event, naming the
+ *    right partition, at most LATE_MS after the condition is established;
+ *  - the partition statuses ("partition_status" events and snapshot);
+ *  - that nothing else fired: no other non-healthy verdict, no partition
+ *    status outside the expected set, no headroom events (except for the
+ *    rebalance loop, which is made of them).
+ *
+ * Timing model: statuses compare the newest sample with the oldest one
+ * inside window_ms, so a status condition is established one window after
+ * the behaviour starts; the verdict follows with the next statistics
+ * document (served inside a poll) and its event with the next watchdog
+ * pass (100 ms). LATE_MS allows a few statistics intervals on top, plus
+ * scheduling slack for ASan/TSan on two cores.
+ *
+ * The mock cluster writes no transaction markers (a transactional
+ * producer's committed transaction of 5 messages moves the high watermark
+ * by 5), so caught_up_with_markers is covered in test_diagnosis_wb.c. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "harness.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STATS_MS 100
+#define WD_MS 100
+/* Verdict latency after the condition is established: the next statistics
+ * document, the next watchdog pass, a few intervals more, slack. */
+#define LATE_MS (6 * STATS_MS + WD_MS + 400)
+#define NP 4 /* partitions of the scenario topics */
+
+/* cmocka keeps fail_msg()'s text to itself here: print it first. */
+#define FAIL(...)                                                              \
+        do {                                                                   \
+                print_message("FAIL: " __VA_ARGS__);                           \
+                print_message("\n");                                           \
+                fail();                                                        \
+        } while (0)
+
+/* ======================================================================
+ * Event recorder (the probe's log_cb; watchdog thread).
+ * ==================================================================== */
+
+#define EV_MAX 4096
+
+typedef struct ev_s {
+        lagprobe_event_type_t type;
+        int severity;
+        char word[32];   /* partition_status: status; diagnosis: verdict */
+        int32_t partition;
+        int has_topic;
+        int64_t count;
+        int64_t at_ms;   /* monotonic arrival */
+        char message[400];
+} ev_t;
+
+typedef struct rec_s {
+        pthread_mutex_t lock;
+        ev_t ev[EV_MAX];
+        int n, overflow;
+} rec_t;
+
+/* "diagnosis <verdict>: ..." and "<topic> [<p>] is <status>: ...". */
+static void ev_word(const lagprobe_event_t *e, char *out, size_t size) {
+        const char *s = NULL;
+        out[0] = 0;
+        if (!e->message)
+                return;
+        if (e->type == LAGPROBE_EVENT_DIAGNOSIS &&
+            !strncmp(e->message, "diagnosis ", 10))
+                s = e->message + 10;
+        else if (e->type == LAGPROBE_EVENT_PARTITION_STATUS &&
+                 (s = strstr(e->message, "] is ")))
+                s += 5;
+        if (!s)
+                return;
+        size_t n = strcspn(s, ":");
+        if (n >= size)
+                n = size - 1;
+        memcpy(out, s, n);
+        out[n] = 0;
+}
+
+static void rec_cb(const lagprobe_event_t *e, void *opaque) {
+        rec_t *r = opaque;
+        ev_t x;
+        memset(&x, 0, sizeof x);
+        x.type = e->type;
+        x.severity = e->severity;
+        ev_word(e, x.word, sizeof x.word);
+        x.partition = e->partition;
+        x.has_topic = e->topic != NULL;
+        x.count = e->count;
+        x.at_ms = h_now_ms();
+        snprintf(x.message, sizeof x.message, "%s",
+                 e->message ? e->message : "");
+        pthread_mutex_lock(&r->lock);
+        if (r->n < EV_MAX)
+                r->ev[r->n++] = x;
+        else
+                r->overflow = 1;
+        pthread_mutex_unlock(&r->lock);
+}
+
+/* First event of type t with word w (NULL: any) and partition p (-2: any)
+ * at or after from_ms; copies it to *out. Returns 1 when found. */
+static int rec_find(rec_t *r, lagprobe_event_type_t t, const char *w,
+                    int32_t p, int64_t from_ms, ev_t *out) {
+        int found = 0;
+        pthread_mutex_lock(&r->lock);
+        for (int i = 0; i < r->n && !found; i++) {
+                const ev_t *e = &r->ev[i];
+                if (e->type == t && e->at_ms >= from_ms &&
+                    (!w || !strcmp(e->word, w)) &&
+                    (p == -2 || e->partition == p)) {
+                        if (out)
+                                *out = *e;
+                        found = 1;
+                }
+        }
+        pthread_mutex_unlock(&r->lock);
+        return found;
+}
+
+/* Is word in the comma-separated list? */
+static int in_list(const char *list, const char *word) {
+        size_t n = strlen(word);
+        for (const char *s = list; s && *s;) {
+                size_t k = strcspn(s, ",");
+                if (k == n && !strncmp(s, word, n))
+                        return 1;
+                s += k;
+                if (*s == ',')
+                        s++;
+        }
+        return 0;
+}
+
+/* ======================================================================
+ * Scenario: one consumer, one topic, production at per-partition rates.
+ * ==================================================================== */
+
+typedef struct sopts_s {
+        int window_ms;
+        int64_t lag_allowance;
+        int storm_rebalances, storm_window_ms;
+        int max_poll_ms;      /* 0: harness default */
+        int auto_commit;
+        int manual_store;     /* enable.auto.offset.store=false */
+        int hooks;            /* batch hooks around every message */
+        int no_prime;         /* leave the partitions empty at start */
+} sopts_t;
+
+typedef struct scen_s {
+        h_cluster_t *cl;
+        char topic[64], group[64];
+        int nparts;
+        sopts_t o;
+        rd_kafka_t *rk;
+        lagprobe_t *p;
+        rec_t *rec;
+        h_snap_t *hs;           /* last snapshot taken by scen_snap() */
+        int64_t t0;             /* monotonic ms, scenario start */
+
+        /* Production: msg/s per partition, paced by pump(). */
+        double rate[H_MAX_PARTS];
+        double owed[H_MAX_PARTS];
+        int64_t last_pump_us;
+        int64_t produced[H_MAX_PARTS];
+
+        /* Consumption. */
+        h_track_t t;
+        int per_msg_us;         /* processing time of one message */
+        int batch_ms;           /* >0: one message per poll takes this */
+        int64_t max_poll_errs;  /* MAX_POLL_EXCEEDED returned by poll */
+        int64_t batch_end_ms;   /* end of the last batch_ms batch */
+
+        /* Poison message: armed on a partition, the first message consumed
+         * from it after arming fails forever. */
+        int poison_armed;
+        int32_t poison_part;
+        int64_t poison_off, poison_hits, poison_beyond, poison_t_ms;
+} scen_t;
+
+static void sopts_init(sopts_t *o) {
+        memset(o, 0, sizeof *o);
+        o->window_ms = 2000;
+        o->lag_allowance = 20;
+        o->storm_rebalances = 3;
+        o->storm_window_ms = 60000;
+        o->auto_commit = 1;
+}
+
+static int64_t mono_us(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sleep_us(int us) {
+        struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000L};
+        nanosleep(&ts, NULL);
+}
+
+/* The running scenario, stopped by teardown() when a test failed. */
+static scen_t *cur;
+
+static void scen_start(scen_t *s, const char *name, int nparts,
+                       const sopts_t *o) {
+        char errstr[256] = "";
+        memset(s, 0, sizeof *s);
+        cur = s;
+        s->o = *o;
+        s->nparts = nparts;
+        s->poison_off = -1;
+        s->rec = calloc(1, sizeof *s->rec);
+        s->hs = calloc(1, sizeof *s->hs);
+        assert_non_null(s->rec);
+        assert_non_null(s->hs);
+        pthread_mutex_init(&s->rec->lock, NULL);
+        s->cl = h_cluster_new(1);
+        h_unique(name, s->topic, sizeof s->topic);
+        h_unique("dg", s->group, sizeof s->group);
+        h_topic_create(s->cl, s->topic, nparts);
+        /* One message per partition, produced and delivered before the
+         * paced production: the delivery reports, served here, order
+         * librdkafka's creation of each partition's state before this
+         * thread's later produce calls in a way TSan can see (otherwise it
+         * reports a race inside librdkafka's own locking). */
+        for (int i = 0; i < nparts && !o->no_prime; i++) {
+                h_produce(s->cl, s->topic, i, 1, NULL, 0);
+                s->produced[i] = 1;
+        }
+
+        h_copts_t co;
+        h_copts_init(&co, s->group);
+        co.auto_commit = o->auto_commit;
+        co.max_poll_ms = o->max_poll_ms;
+        co.stats_ms = STATS_MS;
+        rd_kafka_conf_t *conf = h_consumer_conf(s->cl, &co);
+        if (o->manual_store)
+                h_conf_set(conf, "enable.auto.offset.store", "false");
+
+        lagprobe_config_t c;
+        lagprobe_config_init(&c);
+        c.watchdog_interval_ms = WD_MS;
+        c.window_ms = o->window_ms;
+        c.lag_allowance = o->lag_allowance;
+        c.storm_rebalances = o->storm_rebalances;
+        c.storm_window_ms = o->storm_window_ms;
+        c.log_cb = rec_cb;
+        c.log_opaque = s->rec;
+        s->p = lagprobe_new(&c, errstr, sizeof errstr);
+        if (!s->p)
+                FAIL("lagprobe_new: %s", errstr);
+        if (lagprobe_attach(s->p, conf, errstr, sizeof errstr) != 0)
+                FAIL("lagprobe_attach: %s", errstr);
+        h_track_init(&s->t);
+        s->t0 = h_now_ms();
+        s->last_pump_us = mono_us();
+        s->rk = h_consumer_new(conf, s->topic);
+}
+
+static void scen_stop(scen_t *s) {
+        cur = NULL;
+        h_consumer_close(s->rk);
+        lagprobe_destroy(s->p);
+        h_cluster_destroy(s->cl);
+        if (s->rec)
+                pthread_mutex_destroy(&s->rec->lock);
+        free(s->rec);
+        free(s->hs);
+        memset(s, 0, sizeof *s);
+}
+
+/* Produce what the rates owe since the last call; never blocks. */
+static void pump(scen_t *s) {
+        int64_t now = mono_us();
+        double dt = (double)(now - s->last_pump_us) / 1e6;
+        s->last_pump_us = now;
+        for (int i = 0; i < s->nparts; i++) {
+                s->owed[i] += s->rate[i] * dt;
+                while (s->owed[i] >= 1.0) {
+                        char val[48];
+                        int n = snprintf(val, sizeof val, "p%d-%" PRId64, i,
+                                         s->produced[i]);
+                        rd_kafka_resp_err_t err = rd_kafka_producev(
+                            s->cl->producer, RD_KAFKA_V_TOPIC(s->topic),
+                            RD_KAFKA_V_PARTITION(i),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_VALUE(val, (size_t)n), RD_KAFKA_V_END);
+                        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                                break;
+                        if (err)
+                                FAIL("producev: %s", rd_kafka_err2str(err));
+                        s->owed[i] -= 1.0;
+                        s->produced[i]++;
+                }
+        }
+        rd_kafka_poll(s->cl->producer, 0);
+}
+
+static void set_rates(scen_t *s, const double *rates) {
+        pump(s); /* settle what the old rates owe */
+        for (int i = 0; i < s->nparts; i++) {
+                s->rate[i] = rates[i];
+                s->owed[i] = 0;
+        }
+}
+
+static void seek_to(scen_t *s, const rd_kafka_message_t *m, int64_t off) {
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt),
+                                          m->partition)
+            ->offset = off;
+        /* Asynchronous: the seek raises the partition's version barrier
+         * before it returns, so no message fetched before it reaches the
+         * app (poison_beyond counts any that would). A synchronous seek
+         * timed out once under TSan, and rd_kafka_destroy() then hung
+         * joining librdkafka's threads. */
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(s->rk, l, 0);
+        if (e) {
+                char buf[256];
+                snprintf(buf, sizeof buf, "%s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+                rd_kafka_topic_partition_list_destroy(l);
+                FAIL("seek: %s", buf);
+        }
+        if (l->elems[0].err &&
+            l->elems[0].err != RD_KAFKA_RESP_ERR__IN_PROGRESS)
+                FAIL("seek [%d]: %s", (int)m->partition,
+                         rd_kafka_err2str(l->elems[0].err));
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void store(scen_t *s, const rd_kafka_message_t *m) {
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt),
+                                          m->partition)
+            ->offset = m->offset + 1;
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (err)
+                FAIL("offsets_store: %s", rd_kafka_err2str(err));
+}
+
+/* The app's handler. Returns 1 when the message was processed. */
+static int handle(scen_t *s, const rd_kafka_message_t *m) {
+        if (s->batch_ms > 0) {
+                h_sleep_ms(s->batch_ms);
+                s->batch_end_ms = h_now_ms();
+        } else if (s->per_msg_us > 0) {
+                sleep_us(s->per_msg_us);
+        }
+        if (s->poison_armed && m->partition == s->poison_part) {
+                if (s->poison_off < 0) {
+                        s->poison_off = m->offset;
+                        s->poison_t_ms = h_now_ms();
+                }
+                if (m->offset >= s->poison_off) {
+                        /* Fails; retried from the same offset, forever. */
+                        if (m->offset > s->poison_off)
+                                s->poison_beyond++;
+                        else
+                                s->poison_hits++;
+                        h_sleep_ms(5);
+                        seek_to(s, m, s->poison_off);
+                        return 0;
+                }
+        }
+        if (s->o.manual_store)
+                store(s, m);
+        return 1;
+}
+
+/* One poll and its message. */
+static void step(scen_t *s) {
+        pump(s);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->rk, 10);
+        if (s->o.hooks)
+                lagprobe_poll_result(s->p, m);
+        if (!m)
+                return;
+        if (m->err) {
+                s->t.errors++;
+                s->t.last_err = m->err;
+                if (m->err == RD_KAFKA_RESP_ERR__MAX_POLL_EXCEEDED)
+                        s->max_poll_errs++;
+                rd_kafka_message_destroy(m);
+                return;
+        }
+        if (s->o.hooks)
+                lagprobe_batch_begin(s->p, 1);
+        int ok = handle(s, m);
+        if (s->o.hooks) {
+                lagprobe_batch_progress(s->p, 1);
+                lagprobe_batch_end(s->p);
+        }
+        if (ok && m->partition >= 0 && m->partition < H_MAX_PARTS) {
+                s->t.consumed[m->partition]++;
+                s->t.next_offset[m->partition] = m->offset + 1;
+                s->t.total++;
+        }
+        rd_kafka_message_destroy(m);
+}
+
+static void scen_snap(scen_t *s) { h_snap(s->p, s->hs); }
+
+static const lagprobe_partition_t *part(scen_t *s, int32_t i) {
+        return h_snap_find(s->hs, s->topic, i);
+}
+
+typedef int(scen_pred_t)(scen_t *s, void *arg);
+static void dump(scen_t *s, int64_t base_ms, const char *base_what);
+
+/* Runs the consumer (and the producer) until pred holds, checked on a
+ * fresh snapshot every ~20 ms, or timeout_ms. pred NULL: run the whole
+ * time. Returns 1 when pred held. */
+static int run_until(scen_t *s, scen_pred_t *pred, void *arg, int timeout_ms) {
+        int64_t end = h_now_ms() + timeout_ms, next = 0;
+        for (;;) {
+                int64_t now = h_now_ms();
+                if (pred && now >= next) {
+                        next = now + 20;
+                        scen_snap(s);
+                        if (pred(s, arg))
+                                return 1;
+                }
+                if (now >= end)
+                        break;
+                step(s);
+        }
+        scen_snap(s);
+        return pred ? pred(s, arg) : 1;
+}
+
+static void run_for(scen_t *s, int ms) { run_until(s, NULL, NULL, ms); }
+
+/* ---- predicates ------------------------------------------------------ */
+
+static int all_assigned(scen_t *s, void *arg) {
+        (void)arg;
+        return (int)s->hs->s.partition_cnt == s->nparts;
+}
+
+static int verdict_is(scen_t *s, void *arg) {
+        return !strcmp(s->hs->s.diagnosis_name, (const char *)arg);
+}
+
+/* Healthy and every assigned partition ok or idle. */
+static int settled_healthy(scen_t *s, void *arg) {
+        (void)arg;
+        if (!verdict_is(s, "healthy") ||
+            (int)s->hs->s.partition_cnt != s->nparts)
+                return 0;
+        for (int i = 0; i < s->nparts; i++) {
+                const lagprobe_partition_t *x = part(s, i);
+                if (!x || (x->status != LAGPROBE_PSTATUS_OK &&
+                           x->status != LAGPROBE_PSTATUS_IDLE))
+                        return 0;
+        }
+        return 1;
+}
+
+/* The app consumed everything produced so far and every partition's lag
+ * (as the probe sees it) is 0. */
+static int drained(scen_t *s, void *arg) {
+        (void)arg;
+        if ((int)s->hs->s.partition_cnt != s->nparts)
+                return 0;
+        for (int i = 0; i < s->nparts; i++) {
+                const lagprobe_partition_t *x = part(s, i);
+                if (!x || s->t.next_offset[i] < s->produced[i] ||
+                    x->high_watermark != s->produced[i] || x->lag != 0)
+                        return 0;
+        }
+        return 1;
+}
+
+/* Joins, then runs at @p rates until the consumer has been healthy with
+ * every partition ok/idle (the baseline every incident starts from). */
+static void scen_baseline(scen_t *s, const double *rates) {
+        set_rates(s, rates);
+        assert_true(run_until(s, all_assigned, NULL, H_JOIN_TIMEOUT_MS));
+        if (!run_until(s, settled_healthy, NULL, 3 * s->o.window_ms + 2000)) {
+                dump(s, s->t0, "start");
+                FAIL("baseline: not healthy (%s: %s)", s->hs->s.diagnosis_name,
+                     s->hs->s.diagnosis_detail);
+        }
+        /* ... and its event has been delivered. */
+        int64_t end = h_now_ms() + 2 * WD_MS + 200;
+        while (!rec_find(s->rec, LAGPROBE_EVENT_DIAGNOSIS, "healthy", -1, 0,
+                         NULL) &&
+               h_now_ms() < end)
+                step(s);
+        assert_true(rec_find(s->rec, LAGPROBE_EVENT_DIAGNOSIS, "healthy", -1, 0,
+                             NULL));
+}
+
+/* ---- reporting and the "nothing else fired" check --------------------- */
+
+static void dump(scen_t *s, int64_t base_ms, const char *base_what) {
+        pthread_mutex_lock(&s->rec->lock);
+        print_message("  events (ms relative to %s):\n", base_what);
+        for (int i = 0; i < s->rec->n; i++) {
+                const ev_t *e = &s->rec->ev[i];
+                print_message("   %+7" PRId64 " %-16s sev=%d p=%d \"%s\"\n",
+                              e->at_ms - base_ms,
+                              lagprobe_event_name(e->type), e->severity,
+                              (int)e->partition, e->message);
+        }
+        pthread_mutex_unlock(&s->rec->lock);
+        /* print_message() truncates long lines. */
+        char *js = h_snap_json(s->p);
+        fflush(stdout);
+        printf("  snapshot: %s\n", js);
+        fflush(stdout);
+        free(js);
+}
+
+/* Closes the consumer, then: every diagnosis event's verdict is in
+ * diag_ok; every partition_status event's status is in st_ok[partition];
+ * no headroom, eviction, commit or statistics trouble unless
+ * allow_headroom. */
+static void assert_nothing_else(scen_t *s, const char *diag_ok,
+                                const char *const *st_ok, int allow_headroom) {
+        /* Quiesce first: an unbound probe emits nothing more, so the
+         * counters and the recorded events can be compared. */
+        h_consumer_close(s->rk);
+        s->rk = NULL;
+        h_sleep_ms(3 * WD_MS);
+        static ev_t ev[EV_MAX]; /* a failed assertion leaks nothing */
+        pthread_mutex_lock(&s->rec->lock);
+        int n = s->rec->n, overflow = s->rec->overflow;
+        memcpy(ev, s->rec->ev, sizeof *ev * (size_t)n);
+        pthread_mutex_unlock(&s->rec->lock);
+        assert_false(overflow);
+        int64_t nd = 0, ns = 0;
+        int bad = 0;
+        for (int i = 0; i < n; i++) {
+                const ev_t *e = &ev[i];
+                nd += e->type == LAGPROBE_EVENT_DIAGNOSIS;
+                ns += e->type == LAGPROBE_EVENT_PARTITION_STATUS;
+                if (e->type == LAGPROBE_EVENT_DIAGNOSIS) {
+                        if (!in_list(diag_ok, e->word)) {
+                                print_message("  unexpected verdict \"%s\" "
+                                              "(allowed %s): %s\n",
+                                              e->word, diag_ok, e->message);
+                                bad++;
+                        }
+                        /* Non-healthy verdicts are warnings. */
+                        assert_int_equal(e->severity,
+                                         strcmp(e->word, "healthy") ? 4 : 5);
+                } else if (e->type == LAGPROBE_EVENT_PARTITION_STATUS) {
+                        assert_true(e->has_topic);
+                        assert_true(e->partition >= 0 &&
+                                    e->partition < s->nparts);
+                        if (!in_list(st_ok[e->partition], e->word)) {
+                                print_message("  unexpected status \"%s\" of "
+                                              "[%d] (allowed %s): %s\n",
+                                              e->word, (int)e->partition,
+                                              st_ok[e->partition], e->message);
+                                bad++;
+                        }
+                        int warn = !in_list("ok,idle,caught_up_with_markers",
+                                            e->word);
+                        assert_int_equal(e->severity, warn ? 4 : 6);
+                }
+        }
+        if (bad)
+                FAIL("%d unexpected verdict/status event(s), listed above",
+                     bad);
+        scen_snap(s);
+        const int64_t *c = s->hs->s.events;
+        if (!allow_headroom) {
+                assert_int_equal(c[LAGPROBE_EVENT_HEADROOM_WARN], 0);
+                assert_int_equal(c[LAGPROBE_EVENT_HEADROOM_CRITICAL], 0);
+                assert_int_equal(c[LAGPROBE_EVENT_PREDICTED_EXCEED], 0);
+                assert_int_equal(c[LAGPROBE_EVENT_EVICTED], 0);
+                assert_int_equal(s->hs->s.evictions, 0);
+                assert_int_equal(s->hs->s.headroom_level, 0);
+                assert_int_equal(c[LAGPROBE_EVENT_COMMIT_FAILED], 0);
+        }
+        assert_int_equal(c[LAGPROBE_EVENT_STATS_ERROR], 0);
+        assert_int_equal(s->hs->s.stats_errors, 0);
+        /* Every verdict change was delivered: none is rate-limited or
+         * filtered (log_level 6 takes them all). */
+        assert_int_equal(c[LAGPROBE_EVENT_DIAGNOSIS], nd);
+        assert_int_equal(c[LAGPROBE_EVENT_PARTITION_STATUS], ns);
+}
+
+/* The verdict w reached the snapshot and log_cb by deadline_ms. Returns
+ * the event. */
+static ev_t expect_verdict(scen_t *s, const char *w, int32_t partition,
+                           int64_t from_ms, int64_t deadline_ms,
+                           const char *what) {
+        ev_t e;
+        memset(&e, 0, sizeof e);
+        int ok = run_until(s, verdict_is, (void *)w,
+                           (int)(deadline_ms - h_now_ms()));
+        int64_t snap_at = h_now_ms();
+        /* The event follows within one watchdog pass. */
+        int64_t ev_end = h_now_ms() + 2 * WD_MS + 200;
+        int got = 0;
+        while (!(got = rec_find(s->rec, LAGPROBE_EVENT_DIAGNOSIS, w, -2,
+                                from_ms, &e)) &&
+               h_now_ms() < ev_end)
+                step(s);
+        print_message("  %s: snapshot verdict %s %+" PRId64
+                      " ms, event %s %+" PRId64 " ms after the condition\n",
+                      what, ok ? "seen" : "NOT seen", snap_at - from_ms,
+                      got ? "seen" : "NOT seen", got ? e.at_ms - from_ms : 0);
+        if (!ok || !got) {
+                dump(s, from_ms, what);
+                FAIL("%s: verdict %s not reached within %" PRId64
+                         " ms (snapshot says %s: %s)",
+                         what, w, deadline_ms - from_ms,
+                         s->hs->s.diagnosis_name, s->hs->s.diagnosis_detail);
+        }
+        assert_int_equal(e.partition, partition);
+        assert_int_equal(e.has_topic, partition >= 0);
+        assert_true(e.at_ms <= deadline_ms + 2 * WD_MS);
+        return e;
+}
+
+/* ======================================================================
+ * 1. Poison message: one record of one partition fails forever; the app
+ *    retries it (seek back) and never commits past it; the other
+ *    partitions flow and commit.
+ * ==================================================================== */
+
+static void test_poison_message(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        o.window_ms = 2000;
+        o.lag_allowance = 20;
+        o.manual_store = 1; /* auto commit of what the handler stored */
+        scen_start(&s, "dg-poison", NP, &o);
+        const double steady[NP] = {20, 20, 20, 20};
+        scen_baseline(&s, steady);
+        int64_t healthy_ms = h_now_ms();
+
+        /* Arm: the next message of partition 2 is poison. */
+        const int32_t PP = 2;
+        s.poison_part = PP;
+        s.poison_armed = 1;
+        while (s.poison_off < 0 && h_now_ms() - healthy_ms < 5000)
+                step(&s);
+        assert_true(s.poison_off >= 0);
+        /* Established: lag above the allowance (rate 20/s) and committed
+         * offset and position frozen for a whole window (the commit of the
+         * stored offset lands within auto.commit.interval.ms=200). */
+        int64_t lag_ms = (o.lag_allowance + 1) * 1000 / 20;
+        int64_t cond_ms = s.poison_t_ms +
+                          (lag_ms > o.window_ms + 200 ? lag_ms
+                                                      : o.window_ms + 200);
+        ev_t e = expect_verdict(&s, "stuck_partition", PP, s.poison_t_ms,
+                                cond_ms + LATE_MS, "poison");
+        assert_true(h_contains_any(e.message, "re-consumed", NULL));
+        assert_true(e.count > o.lag_allowance); /* the lag */
+        scen_snap(&s);
+        const lagprobe_partition_t *x = part(&s, PP);
+        print_message("  [%d] status %s: %s; committed %" PRId64
+                      " position %" PRId64 " lag %" PRId64
+                      " (poison offset %" PRId64
+                      ", %" PRId64 " retries)\n",
+                      PP, x->status_name, x->status_reason, x->committed_offset,
+                      x->position, x->lag, s.poison_off, s.poison_hits);
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_STUCK_PARTITION);
+        assert_int_equal(s.hs->s.diagnosis_partition, PP);
+        assert_string_equal(s.hs->s.diagnosis_topic, s.topic);
+        assert_true(h_contains_any(s.hs->s.diagnosis_detail, "poison", NULL));
+        assert_int_equal(x->status, LAGPROBE_PSTATUS_STALLED);
+        assert_string_equal(x->status_name, "stalled");
+        assert_true(h_contains_any(x->status_reason, "re-consumed", NULL));
+        int64_t again = -1;
+        const char *rc = strstr(x->status_reason, "; ");
+        while (rc &&
+               sscanf(rc, "; %" SCNd64 " messages re-consumed", &again) != 1)
+                rc = strstr(rc + 2, "; ");
+        assert_true(again > 0 && again <= s.poison_hits);
+        assert_int_equal(x->committed_offset, s.poison_off);
+        assert_int_equal(x->position, s.poison_off + 1);
+        assert_true(x->lag > o.lag_allowance);
+        assert_int_equal(x->effective_lag, x->lag);
+        assert_true(x->eta_seconds < 0); /* not catching up */
+        assert_true(s.poison_hits > 10);
+        assert_int_equal(s.poison_beyond, 0);
+        for (int i = 0; i < NP; i++) {
+                if (i == PP)
+                        continue;
+                const lagprobe_partition_t *y = part(&s, i);
+                assert_true(y->status == LAGPROBE_PSTATUS_OK ||
+                            y->status == LAGPROBE_PSTATUS_IDLE);
+                assert_true(y->lag <= o.lag_allowance);
+        }
+        /* The JSON document says the same. */
+        char *js = h_snap_json(s.p);
+        h_json_t *j = h_json_parse(js, strlen(js));
+        free(js);
+        assert_non_null(j);
+        char verdict[32] = "", status[32] = "";
+        int64_t jpart = INT64_MIN;
+        const h_json_t *dg = h_json_get(j, "diagnosis");
+        const h_json_t *v = dg ? h_json_get(dg, "verdict") : NULL;
+        if (v && v->type == H_JSTR)
+                snprintf(verdict, sizeof verdict, "%s", v->str);
+        if (dg)
+                jpart = h_json_int(dg, "partition");
+        /* (The diagnosis object has "topic" and "partition" too.) */
+        const h_json_t *jp =
+            h_json_find_partition(h_json_get(j, "partitions"), s.topic, PP);
+        v = jp ? h_json_get(jp, "status") : NULL;
+        if (v && v->type == H_JSTR)
+                snprintf(status, sizeof status, "%s", v->str);
+        h_json_free(j);
+        assert_string_equal(verdict, "stuck_partition");
+        assert_int_equal(jpart, PP);
+        assert_string_equal(status, "stalled");
+
+        dump(&s, s.poison_t_ms, "the first poison failure");
+        /* The stall is lagging (lag above the allowance and growing) until
+         * the window covers it. */
+        const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle,lagging,stalled",
+                              "ok,idle"};
+        assert_nothing_else(&s, "healthy,stuck_partition", st, 0);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+/* ======================================================================
+ * 2. Rebalance loop: every poll is followed by a batch slightly longer
+ *    than max.poll.interval.ms, so the consumer is evicted, rejoins and is
+ *    evicted again.
+ * ==================================================================== */
+
+typedef struct evict_wait_s {
+        int64_t n;
+} evict_wait_t;
+
+static int evictions_at_least(scen_t *s, void *arg) {
+        return s->hs->s.evictions >= ((evict_wait_t *)arg)->n;
+}
+
+static void test_rebalance_loop(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        /* max.poll.interval.ms cannot go under session.timeout.ms, and the
+         * mock needs session.timeout.ms >= 3500 (harness.h). */
+        o.max_poll_ms = H_SESSION_TIMEOUT_MS;
+        o.storm_rebalances = 3;
+        o.storm_window_ms = 60000;
+        o.auto_commit = 0; /* an evicted member's commits would fail */
+        o.hooks = 1;
+        scen_start(&s, "dg-storm", 1, &o);
+        h_produce(s.cl, s.topic, 0, 50, NULL, 0);
+        /* librdkafka checks the limit every 500 ms: overshoot by more. */
+        s.batch_ms = o.max_poll_ms + 600;
+        evict_wait_t w = {2};
+        /* Join (3 s), batch, eviction, rejoin (3 s), batch, eviction. */
+        if (!run_until(&s, evictions_at_least, &w, 30000)) {
+                dump(&s, s.t0, "start");
+                FAIL("fewer than 2 evictions in 30 s: %" PRId64,
+                     s.hs->s.evictions);
+        }
+        /* Established by the second eviction, inside the batch that just
+         * ended: when the probe reported it. */
+        ev_t ev2;
+        assert_true(rec_find(s.rec, LAGPROBE_EVENT_EVICTED, NULL, -2, 0, &ev2));
+        for (int k = 0; ev2.count < 2; k++) {
+                assert_true(rec_find(s.rec, LAGPROBE_EVENT_EVICTED, NULL, -2,
+                                     ev2.at_ms + 1, &ev2));
+                assert_true(k < 16);
+        }
+        int64_t cond_ms = ev2.at_ms;
+        print_message("  second eviction reported %.1f s after start\n",
+                      (cond_ms - s.t0) / 1000.0);
+        ev_t e = expect_verdict(&s, "rebalance_storm", -1, cond_ms,
+                                cond_ms + LATE_MS, "rebalance loop");
+        /* The statistics of the poll after the batch. */
+        run_for(&s, 3 * STATS_MS);
+        scen_snap(&s);
+        const char *d = s.hs->s.diagnosis_detail;
+        print_message("  detail: %s\n", d);
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_REBALANCE_STORM);
+        assert_int_equal(s.hs->s.diagnosis_partition, -1);
+        assert_null(s.hs->s.diagnosis_topic);
+        assert_true(s.hs->s.evictions >= 2);
+        assert_true(s.max_poll_errs >= 1);
+        long assigns = -1, evicts = -1;
+        assert_int_equal(sscanf(d, "%ld assignments and %ld evictions",
+                                &assigns, &evicts),
+                         2);
+        assert_true(evicts >= 2);
+        assert_true(assigns >= 2 && assigns <= s.hs->s.assigns);
+        /* Names the cause: the batch time against the limit. */
+        assert_non_null(strstr(d, "max.poll.interval.ms=3500"));
+        const char *bt = strstr(d, "batch time (p99 ");
+        assert_non_null(bt);
+        double p99 = 0;
+        assert_int_equal(sscanf(bt, "batch time (p99 %lf ms)", &p99), 1);
+        assert_true(p99 >= s.batch_ms * 0.9 && p99 <= s.batch_ms * 1.2);
+        dump(&s, cond_ms, "the second eviction");
+        /* Inside a batch nothing moves: the partition may well read as
+         * lagging or stalled. Before the storm each overlong batch is
+         * consumer_slow (no poll for most of max.poll.interval.ms). */
+        const char *st[1] = {"ok,idle,lagging,stalled"};
+        assert_nothing_else(&s, "consumer_slow,rebalance_storm", st, 1);
+        /* The headroom events are the loop itself. */
+        assert_true(s.hs->s.events[LAGPROBE_EVENT_EVICTED] >= 2);
+        /* The event (what a log shows) names the batch time too. */
+        print_message("  event: %s\n", e.message);
+        assert_non_null(strstr(e.message, "max.poll.interval.ms=3500"));
+        bt = strstr(e.message, "batch time (p99 ");
+        assert_non_null(bt);
+        assert_int_equal(sscanf(bt, "batch time (p99 %lf ms)", &p99), 1);
+        if (p99 < s.batch_ms * 0.9)
+                FAIL("the rebalance_storm event says batch time p99 %.0f ms; "
+                     "the batches took %d ms",
+                     p99, s.batch_ms);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+/* ======================================================================
+ * 3. Hot partition: 90 % of the messages go to one partition of four; the
+ *    consumer keeps up.
+ * ==================================================================== */
+
+static void test_hot_partition(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        scen_start(&s, "dg-hot", NP, &o);
+        const double even[NP] = {20, 20, 20, 20};
+        scen_baseline(&s, even);
+        const int32_t HP = 1;
+        const double skew[NP] = {10.0 / 3, 90, 10.0 / 3, 10.0 / 3};
+        set_rates(&s, skew);
+        int64_t t_skew = h_now_ms();
+        /* Established once the window holds only skewed traffic. */
+        int64_t cond_ms = t_skew + o.window_ms;
+        expect_verdict(&s, "hot_partition", HP, t_skew, cond_ms + LATE_MS,
+                       "hot partition");
+        /* It stays: one more window without another verdict. */
+        int64_t hot_ms = h_now_ms();
+        run_for(&s, o.window_ms);
+        scen_snap(&s);
+        print_message("  detail: %s; share %.3f; ingress %.1f/s\n",
+                      s.hs->s.diagnosis_detail, s.hs->s.diagnosis_share,
+                      s.hs->s.ingress_rate);
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HOT_PARTITION);
+        assert_int_equal(s.hs->s.diagnosis_partition, HP);
+        assert_string_equal(s.hs->s.diagnosis_topic, s.topic);
+        assert_true(s.hs->s.diagnosis_share >= 0.8);
+        assert_true(s.hs->s.diagnosis_share <= 1.0);
+        assert_true(h_contains_any(s.hs->s.diagnosis_detail,
+                                   "incoming messages", NULL));
+        assert_false(rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, "healthy", -2,
+                              hot_ms, NULL));
+        /* 100 msg/s in all, 90 of them into HP. */
+        assert_true(s.hs->s.ingress_rate > 60 && s.hs->s.ingress_rate < 140);
+        const lagprobe_partition_t *x = part(&s, HP);
+        assert_true(x->ingress_rate > 55 && x->ingress_rate < 125);
+        assert_true(x->egress_rate > 55 && x->egress_rate < 125);
+        for (int i = 0; i < NP; i++) {
+                const lagprobe_partition_t *y = part(&s, i);
+                assert_true(y->status == LAGPROBE_PSTATUS_OK ||
+                            y->status == LAGPROBE_PSTATUS_IDLE);
+                assert_true(y->lag <= o.lag_allowance);
+        }
+        dump(&s, t_skew, "the skew");
+        const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};
+        assert_nothing_else(&s, "healthy,hot_partition", st, 0);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+/* ======================================================================
+ * 4. Producer burst: a consumer that drains at most ~450 msg/s (2 ms per
+ *    message) keeps up with 40 msg/s, then 1600 msg/s arrive for 1.5 s,
+ *    then production stops.
+ * ==================================================================== */
+
+typedef struct burst_obs_s {
+        int64_t max_total_lag;
+        int eta_seen, ingress_above;
+        /* First snapshot that said healthy without "catching up" while
+         * the lag was above the allowance, and that lag. */
+        int64_t healthy_behind_ms, healthy_behind_lag;
+        int64_t catching_ms; /* first "catching up" */
+        char healthy_behind_detail[256];
+} burst_obs_t;
+
+static int burst_verdict(scen_t *s, void *arg) {
+        burst_obs_t *b = arg;
+        if (s->hs->s.total_lag > b->max_total_lag)
+                b->max_total_lag = s->hs->s.total_lag;
+        if (s->hs->s.ingress_rate > s->hs->s.egress_rate)
+                b->ingress_above = 1;
+        return verdict_is(s, "producer_burst");
+}
+
+static int drain_watch(scen_t *s, void *arg) {
+        burst_obs_t *b = arg;
+        if (s->hs->s.total_lag > b->max_total_lag)
+                b->max_total_lag = s->hs->s.total_lag;
+        int behind = s->hs->s.diagnosis == LAGPROBE_DIAG_HEALTHY &&
+                     s->hs->s.total_lag > s->o.lag_allowance;
+        int catching = behind &&
+                       strstr(s->hs->s.diagnosis_detail, "catching up");
+        if (catching && !b->catching_ms)
+                b->catching_ms = h_now_ms();
+        if (!b->healthy_behind_ms && behind && !catching) {
+                b->healthy_behind_ms = h_now_ms();
+                b->healthy_behind_lag = s->hs->s.total_lag;
+                snprintf(b->healthy_behind_detail,
+                         sizeof b->healthy_behind_detail, "%s",
+                         s->hs->s.diagnosis_detail);
+        }
+        for (int i = 0; i < s->nparts; i++) {
+                const lagprobe_partition_t *x = part(s, i);
+                if (x && x->lag > 0 && x->eta_seconds > 0)
+                        b->eta_seen = 1;
+        }
+        return drained(s, NULL);
+}
+
+static int keeps_up(scen_t *s, void *arg) {
+        (void)arg;
+        return s->hs->s.diagnosis == LAGPROBE_DIAG_HEALTHY &&
+               s->hs->s.total_lag <= s->o.lag_allowance &&
+               strstr(s->hs->s.diagnosis_detail, "consumer keeps up");
+}
+
+static void test_producer_burst(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        o.lag_allowance = 50;
+        o.hooks = 1;
+        scen_start(&s, "dg-burst", NP, &o);
+        s.per_msg_us = 2000;
+        const double steady[NP] = {10, 10, 10, 10};
+        scen_baseline(&s, steady);
+        const double burst[NP] = {400, 400, 400, 400};
+        const double none[NP] = {0, 0, 0, 0};
+        set_rates(&s, burst);
+        int64_t t_burst = h_now_ms();
+        /* Established within a few hundred ms: lag passes the allowance
+         * and the window's ingress outgrows the drain rate. */
+        burst_obs_t b;
+        memset(&b, 0, sizeof b);
+        int ok = run_until(&s, burst_verdict, &b, 300 + LATE_MS);
+        int64_t seen_ms = h_now_ms();
+        print_message("  producer_burst %s %+" PRId64 " ms after the burst "
+                      "began; total lag %" PRId64 ", in %.0f/s, out %.0f/s\n",
+                      ok ? "seen" : "NOT seen", seen_ms - t_burst,
+                      s.hs->s.total_lag, s.hs->s.ingress_rate,
+                      s.hs->s.egress_rate);
+        if (!ok) {
+                dump(&s, t_burst, "the burst");
+                FAIL("no producer_burst (%s: %s)", s.hs->s.diagnosis_name,
+                     s.hs->s.diagnosis_detail);
+        }
+        /* While behind. */
+        assert_true(s.hs->s.total_lag > o.lag_allowance);
+        assert_true(s.hs->s.ingress_rate > 1.1 * s.hs->s.egress_rate);
+        assert_int_equal(s.hs->s.diagnosis_partition, -1);
+        assert_true(h_contains_any(s.hs->s.diagnosis_detail, "msg/s", NULL));
+        ev_t e;
+        int64_t ev_end = h_now_ms() + 2 * WD_MS + 200;
+        while (!rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, "producer_burst", -1,
+                         t_burst, &e) &&
+               h_now_ms() < ev_end)
+                step(&s);
+        assert_true(rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, "producer_burst",
+                             -1, t_burst, &e));
+        assert_false(e.has_topic);
+        assert_true(e.count > o.lag_allowance); /* total lag */
+        /* The rest of the burst, then silence. */
+        run_until(&s, drain_watch, &b, (int)(t_burst + 1500 - h_now_ms()));
+        set_rates(&s, none);
+        int64_t t_stop = h_now_ms();
+        int64_t produced = 0;
+        for (int i = 0; i < NP; i++)
+                produced += s.produced[i];
+        if (!run_until(&s, drain_watch, &b, 20000)) {
+                dump(&s, t_burst, "the burst");
+                FAIL("never drained");
+        }
+        int64_t t_drained = h_now_ms();
+        print_message("  %" PRId64 " messages; stop %+" PRId64
+                      " ms, drained %+" PRId64 " ms after the burst began; "
+                      "max total lag %" PRId64 "\n",
+                      produced, t_stop - t_burst, t_drained - t_burst,
+                      b.max_total_lag);
+        assert_true(b.max_total_lag > 10 * o.lag_allowance);
+        assert_true(b.eta_seen); /* a finite ETA while catching up */
+        /* Behind after the burst: healthy says "catching up" with the time
+         * to drain (README), never "consumer keeps up". */
+        print_message("  \"catching up\" first %+" PRId64 " ms after the "
+                      "burst began\n",
+                      b.catching_ms ? b.catching_ms - t_burst : -1);
+        if (b.healthy_behind_ms) {
+                dump(&s, t_burst, "the burst");
+                FAIL("verdict healthy (\"%s\") %+" PRId64 " ms after the "
+                     "burst began, %" PRId64 " ms before drained, with total "
+                     "lag %" PRId64 " > lag_allowance %" PRId64,
+                     b.healthy_behind_detail, b.healthy_behind_ms - t_burst,
+                     t_drained - b.healthy_behind_ms, b.healthy_behind_lag,
+                     o.lag_allowance);
+        }
+        /* The verdict has been healthy since the drain began ("catching
+         * up"); drained, the detail says the consumer keeps up. */
+        int ok_drained = run_until(&s, keeps_up, NULL,
+                                   (int)(t_drained + LATE_MS - h_now_ms()));
+        print_message("  drained: \"%s\" %+" PRId64 " ms after drained\n",
+                      s.hs->s.diagnosis_detail, h_now_ms() - t_drained);
+        assert_true(ok_drained);
+        ev_t last;
+        memset(&last, 0, sizeof last);
+        for (int64_t from = t_burst;
+             rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, NULL, -2, from, &last);)
+                from = last.at_ms + 1;
+        assert_string_equal(last.word, "healthy");
+        /* And every partition idle a window later. */
+        run_for(&s, o.window_ms + LATE_MS);
+        scen_snap(&s);
+        for (int i = 0; i < NP; i++) {
+                const lagprobe_partition_t *x = part(&s, i);
+                print_message("  [%d] %s: %s\n", i, x->status_name,
+                              x->status_reason);
+                assert_int_equal(x->status, LAGPROBE_PSTATUS_IDLE);
+                assert_int_equal(x->effective_lag, 0);
+        }
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
+        dump(&s, t_burst, "the burst");
+        const char *st[NP] = {"ok,idle,lagging", "ok,idle,lagging",
+                              "ok,idle,lagging", "ok,idle,lagging"};
+        assert_nothing_else(&s, "healthy,producer_burst", st, 0);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+/* ======================================================================
+ * 5. Slow consumer: per-message processing time doubles (4 ms -> 8 ms),
+ *    reported through the batch hooks; no eviction, no lag.
+ * ==================================================================== */
+
+static void test_consumer_slow(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        o.window_ms = 3000;
+        o.hooks = 1;
+        scen_start(&s, "dg-slow", NP, &o);
+        s.per_msg_us = 4000;
+        const double steady[NP] = {10, 10, 10, 10};
+        scen_baseline(&s, steady);
+        /* A whole window of 4 ms messages behind the change. */
+        run_for(&s, o.window_ms);
+        scen_snap(&s);
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
+        s.per_msg_us = 8000;
+        int64_t t_slow = h_now_ms();
+        /* The recent third of the window is two of its six sub-windows:
+         * established once most of them holds 8 ms messages. */
+        int64_t cond_ms = t_slow + 2 * o.window_ms / 6;
+        expect_verdict(&s, "consumer_slow", -1, t_slow, cond_ms + LATE_MS,
+                       "slow");
+        /* At first the recent median mixes old and new times; once the
+         * recent third holds only new ones the detail has both figures
+         * (the baseline moves slowly, so the verdict is still there). */
+        run_for(&s, 2 * o.window_ms / 6 + 2 * STATS_MS);
+        scen_snap(&s);
+        const char *d = s.hs->s.diagnosis_detail;
+        double now_ms = 0, was_ms = 0;
+        print_message("  detail: %s\n", d);
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_CONSUMER_SLOW);
+        const char *pm = strstr(d, "time p50 ");
+        assert_non_null(pm); /* "per-message time" or "batch time" */
+        assert_int_equal(
+            sscanf(pm, "time p50 %lf ms, was %lf ms", &now_ms, &was_ms), 2);
+        assert_true(now_ms >= 7.2 && now_ms <= 10);
+        assert_true(was_ms >= 3.6 && was_ms <= 5.5);
+        assert_true(s.hs->s.message_recent.count > 0);
+        assert_int_equal(s.hs->s.total_lag <= o.lag_allowance, 1);
+        dump(&s, t_slow, "the slowdown");
+        const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};
+        assert_nothing_else(&s, "healthy,consumer_slow", st, 0);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+/* ======================================================================
+ * 6. Nothing wrong for several windows: an idle topic, a steady flow.
+ * ==================================================================== */
+
+static void test_idle_topic(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        o.no_prime = 1;
+        scen_start(&s, "dg-idle", NP, &o);
+        /* Three partitions with a little history, one never written. */
+        for (int i = 0; i < 3; i++) {
+                h_produce(s.cl, s.topic, i, 10, NULL, 0);
+                s.produced[i] = 10;
+        }
+        const double none[NP] = {0, 0, 0, 0};
+        scen_baseline(&s, none);
+        int64_t t_quiet = h_now_ms();
+        run_for(&s, 4 * o.window_ms);
+        scen_snap(&s);
+        for (int i = 0; i < NP; i++) {
+                const lagprobe_partition_t *x = part(&s, i);
+                print_message("  [%d] %s: %s (lag %" PRId64 ", eta %.1f)\n", i,
+                              x->status_name, x->status_reason, x->lag,
+                              x->eta_seconds);
+                if (i < 3) {
+                        assert_int_equal(x->status, LAGPROBE_PSTATUS_IDLE);
+                        assert_non_null(strstr(x->status_reason,
+                                               "caught up at offset 10"));
+                        assert_int_equal(x->effective_lag, 0);
+                        assert_int_equal(x->lag, 0);
+                } else {
+                        assert_true(x->status == LAGPROBE_PSTATUS_IDLE ||
+                                    x->status == LAGPROBE_PSTATUS_OK);
+                }
+                assert_true(x->ingress_rate == 0);
+                assert_true(x->egress_rate == 0);
+        }
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
+        assert_int_equal(s.hs->s.total_lag, 0);
+        /* No verdict change at all once quiet. */
+        assert_false(rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, NULL, -2,
+                              t_quiet + 1, NULL));
+        dump(&s, t_quiet, "quiet");
+        const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};
+        assert_nothing_else(&s, "healthy", st, 0);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+static void test_steady_flow(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        o.hooks = 1;
+        scen_start(&s, "dg-steady", NP, &o);
+        s.per_msg_us = 1000;
+        const double steady[NP] = {25, 25, 25, 25};
+        scen_baseline(&s, steady);
+        int64_t t_ok = h_now_ms();
+        run_for(&s, 5 * o.window_ms);
+        scen_snap(&s);
+        for (int i = 0; i < NP; i++) {
+                const lagprobe_partition_t *x = part(&s, i);
+                print_message("  [%d] %s: %s (in %.1f/s out %.1f/s commit "
+                              "%.1f/s eta %.2f)\n",
+                              i, x->status_name, x->status_reason,
+                              x->ingress_rate, x->egress_rate, x->commit_rate,
+                              x->eta_seconds);
+                assert_int_equal(x->status, LAGPROBE_PSTATUS_OK);
+                assert_true(x->ingress_rate > 15 && x->ingress_rate < 35);
+                assert_true(x->egress_rate > 15 && x->egress_rate < 35);
+                assert_true(x->commit_rate > 10 && x->commit_rate < 40);
+                assert_true(x->lag <= o.lag_allowance);
+        }
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
+        assert_false(rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, NULL, -2,
+                              t_ok + 1, NULL));
+        dump(&s, t_ok, "healthy");
+        const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};
+        assert_nothing_else(&s, "healthy", st, 0);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+static int teardown(void **state) {
+        (void)state;
+        if (cur)
+                scen_stop(cur);
+        return 0;
+}
+
+#define T(f) cmocka_unit_test_teardown(f, teardown)
+
+int main(void) {
+        if (getenv("DG_FILTER"))
+                cmocka_set_test_filter(getenv("DG_FILTER"));
+        const struct CMUnitTest tests[] = {
+            T(test_poison_message),
+            T(test_rebalance_loop),
+            T(test_hot_partition),
+            T(test_producer_burst),
+            T(test_consumer_slow),
+            T(test_idle_topic),
+            T(test_steady_flow),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

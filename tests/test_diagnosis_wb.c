@@ -1,0 +1,1257 @@
+/* White-box test of the lag diagnosis rules (lp_eval_slot, lp_diagnose,
+ * lp_check_diagnosis): synthesized statistics documents with increasing
+ * "ts" and consume-side figures set directly, so every partition status and
+ * consumer verdict is reached deterministically, including
+ * caught_up_with_markers, which the mock cluster cannot produce (it writes
+ * no transaction markers).
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Built like every tests/test_*.c; probe.c is linked as an archive member,
+ * which the linker leaves out because this file defines every lagprobe
+ * symbol itself by including it. */
+#include "../probe.c"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#define TOPIC "wbt"
+#define MAXP 16
+#define TICK_MS 100 /* synthetic statistics.interval.ms */
+#define WINDOW_MS 2000
+#define ALLOW 10
+
+/* cmocka keeps fail_msg()'s text to itself: print it first. */
+#define FAIL(...)                                                              \
+        do {                                                                   \
+                print_message("FAIL: " __VA_ARGS__);                           \
+                print_message("\n");                                           \
+                fail();                                                        \
+        } while (0)
+
+/* ---- events ---------------------------------------------------------- */
+
+typedef struct wev_s {
+        lagprobe_event_type_t type;
+        int severity;
+        int32_t partition;
+        int64_t count;
+        char message[320];
+} wev_t;
+
+typedef struct wrec_s {
+        wev_t ev[512];
+        int n;
+} wrec_t;
+
+static void wrec_cb(const lagprobe_event_t *e, void *opaque) {
+        wrec_t *r = opaque;
+        if (r->n >= 512)
+                return;
+        wev_t *x = &r->ev[r->n++];
+        x->type = e->type;
+        x->severity = e->severity;
+        x->partition = e->partition;
+        x->count = e->count;
+        snprintf(x->message, sizeof x->message, "%s", e->message);
+}
+
+/* ---- the probe under test ------------------------------------------------ */
+
+typedef struct wpart_s {
+        int64_t hi;        /* hi_offset (and ls_offset) */
+        int64_t committed; /* committed_offset, -1001 none */
+        int64_t app;       /* app_offset, -1001 none */
+        int64_t fetchq;
+} wpart_t;
+
+typedef struct wb_s {
+        lagprobe_t *p;
+        int n;
+        lp_slot_t *slot[MAXP];
+        wpart_t q[MAXP];
+        int64_t ts_us; /* the documents' clock */
+        wrec_t rec;
+        lagprobe_snapshot_t snap;
+        lagprobe_partition_t parts[MAXP];
+} wb_t;
+
+/* Probes alive in the running test: teardown() frees what a failed
+ * assertion left behind. */
+static wb_t *live[8];
+
+static void live_add(wb_t *w) {
+        for (int i = 0; i < 8; i++)
+                if (!live[i]) {
+                        live[i] = w;
+                        return;
+                }
+        FAIL("more than 8 probes alive");
+}
+
+static void live_del(wb_t *w) {
+        for (int i = 0; i < 8; i++)
+                if (live[i] == w)
+                        live[i] = NULL;
+}
+
+static void wb_config(lagprobe_config_t *c) {
+        lagprobe_config_init(c);
+        c->watchdog_interval_ms = 0;
+        c->window_ms = WINDOW_MS;
+        c->lag_allowance = ALLOW;
+}
+
+/* A probe with n partitions of TOPIC assigned, nothing consumed yet. */
+static wb_t *wb_new(int n, const lagprobe_config_t *cfg) {
+        char errstr[256] = "";
+        wb_t *w = calloc(1, sizeof *w);
+        assert_non_null(w);
+        lagprobe_config_t c = *cfg;
+        c.log_cb = wrec_cb;
+        c.log_opaque = &w->rec;
+        w->p = lagprobe_new(&c, errstr, sizeof errstr);
+        if (!w->p)
+                FAIL("lagprobe_new: %s", errstr);
+        w->n = n;
+        pthread_mutex_lock(&w->p->wlock);
+        for (int i = 0; i < n; i++) {
+                int si = lp_slot_find(w->p, TOPIC, i, 1);
+                assert_true(si >= 0);
+                w->slot[i] = lp_slot_at(w->p, (uint32_t)si);
+                ST(w->slot[i]->assigned, 1);
+                w->q[i].committed = -1001;
+                w->q[i].app = -1001;
+        }
+        pthread_mutex_unlock(&w->p->wlock);
+        w->ts_us = lp_mono_us();
+        live_add(w);
+        return w;
+}
+
+static wb_t *wb_default(int n) {
+        lagprobe_config_t c;
+        wb_config(&c);
+        return wb_new(n, &c);
+}
+
+static void wb_free(wb_t *w) {
+        live_del(w);
+        lagprobe_destroy(w->p);
+        free(w);
+}
+
+static int slow_tick_ms_reset(void);
+
+static int teardown(void **state) {
+        (void)state;
+        slow_tick_ms_reset();
+        for (int i = 0; i < 8; i++)
+                if (live[i])
+                        wb_free(live[i]);
+        return 0;
+}
+
+/* The consuming thread's figures: the app was handed messages up to
+ * position - 1; delivered counts every message handed out (redeliveries
+ * included). */
+static void wb_consume(wb_t *w, int i, int64_t position, int64_t delivered) {
+        lp_slot_t *s = w->slot[i];
+        uint32_t q = lp_wbegin(&s->cseq);
+        uint32_t gen = LD(s->assign_gen);
+        ST(s->c_gen, gen);
+        ST(s->c_position, position);
+        ST(s->c_consumed, LD(s->c_consumed) + delivered);
+        ST(s->c_total, LD(s->c_total) + delivered);
+        lp_wend(&s->cseq, q);
+}
+
+/* Renders and parses one statistics document at the current figures. */
+static void wb_doc(wb_t *w) {
+        char buf[16384];
+        size_t o = 0;
+        o += (size_t)snprintf(buf + o, sizeof buf - o,
+                              "{\"name\":\"wb#consumer-1\","
+                              "\"client_id\":\"wb\","
+                              "\"type\":\"consumer\",\"ts\":%" PRId64
+                              ",\"time\":1700000000,\"topics\":{\"" TOPIC
+                              "\":{\"topic\":\"" TOPIC "\",\"partitions\":{",
+                              w->ts_us);
+        for (int i = 0; i < w->n; i++) {
+                const wpart_t *x = &w->q[i];
+                o += (size_t)snprintf(
+                    buf + o, sizeof buf - o,
+                    "\"%d\":{\"partition\":%d,\"broker\":1,\"leader\":1,"
+                    "\"fetch_state\":\"active\",\"fetchq_cnt\":%" PRId64
+                    ",\"fetchq_size\":%" PRId64 ",\"query_offset\":-1001,"
+                    "\"next_offset\":%" PRId64 ",\"app_offset\":%" PRId64
+                    ",\"stored_offset\":-1001,\"committed_offset\":%" PRId64
+                    ",\"commited_offset\":%" PRId64 ",\"eof_offset\":-1001,"
+                    "\"lo_offset\":0,\"hi_offset\":%" PRId64
+                    ",\"ls_offset\":%" PRId64 ",\"consumer_lag\":%" PRId64
+                    "},",
+                    i, i, x->fetchq, x->fetchq * 100, x->hi, x->app,
+                    x->committed, x->committed, x->hi, x->hi,
+                    x->committed >= 0 ? x->hi - x->committed : -1);
+        }
+        o += (size_t)snprintf(buf + o, sizeof buf - o,
+                              "\"-1\":{\"partition\":-1,"
+                              "\"fetch_state\":\"none\","
+                              "\"fetchq_cnt\":0,\"hi_offset\":-1001,"
+                              "\"committed_offset\":-1001}}}},\"cgrp\":{"
+                              "\"state\":\"up\",\"rebalance_cnt\":1}}");
+        assert_true(o < sizeof buf);
+        assert_int_equal(lagprobe__stats_parse(w->p, buf, o), 0);
+}
+
+/* Advances the documents' clock by ms and delivers a document. */
+static void wb_tick(wb_t *w, int ms) {
+        w->ts_us += (int64_t)ms * 1000;
+        wb_doc(w);
+}
+
+static void wb_snap(wb_t *w) {
+        lagprobe_snapshot_init(&w->snap, w->parts, MAXP);
+        assert_int_equal(lagprobe_snapshot(w->p, &w->snap), 0);
+        assert_int_equal(w->snap.partition_cnt, (size_t)w->n);
+}
+
+static const lagprobe_partition_t *wb_part(wb_t *w, int i) {
+        wb_snap(w);
+        for (int k = 0; k < w->n; k++)
+                if (w->parts[k].partition == i)
+                        return &w->parts[k];
+        FAIL("partition %d missing from the snapshot", i);
+        return NULL;
+}
+
+/* One document tick_ms after the last: each partition's hi and position
+ * moved by its rate (consumed right away and committed); rate NULL:
+ * nothing moved. */
+static void wb_step(wb_t *w, const int64_t *rate, int tick_ms) {
+        for (int i = 0; rate && i < w->n; i++) {
+                if (!rate[i])
+                        continue;
+                w->q[i].hi += rate[i];
+                wb_consume(w, i, w->q[i].hi, rate[i]);
+                w->q[i].committed = w->q[i].hi;
+        }
+        wb_tick(w, tick_ms);
+}
+
+/* wb_step() every TICK_MS for ms. */
+static void wb_flow(wb_t *w, const int64_t *rate, int ms) {
+        for (int t = 0; t < ms; t += TICK_MS)
+                wb_step(w, rate, TICK_MS);
+}
+
+/* Runs lp_check_diagnosis() (the watchdog's part) and returns the number
+ * of events it handed to log_cb. */
+static int wb_events(wb_t *w) {
+        pthread_mutex_lock(&w->p->tick_lock);
+        int n = lp_check_diagnosis(w->p);
+        pthread_mutex_unlock(&w->p->tick_lock);
+        return n;
+}
+
+static const wev_t *wb_last_event(wb_t *w, lagprobe_event_type_t t,
+                                  int32_t partition) {
+        for (int k = w->rec.n - 1; k >= 0; k--)
+                if (w->rec.ev[k].type == t &&
+                    (partition == -2 || w->rec.ev[k].partition == partition))
+                        return &w->rec.ev[k];
+        return NULL;
+}
+
+static void assert_status(wb_t *w, int i, lagprobe_pstatus_t want,
+                          const char *reason_part) {
+        const lagprobe_partition_t *x = wb_part(w, i);
+        if (x->status != want ||
+            (reason_part && !strstr(x->status_reason, reason_part)))
+                FAIL("[%d] is %s (\"%s\"), want %s%s%s", i, x->status_name,
+                     x->status_reason, lagprobe_pstatus_name((int)want),
+                     reason_part ? " with reason containing " : "",
+                     reason_part ? reason_part : "");
+        assert_string_equal(x->status_name, lagprobe_pstatus_name((int)want));
+}
+
+static void assert_verdict(wb_t *w, lagprobe_diagnosis_t want, int32_t part) {
+        wb_snap(w);
+        if (w->snap.diagnosis != want || w->snap.diagnosis_partition != part)
+                FAIL("verdict %s [%d] (\"%s\"), want %s [%d]",
+                     w->snap.diagnosis_name, (int)w->snap.diagnosis_partition,
+                     w->snap.diagnosis_detail,
+                     lagprobe_diagnosis_name((int)want), (int)part);
+        if (part >= 0)
+                assert_string_equal(w->snap.diagnosis_topic, TOPIC);
+        else
+                assert_null(w->snap.diagnosis_topic);
+}
+
+/* ======================================================================
+ * Partition statuses
+ * ==================================================================== */
+
+/* Before half a window of samples: unknown, and so is the verdict. */
+static void test_unknown_until_half_window(void **state) {
+        (void)state;
+        wb_t *w = wb_default(2);
+        const int64_t r[2] = {1, 1};
+        wb_flow(w, r, WINDOW_MS / 2 - 2 * TICK_MS);
+        assert_status(w, 0, LAGPROBE_PSTATUS_UNKNOWN, "not enough samples");
+        assert_verdict(w, LAGPROBE_DIAG_UNKNOWN, -1);
+        /* Unknown is never announced. */
+        assert_int_equal(wb_events(w), 0);
+        wb_flow(w, r, 3 * TICK_MS);
+        assert_status(w, 0, LAGPROBE_PSTATUS_OK, NULL);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        /* Two partition_status events (ok) and one diagnosis (healthy). */
+        assert_int_equal(wb_events(w), 3);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_DIAGNOSIS, -2);
+        assert_non_null(e);
+        assert_int_equal(e->severity, 5);
+        assert_non_null(strstr(e->message, "diagnosis healthy"));
+        /* No change, no event. */
+        wb_flow(w, r, 3 * TICK_MS);
+        assert_int_equal(wb_events(w), 0);
+        wb_free(w);
+}
+
+static void test_idle(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        w->q[0].hi = 50;
+        w->q[0].committed = 50;
+        wb_consume(w, 0, 50, 50);
+        wb_flow(w, NULL, WINDOW_MS + TICK_MS);
+        assert_status(w, 0, LAGPROBE_PSTATUS_IDLE, "caught up at offset 50");
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        assert_int_equal(x->effective_lag, 0);
+        assert_int_equal(x->lag, 0);
+        assert_true(x->ingress_rate == 0 && x->egress_rate == 0);
+        assert_true(x->eta_seconds == 0);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, 0);
+        assert_non_null(e);
+        assert_int_equal(e->severity, 6);
+        assert_non_null(strstr(e->message, TOPIC " [0] is idle: "));
+        /* One new message: no longer idle. */
+        w->q[0].hi = 51;
+        wb_flow(w, NULL, TICK_MS);
+        assert_status(w, 0, LAGPROBE_PSTATUS_OK, NULL);
+        wb_free(w);
+}
+
+static void test_ok_rates(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        const int64_t r[1] = {3}; /* 30 msg/s */
+        wb_flow(w, r, 2 * WINDOW_MS);
+        assert_status(w, 0, LAGPROBE_PSTATUS_OK, "within the allowance");
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        assert_int_equal(x->lag, 0);
+        assert_true(x->ingress_rate > 29.9 && x->ingress_rate < 30.1);
+        assert_true(x->egress_rate > 29.9 && x->egress_rate < 30.1);
+        assert_true(x->commit_rate > 29.9 && x->commit_rate < 30.1);
+        assert_true(x->eta_seconds == 0);
+        wb_free(w);
+}
+
+/* A consumer that keeps up, one message in flight at every sample (as
+ * test_diagnosis.c's steady flow often is): not "not catching up". */
+static void test_eta_keeping_up(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        for (int t = 0; t < 2 * WINDOW_MS; t += TICK_MS) {
+                w->q[0].hi += 3;
+                wb_consume(w, 0, w->q[0].hi - 1, 3);
+                w->q[0].committed = w->q[0].hi - 1;
+                wb_tick(w, TICK_MS);
+        }
+        assert_status(w, 0, LAGPROBE_PSTATUS_OK, NULL);
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        print_message("  lag %" PRId64 ", position lag %" PRId64
+                      ", in %.1f/s, out %.1f/s: eta %.2f s\n",
+                      x->lag, x->position_lag, x->ingress_rate, x->egress_rate,
+                      x->eta_seconds);
+        assert_int_equal(x->position_lag, 1);
+        if (!(x->eta_seconds >= 0 && x->eta_seconds < 1))
+                FAIL("eta_seconds %.2f (-1: not catching up) for a consumer "
+                     "one message behind that consumes as fast as messages "
+                     "arrive",
+                     x->eta_seconds);
+        wb_free(w);
+}
+
+/* Lag above the allowance, not shrinking: lagging; the same lag while
+ * shrinking is ok, with a finite ETA. */
+static void test_lagging_vs_catching_up(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        int64_t pos = 0;
+        for (int t = 0; t < WINDOW_MS + 2 * TICK_MS; t += TICK_MS) {
+                w->q[0].hi += 10; /* 100 msg/s in */
+                pos += 5;         /* 50 msg/s out */
+                wb_consume(w, 0, pos, 5);
+                w->q[0].committed = pos;
+                wb_tick(w, TICK_MS);
+        }
+        assert_status(w, 0, LAGPROBE_PSTATUS_LAGGING, "above allowance");
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        assert_true(x->lag > ALLOW);
+        assert_true(x->eta_seconds < 0); /* not catching up */
+        assert_true(x->ingress_rate > 99 && x->ingress_rate < 101);
+        assert_true(x->egress_rate > 49 && x->egress_rate < 51);
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, 0);
+        assert_non_null(e);
+        assert_int_equal(e->severity, 4);
+        assert_int_equal(e->count, x->effective_lag);
+        /* The producer slows to 20 msg/s, the consumer keeps 50. */
+        for (int t = 0; t < WINDOW_MS + 2 * TICK_MS; t += TICK_MS) {
+                w->q[0].hi += 2;
+                pos += 5;
+                wb_consume(w, 0, pos, 5);
+                w->q[0].committed = pos;
+                wb_tick(w, TICK_MS);
+        }
+        x = wb_part(w, 0);
+        assert_true(x->lag > ALLOW);
+        assert_int_equal(x->status, LAGPROBE_PSTATUS_OK);
+        /* Drains 30 msg/s net: ETA = position lag / 30. */
+        double want = (double)x->position_lag / 30.0;
+        assert_true(x->eta_seconds > want * 0.95 &&
+                    x->eta_seconds < want * 1.05);
+        wb_free(w);
+}
+
+/* Position and commits frozen, lag above the allowance, the same message
+ * handed out again and again: stalled; the verdict names the partition. */
+static void test_stalled_poison(void **state) {
+        (void)state;
+        wb_t *w = wb_default(4);
+        const int64_t r[4] = {2, 2, 0, 2};
+        wb_flow(w, r, WINDOW_MS);
+        /* Partition 2 stops at offset 20 (committed 20, handed 20 again). */
+        w->q[2].hi = 20;
+        w->q[2].committed = 20;
+        wb_consume(w, 2, 21, 21);
+        for (int t = 0; t < WINDOW_MS + 2 * TICK_MS; t += TICK_MS) {
+                for (int i = 0; i < 4; i++)
+                        if (i != 2) {
+                                w->q[i].hi += 2;
+                                wb_consume(w, i, w->q[i].hi, 2);
+                                w->q[i].committed = w->q[i].hi;
+                        }
+                w->q[2].hi += 2;
+                wb_consume(w, 2, 21, 3); /* redelivered 3 times a tick */
+                wb_tick(w, TICK_MS);
+        }
+        assert_status(w, 2, LAGPROBE_PSTATUS_STALLED, "re-consumed");
+        const lagprobe_partition_t *x = wb_part(w, 2);
+        assert_true(x->lag > ALLOW);
+        assert_int_equal(x->committed_offset, 20);
+        assert_int_equal(x->position, 21);
+        assert_true(x->eta_seconds < 0);
+        for (int i = 0; i < 4; i++)
+                if (i != 2)
+                        assert_status(w, i, LAGPROBE_PSTATUS_OK, NULL);
+        assert_verdict(w, LAGPROBE_DIAG_STUCK_PARTITION, 2);
+        assert_non_null(strstr(w->snap.diagnosis_detail, "poison"));
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_DIAGNOSIS, -2);
+        assert_non_null(e);
+        assert_int_equal(e->partition, 2);
+        assert_int_equal(e->severity, 4);
+        assert_non_null(strstr(e->message, "diagnosis stuck_partition"));
+        wb_free(w);
+}
+
+/* Frozen but within the allowance: not stalled. */
+static void test_frozen_within_allowance(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        w->q[0].hi = 30;
+        w->q[0].committed = 30 - ALLOW;
+        wb_consume(w, 0, 30 - ALLOW, 30 - ALLOW);
+        wb_flow(w, NULL, WINDOW_MS + TICK_MS);
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        assert_int_equal(x->lag, ALLOW);
+        assert_int_not_equal(x->status, LAGPROBE_PSTATUS_STALLED);
+        assert_int_not_equal(x->status, LAGPROBE_PSTATUS_LAGGING);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_free(w);
+}
+
+/* Consumption goes on, the committed offset does not move: stopped. */
+static void test_stopped(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        w->q[0].committed = 0;
+        for (int t = 0; t < WINDOW_MS + 2 * TICK_MS; t += TICK_MS) {
+                w->q[0].hi += 2;
+                wb_consume(w, 0, w->q[0].hi, 2);
+                wb_tick(w, TICK_MS);
+        }
+        assert_status(w, 0, LAGPROBE_PSTATUS_STOPPED, "no commit for 2 s");
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        assert_non_null(strstr(x->status_reason, "(committed 0)"));
+        assert_int_equal(x->position_lag, 0);
+        assert_true(x->commit_rate == 0);
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, 0);
+        assert_non_null(e);
+        assert_int_equal(e->severity, 4);
+        assert_non_null(strstr(e->message, "is stopped"));
+        /* Commits resume: ok again. */
+        wb_flow(w, (const int64_t[]){2}, WINDOW_MS + TICK_MS);
+        assert_status(w, 0, LAGPROBE_PSTATUS_OK, NULL);
+        wb_free(w);
+}
+
+/* Position or committed offset moving backwards: rewound for a window. */
+static void test_rewound(void **state) {
+        (void)state;
+        wb_t *w = wb_default(2);
+        const int64_t r[2] = {5, 5};
+        wb_flow(w, r, WINDOW_MS);
+        int64_t from = w->q[0].hi;
+        /* The app seeks partition 0 back by 30 and re-reads. */
+        wb_consume(w, 0, from - 30, 1);
+        wb_tick(w, TICK_MS);
+        char want[96];
+        snprintf(want, sizeof want, " to %" PRId64, from - 30);
+        assert_status(w, 0, LAGPROBE_PSTATUS_REWOUND, want);
+        assert_status(w, 0, LAGPROBE_PSTATUS_REWOUND,
+                      "position moved backwards from ");
+        assert_status(w, 1, LAGPROBE_PSTATUS_OK, NULL);
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, 0);
+        assert_non_null(e);
+        assert_int_equal(e->severity, 4);
+        assert_non_null(strstr(e->message, "is rewound"));
+        /* It stays rewound for a window while it re-reads, then ok. */
+        int64_t pos = from - 30;
+        for (int t = 0; t < WINDOW_MS - 2 * TICK_MS; t += TICK_MS) {
+                pos += 10;
+                if (pos > w->q[0].hi)
+                        pos = w->q[0].hi;
+                wb_consume(w, 0, pos, 10);
+                w->q[0].committed = pos;
+                wb_tick(w, TICK_MS);
+        }
+        assert_status(w, 0, LAGPROBE_PSTATUS_REWOUND, NULL);
+        for (int t = 0; t < 4 * TICK_MS; t += TICK_MS) {
+                wb_consume(w, 0, w->q[0].hi, 0);
+                w->q[0].committed = w->q[0].hi;
+                wb_tick(w, TICK_MS);
+        }
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        assert_true(x->status == LAGPROBE_PSTATUS_OK ||
+                    x->status == LAGPROBE_PSTATUS_IDLE);
+        /* A committed offset moving back (a reset) is rewound too. */
+        int64_t c = w->q[1].committed;
+        w->q[1].committed = c - 7;
+        wb_tick(w, TICK_MS);
+        snprintf(want, sizeof want, " to %" PRId64, c - 7);
+        assert_status(w, 1, LAGPROBE_PSTATUS_REWOUND, want);
+        assert_status(w, 1, LAGPROBE_PSTATUS_REWOUND,
+                      "committed offset moved backwards from ");
+        wb_free(w);
+}
+
+/* Was the newest document kept as a ring sample (samples are kept at most
+ * every window_ms / (LP_RING - 2))? */
+static int last_doc_sampled(wb_t *w, int i) {
+        const lp_slot_t *s = w->slot[i];
+        return s->w_ring_n > 0 &&
+               s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING].t_us ==
+                   w->ts_us;
+}
+
+/* A rewind is a move back from where the partition was a moment ago, not
+ * from the last ring sample: a seek back by less than the progress made
+ * since that sample is still a rewind, and its evidence names the
+ * position it moved back from. */
+static void test_rewound_small_step(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        const int64_t r[1] = {5};
+        wb_flow(w, r, WINDOW_MS);
+        /* Make the newest document one that was not kept as a sample. */
+        while (last_doc_sampled(w, 0))
+                wb_flow(w, r, TICK_MS);
+        int64_t from = w->q[0].hi;
+        assert_status(w, 0, LAGPROBE_PSTATUS_OK, NULL);
+        /* Seek back by 3 (the last sample is 5 behind). */
+        wb_consume(w, 0, from - 3, 1);
+        wb_tick(w, TICK_MS);
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        print_message("  position %" PRId64 " -> %" PRId64 ": %s (%s)\n", from,
+                      from - 3, x->status_name, x->status_reason);
+        char want[96];
+        snprintf(want, sizeof want, "position moved backwards from %" PRId64
+                 " to %" PRId64, from, from - 3);
+        assert_status(w, 0, LAGPROBE_PSTATUS_REWOUND, want);
+        wb_free(w);
+}
+
+/* ---- caught_up_with_markers --------------------------------------------- */
+
+/* A transactional producer's commit marker is the last offset: the app
+ * consumed everything (position = the marker's offset), committed one
+ * behind the high watermark, nothing fetched is waiting. */
+static void markers_case(const lagprobe_config_t *c, int64_t markers) {
+        wb_t *w = wb_new(2, c);
+        /* Partition 0: 10 messages + markers; partition 1 plain, idle. */
+        w->q[0].hi = 10 + markers;
+        w->q[0].committed = 10;
+        wb_consume(w, 0, 10, 10);
+        w->q[1].hi = 5;
+        w->q[1].committed = 5;
+        wb_consume(w, 1, 5, 5);
+        wb_flow(w, NULL, WINDOW_MS + TICK_MS);
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        print_message("  lag_allowance %" PRId64 ", %" PRId64
+                      " marker(s): [0] %s: %s\n",
+                      c->lag_allowance, markers, x->status_name,
+                      x->status_reason);
+        assert_status(w, 0, LAGPROBE_PSTATUS_MARKERS, "transaction markers");
+        x = wb_part(w, 0);
+        assert_int_equal(x->effective_lag, 0);
+        assert_int_equal(x->lag, markers);
+        assert_int_equal(x->position_lag, markers);
+        assert_int_equal(x->high_watermark, 10 + markers);
+        assert_string_equal(x->status_name, "caught_up_with_markers");
+        assert_status(w, 1, LAGPROBE_PSTATUS_IDLE, NULL);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        assert_int_equal(w->snap.total_lag, 0);
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, 0);
+        assert_non_null(e);
+        assert_int_equal(e->severity, 6);
+        assert_int_equal(e->count, 0);
+        assert_non_null(strstr(e->message, "caught_up_with_markers"));
+        for (int k = 0; k < w->rec.n; k++)
+                if (w->rec.ev[k].type == LAGPROBE_EVENT_PARTITION_STATUS)
+                        assert_int_equal(w->rec.ev[k].severity, 6);
+        /* JSON: effective_lag 0, lag as the broker counts it. */
+        char js[8192];
+        size_t need = lagprobe_snapshot_json(w->p, js, sizeof js);
+        assert_true(need < sizeof js);
+        assert_non_null(strstr(js, "\"status\":\"caught_up_with_markers\""));
+        assert_non_null(strstr(js, "\"effective_lag\":0"));
+        wb_free(w);
+}
+
+static void test_markers(void **state) {
+        (void)state;
+        lagprobe_config_t c;
+        wb_config(&c);
+        markers_case(&c, 1);
+        markers_case(&c, 2);
+}
+
+/* The allowance is about real lag; a marker is none. With a small
+ * allowance (0 or 1: "alert on any lag") the marker must still read as
+ * caught up, not as lagging or stalled. */
+static void test_markers_small_allowance(void **state) {
+        (void)state;
+        lagprobe_config_t c;
+        wb_config(&c);
+        c.lag_allowance = 1;
+        markers_case(&c, 2);
+        c.lag_allowance = 0;
+        markers_case(&c, 1);
+}
+
+/* A message waiting in the fetch queue is real lag, not a marker. */
+static void test_markers_not_with_queued_messages(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        w->q[0].hi = 11;
+        w->q[0].committed = 10;
+        w->q[0].fetchq = 1;
+        wb_consume(w, 0, 10, 10);
+        wb_flow(w, NULL, WINDOW_MS + TICK_MS);
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        assert_int_not_equal(x->status, LAGPROBE_PSTATUS_MARKERS);
+        assert_int_equal(x->effective_lag, 1);
+        wb_free(w);
+}
+
+/* ======================================================================
+ * Consumer verdicts
+ * ==================================================================== */
+
+/* n partitions; partition 0 gets hot messages per tick, every other one
+ * other per tick; everything consumed and committed at once. Returns the
+ * verdict and the reported share. */
+static lagprobe_diagnosis_t hot_case(int n, double hot_share_cfg, int64_t hot,
+                                     int64_t other, double *share) {
+        lagprobe_config_t c;
+        wb_config(&c);
+        c.hot_share = hot_share_cfg;
+        wb_t *w = wb_new(n, &c);
+        int64_t r[MAXP] = {0};
+        r[0] = hot;
+        for (int i = 1; i < n; i++)
+                r[i] = other;
+        wb_flow(w, r, 2 * WINDOW_MS);
+        wb_snap(w);
+        lagprobe_diagnosis_t d = w->snap.diagnosis;
+        *share = w->snap.diagnosis_share;
+        if (d == LAGPROBE_DIAG_HOT_PARTITION) {
+                assert_int_equal(w->snap.diagnosis_partition, 0);
+                assert_non_null(
+                    strstr(w->snap.diagnosis_detail, "incoming messages"));
+        } else {
+                assert_true(*share == 0);
+        }
+        for (int i = 0; i < n; i++)
+                if (r[i])
+                        assert_status(w, i, LAGPROBE_PSTATUS_OK, NULL);
+        wb_free(w);
+        return d;
+}
+
+static void test_hot_partition_threshold(void **state) {
+        (void)state;
+        double sh;
+        /* 4 partitions: need max(hot_share 0.5, 2 x fair 0.5) = 0.5. */
+        assert_int_equal(hot_case(4, 0.5, 30, 5, &sh),
+                         LAGPROBE_DIAG_HOT_PARTITION); /* 2/3 */
+        assert_true(sh > 0.66 && sh < 0.67);
+        assert_int_equal(hot_case(4, 0.5, 36, 2, &sh),
+                         LAGPROBE_DIAG_HOT_PARTITION); /* 6/7 */
+        assert_true(sh > 0.85 && sh < 0.86);
+        assert_int_equal(hot_case(4, 0.5, 15, 5, &sh),
+                         LAGPROBE_DIAG_HOT_PARTITION); /* exactly 1/2 */
+        assert_true(sh > 0.499 && sh < 0.501);
+        assert_int_equal(hot_case(4, 0.5, 16, 8, &sh),
+                         LAGPROBE_DIAG_HEALTHY); /* 40 % */
+        /* hot_share 0.3 on 4 partitions: 2 x fair (0.5) still rules. */
+        assert_int_equal(hot_case(4, 0.3, 16, 8, &sh), LAGPROBE_DIAG_HEALTHY);
+        /* 10 partitions: 2 x fair is 0.2, hot_share rules. */
+        assert_int_equal(hot_case(10, 0.5, 36, 6, &sh),
+                         LAGPROBE_DIAG_HEALTHY); /* 40 % */
+        assert_int_equal(hot_case(10, 0.3, 36, 6, &sh),
+                         LAGPROBE_DIAG_HOT_PARTITION);
+        assert_true(sh > 0.399 && sh < 0.401);
+        /* 2 partitions: 2 x fair is 1.0; 90 % is not hot. */
+        assert_int_equal(hot_case(2, 0.5, 18, 2, &sh), LAGPROBE_DIAG_HEALTHY);
+        /* Nothing arriving: nothing is hot. */
+        assert_int_equal(hot_case(4, 0.5, 0, 0, &sh), LAGPROBE_DIAG_HEALTHY);
+}
+
+/* Lag share: one partition carries the lag while it is being drained
+ * (position moving, lag not growing faster than the others'). */
+static void test_hot_partition_by_lag(void **state) {
+        (void)state;
+        wb_t *w = wb_default(4);
+        const int64_t r[4] = {2, 2, 2, 2};
+        wb_flow(w, r, WINDOW_MS);
+        /* 200 more arrive on partition 3 at once; from then on it is
+         * consumed at the pace of the others, 200 behind: hot by lag. */
+        w->q[3].hi += 200;
+        for (int t = 0; t < 2 * WINDOW_MS; t += TICK_MS) {
+                for (int i = 0; i < 4; i++) {
+                        w->q[i].hi += 2;
+                        int64_t pos = i == 3 ? w->q[i].hi - 200 : w->q[i].hi;
+                        wb_consume(w, i, pos, 2);
+                        w->q[i].committed = pos;
+                }
+                wb_tick(w, TICK_MS);
+        }
+        const lagprobe_partition_t *x = wb_part(w, 3);
+        assert_int_equal(x->lag, 200);
+        assert_verdict(w, LAGPROBE_DIAG_HOT_PARTITION, 3);
+        assert_true(w->snap.diagnosis_share > 0.99);
+        assert_non_null(strstr(w->snap.diagnosis_detail, "of the lag"));
+        wb_free(w);
+}
+
+/* Ingress over egress with lag above the allowance: producer_burst; the
+ * same lag while the consumer out-drains the producers is not. */
+static void test_producer_burst_vs_healthy(void **state) {
+        (void)state;
+        wb_t *w = wb_default(4);
+        const int64_t r[4] = {2, 2, 2, 2};
+        wb_flow(w, r, WINDOW_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        /* Burst: 20 per tick in, 10 per tick out, on every partition. */
+        int64_t pos[4];
+        for (int i = 0; i < 4; i++)
+                pos[i] = w->q[i].hi;
+        for (int t = 0; t < WINDOW_MS / 2; t += TICK_MS) {
+                for (int i = 0; i < 4; i++) {
+                        w->q[i].hi += 20;
+                        pos[i] += 10;
+                        wb_consume(w, i, pos[i], 10);
+                        w->q[i].committed = pos[i];
+                }
+                wb_tick(w, TICK_MS);
+        }
+        assert_verdict(w, LAGPROBE_DIAG_PRODUCER_BURST, -1);
+        assert_true(w->snap.total_lag > ALLOW);
+        assert_true(w->snap.ingress_rate > 1.1 * w->snap.egress_rate);
+        assert_non_null(strstr(w->snap.diagnosis_detail, "msg/s"));
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_DIAGNOSIS, -2);
+        assert_non_null(e);
+        assert_int_equal(e->partition, -1);
+        assert_non_null(strstr(e->message, "diagnosis producer_burst"));
+        assert_int_equal(e->count, w->snap.total_lag);
+        /* With the time since the last poll in the warning band the cause
+         * is the consumer, not the producers. */
+        w->p->max_poll_interval_ms = 10000;
+        ST(w->p->last_poll_us, lp_mono_us() - 8000000);
+        wb_tick(w, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_CONSUMER_SLOW, -1);
+        assert_non_null(strstr(w->snap.diagnosis_detail, "no poll for"));
+        ST(w->p->last_poll_us, 0);
+        /* Lag above the allowance but ingress = egress: no burst. */
+        for (int t = 0; t < WINDOW_MS + TICK_MS; t += TICK_MS) {
+                for (int i = 0; i < 4; i++) {
+                        w->q[i].hi += 10;
+                        pos[i] += 10;
+                        wb_consume(w, i, pos[i], 10);
+                        w->q[i].committed = pos[i];
+                }
+                wb_tick(w, TICK_MS);
+        }
+        wb_snap(w);
+        assert_true(w->snap.total_lag > ALLOW);
+        assert_int_not_equal(w->snap.diagnosis, LAGPROBE_DIAG_PRODUCER_BURST);
+        /* Ingress far above egress but lag within the allowance: no burst. */
+        wb_t *v = wb_default(2);
+        for (int t = 0; t < 2 * WINDOW_MS; t += TICK_MS) {
+                for (int i = 0; i < 2; i++) {
+                        v->q[i].hi += 4;
+                        wb_consume(v, i, v->q[i].hi - 2, 2);
+                        v->q[i].committed = v->q[i].hi - 2;
+                }
+                wb_tick(v, TICK_MS);
+        }
+        assert_verdict(v, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_free(v);
+        wb_free(w);
+}
+
+/* Lag far above the allowance and not shrinking on every partition
+ * (each "lagging"), ingress equal to egress or a little above it (under
+ * burst_ratio): the consumer does not keep up with its backlog, so the
+ * verdict must not say "consumer keeps up" (test_diagnosis.c's burst
+ * scenario sees this for ~100 ms when ingress falls through the band). */
+static void test_lagging_is_not_keeping_up(void **state) {
+        (void)state;
+        for (int extra = 0; extra <= 1; extra++) {
+                wb_t *w = wb_default(4);
+                int64_t pos[4];
+                for (int i = 0; i < 4; i++) {
+                        w->q[i].hi = 500;
+                        pos[i] = 400;
+                        w->q[i].committed = 400;
+                        wb_consume(w, i, 400, 400);
+                }
+                /* 20 in, 20 (or 19) out per tick, a window and a half. */
+                for (int t = 0; t < 3 * WINDOW_MS / 2; t += TICK_MS) {
+                        for (int i = 0; i < 4; i++) {
+                                w->q[i].hi += 20;
+                                pos[i] += 20 - extra;
+                                wb_consume(w, i, pos[i], 20 - extra);
+                                w->q[i].committed = pos[i];
+                        }
+                        wb_tick(w, TICK_MS);
+                }
+                for (int i = 0; i < 4; i++)
+                        assert_status(w, i, LAGPROBE_PSTATUS_LAGGING, NULL);
+                wb_snap(w);
+                print_message("  in %.0f/s out %.0f/s, total lag %" PRId64
+                              ": %s: %s\n",
+                              w->snap.ingress_rate, w->snap.egress_rate,
+                              w->snap.total_lag, w->snap.diagnosis_name,
+                              w->snap.diagnosis_detail);
+                assert_true(w->snap.total_lag > 10 * ALLOW);
+                if (w->snap.diagnosis == LAGPROBE_DIAG_HEALTHY &&
+                    strstr(w->snap.diagnosis_detail, "consumer keeps up"))
+                        FAIL("every partition lagging (total lag %" PRId64
+                             ", not shrinking) and the verdict says healthy: "
+                             "\"%s\"",
+                             w->snap.total_lag, w->snap.diagnosis_detail);
+                wb_free(w);
+        }
+}
+
+/* Per-message time from the hooks: the median of the newest third of the
+ * window against a slow-moving baseline of it. Values go into the
+ * real-time sub-windows lp_diagnose() reads; documents are fed quickly, so
+ * each one moves the baseline while the recent values stand still. */
+
+/* Documents every tick_ms of the documents' clock. */
+static int slow_tick_ms = TICK_MS;
+
+static int slow_tick_ms_reset(void) {
+        slow_tick_ms = TICK_MS;
+        return 0;
+}
+
+/* A probe (config c) whose baseline has settled on base_us. */
+static wb_t *slow_probe_cfg(const lagprobe_config_t *c, int64_t base_us) {
+        wb_t *w = wb_new(2, c);
+        const int64_t r[2] = {1, 1};
+        for (int t = 0; t <= c->window_ms / 2; t += slow_tick_ms)
+                wb_step(w, r, slow_tick_ms); /* statuses known */
+        int64_t now = lp_mono_us();
+        for (int k = 0; k < 20; k++)
+                lp_whist_add(&w->p->h_msg, w->p->win_us, now, base_us);
+        for (int k = 0; k < 40; k++)
+                wb_step(w, r, slow_tick_ms);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        return w;
+}
+
+static wb_t *slow_probe(int64_t base_us) {
+        lagprobe_config_t c;
+        wb_config(&c);
+        return slow_probe_cfg(&c, base_us);
+}
+
+/* Three times as many recent_us values as base ones join the recent
+ * sub-windows (so the recent median is recent_us); one document. */
+static lagprobe_diagnosis_t slow_step(wb_t *w, int64_t recent_us, int n) {
+        const int64_t r[2] = {1, 1};
+        int64_t now = lp_mono_us();
+        for (int k = 0; k < n; k++)
+                lp_whist_add(&w->p->h_msg, w->p->win_us, now, recent_us);
+        wb_step(w, r, slow_tick_ms);
+        wb_snap(w);
+        return w->snap.diagnosis;
+}
+
+static void assert_slow_detail(wb_t *w, int64_t recent_us, int64_t base_us) {
+        double a = 0, b = 0;
+        assert_int_equal(w->snap.diagnosis, LAGPROBE_DIAG_CONSUMER_SLOW);
+        assert_int_equal(w->snap.diagnosis_partition, -1);
+        assert_int_equal(
+            sscanf(w->snap.diagnosis_detail,
+                   "per-message time p50 %lf ms, was %lf ms", &a, &b),
+            2);
+        /* Within the histogram's bucket error; the baseline may have
+         * crept up by a few per cent. */
+        double ra = recent_us / 1000.0, rb = base_us / 1000.0;
+        assert_true(fabs(a - ra) <= ra * 0.04);
+        assert_true(b >= rb * 0.96 && b <= rb * 1.10);
+}
+
+static void test_consumer_slow_ratio(void **state) {
+        (void)state;
+        const lagprobe_diagnosis_t SLOW = LAGPROBE_DIAG_CONSUMER_SLOW;
+        wb_t *w = slow_probe(4000);
+        assert_int_equal(slow_step(w, 8000, 60), SLOW);
+        assert_slow_detail(w, 8000, 4000);
+        wb_events(w);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_DIAGNOSIS, -2);
+        assert_non_null(e);
+        assert_non_null(strstr(e->message, "diagnosis consumer_slow"));
+        assert_int_equal(e->severity, 4);
+        wb_free(w);
+
+        w = slow_probe(4000);
+        assert_int_equal(slow_step(w, 6200, 60), SLOW); /* 1.55x */
+        wb_free(w);
+        /* 1.25x: under slow_ratio 1.5. */
+        w = slow_probe(4000);
+        assert_int_equal(slow_step(w, 5000, 60), LAGPROBE_DIAG_HEALTHY);
+        wb_free(w);
+        /* Faster is never slow. */
+        w = slow_probe(8000);
+        assert_int_equal(slow_step(w, 4000, 60), LAGPROBE_DIAG_HEALTHY);
+        wb_free(w);
+        /* Fewer than 5 recent values: nothing to compare. */
+        w = wb_default(2);
+        wb_flow(w, (const int64_t[]){1, 1}, WINDOW_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        assert_int_equal(slow_step(w, 8000, 4), LAGPROBE_DIAG_HEALTHY);
+        wb_free(w);
+}
+
+/* The baseline follows a slowdown slowly. README: "a slowdown stays
+ * visible for several windows instead of becoming the new normal at once".
+ * With the default window_ms (60 s) and statistics every second (the
+ * probe's default statistics.interval.ms), a doubling of the per-message
+ * time must stay consumer_slow for at least two windows, and end once the
+ * new speed has become the normal. */
+static void test_consumer_slow_baseline(void **state) {
+        (void)state;
+        lagprobe_config_t c;
+        lagprobe_config_init(&c);
+        c.watchdog_interval_ms = 0;
+        slow_tick_ms = c.stats_interval_ms;
+        wb_t *w = slow_probe_cfg(&c, 4000);
+        assert_int_equal(slow_step(w, 8000, 60), LAGPROBE_DIAG_CONSUMER_SLOW);
+        int docs = 1, max = 20 * c.window_ms / slow_tick_ms;
+        while (docs < max &&
+               slow_step(w, 8000, 0) == LAGPROBE_DIAG_CONSUMER_SLOW)
+                docs++;
+        slow_tick_ms = TICK_MS;
+        double windows = (double)docs * c.stats_interval_ms / c.window_ms;
+        print_message("  consumer_slow for %d documents, %.2f windows\n", docs,
+                      windows);
+        assert_true(docs < max); /* it does become the normal */
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        if (windows < 2)
+                FAIL("a doubled per-message time is consumer_slow for %d "
+                     "statistics documents = %.2f windows (window_ms %d, "
+                     "statistics every %d ms): the baseline moves per "
+                     "document, not per window",
+                     docs, windows, c.window_ms, c.stats_interval_ms);
+        wb_free(w);
+}
+
+/* rebalance_storm: more than storm_rebalances assignments, or more than one
+ * eviction, within storm_window_ms; it outranks every other verdict. */
+static void test_rebalance_storm(void **state) {
+        (void)state;
+        wb_t *w = wb_default(2);
+        const int64_t r[2] = {1, 1};
+        wb_flow(w, r, WINDOW_MS);
+        int64_t now = lp_mono_us();
+        pthread_mutex_lock(&w->p->wlock);
+        for (int k = 0; k < 3; k++) /* storm_rebalances (3): not yet */
+                w->p->w_assign_t[w->p->w_assign_n++ % 16] = now - k * 1000;
+        pthread_mutex_unlock(&w->p->wlock);
+        wb_flow(w, r, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        pthread_mutex_lock(&w->p->wlock);
+        w->p->w_assign_t[w->p->w_assign_n++ % 16] = now;
+        pthread_mutex_unlock(&w->p->wlock);
+        wb_flow(w, r, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_REBALANCE_STORM, -1);
+        assert_non_null(strstr(w->snap.diagnosis_detail,
+                               "4 assignments in 300 s without evictions"));
+        wb_free(w);
+
+        /* One eviction is not a storm, two are. */
+        w = wb_default(2);
+        wb_flow(w, r, WINDOW_MS);
+        lp_note_eviction(w->p, lp_mono_us());
+        wb_flow(w, r, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        lp_note_eviction(w->p, lp_mono_us());
+        wb_flow(w, r, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_REBALANCE_STORM, -1);
+        assert_non_null(strstr(w->snap.diagnosis_detail, "0 assignments and 2 "
+                                                         "evictions in 300 s"));
+        assert_non_null(
+            strstr(w->snap.diagnosis_detail, "max.poll.interval.ms"));
+        wb_free(w);
+
+        /* Older than storm_window_ms: forgotten. */
+        lagprobe_config_t c;
+        wb_config(&c);
+        c.storm_window_ms = 1000;
+        w = wb_new(2, &c);
+        wb_flow(w, r, WINDOW_MS);
+        now = lp_mono_us();
+        pthread_mutex_lock(&w->p->wlock);
+        for (int k = 0; k < 8; k++)
+                w->p->w_assign_t[w->p->w_assign_n++ % 16] = now - 2000000;
+        pthread_mutex_unlock(&w->p->wlock);
+        wb_flow(w, r, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_free(w);
+}
+
+/* ======================================================================
+ * Transitions: what is said on the way into an incident, tick by tick.
+ * ==================================================================== */
+
+/* The poison message of test_diagnosis.c, tick by tick: four partitions
+ * flowing at 20 msg/s, committed as consumed; then partition 2's handler
+ * fails on offset X forever: committed stays X, position X + 1, the
+ * message is handed out again and again, new messages keep arriving. On
+ * the way to stalled / stuck_partition the partition is legitimately
+ * lagging, but it never consumes new messages, so it is neither "stopped"
+ * (consumption without commits) nor a "hot_partition" (it receives no more
+ * than its fair share; it carries the lag because it is stuck). */
+static void test_poison_transition(void **state) {
+        (void)state;
+        wb_t *w = wb_default(4);
+        const int64_t r[4] = {2, 2, 2, 2};
+        wb_flow(w, r, WINDOW_MS + TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        const int64_t X = w->q[2].hi;
+        wb_consume(w, 2, X + 1, 1); /* the poison, first delivery */
+        char seq[4096];
+        size_t o = 0;
+        int stopped = 0, hot = 0, stuck_at = -1;
+        for (int t = 1; t <= 3 * WINDOW_MS / (2 * TICK_MS); t++) {
+                for (int i = 0; i < 4; i++) {
+                        w->q[i].hi += 2;
+                        if (i == 2)
+                                continue;
+                        wb_consume(w, i, w->q[i].hi, 2);
+                        w->q[i].committed = w->q[i].hi;
+                }
+                w->q[2].committed = X;
+                wb_consume(w, 2, X + 1, 3); /* redelivered */
+                wb_tick(w, TICK_MS);
+                wb_events(w);
+                const lagprobe_partition_t *x = wb_part(w, 2);
+                wb_snap(w);
+                x = &w->parts[2];
+                if (o < sizeof seq - 64)
+                        o += (size_t)snprintf(seq + o, sizeof seq - o,
+                                              " +%d:%s/%s", t * TICK_MS,
+                                              x->status_name,
+                                              w->snap.diagnosis_name);
+                stopped += x->status == LAGPROBE_PSTATUS_STOPPED;
+                hot += w->snap.diagnosis == LAGPROBE_DIAG_HOT_PARTITION;
+                if (stuck_at < 0 &&
+                    w->snap.diagnosis == LAGPROBE_DIAG_STUCK_PARTITION)
+                        stuck_at = t * TICK_MS;
+        }
+        print_message("  [2] status/verdict after the poison:%s\n", seq);
+        assert_status(w, 2, LAGPROBE_PSTATUS_STALLED, "re-consumed");
+        assert_verdict(w, LAGPROBE_DIAG_STUCK_PARTITION, 2);
+        /* Stalled once a window holds nothing but the stall. */
+        assert_true(stuck_at > 0 && stuck_at <= WINDOW_MS + TICK_MS);
+        if (stopped || hot)
+                FAIL("on the way to stuck_partition: %d tick(s) with [2] "
+                     "\"stopped\", %d tick(s) with verdict hot_partition",
+                     stopped, hot);
+        wb_free(w);
+}
+
+/* The app spends 4 s inside one batch (well within its
+ * max.poll.interval.ms) with a 50-message backlog; the statistics queued
+ * meanwhile are all served when it polls again. Position and commits
+ * froze because nothing was polled, not because a message keeps failing:
+ * nothing was re-consumed, so "likely a poison message" is the wrong
+ * cause (this is what test_diagnosis.c's rebalance loop sees after its
+ * first eviction). */
+static void test_long_batch_is_not_poison(void **state) {
+        (void)state;
+        wb_t *w = wb_default(1);
+        w->q[0].hi = 50;
+        wb_consume(w, 0, 1, 1); /* handed offset 0, then a long batch */
+        for (int t = 0; t < 40; t++)
+                wb_tick(w, TICK_MS);
+        wb_snap(w);
+        const lagprobe_partition_t *x = &w->parts[0];
+        print_message("  [0] %s: %s; verdict %s: %s\n", x->status_name,
+                      x->status_reason, w->snap.diagnosis_name,
+                      w->snap.diagnosis_detail);
+        if (w->snap.diagnosis == LAGPROBE_DIAG_STUCK_PARTITION &&
+            strstr(w->snap.diagnosis_detail, "(0 messages re-consumed)") &&
+            strstr(w->snap.diagnosis_detail, "poison"))
+                FAIL("a frozen partition with nothing re-consumed is "
+                     "diagnosed as a poison message: %s",
+                     w->snap.diagnosis_detail);
+        /* README: every partition stalled with nothing re-consumed is the
+         * whole consumer stuck in processing. */
+        assert_verdict(w, LAGPROBE_DIAG_CONSUMER_SLOW, -1);
+        assert_non_null(
+            strstr(w->snap.diagnosis_detail, "no partition progressing"));
+        wb_free(w);
+}
+
+/* Burst then silence: 40/tick in and 10/tick out on four partitions for
+ * one second, then nothing more arrives and the consumer drains 10/tick.
+ * producer_burst while the producers outrun the consumer; afterwards, while
+ * the backlog is above the allowance, healthy says "catching up" with the
+ * time to drain (README), never "consumer keeps up". */
+static void test_burst_until_drained(void **state) {
+        (void)state;
+        wb_t *w = wb_default(4);
+        const int64_t r[4] = {2, 2, 2, 2};
+        wb_flow(w, r, WINDOW_MS + TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        int64_t pos[4];
+        for (int i = 0; i < 4; i++)
+                pos[i] = w->q[i].hi;
+        int burst_seen = 0, healthy_behind = 0, catching_up = 0, t;
+        int64_t healthy_lag = 0, healthy_t = 0;
+        char healthy_detail[256] = "";
+        for (t = 1; t < 200; t++) {
+                int drained = 1;
+                for (int i = 0; i < 4; i++) {
+                        if (t <= 10)
+                                w->q[i].hi += 40;
+                        pos[i] += 10;
+                        if (pos[i] > w->q[i].hi)
+                                pos[i] = w->q[i].hi;
+                        drained &= pos[i] == w->q[i].hi;
+                        wb_consume(w, i, pos[i], 10);
+                        w->q[i].committed = pos[i];
+                }
+                wb_tick(w, TICK_MS);
+                wb_snap(w);
+                burst_seen |= w->snap.diagnosis == LAGPROBE_DIAG_PRODUCER_BURST;
+                if (w->snap.diagnosis == LAGPROBE_DIAG_HEALTHY &&
+                    w->snap.total_lag > ALLOW &&
+                    strstr(w->snap.diagnosis_detail, "catching up"))
+                        catching_up++;
+                if (burst_seen && !healthy_behind &&
+                    w->snap.diagnosis == LAGPROBE_DIAG_HEALTHY &&
+                    w->snap.total_lag > ALLOW &&
+                    !strstr(w->snap.diagnosis_detail, "catching up")) {
+                        healthy_behind = 1;
+                        healthy_lag = w->snap.total_lag;
+                        healthy_t = t * TICK_MS;
+                        snprintf(healthy_detail, sizeof healthy_detail, "%s",
+                                 w->snap.diagnosis_detail);
+                }
+                if (drained)
+                        break;
+        }
+        print_message("  drained after %d ms; producer_burst seen: %d; "
+                      "catching up for %d ticks\n",
+                      t * TICK_MS, burst_seen, catching_up);
+        assert_true(burst_seen);
+        assert_true(t < 200);
+        assert_true(catching_up > 0);
+        if (healthy_behind)
+                FAIL("verdict healthy (\"%s\") %" PRId64 " ms after the burst "
+                     "began with total lag %" PRId64 " > allowance %d, %" PRId64
+                     " ms before drained",
+                     healthy_detail, healthy_t, healthy_lag, ALLOW,
+                     (int64_t)t * TICK_MS - healthy_t);
+        wb_flow(w, NULL, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_free(w);
+}
+
+#define T(f, td) cmocka_unit_test_teardown(f, td)
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+            T(test_unknown_until_half_window, teardown),
+            T(test_idle, teardown),
+            T(test_ok_rates, teardown),
+            T(test_eta_keeping_up, teardown),
+            T(test_lagging_vs_catching_up, teardown),
+            T(test_stalled_poison, teardown),
+            T(test_frozen_within_allowance, teardown),
+            T(test_stopped, teardown),
+            T(test_rewound, teardown),
+            T(test_rewound_small_step, teardown),
+            T(test_markers, teardown),
+            T(test_markers_small_allowance, teardown),
+            T(test_markers_not_with_queued_messages, teardown),
+            T(test_hot_partition_threshold, teardown),
+            T(test_hot_partition_by_lag, teardown),
+            T(test_producer_burst_vs_healthy, teardown),
+            T(test_lagging_is_not_keeping_up, teardown),
+            T(test_consumer_slow_ratio, teardown),
+            T(test_consumer_slow_baseline, teardown),
+            T(test_rebalance_storm, teardown),
+            T(test_poison_transition, teardown),
+            T(test_long_batch_is_not_poison, teardown),
+            T(test_burst_until_drained, teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
