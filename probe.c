@@ -4216,19 +4216,37 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         lagprobe_snapshot_init(&g, NULL, 0);
         lp_read_global(p, now_us, &g);
         uint32_t n = LD_ACQ(p->nslots);
+        /* One reading per partition serves every family, so a partition's
+         * lag and offsets in one scrape come from the same update (and the
+         * render is one pass of reads, not one per family). The copy lives
+         * on the calling thread; without memory, read per family. */
+        lagprobe_partition_t *xs = n ? malloc((size_t)n * sizeof *xs) : NULL;
+        uint32_t nx = 0;
+        for (uint32_t i = 0; xs && i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, i);
+                if (LD_ACQ(s->assigned))
+                        lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
+                                     p->conf.window_ms, &xs[nx++]);
+        }
 
         for (int f = 0; f < LP_PF__CNT; f++) {
                 lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
                              lp_pfam[f].help);
-                for (uint32_t i = 0; i < n; i++) {
-                        lp_slot_t *s = lp_slot_at(p, i);
-                        if (!LD_ACQ(s->assigned))
-                                continue;
-                        lagprobe_partition_t x;
+                for (uint32_t i = 0; i < (xs ? nx : n); i++) {
+                        lagprobe_partition_t tmp;
+                        const lagprobe_partition_t *x = &tmp;
                         double v;
-                        lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                                     p->conf.window_ms, &x);
-                        if (!lp_pfam_value(f, &x, &v))
+                        if (xs) {
+                                x = &xs[i];
+                        } else {
+                                lp_slot_t *s = lp_slot_at(p, i);
+                                if (!LD_ACQ(s->assigned))
+                                        continue;
+                                lp_read_slot(s, now_us, now_ms,
+                                             p->stats_interval_ms,
+                                             p->conf.window_ms, &tmp);
+                        }
+                        if (!lp_pfam_value(f, x, &v))
                                 continue;
                         lp_puts(&o, lp_pfam[f].name);
                         lp_puts(&o, "{");
@@ -4238,18 +4256,19 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                         }
                         lp_prom_label(&o, "consumergroup", g.group_id);
                         lp_puts(&o, ",");
-                        lp_prom_label(&o, "topic", x.topic);
+                        lp_prom_label(&o, "topic", x->topic);
                         lp_printf(&o, ",partition=\"%" PRId32 "\"",
-                                  x.partition);
+                                  x->partition);
                         if (f == LP_PF_STATUS) {
                                 lp_puts(&o, ",");
-                                lp_prom_label(&o, "status", x.status_name);
+                                lp_prom_label(&o, "status", x->status_name);
                         }
                         lp_puts(&o, "} ");
                         lp_prom_num(&o, v);
                         lp_puts(&o, "\n");
                 }
         }
+        free(xs);
 
         static const struct {
                 const char *name, *type, *help;
