@@ -3,8 +3,10 @@
 #
 #   make                  build/liblagprobe.a and build/examples/*
 #   make test             check-compile, then the tests plain, under
-#                         ASan+UBSan and under TSan; ends with "N passed, N failed"
+#                         ASan+UBSan and under TSan, then the end-to-end
+#                         scripts; ends with "N passed, N failed"
 #   make test-normal | test-asan | test-tsan   one variant
+#   make test-valgrind    the normal build's tests under valgrind memcheck
 #   make demo DEMO_ARGS=...                    build and run examples/demo.c
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #
@@ -53,9 +55,14 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_NAMES := $(patsubst tests/%.c,%,$(TEST_SRCS))
 # Linked into every test binary when present.
 TEST_HARNESS := $(wildcard tests/harness.c)
+# Extra flags for one test: TEST_CFLAGS_NAME / TEST_LIBS_NAME (NAME as in
+# test_output). test_output reads the JSON back with cJSON.
+TEST_CFLAGS_test_output = $(shell $(PKG_CONFIG) --cflags libcjson)
+TEST_LIBS_test_output = $(shell $(PKG_CONFIG) --libs libcjson)
 
 .PHONY: all deps check-compile test test-normal test-asan test-tsan \
 	test-build test-build-normal test-build-asan test-build-tsan \
+	test-e2e test-build-e2e test-valgrind \
 	demo install uninstall clean FORCE
 .DELETE_ON_ERROR:
 # Keep the intermediate objects of the test chains for incremental builds.
@@ -189,12 +196,12 @@ $$(test_dir_$(1))/liblagprobe.a: $$(test_dir_$(1))/probe.o
 
 $$(test_dir_$(1))/%.o: tests/%.c $$(test_dir_$(1))/cmd | deps
 	@mkdir -p $$(@D)
-	$$($(1)_cc) -MMD -MP -c $$< -o $$@
+	$$($(1)_cc) $$(TEST_CFLAGS_$$*) -MMD -MP -c $$< -o $$@
 
 $$(test_dir_$(1))/test_%: $$(test_dir_$(1))/test_%.o $$($(1)_harness) \
 		$$(test_dir_$(1))/liblagprobe.a $$(test_dir_$(1))/cmd
 	$$($(1)_link) -o $$@ $$(filter-out %/cmd,$$^) \
-		$$(CMOCKA_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
+		$$(TEST_LIBS_test_$$*) $$(CMOCKA_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
 
 test-build-$(1): $$($(1)_bins)
 
@@ -205,7 +212,39 @@ endef
 TEST_VARIANTS = normal asan tsan
 $(foreach v,$(TEST_VARIANTS),$(eval $(call test_variant,$(v))))
 
-test-build: $(foreach v,$(TEST_VARIANTS),test-build-$(v))
+# End-to-end scripts, tests/e2e_*.sh: TAP output, run once against the
+# normal build's examples (build/examples/...), never under sanitizers, and
+# counted under the label "e2e" (one test per check line).
+E2E_SCRIPTS := $(wildcard tests/e2e_*.sh)
+
+test-build-e2e: $(EXAMPLES)
+
+test-e2e: test-build-e2e
+	@$(RUN_TESTS) --tap e2e $(E2E_SCRIPTS)
+
+test-build: $(foreach v,$(TEST_VARIANTS),test-build-$(v)) test-build-e2e
+
+# ---- valgrind ----------------------------------------------------------------
+# The normal build's test binaries once more, under memcheck. A binary fails
+# when memcheck reports an error or memory "definitely lost" (exit status
+# 99; scripts/run-tests.sh also reads memcheck's summary and says which);
+# "still reachable" and "possibly lost" memory does not count. librdkafka
+# 2.0.2 needs no suppressions; tests/valgrind.supp, when it exists, is read,
+# and is for librdkafka-internal noise only (each entry justified).
+# memcheck serialises a binary's threads on one core and is ~20-50x slower
+# per CPU second, but these tests mostly wait on the mock cluster's timers:
+# wall time grows far less.
+VALGRIND ?= valgrind
+VALGRIND_OPTS = --tool=memcheck --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite \
+	$(if $(wildcard tests/valgrind.supp),--suppressions=$(CURDIR)/tests/valgrind.supp)
+# Seconds per binary under valgrind (TEST_TIMEOUT of run-tests.sh).
+VALGRIND_TIMEOUT ?= 900
+test_env_valgrind = TEST_WRAPPER='$(VALGRIND) $(VALGRIND_OPTS)' \
+	TEST_TIMEOUT=$(VALGRIND_TIMEOUT)
+
+test-valgrind: test-build-normal
+	@$(test_env_valgrind) $(RUN_TESTS) valgrind $(normal_bins)
 
 # Every variant runs even when an earlier one failed; the last line is the
 # total over all of them and decides the exit status. Old counts go first,
@@ -214,10 +253,143 @@ test:
 	@rm -f $(BUILD)/*-logs/counts
 	@$(MAKE) --no-print-directory check-compile test-build
 	@$(foreach v,$(TEST_VARIANTS),$(test_env_$(v)) $(RUN_TESTS) $(v) $($(v)_bins); echo;)
+	@$(RUN_TESTS) --tap e2e $(E2E_SCRIPTS); echo
 	@$(RUN_TESTS) --total
 
 # ---- bench and fuzz --------------------------------------------------------
-# Reserved for a later issue: the bench/ and fuzz/ targets go here.
+# make bench     builds bench/*.c (probe.c at -O2 -g, whatever CFLAGS say),
+#                writes real statistics documents of 10, 1,000 and 10,000
+#                partitions from the mock cluster (once; the last takes ~30 s),
+#                runs every benchmark (a few minutes) and prints the table;
+#                BENCHMARKS.md's table is rewritten from the run
+#                (BENCH_WRITE=0: print only). BENCH_ARGS=--quick: fewer runs.
+# make fuzz-ci   builds the libFuzzer targets (FUZZ_CC, clang), replays
+#                fuzz/regressions/*, then fuzzes each target FUZZ_CI_TIME
+#                seconds (30) from the seed corpus.
+# make fuzz      the same for FUZZ_TIME seconds per target (600), or
+#                FUZZ_RUNS executions when set. Findings: build/fuzz/artifacts.
+# See BENCHMARKS.md and fuzz/README.md.
+
+.PHONY: bench bench-build fuzz fuzz-ci fuzz-build fuzz-corpus
+
+BENCH_DIR = $(BUILD)/bench
+BENCH_OPT = -O2 -g
+BENCH_CC = $(CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) $(BENCH_OPT) $(RDKAFKA_CFLAGS)
+BENCH_LINK = $(LDFLAGS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+BENCH_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
+CJSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcjson)
+CJSON_LIBS = $(shell $(PKG_CONFIG) --libs libcjson)
+JANSSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags jansson)
+JANSSON_LIBS = $(shell $(PKG_CONFIG) --libs jansson)
+BENCH_BINS = $(addprefix $(BENCH_DIR)/,mock_broker gen_stats bench_consume \
+	bench_stats bench_snapshot bench_memory bench_warn)
+BENCH_DOCS = $(addprefix $(BENCH_DIR)/stats_,10.json 1000.json 10000.json)
+BENCH_WRITE ?= 1
+
+$(BENCH_DIR)/cmd: FORCE | deps
+	$(call record_cmd,$(BENCH_CC) $(BENCH_LINK))
+
+$(BENCH_DIR)/probe.o: probe.c $(BENCH_DIR)/cmd | deps
+	$(BENCH_CC) -MMD -MP -c $< -o $@
+
+# Programs on the public API, linked with probe.o (or without the probe).
+$(BENCH_DIR)/mock_broker $(BENCH_DIR)/gen_stats: $(BENCH_DIR)/%: bench/%.c \
+		$(BENCH_DIR)/cmd | deps
+	$(BENCH_CC) -MMD -MP -o $@ $< $(BENCH_LINK)
+
+$(BENCH_DIR)/bench_consume $(BENCH_DIR)/bench_warn: $(BENCH_DIR)/%: bench/%.c \
+		$(BENCH_DIR)/probe.o $(BENCH_DIR)/cmd | deps
+	$(BENCH_CC) -MMD -MP -o $@ $< $(BENCH_DIR)/probe.o $(BENCH_LINK)
+
+# White-box programs: they #include "../probe.c".
+$(BENCH_DIR)/bench_stats: bench/bench_stats.c probe.c $(BENCH_DIR)/cmd | deps
+	$(BENCH_CC) $(CJSON_CFLAGS) $(JANSSON_CFLAGS) -MMD -MP -o $@ $< \
+		$(BENCH_WRAP) $(CJSON_LIBS) $(JANSSON_LIBS) $(BENCH_LINK)
+
+$(BENCH_DIR)/bench_memory: bench/bench_memory.c probe.c $(BENCH_DIR)/cmd | deps
+	$(BENCH_CC) -MMD -MP -o $@ $< $(BENCH_WRAP),--wrap=strdup $(BENCH_LINK)
+
+$(BENCH_DIR)/bench_snapshot: bench/bench_snapshot.c probe.c $(BENCH_DIR)/cmd | deps
+	$(BENCH_CC) -MMD -MP -o $@ $< $(BENCH_LINK)
+
+# Real statistics documents; rewritten only when gen_stats changes.
+$(BENCH_DIR)/stats_%.json: $(BENCH_DIR)/gen_stats
+	$(BENCH_DIR)/gen_stats -p $* -o $@
+
+bench-build: $(BENCH_BINS) $(BENCH_DOCS)
+
+bench: bench-build
+	python3 bench/run.py $(BENCH_DIR) \
+		$(if $(filter 1,$(BENCH_WRITE)),--write BENCHMARKS.md) $(BENCH_ARGS)
+
+FUZZ_DIR = $(BUILD)/fuzz
+FUZZ_CC ?= clang
+FUZZ_TIME ?= 600
+FUZZ_CI_TIME ?= 30
+FUZZ_RUNS ?=
+FUZZ_TARGETS = stats render
+FUZZ_SAN = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer -fsanitize-coverage-ignorelist=fuzz/coverage.ignore
+FUZZ_BUILD = $(FUZZ_CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) -g -O2 $(FUZZ_SAN) \
+	$(RDKAFKA_CFLAGS)
+FUZZ_ENV = ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+# Per target: extra libFuzzer options.
+FUZZ_OPTS_stats = -max_len=16384 -dict=fuzz/stats.dict
+FUZZ_OPTS_render = -max_len=4096
+
+$(FUZZ_DIR)/cmd: FORCE | deps
+	$(call record_cmd,$(FUZZ_BUILD))
+
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h fuzz/coverage.ignore \
+		probe.c probe.h $(FUZZ_DIR)/cmd | deps
+	$(FUZZ_BUILD) -o $@ $< $(LDFLAGS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+
+# Seeds: real documents from the mock cluster, their truncations and
+# mutations (fuzz/make_corpus.py); rewritten when the generator changes.
+$(FUZZ_DIR)/seed.stamp: $(BENCH_DIR)/gen_stats $(BENCH_DIR)/stats_10.json \
+		fuzz/make_corpus.py
+	rm -rf $(FUZZ_DIR)/seed $(FUZZ_DIR)/corpus
+	mkdir -p $(FUZZ_DIR)/seed
+	$(BENCH_DIR)/gen_stats -p 1 -o $(FUZZ_DIR)/seed/stats_p1.json
+	$(BENCH_DIR)/gen_stats -p 4 -T 2 -o $(FUZZ_DIR)/seed/stats_t2p4.json
+	cp $(BENCH_DIR)/stats_10.json $(FUZZ_DIR)/seed/stats_p10.json
+	python3 fuzz/make_corpus.py $(FUZZ_DIR)/corpus/stats \
+		$(FUZZ_DIR)/corpus/render $(FUZZ_DIR)/seed/*.json
+	touch $@
+
+fuzz-build: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
+fuzz-corpus: $(FUZZ_DIR)/seed.stamp
+
+# Regressions of target $(1): each file is run once and must not fail.
+fuzz_regress = regs=$$(ls fuzz/regressions/$(1)/* 2>/dev/null || true); \
+	if [ -n "$$regs" ]; then \
+		echo "fuzz: $(1): replaying $$(echo $$regs | wc -w) regression inputs"; \
+		$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$(1) $$regs > $(FUZZ_DIR)/regress_$(1).log 2>&1 \
+		|| { tail -n 40 $(FUZZ_DIR)/regress_$(1).log; \
+		     echo "fuzz: $(1): a regression input fails"; exit 1; }; \
+	fi
+
+# Fuzz target $(1) for $(2) seconds, or $(3) executions when not empty.
+fuzz_one = mkdir -p $(FUZZ_DIR)/work/$(1) $(FUZZ_DIR)/artifacts; \
+	echo "fuzz: $(1): $(if $(3),$(3) runs,$(2) s) (log $(FUZZ_DIR)/fuzz_$(1).log)"; \
+	$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$(1) $(FUZZ_OPTS_$(1)) \
+		-artifact_prefix=$(FUZZ_DIR)/artifacts/$(1)- -print_final_stats=1 \
+		$(if $(3),-runs=$(3),-max_total_time=$(2)) \
+		$(FUZZ_DIR)/work/$(1) $(FUZZ_DIR)/corpus/$(1) \
+		> $(FUZZ_DIR)/fuzz_$(1).log 2>&1 \
+	|| { grep -a -A30 -m1 -E "ERROR|runtime error|invariant" \
+		$(FUZZ_DIR)/fuzz_$(1).log; \
+	     echo "fuzz: $(1): FAILED, input in $(FUZZ_DIR)/artifacts/"; exit 1; }; \
+	grep -a -E "stat::number_of_executed_units|Done [0-9]+ runs" \
+		$(FUZZ_DIR)/fuzz_$(1).log | sed "s/^/fuzz: $(1): /"
+
+fuzz-ci: fuzz-build fuzz-corpus
+	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_regress,$(t)) &&) true
+	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t),$(FUZZ_CI_TIME),) &&) true
+
+fuzz: fuzz-build fuzz-corpus
+	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_regress,$(t)) &&) true
+	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t),$(FUZZ_TIME),$(FUZZ_RUNS)) &&) true
 
 # ---- install ---------------------------------------------------------------
 # probe.h goes to INCLUDEDIR/lagprobe/; probe.c and probe.h also go to

@@ -224,6 +224,7 @@ typedef struct lp_slot_s {
 
         /* Watermark refresh (watchdog, under wlock; S group). */
         a64_t s_hi_changed_us;    /* statistics ts when hi last moved */
+        a64_t s_hi_ok_us;         /* last document with the leader up */
         a64_t s_hi_query;         /* broker's hi from the refresh, -1 */
         a64_t s_hi_query_us;      /* when it was queried, 0 never */
 } lp_slot_t;
@@ -243,9 +244,16 @@ typedef struct lp_topic_map_s {
 typedef struct lp_prec_s {
         uint32_t topic_ref;
         int32_t partition;
+        int32_t leader;   /* broker id, -1 unknown */
         int64_t hi, lo, ls, committed, app_offset, fetchq_cnt, fetchq_size;
         int fetch_active; /* -1 unknown, 0 not fetching, 1 active */
 } lp_prec_t;
+
+/* A broker of the document: its id and whether its connection is up. */
+typedef struct lp_bref_s {
+        int32_t nodeid;
+        int up;
+} lp_bref_t;
 
 typedef struct lp_tref_s {
         const char *raw; /* escaped form, points into the document */
@@ -329,6 +337,7 @@ struct lagprobe_s {
         pthread_mutex_t plock;
         lp_prec_t *scr_parts;
         lp_tref_t *scr_topics;
+        lp_bref_t *scr_brokers;
 
         /* G group: probe-wide figures written under wlock. */
         _Atomic uint32_t gseq;
@@ -370,6 +379,7 @@ struct lagprobe_s {
         a64_t last_eviction_us;
         a64_t pr_last_us;            /* last lagprobe_poll_result() */
         a64_t hook_errors;
+        _Atomic int in_hook;         /* a batch hook is running */
         lp_whist_t h_batch, h_msg, h_gap;
         a64_t events[LAGPROBE_EVENT__CNT];
 
@@ -428,6 +438,14 @@ static inline uint32_t lp_rbegin(_Atomic uint32_t *seq) {
         unsigned spins = 0;
         while ((s = atomic_load_explicit(seq, memory_order_acquire)) & 1u) {
                 if (++spins > 64) {
+                        /* A writer is never inside for long. After ~20 ms
+                         * the single-writer contract was broken (e.g. hooks
+                         * from two threads at once) and the counter is
+                         * stuck odd: read anyway rather than hang a health
+                         * endpoint. Returning the odd value makes
+                         * lp_rretry() accept it only while it stays stuck. */
+                        if (spins > 64 + 20000)
+                                return s;
                         struct timespec ts = {0, 1000};
                         nanosleep(&ts, NULL);
                 }
@@ -631,7 +649,12 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         ST(s->s_committed, -1);
         ST(s->c_position, -1);
         ST(s->c_last_ts, -1);
+        ST(s->s_hi_query, -1);
+        ST(s->s_eff_lag, -1);
+        ST(s->s_eta_ms, -1);
         s->w_prev_position = -1;
+        s->w_hi_seen = -1;
+        s->w_doc_pos = s->w_doc_committed = -1;
         while (arrlen(t->parts) <= partition)
                 arrput(t->parts, -1);
         t->parts[partition] = (int32_t)n;
@@ -914,7 +937,7 @@ static int jp_int(lp_jp_t *j, int64_t *v) {
 
 static int jp_partition(lp_jp_t *j, lagprobe_t *p, uint32_t topic_ref,
                         const char *key, uint32_t keylen) {
-        lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1001, -1, -1, -1, -1};
+        lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1, -1001, -1, -1, -1, -1};
         if (++j->depth > LP_JSON_MAX_DEPTH)
                 return -1;
         if (!jp_eat(j, '{'))
@@ -934,6 +957,13 @@ static int jp_partition(lp_jp_t *j, lagprobe_t *p, uint32_t topic_ref,
                                         j->field_errors++;
                                 else
                                         r.partition = (int32_t)v;
+                        } else if (KEYIS(k, kn, "leader")) {
+                                v = -1;
+                                if (jp_int(j, &v))
+                                        return -1;
+                                r.leader = v >= 0 && v <= INT32_MAX
+                                               ? (int32_t)v
+                                               : -1;
                         } else if (KEYIS(k, kn, "hi_offset")) {
                                 if (jp_int(j, &r.hi))
                                         return -1;
@@ -1105,6 +1135,94 @@ static int jp_topics(lp_jp_t *j, lagprobe_t *p) {
         return 0;
 }
 
+/* "brokers": { "<name>": { "nodeid": N, "state": "UP", "source": ...,
+ * "toppars": {...} } }: only real brokers (not the bootstrap or logical
+ * GroupCoordinator entries) are kept. */
+static int jp_brokers(lp_jp_t *j, lagprobe_t *p) {
+        if (++j->depth > LP_JSON_MAX_DEPTH)
+                return -1;
+        jp_ws(j);
+        if (j->p >= j->end || *j->p != '{') {
+                j->field_errors++;
+                j->depth--;
+                return jp_value_skip(j);
+        }
+        j->p++;
+        if (!jp_eat(j, '}')) {
+                for (;;) {
+                        if (jp_string(j, NULL, NULL, NULL) || !jp_eat(j, ':'))
+                                return -1;
+                        if (++j->depth > LP_JSON_MAX_DEPTH)
+                                return -1;
+                        jp_ws(j);
+                        if (j->p >= j->end || *j->p != '{') {
+                                j->field_errors++;
+                                j->depth--;
+                                if (jp_value_skip(j))
+                                        return -1;
+                        } else {
+                                j->p++;
+                                lp_bref_t b = {-1, 0};
+                                int logical = 0;
+                                if (!jp_eat(j, '}')) {
+                                        for (;;) {
+                                                const char *k, *v;
+                                                uint32_t kn, vn;
+                                                int64_t id = -1;
+                                                if (jp_string(j, &k, &kn, NULL) ||
+                                                    !jp_eat(j, ':'))
+                                                        return -1;
+                                                jp_ws(j);
+                                                if (KEYIS(k, kn, "nodeid")) {
+                                                        if (jp_int(j, &id))
+                                                                return -1;
+                                                        if (id >= 0 &&
+                                                            id <= INT32_MAX)
+                                                                b.nodeid =
+                                                                    (int32_t)id;
+                                                } else if ((KEYIS(k, kn, "state") ||
+                                                            KEYIS(k, kn,
+                                                                  "source")) &&
+                                                           j->p < j->end &&
+                                                           *j->p == '"') {
+                                                        int st = k[1] == 't';
+                                                        if (jp_string(j, &v, &vn,
+                                                                      NULL))
+                                                                return -1;
+                                                        if (st)
+                                                                b.up = KEYIS(v, vn,
+                                                                             "UP");
+                                                        else
+                                                                logical =
+                                                                    KEYIS(v, vn,
+                                                                          "logical") ||
+                                                                    KEYIS(v, vn,
+                                                                          "internal");
+                                                } else if (jp_value_skip(j)) {
+                                                        return -1;
+                                                }
+                                                if (jp_eat(j, ','))
+                                                        continue;
+                                                if (jp_eat(j, '}'))
+                                                        break;
+                                                return -1;
+                                        }
+                                }
+                                j->depth--;
+                                if (b.nodeid >= 0 && !logical)
+                                        arrput(p->scr_brokers, b);
+                        }
+                        if (jp_eat(j, ','))
+                                continue;
+                        if (jp_eat(j, '}'))
+                                break;
+                        return -1;
+                }
+        }
+        j->depth--;
+        return 0;
+}
+
 typedef struct lp_doc_s {
         int64_t ts_us;
         int64_t rebalance_cnt;
@@ -1191,6 +1309,9 @@ static int jp_document(lp_jp_t *j, lagprobe_t *p, lp_doc_t *d) {
                                 }
                         } else if (KEYIS(k, kn, "topics")) {
                                 if (jp_topics(j, p))
+                                        return -1;
+                        } else if (KEYIS(k, kn, "brokers")) {
+                                if (jp_brokers(j, p))
                                         return -1;
                         } else if (KEYIS(k, kn, "cgrp")) {
                                 if (jp_cgrp(j, d))
@@ -1290,6 +1411,7 @@ static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
         pthread_mutex_lock(&p->plock);
         arrsetlen(p->scr_parts, 0);
         arrsetlen(p->scr_topics, 0);
+        arrsetlen(p->scr_brokers, 0);
         lp_jp_t j = {json, json ? json + len : NULL, 0, 0};
         rc = json ? jp_document(&j, p, &d) : -1;
         if (rc == 0) {
@@ -1736,6 +1858,17 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 if (r->fetchq_size >= 0)
                         ST(s->s_fetchq_size, r->fetchq_size);
                 int stale = r->fetch_active == 0;
+                /* librdkafka keeps "active" while the leader is unreachable:
+                 * the figure is as old as the last document with the leader
+                 * up. */
+                for (ptrdiff_t b = 0; r->leader >= 0 &&
+                                      b < arrlen(p->scr_brokers);
+                     b++)
+                        if (p->scr_brokers[b].nodeid == r->leader &&
+                            !p->scr_brokers[b].up)
+                                stale = 1;
+                if (!stale || LD(s->s_hi_ok_us) == 0)
+                        ST(s->s_hi_ok_us, ts);
                 if (p->queued_min_messages > 0 &&
                     r->fetchq_cnt >= p->queued_min_messages)
                         stale = 1;
@@ -1883,6 +2016,7 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                 s->w_doc_pos = s->w_doc_committed = -1;
                 s->w_doc_ts = 0;
                 ST(s->s_hi_changed_us, 0);
+                ST(s->s_hi_ok_us, 0);
                 ST(s->s_hi_query, -1);
                 ST(s->s_hi_query_us, 0);
                 s->w_hi_seen = -1;
@@ -2047,9 +2181,17 @@ static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 lp_record_revoke(p, rk, lost, parts);
         else if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
                 lp_record_rebalance_err(p, err);
-        if (p->app_rebalance_cb) {
-                /* On the polling thread, inside the rebalance callback:
-                 * the one place rd_kafka_assignment() is safe to call. */
+        /* After an assignment only: rd_kafka_assignment() waits for
+         * librdkafka's group thread without a timeout, and during
+         * rd_kafka_consumer_close() (which serves the final revoke) that
+         * thread may already be gone. On a revoke the partitions given are
+         * what goes. */
+        if (p->app_rebalance_cb && err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+#if RD_KAFKA_VERSION >= 0x010900ff
+            && !rd_kafka_consumer_closed(rk)
+#endif
+        ) {
+                /* On the polling thread, inside the rebalance callback. */
                 rd_kafka_topic_partition_list_t *cur = NULL;
                 if (rd_kafka_assignment(rk, &cur) == RD_KAFKA_RESP_ERR_NO_ERROR) {
                         lp_sync_assignment(p, cur);
@@ -2375,20 +2517,6 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                        "watches a consumer group member; set group.id");
                 return -1;
         }
-        n = sizeof buf;
-        if (rd_kafka_conf_get(conf, "statistics.interval.ms", buf, &n) ==
-                RD_KAFKA_CONF_OK &&
-            atoi(buf) == 0) {
-                char v[32];
-                snprintf(v, sizeof v, "%d", probe->conf.stats_interval_ms);
-                if (rd_kafka_conf_set(conf, "statistics.interval.ms", v, buf,
-                                      sizeof buf) != RD_KAFKA_CONF_OK) {
-                        lp_err(errstr, errstr_size,
-                               "lagprobe_attach: statistics.interval.ms=%s: %s",
-                               v, buf);
-                        return -1;
-                }
-        }
         int slot = -1;
         for (int i = 0; i < LAGPROBE_MAX_PROBES && slot < 0; i++) {
                 lagprobe_t *expect = NULL;
@@ -2402,6 +2530,23 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                        "(raise LAGPROBE_MAX_PROBES, at most 64)",
                        LAGPROBE_MAX_PROBES);
                 return -1;
+        }
+        /* The conf is changed only once nothing can fail for want of a
+         * slot: a refused attach leaves it as it was. */
+        n = sizeof buf;
+        if (rd_kafka_conf_get(conf, "statistics.interval.ms", buf, &n) ==
+                RD_KAFKA_CONF_OK &&
+            atoi(buf) == 0) {
+                char v[32];
+                snprintf(v, sizeof v, "%d", probe->conf.stats_interval_ms);
+                if (rd_kafka_conf_set(conf, "statistics.interval.ms", v, buf,
+                                      sizeof buf) != RD_KAFKA_CONF_OK) {
+                        lp_err(errstr, errstr_size,
+                               "lagprobe_attach: statistics.interval.ms=%s: %s",
+                               v, buf);
+                        atomic_store(&lp_slots[slot], NULL);
+                        return -1;
+                }
         }
         probe->slot = slot;
         LP_FNPTR(probe->app_stats_cb, lp_conf_ptr(conf, "stats_cb"));
@@ -2441,9 +2586,48 @@ static void lp_note_eviction(lagprobe_t *p, int64_t now_us) {
         ST(p->last_eviction_us, now_us);
 }
 
+/* The batch hooks have one writer by contract (the polling thread). Calls
+ * from two threads at once would interleave their sequence-counter writes;
+ * this flag turns the second into a counted hook error instead. One atomic
+ * exchange per hook call: per batch, not per message. */
+static int lp_hook_enter(lagprobe_t *p) {
+        if (atomic_exchange_explicit(&p->in_hook, 1, memory_order_acquire)) {
+                atomic_fetch_add(&p->hook_errors, 1);
+                return 0;
+        }
+        return 1;
+}
+
+static void lp_hook_leave(lagprobe_t *p) {
+        atomic_store_explicit(&p->in_hook, 0, memory_order_release);
+}
+
+static void lp_batch_begin(lagprobe_t *p, size_t n);
+static void lp_batch_progress(lagprobe_t *p, size_t n_done);
+static void lp_batch_end(lagprobe_t *p);
+
 void lagprobe_batch_begin(lagprobe_t *p, size_t n) {
-        if (!p)
-                return;
+        if (p && lp_hook_enter(p)) {
+                lp_batch_begin(p, n);
+                lp_hook_leave(p);
+        }
+}
+
+void lagprobe_batch_progress(lagprobe_t *p, size_t n_done) {
+        if (p && lp_hook_enter(p)) {
+                lp_batch_progress(p, n_done);
+                lp_hook_leave(p);
+        }
+}
+
+void lagprobe_batch_end(lagprobe_t *p) {
+        if (p && lp_hook_enter(p)) {
+                lp_batch_end(p);
+                lp_hook_leave(p);
+        }
+}
+
+static void lp_batch_begin(lagprobe_t *p, size_t n) {
         int64_t now = lp_mono_us();
         if (!LD(p->exact))
                 ST(p->exact, 1);
@@ -2461,11 +2645,9 @@ void lagprobe_batch_begin(lagprobe_t *p, size_t n) {
         lp_wend(&p->bseq, q);
 }
 
-void lagprobe_batch_progress(lagprobe_t *p, size_t n_done) {
-        if (!p)
-                return;
+static void lp_batch_progress(lagprobe_t *p, size_t n_done) {
         if (!LD(p->b_in_batch)) {
-                ST(p->hook_errors, LD(p->hook_errors) + 1);
+                atomic_fetch_add(&p->hook_errors, 1);
                 return;
         }
         int64_t now = lp_mono_us();
@@ -2482,11 +2664,9 @@ void lagprobe_batch_progress(lagprobe_t *p, size_t n_done) {
         lp_wend(&p->bseq, q);
 }
 
-void lagprobe_batch_end(lagprobe_t *p) {
-        if (!p)
-                return;
+static void lp_batch_end(lagprobe_t *p) {
         if (!LD(p->b_in_batch)) {
-                ST(p->hook_errors, LD(p->hook_errors) + 1);
+                atomic_fetch_add(&p->hook_errors, 1);
                 return;
         }
         int64_t now = lp_mono_us();
@@ -3090,6 +3270,7 @@ static void lp_free(lagprobe_t *p) {
                 free(LD(p->chunks[i]));
         arrfree(p->scr_parts);
         arrfree(p->scr_topics);
+        arrfree(p->scr_brokers);
         arrfree(p->wd_seen_status);
         pthread_mutex_destroy(&p->wlock);
         pthread_mutex_destroy(&p->plock);
@@ -3256,7 +3437,7 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 committed = LD(s->s_committed);
                 fq = LD(s->s_fetchq_cnt);
                 fqs = LD(s->s_fetchq_size);
-                stats_us = LD(s->s_stats_us);
+                stats_us = LD(s->s_hi_ok_us);
                 prog = LD(s->s_progress_us);
                 cerrs = LD(s->s_commit_errs);
                 lcerr = LD(s->s_last_commit_err);
@@ -3593,6 +3774,7 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
         } while (lp_rretry(&p->bseq, q));
         o->batch_elapsed_ms = o->in_batch ? (now_us - batch_begin) / 1000 : 0;
         o->evictions = LD(p->evictions);
+        o->hook_errors = LD(p->hook_errors);
         /* Computed here, not taken from the watchdog, so the verdict holds
          * in tick mode too and matches the figures beside it. */
         int64_t limit_us = p->max_poll_interval_ms * 1000;
@@ -3890,6 +4072,7 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_json_i64(&o, g.headroom_ms);
         lp_printf(&o, ",\"evictions\":%" PRId64 ",\"exact\":%s",
                   g.evictions, g.exact ? "true" : "false");
+        lp_printf(&o, ",\"hook_errors\":%" PRId64, g.hook_errors);
         lp_printf(&o, ",\"in_batch\":%s,\"batch_size\":%" PRId64
                       ",\"batch_done\":%" PRId64 ",\"batch_elapsed_ms\":%" PRId64
                       "}",
@@ -4303,6 +4486,9 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
              "Statistics documents rejected as malformed."},
             {"lagprobe_stats_field_errors_total", "counter",
              "Statistics fields of the wrong type or out of range."},
+            {"lagprobe_hook_errors_total", "counter",
+             "Batch hook calls out of order (end without begin) or from two "
+             "threads at once."},
         };
         double since_s =
             g.since_last_poll_ms >= 0 ? (double)g.since_last_poll_ms / 1e3 : -1;
@@ -4319,7 +4505,8 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                                (double)g.commit_errors,
                                (double)g.stats_docs,
                                (double)g.stats_errors,
-                               (double)g.stats_field_errors};
+                               (double)g.stats_field_errors,
+                               (double)g.hook_errors};
         for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
                 lp_prom_head(&o, fam[i].name, fam[i].type, fam[i].help);
                 lp_prom_sample(&o, fam[i].name, &g, NULL, NULL, vals[i]);

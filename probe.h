@@ -360,6 +360,9 @@ typedef struct lagprobe_snapshot_s {
         double ingress_rate;         /* msg/s over all assigned partitions */
         double egress_rate;
         int64_t total_lag;           /* sum of known effective lags */
+
+        /* Batch hook calls out of order or from two threads at once. */
+        int64_t hook_errors;
 } lagprobe_snapshot_t;
 
 /* ------------------------------------------------------------------------
@@ -421,7 +424,9 @@ LAGPROBE_API void lagprobe_batch_progress(lagprobe_t *probe, size_t n_done);
 
 /** Call when the app has finished processing the batch and is about to
  *  poll again. Without a matching lagprobe_batch_begin() it is counted as
- *  a hook error and ignored. The thread that polls the consumer. */
+ *  a hook error (snapshot hook_errors) and ignored. The thread that polls
+ *  the consumer; a hook called while another thread is inside one is
+ *  likewise counted and ignored. */
 LAGPROBE_API void lagprobe_batch_end(lagprobe_t *probe);
 
 /** Optionally hand each poll's result to the probe so that a returned

@@ -18,10 +18,13 @@ packages=(
         libstb-dev        # stb_ds.h, used inside probe.c
         libcmocka-dev     # test framework
         libmicrohttpd-dev # health endpoint examples
+        libcjson-dev      # tests/test_output.c reads the JSON with cJSON
+        libjansson-dev    # make bench: the second JSON parser compared
         valgrind
-        python3
+        python3           # end-to-end test: JSON comparisons
+        curl              # end-to-end test: HTTP client
         kcat
-        prometheus        # end-to-end scrape test
+        prometheus        # end-to-end scrape test (prometheus, promtool)
         "$@"
 )
 
