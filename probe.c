@@ -4028,20 +4028,40 @@ static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
         lp_puts(o, "}");
 }
 
-size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
-        lp_out_t o = {buf, size, 0};
-        if (!buf)
-                o.size = 0;
+/* Common start of the renderers: the bounded writer and the probe-wide
+ * figures. Returns 0 (with "" written) for a NULL probe. */
+static int lp_render_begin(lagprobe_t *p, char *buf, size_t size,
+                           lp_out_t *o, lagprobe_snapshot_t *g,
+                           int64_t *now_us, int64_t *now_ms) {
+        o->buf = buf;
+        o->size = buf ? size : 0;
+        o->len = 0;
         if (!p) {
-                if (o.size > 0)
+                if (o->size > 0)
                         buf[0] = 0;
                 return 0;
         }
-        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        *now_us = lp_mono_us();
+        *now_ms = lp_wall_ms();
+        lagprobe_snapshot_init(g, NULL, 0);
+        lp_read_global(p, *now_us, g);
+        g->ts_ms = *now_ms;
+        return 1;
+}
+
+/* NUL-terminates what fits and returns the full length (snprintf-style). */
+static size_t lp_render_end(lp_out_t *o) {
+        if (o->size > 0)
+                o->buf[o->len < o->size ? o->len : o->size - 1] = 0;
+        return o->len;
+}
+
+size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
+        lp_out_t o;
         lagprobe_snapshot_t g;
-        lagprobe_snapshot_init(&g, NULL, 0);
-        lp_read_global(p, now_us, &g);
-        g.ts_ms = now_ms;
+        int64_t now_us, now_ms;
+        if (!lp_render_begin(p, buf, size, &o, &g, &now_us, &now_ms))
+                return 0;
 
         lp_puts(&o, "{\"status\":");
         lp_json_str(&o, lagprobe_health_name(g.health));
@@ -4164,9 +4184,7 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                 lp_json_partition(&o, &x);
         }
         lp_puts(&o, "]}");
-        if (o.size > 0)
-                buf[o.len < o.size ? o.len : o.size - 1] = 0;
-        return o.len;
+        return lp_render_end(&o);
 }
 
 int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
@@ -4185,7 +4203,7 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
                                         lp_puts(&o, ",");
                                 lp_puts(&o, lp_reason_names[i]);
                         }
-                reasons[o.len < o.size ? o.len : o.size - 1] = 0;
+                lp_render_end(&o);
         }
         return (int)g.health;
 }
@@ -4386,18 +4404,11 @@ static void lp_prom_hist(lp_out_t *o, const char *name, const char *help,
 }
 
 size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
-        lp_out_t o = {buf, size, 0};
-        if (!buf)
-                o.size = 0;
-        if (!p) {
-                if (o.size > 0)
-                        buf[0] = 0;
-                return 0;
-        }
-        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        lp_out_t o;
         lagprobe_snapshot_t g;
-        lagprobe_snapshot_init(&g, NULL, 0);
-        lp_read_global(p, now_us, &g);
+        int64_t now_us, now_ms;
+        if (!lp_render_begin(p, buf, size, &o, &g, &now_us, &now_ms))
+                return 0;
         uint32_t n = LD_ACQ(p->nslots);
         /* One reading per partition serves every family, so a partition's
          * lag and offsets in one scrape come from the same update (and the
@@ -4541,7 +4552,5 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         lp_prom_hist(&o, "lagprobe_poll_gap_seconds",
                      "Time between the returns of consecutive polls.", &g,
                      &p->h_gap, now_us);
-        if (o.size > 0)
-                buf[o.len < o.size ? o.len : o.size - 1] = 0;
-        return o.len;
+        return lp_render_end(&o);
 }
