@@ -16,7 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
+#include <math.h> /* isfinite(), a macro: no libm needed */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -543,7 +543,11 @@ static void lp_hsum_add(lp_hsum_t *s, const lp_hist_t *h) {
 static double lp_hsum_pct(const lp_hsum_t *s, double q) {
         if (s->count == 0)
                 return 0;
-        uint64_t rank = (uint64_t)ceil(q * (double)s->count);
+        /* ceil() without libm: the documented link line has no -lm. */
+        double want = q * (double)s->count;
+        uint64_t rank = (uint64_t)want;
+        if ((double)rank < want)
+                rank++;
         if (rank < 1)
                 rank = 1;
         uint64_t acc = 0;
@@ -4258,7 +4262,7 @@ static void lp_prom_num(lp_out_t *o, double v) {
         if (!isfinite(v))
                 lp_puts(o, "NaN");
         /* Range first: casting a huge double to int64 is undefined. */
-        else if (fabs(v) < 9e15 && v == (double)(int64_t)v)
+        else if (v > -9e15 && v < 9e15 && v == (double)(int64_t)v)
                 lp_printf(o, "%" PRId64, (int64_t)v);
         else
                 lp_printf(o, "%.9g", v);
