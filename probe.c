@@ -1759,7 +1759,11 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         a = (int64_t)((hot_in ? in_share : lag_share) * 1000);
                         b = hot_in ? 0 : 1;
                 } else if (total_lag > p->conf.lag_allowance &&
-                           (double)in > p->conf.burst_ratio * (double)out) {
+                           ((double)in > p->conf.burst_ratio * (double)out ||
+                            (LD(p->g_diag) == LAGPROBE_DIAG_PRODUCER_BURST &&
+                             in > out))) {
+                        /* Entered above burst_ratio, kept while ingress
+                         * stays above egress: no gap in between. */
                         d = LAGPROBE_DIAG_PRODUCER_BURST;
                         a = in;
                         b = out;
