@@ -292,7 +292,8 @@ static void app_log_cb(const rd_kafka_t *rk, int level, const char *fac,
         if (!a)
                 return;
         pthread_mutex_lock(&a->lock);
-        if (buf && strstr(buf, "GET_REBALANCE_PROTOCOL")) {
+        if (buf && (strstr(buf, "GET_REBALANCE_PROTOCOL") ||
+                    strstr(buf, "GET_ASSIGNMENT"))) {
                 a->probe_caused++;
                 pthread_mutex_unlock(&a->lock);
                 return;
@@ -1228,8 +1229,10 @@ static void log_run(h_cluster_t *c, int with_probe, alog_t *alog,
  *    races the bootstrap broker's connection ("no broker available for
  *    coordinator query" once or twice; +-2);
  *  - lines the probe causes itself: its rebalance wrapper calls
- *    rd_kafka_rebalance_protocol(), an op the cgrp logs as "received op
- *    GET_REBALANCE_PROTOCOL" (counted apart; never without the probe).
+ *    rd_kafka_rebalance_protocol(), and after an app's own rebalance_cb
+ *    assigned, rd_kafka_assignment(): ops the cgrp logs as "received op
+ *    GET_REBALANCE_PROTOCOL" / "GET_ASSIGNMENT" (counted apart; never
+ *    without the probe).
  * Everything else must match facility by facility, and the two timing
  * facilities within their jitter: a line the probe swallowed would show
  * as a difference. */
