@@ -324,6 +324,7 @@ struct lagprobe_s {
         int64_t queued_min_messages, queued_max_kbytes;
         int64_t stats_interval_ms;
         char bind_error[160];        /* why on_new refused, or "" */
+        int proto;                   /* LP_PROTO_*, from the conf */
 
         /* Writers' lock: index, S groups, G group. See the contract. */
         pthread_mutex_t wlock;
@@ -1943,27 +1944,31 @@ static int lp_stats_cb(int slot, rd_kafka_t *rk, char *json, size_t len,
         return 0;
 }
 
-static int lp_protocol(rd_kafka_t *rk) {
+/* The rebalance protocol, from partition.assignment.strategy read at
+ * on_new (librdkafka refuses to mix cooperative and eager assignors).
+ * rd_kafka_rebalance_protocol() would ask librdkafka's group thread and
+ * wait without a timeout, which can hang inside rd_kafka_consumer_close()
+ * where the last revoke is served: the wrapper must never block there. */
+static int lp_protocol(lagprobe_t *p) {
+        return p->proto;
+}
+
+static int lp_protocol_of(const char *strategy) {
 #if RD_KAFKA_VERSION >= 0x010600ff
-        const char *s = rd_kafka_rebalance_protocol(rk);
-        if (s && !strcmp(s, "COOPERATIVE"))
+        if (strstr(strategy, "cooperative-sticky"))
                 return LP_PROTO_COOPERATIVE;
-        if (s && !strcmp(s, "EAGER"))
-                return LP_PROTO_EAGER;
-        return LP_PROTO_NONE;
-#else
-        (void)rk;
-        return LP_PROTO_EAGER;
 #endif
+        (void)strategy;
+        return LP_PROTO_EAGER;
 }
 
 /* What librdkafka does when the app has no rebalance_cb. */
 static rd_kafka_resp_err_t
-lp_default_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+lp_default_rebalance(lagprobe_t *p, rd_kafka_t *rk, rd_kafka_resp_err_t err,
                      rd_kafka_topic_partition_list_t *parts) {
         rd_kafka_resp_err_t r = RD_KAFKA_RESP_ERR_NO_ERROR;
 #if RD_KAFKA_VERSION >= 0x010600ff
-        if (lp_protocol(rk) == LP_PROTO_COOPERATIVE) {
+        if (p && lp_protocol(p) == LP_PROTO_COOPERATIVE) {
                 rd_kafka_error_t *e = NULL;
                 if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
                         e = rd_kafka_incremental_assign(rk, parts);
@@ -2036,10 +2041,10 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
         return added;
 }
 
-static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
+static void lp_record_assign(lagprobe_t *p,
                              const rd_kafka_topic_partition_list_t *parts) {
         int64_t now = lp_mono_us();
-        int proto = lp_protocol(rk);
+        int proto = lp_protocol(p);
         pthread_mutex_lock(&p->wlock);
         int64_t added = lp_mark_assigned(p, parts);
         p->w_assign_t[p->w_assign_n++ % 16] = now;
@@ -2060,10 +2065,10 @@ static void lp_record_assign(lagprobe_t *p, rd_kafka_t *rk,
         pthread_mutex_unlock(&p->wlock);
 }
 
-static void lp_record_revoke(lagprobe_t *p, rd_kafka_t *rk, int lost,
+static void lp_record_revoke(lagprobe_t *p, int lost,
                              const rd_kafka_topic_partition_list_t *parts) {
         int64_t now = lp_mono_us();
-        int proto = lp_protocol(rk);
+        int proto = lp_protocol(p);
         pthread_mutex_lock(&p->wlock);
         int64_t removed = 0;
         for (int i = 0; parts && i < parts->cnt; i++) {
@@ -2174,19 +2179,20 @@ static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
                        rd_kafka_assignment_lost(rk);
 #endif
                 if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
-                        lp_record_assign(p, rk, parts);
+                        lp_record_assign(p, parts);
         }
         if (p && p->app_rebalance_cb) {
                 p->app_rebalance_cb(rk, err, parts, opaque);
         } else {
-                rd_kafka_resp_err_t r = lp_default_rebalance(rk, err, parts);
+                rd_kafka_resp_err_t r =
+                    lp_default_rebalance(p, rk, err, parts);
                 if (mine && r)
                         lp_record_rebalance_err(p, r);
         }
         if (!mine)
                 return;
         if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-                lp_record_revoke(p, rk, lost, parts);
+                lp_record_revoke(p, lost, parts);
         else if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
                 lp_record_rebalance_err(p, err);
         /* After an assignment only: rd_kafka_assignment() waits for
@@ -2391,6 +2397,12 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         }
         lp_conf_str(conf, "group.id", p->group_id, sizeof p->group_id);
         lp_conf_str(conf, "client.id", p->client_id, sizeof p->client_id);
+        {
+                char strat[256];
+                lp_conf_str(conf, "partition.assignment.strategy", strat,
+                            sizeof strat);
+                p->proto = lp_protocol_of(strat);
+        }
         p->max_poll_interval_ms =
             lp_conf_int(conf, "max.poll.interval.ms", 300000);
         p->session_timeout_ms = lp_conf_int(conf, "session.timeout.ms", 45000);
