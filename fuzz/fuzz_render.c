@@ -1,0 +1,274 @@
+/* fuzz_render - lagprobe_snapshot_json(), lagprobe_metrics_prometheus(),
+ * lagprobe_snapshot() and lagprobe_health() over probe states built from the
+ * input, at arbitrary buffer sizes.
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * White-box: probe.c is compiled into this file with clock_gettime()
+ * replaced by a frozen clock whose readings come from the input, so two
+ * renders of one state are identical. The input chooses the clock, the
+ * configuration, identity strings (any bytes but NUL), up to 6 partition
+ * slots (48 when the count byte is 255) with arbitrary topic names, and every figure the probe's writers can
+ * store, each within the range its writer can produce (so that what fails
+ * here is reachable). Invariants:
+ *  - the returned length is the same at every buffer size: each input
+ *    renders one format (its choice) in full and, if it says so, again at
+ *    a size it chooses in 0 .. len + 1 (0 with NULL or a real buffer);
+ *  - with size > 0 the output is NUL-terminated at min(len, size - 1), is a
+ *    prefix of the full text, and nothing is written past size (ASan);
+ *    with size 0 nothing is written at all;
+ *  - the full JSON is one valid JSON document (strict: UTF-8 in strings, no
+ *    raw control characters) without embedded NULs;
+ *  - every Prometheus line is a comment or a well-formed sample;
+ *  - lagprobe_snapshot() counts the assigned slots and fills at most
+ *    partitions_size entries, sorted;
+ *  - lagprobe_health() NUL-terminates reasons within its size. */
+#define clock_gettime fz_clock_gettime
+#include "../probe.c"
+#undef clock_gettime
+
+#include "fuzz_util.h"
+
+static int64_t fz_mono_us = 1000000000, fz_wall_ms = 1700000000000;
+
+int fz_clock_gettime(clockid_t id, struct timespec *ts) {
+        int64_t us = id == CLOCK_REALTIME ? fz_wall_ms * 1000 : fz_mono_us;
+        ts->tv_sec = (time_t)(us / 1000000);
+        ts->tv_nsec = (long)(us % 1000000) * 1000;
+        return 0;
+}
+
+static void quiet(const lagprobe_event_t *e, void *o) {
+        (void)e;
+        (void)o;
+}
+
+#define I64MAX INT64_MAX
+
+static void fill_slot(fz_in_t *in, lp_slot_t *s) {
+        /* C group: on_consume. */
+        ST(s->c_gen, (uint32_t)fz_range(in, 0, 3));
+        ST(s->c_position, fz_u8(in) & 1 ? -1 : fz_range(in, 1, I64MAX));
+        /* Message counters: summed over slots by readers; 2^48 messages
+         * per partition is beyond any real consumer. */
+        ST(s->c_consumed, fz_range(in, 0, (int64_t)1 << 48));
+        ST(s->c_last_ts, fz_range(in, -1, I64MAX));
+        ST(s->c_total, fz_range(in, 0, (int64_t)1 << 48));
+        /* S group: statistics, commits, rebalances, diagnosis. */
+        ST(s->assign_gen, (uint32_t)fz_range(in, 0, 3));
+        ST(s->s_hi, fz_range(in, -1, I64MAX));
+        ST(s->s_lo, fz_range(in, -1, I64MAX));
+        ST(s->s_ls, fz_range(in, -1, I64MAX));
+        ST(s->s_app_offset, fz_range(in, -1, I64MAX));
+        ST(s->s_committed, fz_range(in, -1, I64MAX));
+        ST(s->s_fetchq_cnt, fz_range(in, 0, I64MAX));
+        ST(s->s_fetchq_size, fz_range(in, 0, I64MAX));
+        ST(s->s_stats_us, fz_range(in, 0, I64MAX));
+        ST(s->s_progress_us, fz_range(in, 0, I64MAX));
+        ST(s->s_commit_errs, fz_range(in, 0, (int64_t)1 << 62));
+        ST(s->s_last_commit_err, (int)fz_range(in, INT32_MIN, INT32_MAX));
+        ST(s->s_stale, (int)(fz_u8(in) & 1));
+        ST(s->s_status, (int)fz_range(in, 0, LAGPROBE_PSTATUS__CNT - 1));
+        ST(s->s_ev_a, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_ev_b, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_ev_c, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_eff_lag, fz_range(in, -1, I64MAX));
+        ST(s->s_in_mrate, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_out_mrate, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_commit_mrate, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_eta_ms, fz_range(in, -1, I64MAX));
+        ST(s->assigned, (int)(fz_u8(in) % 4 != 0));
+}
+
+static void fill_global(fz_in_t *in, lagprobe_t *p, uint32_t nslots) {
+        p->max_poll_interval_ms = fz_range(in, 1, 86400000);
+        p->session_timeout_ms = fz_range(in, 1, 3600000);
+        p->heartbeat_interval_ms = fz_range(in, 1, 3600000);
+        p->stats_interval_ms = fz_range(in, 0, 86400000);
+        fz_str(in, p->group_id, 255);
+        fz_str(in, p->client_id, 255);
+        fz_str(in, p->name, 127);
+        ST(p->rk_seen, (int)(fz_u8(in) & 1));
+        ST(p->name_set, (int)(fz_u8(in) & 1));
+        ST(p->bound, (int)(fz_u8(in) & 1));
+
+        ST(p->g_assigns, fz_range(in, 0, (int64_t)1 << 40));
+        ST(p->g_revokes, fz_range(in, 0, (int64_t)1 << 40));
+        ST(p->g_lost, fz_range(in, 0, (int64_t)1 << 40));
+        ST(p->g_last_rebalance_us, fz_range(in, 0, I64MAX));
+        ST(p->g_unassigned_since_us, fz_range(in, 0, I64MAX));
+        ST(p->g_last_unassigned_us, fz_range(in, 0, I64MAX));
+        ST(p->g_protocol, (int)fz_range(in, 0, 2));
+        ST(p->g_last_rebalance_err, (int)fz_range(in, INT32_MIN, INT32_MAX));
+        ST(p->g_assignment_size, fz_range(in, 0, LAGPROBE_MAX_PARTITIONS));
+        ST(p->g_cgrp_rebalance_cnt, fz_range(in, -1, I64MAX));
+        ST(p->g_cgrp_state, (int)fz_range(in, 0, (int64_t)LP_CGRP_STATES - 1));
+        ST(p->g_stats_docs, fz_range(in, 0, (int64_t)1 << 62));
+        ST(p->g_stats_errors, fz_range(in, 0, (int64_t)1 << 62));
+        ST(p->g_stats_field_errors, fz_range(in, 0, (int64_t)1 << 62));
+        ST(p->g_stats_last_us, fz_range(in, 0, I64MAX));
+        ST(p->g_commits, fz_range(in, 0, (int64_t)1 << 62));
+        ST(p->g_commit_errors, fz_range(in, 0, (int64_t)1 << 62));
+        ST(p->g_last_commit_err, (int)fz_range(in, INT32_MIN, INT32_MAX));
+        ST(p->g_last_commit_err_us, fz_range(in, 0, I64MAX));
+        ST(p->g_last_assign_us, fz_range(in, 0, I64MAX));
+        ST(p->g_diag, (int)fz_range(in, 0, LAGPROBE_DIAG__CNT - 1));
+        ST(p->g_diag_slot, (int)fz_range(in, -1, (int64_t)nslots));
+        ST(p->g_diag_a, fz_range(in, INT64_MIN, I64MAX));
+        ST(p->g_diag_b, fz_range(in, INT64_MIN, I64MAX));
+        ST(p->g_diag_c, fz_range(in, INT64_MIN, I64MAX));
+        ST(p->g_in_mrate, fz_range(in, INT64_MIN, I64MAX));
+        ST(p->g_out_mrate, fz_range(in, INT64_MIN, I64MAX));
+        ST(p->g_total_lag, fz_range(in, 0, I64MAX));
+
+        ST(p->last_poll_us, fz_range(in, 0, fz_mono_us));
+        ST(p->exact, (int)(fz_u8(in) & 1));
+        ST(p->b_in_batch, (int)(fz_u8(in) & 1));
+        ST(p->b_size, fz_range(in, 0, (int64_t)1 << 40));
+        ST(p->b_done, fz_range(in, 0, (int64_t)1 << 40));
+        ST(p->b_begin_us, fz_range(in, 0, fz_mono_us));
+        ST(p->b_last_progress_us, fz_range(in, 0, fz_mono_us));
+        ST(p->evictions, fz_range(in, 0, (int64_t)1 << 40));
+        ST(p->last_eviction_us, fz_range(in, 0, fz_mono_us));
+        ST(p->predicted_batch_us,
+           fz_u8(in) & 1 ? LD(p->b_begin_us) : fz_range(in, 0, fz_mono_us));
+        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
+                ST(p->events[i], fz_range(in, 0, (int64_t)1 << 40));
+        /* Histograms: durations up to 2^40 us, recorded at times up to
+         * now (the recent windows' ages follow). */
+        lp_whist_t *hs[3] = {&p->h_batch, &p->h_msg, &p->h_gap};
+        int nh = (int)(fz_u8(in) % 24);
+        for (int i = 0; i < nh; i++) {
+                lp_whist_t *w = hs[fz_u8(in) % 3];
+                int64_t at = fz_range(in, 1, fz_mono_us);
+                lp_whist_add(w, p->win_us, at, fz_range(in, 0, (int64_t)1 << 40));
+        }
+}
+
+typedef size_t (*render_fn)(lagprobe_t *, char *, size_t);
+
+/* Every render is costly (the probe sums its histograms each time), so an
+ * execution renders each format once in full, into a big buffer, and once
+ * more at one size from the input. NULL is passed when that size is 0. */
+#define FULL_MAX (4u << 20)
+static char g_full[FULL_MAX];
+
+static size_t render_full(lagprobe_t *p, render_fn fn, const char *what) {
+        memset(g_full, 'X', 64);
+        size_t n = fn(p, g_full, FULL_MAX);
+        FZ_CHECK(n < FULL_MAX, "%s: %zu bytes", what, n);
+        FZ_CHECK(g_full[n] == 0, "%s: not NUL-terminated", what);
+        FZ_CHECK(strlen(g_full) == n, "%s: embedded NUL at %zu of %zu", what,
+                 strlen(g_full), n);
+        return n;
+}
+
+/* The size contract at size sz (0: NULL buffer, or a one-byte canary). */
+static void render_at(lagprobe_t *p, render_fn fn, const char *what,
+                      size_t n, size_t sz, int canary_buf) {
+        if (sz == 0) {
+                char canary = 'C';
+                FZ_CHECK(fn(p, canary_buf ? &canary : NULL, 0) == n &&
+                             canary == 'C',
+                         "%s: size 0: wrong length or a write", what);
+                return;
+        }
+        char *b = malloc(sz); /* exact: ASan sees any overrun */
+        FZ_CHECK(b, "malloc");
+        memset(b, 'Y', sz);
+        size_t r = fn(p, b, sz);
+        FZ_CHECK(r == n, "%s: length %zu at size %zu, %zu at full", what, r, sz,
+                 n);
+        size_t cut = n < sz - 1 ? n : sz - 1;
+        FZ_CHECK(b[cut] == 0, "%s: no NUL at %zu (size %zu)", what, cut, sz);
+        FZ_CHECK(memcmp(b, g_full, cut) == 0,
+                 "%s: size %zu is not a prefix of the full text", what, sz);
+        free(b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        fz_in_t in = {data, size};
+        fz_mono_us = fz_range(&in, 1, (int64_t)1 << 50);
+        fz_wall_ms = fz_range(&in, 1, (int64_t)1 << 45);
+
+        lagprobe_config_t pc;
+        lagprobe_config_init(&pc);
+        pc.watchdog_interval_ms = 0;
+        pc.log_cb = quiet;
+        pc.window_ms = (int)fz_range(&in, 60, 86400000);
+        pc.unassigned_unhealthy_ms = (int)fz_range(&in, 0, 86400000);
+        pc.storm_window_ms = (int)fz_range(&in, 1, 86400000);
+        char errstr[256];
+        lagprobe_t *p = lagprobe_new(&pc, errstr, sizeof errstr);
+        FZ_CHECK(p, "lagprobe_new: %s", errstr);
+
+        /* Slots. */
+        unsigned nsel = fz_u8(&in);
+        int want = (int)(nsel == 255 ? 48 : nsel % 7);
+        uint32_t assigned = 0;
+        char topic[320];
+        for (int i = 0; i < want && in.n; i++) {
+                fz_str(&in, topic, 300);
+                /* Partition ids index a per-topic array (lp_slot_find grows
+                 * it one entry at a time): keep them realistic. */
+                int32_t part = (int32_t)fz_range(&in, 0, 511);
+                pthread_mutex_lock(&p->wlock);
+                int si = lp_slot_find(p, topic, part, 1);
+                pthread_mutex_unlock(&p->wlock);
+                FZ_CHECK(si >= 0, "lp_slot_find failed");
+                fill_slot(&in, lp_slot_at(p, (uint32_t)si));
+        }
+        uint32_t nslots = LD(p->nslots);
+        for (uint32_t i = 0; i < nslots; i++)
+                assigned += LD(lp_slot_at(p, i)->assigned) != 0;
+        fill_global(&in, p, nslots);
+
+        size_t at = 0, n;
+        const char *why;
+        /* One format per execution (each render costs ~0.5 ms under ASan,
+         * mostly summing histograms); a second render at a size from the
+         * input, the snapshot and the health check when the input says. */
+        unsigned which = fz_u8(&in);
+        render_fn fn = which & 1 ? lagprobe_metrics_prometheus
+                                 : lagprobe_snapshot_json;
+        const char *what = which & 1 ? "prometheus" : "json";
+        n = render_full(p, fn, what);
+        why = which & 1 ? fz_prom_check(g_full, n, &at)
+                        : fz_json_check(g_full, n, &at);
+        FZ_CHECK(!why, "%s invalid: %s at byte %zu: ...%.80s", what, why, at,
+                 g_full + (at > 20 ? at - 20 : 0));
+        if (which & 2)
+                render_at(p, fn, what, n,
+                          (size_t)fz_range(&in, 0, (int64_t)n + 1), which & 4);
+
+        if (which & 8) {
+                /* Snapshot into an array of any size. */
+                size_t cap = (size_t)fz_range(&in, 0, (int64_t)nslots + 1);
+                lagprobe_partition_t *parts =
+                    cap ? calloc(cap, sizeof *parts) : NULL;
+                lagprobe_snapshot_t snap;
+                lagprobe_snapshot_init(&snap, parts, cap);
+                FZ_CHECK(lagprobe_snapshot(p, &snap) == 0, "snapshot failed");
+                FZ_CHECK(snap.partition_cnt == assigned,
+                         "partition_cnt %zu, %u assigned", snap.partition_cnt,
+                         assigned);
+                size_t filled = cap < assigned ? cap : assigned;
+                for (size_t i = 1; i < filled; i++)
+                        FZ_CHECK(lp_part_cmp(&parts[i - 1], &parts[i]) <= 0,
+                                 "snapshot not sorted at %zu", i);
+                free(parts);
+        }
+        if (which & 16) {
+                /* Health reasons at any size. */
+                size_t rs = (size_t)fz_range(&in, 0, 200);
+                char *reasons = rs ? malloc(rs) : NULL;
+                int h = lagprobe_health(p, reasons, rs);
+                FZ_CHECK(h >= 0 && h <= 2, "health %d", h);
+                if (rs)
+                        FZ_CHECK(memchr(reasons, 0, rs) != NULL,
+                                 "reasons not terminated");
+                free(reasons);
+        }
+
+        lagprobe_destroy(p);
+        return 0;
+}
