@@ -1440,8 +1440,40 @@ static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
 
 static int64_t lp_since_poll_us(lagprobe_t *p, int64_t now_us);
 
+/* Saturating arithmetic for figures that come from outside (statistics
+ * documents): offsets near INT64_MAX must not overflow (undefined
+ * behaviour) in rates, sums and times to catch up. */
+static int64_t lp_sat_add(int64_t a, int64_t b) {
+        if (b > 0 && a > INT64_MAX - b)
+                return INT64_MAX;
+        if (b < 0 && a < INT64_MIN - b)
+                return INT64_MIN;
+        return a + b;
+}
+
+static int64_t lp_sat_sub(int64_t a, int64_t b) {
+        if (b < 0 && a > INT64_MAX + b)
+                return INT64_MAX;
+        if (b > 0 && a < INT64_MIN + b)
+                return INT64_MIN;
+        return a - b;
+}
+
+/* a * m / d for m > 0, d > 0; exact while a * m fits, else saturated. */
+static int64_t lp_muldiv(int64_t a, int64_t m, int64_t d) {
+        if (a <= INT64_MAX / m && a >= -(INT64_MAX / m))
+                return a * m / d;
+        double r = (double)a * (double)m / (double)d;
+        if (r >= 9.2e18)
+                return INT64_MAX;
+        if (r <= -9.2e18)
+                return -INT64_MAX;
+        return (int64_t)r;
+}
+
 static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
-        return dt_us > 0 ? delta * 1000000000 / dt_us : 0; /* msg/s x 1000 */
+        /* msg/s x 1000 */
+        return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
 }
 
 /* Caller holds wlock and is inside the slot's S group write. */
@@ -1514,12 +1546,12 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                                        ? lp_mrate(n.pos - o->pos, dt)
                                        : 0);
                 int64_t drain = n.pos >= 0 && o->pos >= 0
-                                    ? lp_mrate(n.pos - o->pos, dt) -
-                                          lp_mrate(n.hi - o->hi, dt)
+                                    ? lp_sat_sub(lp_mrate(n.pos - o->pos, dt),
+                                                 lp_mrate(n.hi - o->hi, dt))
                                     : 0;
                 ST(s->s_eta_ms,
                    plag >= 0 && plag <= p->conf.lag_allowance ? 0
-                   : drain > 0 ? plag * 1000000 / drain
+                   : drain > 0 ? lp_muldiv(plag, 1000000, drain)
                                : -1);
         }
         int st;
@@ -1643,12 +1675,12 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 if (st != LAGPROBE_PSTATUS_UNKNOWN)
                         covered++;
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
-                in += r;
-                out += LD(s->s_out_mrate);
+                in = lp_sat_add(in, r);
+                out = lp_sat_add(out, LD(s->s_out_mrate));
                 if (LD(s->s_pos_mrate) > 0)
                         progressing++;
                 if (l > 0)
-                        total_lag += l;
+                        total_lag = lp_sat_add(total_lag, l);
                 if (r > top_in) {
                         top_in = r;
                         top_in_slot = (int)i;
@@ -1777,7 +1809,9 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         c = total_lag <= p->conf.lag_allowance ? 0
                             : out > in                         ? 1
                                                                : 2;
-                        b = c == 1 ? total_lag * 1000000 / (out - in) : -1;
+                        b = c == 1 ? lp_muldiv(total_lag, 1000000,
+                                               lp_sat_sub(out, in))
+                                   : -1;
                 }
         }
         ST(p->g_in_mrate, in);
