@@ -54,6 +54,14 @@
 
 typedef _Atomic int64_t a64_t;
 
+#if defined(__GNUC__) || defined(__clang__)
+#define LP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LP_NOINLINE __attribute__((noinline))
+#else
+#define LP_UNLIKELY(x) (x)
+#define LP_NOINLINE
+#endif
+
 static int64_t lp_mono_us(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -181,11 +189,11 @@ typedef struct lp_slot_s {
         _Atomic int assigned;
         _Atomic uint32_t assign_gen; /* bumped at every assign */
 
-        /* C group: the consuming thread only (on_consume). */
+        /* C group: the consuming thread only (on_consume). Three stores
+         * per message; what was consumed since the assignment is c_total
+         * minus s_c_base. */
         _Atomic uint32_t cseq;
-        _Atomic uint32_t c_gen;   /* assign_gen the C figures belong to */
         a64_t c_position;         /* last consumed offset + 1 */
-        a64_t c_consumed;         /* since c_gen */
         a64_t c_last_ts;          /* message timestamp, ms */
         a64_t c_total;            /* monotonic, never reset: poll evidence */
 
@@ -198,6 +206,7 @@ typedef struct lp_slot_s {
         a64_t s_stats_us;         /* statistics ts of the figures */
         a64_t s_progress_us;      /* position or commit last advanced */
         a64_t s_commit_errs;
+        a64_t s_c_base;           /* c_total when last assigned */
         _Atomic int s_last_commit_err;
         _Atomic int s_stale;
 
@@ -297,7 +306,6 @@ static const char *const lp_cgrp_states[] = {
 
 struct lagprobe_s {
         lagprobe_config_t conf;
-        uint64_t id;                /* unique per process, for TLS caches */
         _Atomic int refcnt;         /* handle + confs carrying the probe */
         _Atomic int user_destroyed; /* lagprobe_destroy() was called */
         int slot;                   /* trampoline slot, -1 none */
@@ -332,7 +340,7 @@ struct lagprobe_s {
         lp_topic_map_t *topic_map;   /* stb_ds string map name -> index */
         lp_slot_t *_Atomic chunks[LP_MAX_CHUNKS];
         _Atomic uint32_t nslots;
-        _Atomic uint32_t cache_epoch; /* bumped when slots change meaning */
+        _Atomic uint32_t cache_epoch; /* lp_new_epoch() when slots change meaning */
 
         /* Statistics parser scratch, owned by whoever holds plock. */
         pthread_mutex_t plock;
@@ -409,8 +417,6 @@ struct lagprobe_s {
         _Atomic int querying;        /* watchdog inside a broker query */
         uint32_t wd_refresh_cursor;
 };
-
-static _Atomic uint64_t lp_next_id = 1;
 
 /* stb_ds writes a process-wide hash seed when a map's first index is
  * built; probes build theirs in lagprobe_new() under this lock, and maps
@@ -668,27 +674,38 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         return (int)n;
 }
 
-/* Per-thread cache for on_consume: the last (probe, rkt, partition) seen.
- * Invalidated by p->cache_epoch, bumped whenever the assignment changes, so
- * an rkt pointer is trusted only while a partition of it is assigned. */
+/* Per-thread cache for on_consume: the slot of the last (rkt, partition)
+ * seen, valid while p->cache_epoch still holds the value it was filled
+ * under. Epochs come from one process-wide counter, so no two probes ever
+ * share one and the cache needs no probe identity: a probe freed and
+ * another allocated at the same address cannot match. The epoch moves
+ * whenever the assignment changes, so an rkt pointer is trusted only while
+ * a partition of it is assigned. */
 typedef struct lp_tcache_s {
-        uint64_t probe_id;
         uint32_t epoch;
-        const rd_kafka_topic_t *rkt;
         int32_t partition;
+        const rd_kafka_topic_t *rkt;
         lp_slot_t *slot;
 } lp_tcache_t;
 
 static _Thread_local lp_tcache_t lp_tcache;
 
-static lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
-                                  const rd_kafka_message_t *m) {
-        lp_tcache_t *c = &lp_tcache;
+static _Atomic uint32_t lp_epoch_src = 1;
+
+/* A fresh cache epoch for @p p. Caller holds wlock (or owns p alone). */
+static void lp_new_epoch(lagprobe_t *p) {
+        uint32_t e;
+        do /* 0 is the empty cache's */
+                e = atomic_fetch_add(&lp_epoch_src, 1);
+        while (e == 0);
+        ST(p->cache_epoch, e);
+}
+
+/* The cache missed: find (or make) the slot and refill the cache. Kept out
+ * of line so that on_consume's fast path stays a leaf with few registers. */
+static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
+                                              const rd_kafka_message_t *m) {
         uint32_t epoch = LD(p->cache_epoch);
-        if (c->probe_id == p->id && c->epoch == epoch && c->rkt == m->rkt &&
-            c->partition == m->partition)
-                return c->slot;
-        /* Slow path: once per partition switch. */
         const char *topic = rd_kafka_topic_name(m->rkt);
         pthread_mutex_lock(&p->wlock);
         int i = lp_slot_find(p, topic, m->partition, 1);
@@ -709,7 +726,7 @@ static lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
         pthread_mutex_unlock(&p->wlock);
         if (i < 0)
                 return NULL;
-        c->probe_id = p->id;
+        lp_tcache_t *c = &lp_tcache;
         c->epoch = epoch;
         c->rkt = m->rkt;
         c->partition = m->partition;
@@ -1480,12 +1497,11 @@ static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
 static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                          int64_t fetchq_cnt) {
         int64_t win = (int64_t)p->conf.window_ms * 1000;
-        uint32_t gen = LD(s->assign_gen);
-        int64_t pos = LD(s->c_gen) == gen ? LD(s->c_position) : -1;
+        int64_t total = LD(s->c_total);
+        int64_t pos = total > LD(s->s_c_base) ? LD(s->c_position) : -1;
         if (pos < 0)
                 pos = LD(s->s_app_offset);
-        lp_sample_t n = {ts, LD(s->s_hi), pos, LD(s->s_committed),
-                         LD(s->c_total)};
+        lp_sample_t n = {ts, LD(s->s_hi), pos, LD(s->s_committed), total};
         if (n.hi < 0)
                 return; /* nothing to judge without the high watermark */
 
@@ -2067,6 +2083,10 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                 ST(s->s_hi_query, -1);
                 ST(s->s_hi_query_us, 0);
                 s->w_hi_seen = -1;
+                /* What the consuming thread counted so far belongs to the
+                 * earlier assignment. (Rebalances are served on that
+                 * thread, between messages, so the figure is exact.) */
+                ST(s->s_c_base, LD(s->c_total));
                 lp_wend(&s->sseq, q);
                 ST(s->assign_gen, LD(s->assign_gen) + 1);
                 ST_REL(s->assigned, 1);
@@ -2095,7 +2115,7 @@ static void lp_record_assign(lagprobe_t *p,
         ST(p->g_assignment_size, LD(p->g_assignment_size) + added);
         lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
-        ST(p->cache_epoch, LD(p->cache_epoch) + 1);
+        lp_new_epoch(p);
         pthread_mutex_unlock(&p->wlock);
 }
 
@@ -2137,7 +2157,7 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
         }
         lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
-        ST(p->cache_epoch, LD(p->cache_epoch) + 1);
+        lp_new_epoch(p);
         pthread_mutex_unlock(&p->wlock);
 }
 
@@ -2194,7 +2214,7 @@ static void lp_sync_assignment(lagprobe_t *p,
                 }
                 lp_diagnose(p, 0);
                 lp_wend(&p->gseq, g);
-                ST(p->cache_epoch, LD(p->cache_epoch) + 1);
+                lp_new_epoch(p);
         }
         pthread_mutex_unlock(&p->wlock);
         rd_kafka_topic_partition_list_destroy(add);
@@ -2311,22 +2331,21 @@ static rd_kafka_resp_err_t lp_on_consume(rd_kafka_t *rk,
                                          rd_kafka_message_t *m, void *ic) {
         lagprobe_t *p = ic;
         (void)rk;
-        if (m->err || !m->rkt)
+        if (m->err)
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
-        lp_slot_t *s = lp_slot_for_msg(p, m);
-        if (!s)
-                return RD_KAFKA_RESP_ERR_NO_ERROR;
-        /* Hot path: plain atomic loads and stores (ordinary moves on x86),
-         * no read-modify-write: this thread is the only writer of the
-         * slot's C group. */
-        uint32_t gen = LD(s->assign_gen);
-        int64_t consumed = LD(s->c_gen) == gen ? LD(s->c_consumed) + 1 : 1;
-        rd_kafka_timestamp_type_t tstype;
-        int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+        /* Hot path: one cache check, then plain atomic loads and stores
+         * (ordinary moves on x86), no read-modify-write: this thread is
+         * the only writer of the slot's C group. */
+        const lp_tcache_t *c = &lp_tcache;
+        lp_slot_t *s = c->slot;
+        if (LP_UNLIKELY(c->epoch != LD(p->cache_epoch) || c->rkt != m->rkt ||
+                        c->partition != m->partition)) {
+                if (!m->rkt || !(s = lp_slot_for_msg(p, m)))
+                        return RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
+        int64_t ts = rd_kafka_message_timestamp(m, NULL);
         uint32_t q = lp_wbegin(&s->cseq);
-        ST(s->c_gen, gen);
         ST(s->c_position, m->offset + 1);
-        ST(s->c_consumed, consumed);
         ST(s->c_last_ts, ts);
         ST(s->c_total, LD(s->c_total) + 1);
         lp_wend(&s->cseq, q);
@@ -3407,7 +3426,7 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         shput(p->topic_map, "", -1);
         shdel(p->topic_map, "");
         pthread_mutex_unlock(&lp_stb_seed_lock);
-        p->id = atomic_fetch_add(&lp_next_id, 1);
+        lp_new_epoch(p);
         p->slot = -1;
         atomic_init(&p->refcnt, 1);
         p->max_poll_interval_ms = 300000;
@@ -3469,13 +3488,11 @@ void lagprobe_destroy(lagprobe_t *p) {
 static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                          int64_t stats_interval_ms, int window_ms,
                          lagprobe_partition_t *o) {
-        int64_t pos, consumed, last_ts, total;
-        uint32_t cgen, agen, q;
+        int64_t pos, consumed, last_ts, total, base;
+        uint32_t q;
         do {
                 q = lp_rbegin(&s->cseq);
-                cgen = LD(s->c_gen);
                 pos = LD(s->c_position);
-                consumed = LD(s->c_consumed);
                 last_ts = LD(s->c_last_ts);
                 total = LD(s->c_total);
         } while (lp_rretry(&s->cseq, q));
@@ -3496,7 +3513,7 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 cerrs = LD(s->s_commit_errs);
                 lcerr = LD(s->s_last_commit_err);
                 stale = LD(s->s_stale);
-                agen = LD(s->assign_gen);
+                base = LD(s->s_c_base);
                 st = LD(s->s_status);
                 ev_a = LD(s->s_ev_a);
                 ev_b = LD(s->s_ev_b);
@@ -3521,7 +3538,10 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
         o->high_watermark = hi;
         o->low_watermark = lo;
         o->last_stable_offset = ls;
-        if (cgen != agen || pos < 0) {
+        /* The two groups are read apart: a message in between shows as
+         * one more consumed, never as fewer than none. */
+        consumed = total - base;
+        if (consumed <= 0 || pos < 0) {
                 /* Nothing consumed since this assignment. */
                 consumed = 0;
                 pos = app >= 0 ? app : committed;

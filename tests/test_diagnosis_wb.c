@@ -159,10 +159,7 @@ static int teardown(void **state) {
 static void wb_consume(wb_t *w, int i, int64_t position, int64_t delivered) {
         lp_slot_t *s = w->slot[i];
         uint32_t q = lp_wbegin(&s->cseq);
-        uint32_t gen = LD(s->assign_gen);
-        ST(s->c_gen, gen);
         ST(s->c_position, position);
-        ST(s->c_consumed, LD(s->c_consumed) + delivered);
         ST(s->c_total, LD(s->c_total) + delivered);
         lp_wend(&s->cseq, q);
 }
