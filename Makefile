@@ -4,7 +4,9 @@
 #   make                  build/liblagprobe.a and build/examples/*
 #   make test             check-compile, then the tests plain, under
 #                         ASan+UBSan and under TSan, then the end-to-end
-#                         scripts; ends with "N passed, N failed"
+#                         scripts, then the fuzz targets' regressions and
+#                         FUZZ_CI_TIME s of fuzzing each; ends with
+#                         "N passed, N failed"
 #   make test-normal | test-asan | test-tsan   one variant
 #   make test-valgrind    the normal build's tests under valgrind memcheck
 #   make demo DEMO_ARGS=...                    build and run examples/demo.c
@@ -251,9 +253,10 @@ test-valgrind: test-build-normal
 # so a build failure cannot leave an earlier run's total behind.
 test:
 	@rm -f $(BUILD)/*-logs/counts
-	@$(MAKE) --no-print-directory check-compile test-build
+	@$(MAKE) --no-print-directory check-compile test-build fuzz-build fuzz-corpus
 	@$(foreach v,$(TEST_VARIANTS),$(test_env_$(v)) $(RUN_TESTS) $(v) $($(v)_bins); echo;)
 	@$(RUN_TESTS) --tap e2e $(E2E_SCRIPTS); echo
+	@FUZZ_DIR=$(FUZZ_DIR) FUZZ_TIME=$(FUZZ_CI_TIME) $(RUN_TESTS) --tap fuzz fuzz/run.sh; echo
 	@$(RUN_TESTS) --total
 
 # ---- bench and fuzz --------------------------------------------------------
@@ -270,7 +273,7 @@ test:
 #                FUZZ_RUNS executions when set. Findings: build/fuzz/artifacts.
 # See BENCHMARKS.md and fuzz/README.md.
 
-.PHONY: bench bench-build fuzz fuzz-ci fuzz-build fuzz-corpus
+.PHONY: bench bench-build fuzz fuzz-ci fuzz-build fuzz-corpus test-fuzz
 
 BENCH_DIR = $(BUILD)/bench
 BENCH_OPT = -O2 -g
@@ -332,11 +335,6 @@ FUZZ_SAN = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer -fsanitize-coverage-ignorelist=fuzz/coverage.ignore
 FUZZ_BUILD = $(FUZZ_CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) -g -O2 $(FUZZ_SAN) \
 	$(RDKAFKA_CFLAGS)
-FUZZ_ENV = ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
-# Per target: extra libFuzzer options.
-FUZZ_OPTS_stats = -max_len=16384 -dict=fuzz/stats.dict
-FUZZ_OPTS_render = -max_len=4096
-
 $(FUZZ_DIR)/cmd: FORCE | deps
 	$(call record_cmd,$(FUZZ_BUILD))
 
@@ -360,36 +358,18 @@ $(FUZZ_DIR)/seed.stamp: $(BENCH_DIR)/gen_stats $(BENCH_DIR)/stats_10.json \
 fuzz-build: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
 fuzz-corpus: $(FUZZ_DIR)/seed.stamp
 
-# Regressions of target $(1): each file is run once and must not fail.
-fuzz_regress = regs=$$(ls fuzz/regressions/$(1)/* 2>/dev/null || true); \
-	if [ -n "$$regs" ]; then \
-		echo "fuzz: $(1): replaying $$(echo $$regs | wc -w) regression inputs"; \
-		$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$(1) $$regs > $(FUZZ_DIR)/regress_$(1).log 2>&1 \
-		|| { tail -n 40 $(FUZZ_DIR)/regress_$(1).log; \
-		     echo "fuzz: $(1): a regression input fails"; exit 1; }; \
-	fi
-
-# Fuzz target $(1) for $(2) seconds, or $(3) executions when not empty.
-fuzz_one = mkdir -p $(FUZZ_DIR)/work/$(1) $(FUZZ_DIR)/artifacts; \
-	echo "fuzz: $(1): $(if $(3),$(3) runs,$(2) s) (log $(FUZZ_DIR)/fuzz_$(1).log)"; \
-	$(FUZZ_ENV) $(FUZZ_DIR)/fuzz_$(1) $(FUZZ_OPTS_$(1)) \
-		-artifact_prefix=$(FUZZ_DIR)/artifacts/$(1)- -print_final_stats=1 \
-		$(if $(3),-runs=$(3),-max_total_time=$(2)) \
-		$(FUZZ_DIR)/work/$(1) $(FUZZ_DIR)/corpus/$(1) \
-		> $(FUZZ_DIR)/fuzz_$(1).log 2>&1 \
-	|| { grep -a -A30 -m1 -E "ERROR|runtime error|invariant" \
-		$(FUZZ_DIR)/fuzz_$(1).log; \
-	     echo "fuzz: $(1): FAILED, input in $(FUZZ_DIR)/artifacts/"; exit 1; }; \
-	grep -a -E "stat::number_of_executed_units|Done [0-9]+ runs" \
-		$(FUZZ_DIR)/fuzz_$(1).log | sed "s/^/fuzz: $(1): /"
+# fuzz/run.sh replays fuzz/regressions/TARGET/* and then fuzzes each target,
+# printing TAP; make test counts it as the "fuzz" suite.
+FUZZ_RUN = FUZZ_DIR=$(FUZZ_DIR) fuzz/run.sh
 
 fuzz-ci: fuzz-build fuzz-corpus
-	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_regress,$(t)) &&) true
-	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t),$(FUZZ_CI_TIME),) &&) true
+	@$(FUZZ_RUN) -t $(FUZZ_CI_TIME) $(FUZZ_TARGETS)
 
 fuzz: fuzz-build fuzz-corpus
-	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_regress,$(t)) &&) true
-	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t),$(FUZZ_TIME),$(FUZZ_RUNS)) &&) true
+	@$(FUZZ_RUN) $(if $(FUZZ_RUNS),-r $(FUZZ_RUNS),-t $(FUZZ_TIME)) $(FUZZ_TARGETS)
+
+test-fuzz: fuzz-build fuzz-corpus
+	@FUZZ_DIR=$(FUZZ_DIR) FUZZ_TIME=$(FUZZ_CI_TIME) $(RUN_TESTS) --tap fuzz fuzz/run.sh
 
 # ---- install ---------------------------------------------------------------
 # probe.h goes to INCLUDEDIR/lagprobe/; probe.c and probe.h also go to
