@@ -493,13 +493,14 @@ static void lp_hbounds(int i, double *lo, double *width) {
         *width = (double)(1ull << shift);
 }
 
-static void lp_hist_add(lp_hist_t *h, int64_t us) {
+/* @p n samples of @p us each (n >= 1). */
+static void lp_hist_add(lp_hist_t *h, int64_t us, int64_t n) {
         int b = lp_hbucket(us);
-        ST(h->b[b], LD(h->b[b]) + 1);
-        ST(h->sum_us, LD(h->sum_us) + (us > 0 ? us : 0));
+        ST(h->b[b], LD(h->b[b]) + (uint64_t)n);
+        ST(h->sum_us, LD(h->sum_us) + (us > 0 ? us * n : 0));
         if (us > LD(h->max_us))
                 ST(h->max_us, us);
-        ST(h->count, LD(h->count) + 1);
+        ST(h->count, LD(h->count) + (uint64_t)n);
 }
 
 static void lp_hist_clear(lp_hist_t *h) {
@@ -511,8 +512,8 @@ static void lp_hist_clear(lp_hist_t *h) {
 }
 
 /* Single writer: the thread recording values. */
-static void lp_whist_add(lp_whist_t *w, int64_t win_us, int64_t now_us,
-                         int64_t us) {
+static void lp_whist_add_n(lp_whist_t *w, int64_t win_us, int64_t now_us,
+                           int64_t us, int64_t n) {
         int64_t epoch = now_us / win_us;
         int wi = (int)(epoch % LP_WIN);
         if (LD(w->win_start_us[wi]) != epoch * win_us) {
@@ -521,8 +522,13 @@ static void lp_whist_add(lp_whist_t *w, int64_t win_us, int64_t now_us,
                 lp_hist_clear(&w->win[wi]);
                 ST(w->win_start_us[wi], epoch * win_us);
         }
-        lp_hist_add(&w->win[wi], us);
-        lp_hist_add(&w->total, us);
+        lp_hist_add(&w->win[wi], us, n);
+        lp_hist_add(&w->total, us, n);
+}
+
+static void lp_whist_add(lp_whist_t *w, int64_t win_us, int64_t now_us,
+                         int64_t us) {
+        lp_whist_add_n(w, win_us, now_us, us, 1);
 }
 
 /* Sum of histograms into a plain array (reader side). */
@@ -2729,8 +2735,8 @@ static void lp_batch_progress(lagprobe_t *p, size_t n_done) {
         if (inc <= 0)
                 return;
         int64_t per = (now - LD(p->b_last_progress_us)) / inc;
-        for (int64_t i = 0; i < inc && i < 64; i++)
-                lp_whist_add(&p->h_msg, p->win_us, now, per);
+        /* One histogram update for the lot, whatever the batch size. */
+        lp_whist_add_n(&p->h_msg, p->win_us, now, per, inc);
         uint32_t q = lp_wbegin(&p->bseq);
         ST(p->b_done, (int64_t)n_done);
         ST(p->b_last_progress_us, now);
@@ -2747,8 +2753,7 @@ static void lp_batch_end(lagprobe_t *p) {
         if (done < size && size > 0) {
                 /* Messages not reported one by one: spread the rest. */
                 int64_t per = (now - LD(p->b_last_progress_us)) / (size - done);
-                for (int64_t i = 0; i < size - done && i < 64; i++)
-                        lp_whist_add(&p->h_msg, p->win_us, now, per);
+                lp_whist_add_n(&p->h_msg, p->win_us, now, per, size - done);
         }
         lp_whist_add(&p->h_batch, p->win_us, now, now - LD(p->b_begin_us));
         uint32_t q = lp_wbegin(&p->bseq);

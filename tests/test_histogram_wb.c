@@ -395,8 +395,38 @@ WINDOW_TEST(window_boundaries)
 WINDOW_TEST(window_forgets_percentiles)
 WINDOW_TEST(window_model)
 
+/* A batch's messages are all counted in the per-message histogram, however
+ * many: those reported through batch_progress, and the rest spread evenly
+ * at batch_end, each group in one histogram update. */
+static void test_batch_counts_every_message(void **state) {
+        (void)state;
+        lagprobe_config_t c;
+        lagprobe_config_init(&c);
+        c.watchdog_interval_ms = 0;
+        char err[256];
+        lagprobe_t *p = lagprobe_new(&c, err, sizeof err);
+        assert_non_null(p);
+        lagprobe_snapshot_t s;
+        for (int round = 1; round <= 3; round++) {
+                lagprobe_batch_begin(p, 1000);
+                lagprobe_batch_progress(p, 300);
+                lagprobe_batch_progress(p, 300); /* no new messages */
+                lagprobe_batch_progress(p, 301);
+                lagprobe_batch_end(p);
+                lagprobe_snapshot_init(&s, NULL, 0);
+                assert_int_equal(lagprobe_snapshot(p, &s), 0);
+                assert_int_equal(s.batch.count, round);
+                assert_int_equal(s.message.count, 1000 * round);
+                assert_int_equal(s.message_recent.count, 1000 * round);
+                assert_true(s.message.sum_ms <= s.batch.sum_ms + 0.001);
+        }
+        assert_int_equal(s.hook_errors, 0);
+        lagprobe_destroy(p);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_batch_counts_every_message),
             cmocka_unit_test(test_bucket_geometry),
             cmocka_unit_test(test_pct_uniform),
             cmocka_unit_test(test_pct_lognormal),
