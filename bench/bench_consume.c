@@ -14,6 +14,7 @@
  *   poll_zero    the same, probe attached (zero-code mode)
  *   poll_hooks   the same, plus lagprobe_batch_begin(1)/batch_end per message
  *   batch_none   rd_kafka_consume_batch_queue of BATCH + destroy
+ *   batch_noop   the same with the do-nothing on_consume interceptor
  *   batch_zero   the same, probe attached
  *   batch_hooks  the same, plus lagprobe_batch_begin(n)/batch_end per batch
  *
@@ -41,13 +42,14 @@ enum {
         M_POLL_ZERO,
         M_POLL_HOOKS,
         M_BATCH_NONE,
+        M_BATCH_NOOP,
         M_BATCH_ZERO,
         M_BATCH_HOOKS,
         M__CNT
 };
 static const char *const mode_names[M__CNT] = {
     "poll_none", "poll_noop", "poll_zero", "poll_hooks",
-    "batch_none", "batch_zero", "batch_hooks"};
+    "batch_none", "batch_noop", "batch_zero", "batch_hooks"};
 
 static const char *g_boot;
 static const char *g_topic = "bench";
@@ -97,8 +99,8 @@ static void cons_new(cons_t *c, int mode) {
         char errstr[512], group[64];
         memset(c, 0, sizeof *c);
         c->mode = mode;
-        int with_probe = mode != M_POLL_NONE && mode != M_POLL_NOOP &&
-                         mode != M_BATCH_NONE;
+        int noop = mode == M_POLL_NOOP || mode == M_BATCH_NOOP;
+        int with_probe = !noop && mode != M_POLL_NONE && mode != M_BATCH_NONE;
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         snprintf(group, sizeof group, "bench-%d-%d", (int)getpid(), g_group_n++);
         set(conf, "bootstrap.servers", g_boot);
@@ -109,7 +111,7 @@ static void cons_new(cons_t *c, int mode) {
         set(conf, "queued.max.messages.kbytes", "2000000");
         set(conf, "fetch.wait.max.ms", "10");
         set(conf, "log_level", "3");
-        if (mode == M_POLL_NOOP)
+        if (noop)
                 rd_kafka_conf_interceptor_add_on_new(conf, "noop", noop_on_new,
                                                      NULL);
         if (with_probe) {
@@ -340,8 +342,8 @@ int main(int argc, char **argv) {
 
         static const int fam[2][4] = {
             {M_POLL_NONE, M_POLL_NOOP, M_POLL_ZERO, M_POLL_HOOKS},
-            {M_BATCH_NONE, M_BATCH_ZERO, M_BATCH_HOOKS, -1}};
-        static const int fam_n[2] = {4, 3};
+            {M_BATCH_NONE, M_BATCH_NOOP, M_BATCH_ZERO, M_BATCH_HOOKS}};
+        static const int fam_n[2] = {4, 4};
         static double ns[M__CNT][100], ratio[M__CNT][100];
         for (int r = 0; r < runs; r++) {
                 for (int f = 0; f < 2; f++) {
