@@ -747,10 +747,20 @@ static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
  * the probe uses into p->scr_* and rejects the whole document when it is
  * not well-formed, so a truncated document never half-applies. Strings are
  * not copied: topic names point into the document and are unescaped into a
- * stack buffer only for the index lookup.
+ * stack buffer only for the index lookup. Everything is validated, also
+ * what is skipped (broker windows, "toppars"): skipping walks containers
+ * in a loop, strings 16 bytes at a time (SSE2; 8 with word tricks
+ * elsewhere), and numbers without converting them.
  * ---------------------------------------------------------------------- */
 
 #define LP_JSON_MAX_DEPTH 64
+
+/* The small helpers must be inlined for the cursor to stay in a register. */
+#if defined(__GNUC__)
+#define LP_JQ static inline __attribute__((always_inline))
+#else
+#define LP_JQ static inline
+#endif
 
 typedef struct lp_jp_s {
         const char *p, *end;
@@ -758,20 +768,56 @@ typedef struct lp_jp_s {
         int64_t field_errors;
 } lp_jp_t;
 
-static inline void jp_ws(lp_jp_t *j) {
-        while (j->p < j->end &&
-               (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' ||
-                *j->p == '\t'))
-                j->p++;
+/* The scanner works on a local cursor q (kept in a register: a store to
+ * j->p could alias every byte loaded from the document). Helpers named
+ * jq_* take the cursor and return the new one, NULL when the document is
+ * malformed; jp_* functions also take the state (depth, field errors). */
+
+LP_JQ int jp_isws(char c) {
+        return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
-static inline int jp_eat(lp_jp_t *j, char c) {
-        jp_ws(j);
-        if (j->p < j->end && *j->p == c) {
-                j->p++;
-                return 1;
-        }
-        return 0;
+LP_JQ int jp_isdigit(char c) { return (unsigned)(c - '0') <= 9; }
+
+/* s[0..n) equals lit[0..n): overlapping word loads, which the compiler
+ * folds for a literal (a memcmp() of a constant length may stay a call). */
+LP_JQ uint64_t jp_w8(const char *s) {
+        uint64_t v;
+        memcpy(&v, s, 8);
+        return v;
+}
+
+LP_JQ uint32_t jp_w4(const char *s) {
+        uint32_t v;
+        memcpy(&v, s, 4);
+        return v;
+}
+
+LP_JQ int jp_eq(const char *s, const char *lit, size_t n) {
+        if (n >= 8 && n <= 16)
+                return jp_w8(s) == jp_w8(lit) &&
+                       jp_w8(s + n - 8) == jp_w8(lit + n - 8);
+        if (n >= 4 && n < 8)
+                return jp_w4(s) == jp_w4(lit) &&
+                       jp_w4(s + n - 4) == jp_w4(lit + n - 4);
+        for (size_t i = 0; i < n; i++)
+                if (s[i] != lit[i])
+                        return 0;
+        return 1;
+}
+
+/* librdkafka writes one space between tokens at most: the first byte is
+ * tested before looping. */
+LP_JQ const char *jq_ws(const char *q, const char *end) {
+        while (q < end && (unsigned char)*q <= ' ' && jp_isws(*q))
+                q++;
+        return q;
+}
+
+/* Skips white space, then @p c; NULL if something else comes. */
+LP_JQ const char *jq_eat(const char *q, const char *end, char c) {
+        q = jq_ws(q, end);
+        return q < end && *q == c ? q + 1 : NULL;
 }
 
 static int jp_hex(char c) {
@@ -784,259 +830,438 @@ static int jp_hex(char c) {
         return -1;
 }
 
-/* Scans a string starting at '"'. Returns 0 and its raw body, -1 if bad. */
-static int jp_string(lp_jp_t *j, const char **s, uint32_t *len,
-                     int *escaped) {
-        jp_ws(j);
-        if (j->p >= j->end || *j->p != '"')
-                return -1;
-        const char *b = ++j->p;
+/* String bodies are scanned a block at a time for the bytes that end a
+ * plain run: '"', '\\' and control characters. jp_first_stop(q) is the
+ * index of the first such byte among q[0..LP_SPAN-1], LP_SPAN if none;
+ * it reads LP_SPAN bytes. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define LP_SPAN 16
+LP_JQ unsigned jp_first_stop(const char *q) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
+        __m128i m = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                         _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
+            _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x));
+        unsigned bits = (unsigned)_mm_movemask_epi8(m);
+        return bits ? (unsigned)__builtin_ctz(bits) : LP_SPAN;
+}
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LP_SPAN 8
+#define LP_B8(c) (0x0101010101010101ull * (uint8_t)(c))
+LP_JQ unsigned jp_first_stop(const char *q) {
+        /* Zero-byte tests: the lowest flagged byte is exact (borrows only
+         * flag bytes above a true one). */
+        uint64_t x, a, b, m;
+        memcpy(&x, q, 8);
+        a = x ^ LP_B8('"');
+        b = x ^ LP_B8('\\');
+        m = (((a - LP_B8(1)) & ~a) | ((b - LP_B8(1)) & ~b) |
+             ((x - LP_B8(0x20)) & ~x)) &
+            LP_B8(0x80);
+        return m ? (unsigned)__builtin_ctzll(m) >> 3 : LP_SPAN;
+}
+#else
+#define LP_SPAN 8
+LP_JQ unsigned jp_first_stop(const char *q) {
+        unsigned i = 0;
+        while (i < LP_SPAN && q[i] != '"' && q[i] != '\\' &&
+               (unsigned char)q[i] >= 0x20)
+                i++;
+        return i;
+}
+#endif
+
+/* A string body from b (after the opening quote), scanning on from q. */
+static const char *jq_string_rest(const char *b, const char *q,
+                                  const char *end, const char **s,
+                                  uint32_t *len, int *escaped) {
         int esc = 0;
         for (;;) {
-                const char *q = j->p;
-                while (q < j->end && *q != '"' && *q != '\\' &&
-                       (unsigned char)*q >= 0x20)
-                        q++;
-                j->p = q;
-                if (q >= j->end)
-                        return -1;
+                unsigned i = 0;
+                while (end - q >= LP_SPAN && (i = jp_first_stop(q)) == LP_SPAN)
+                        q += LP_SPAN;
+                if (end - q >= LP_SPAN)
+                        q += i;
+                else
+                        while (q < end && *q != '"' && *q != '\\' &&
+                               (unsigned char)*q >= 0x20)
+                                q++;
+                if (q >= end)
+                        return NULL;
                 if (*q == '"')
                         break;
-                if ((unsigned char)*q < 0x20)
-                        return -1;
-                /* Backslash escape. */
+                if (*q != '\\')
+                        return NULL; /* control character */
                 esc = 1;
-                if (q + 1 >= j->end)
-                        return -1;
+                if (q + 1 >= end)
+                        return NULL;
                 char e = q[1];
                 if (e == 'u') {
-                        if (q + 6 > j->end)
-                                return -1;
+                        if (end - q < 6)
+                                return NULL;
                         for (int k = 2; k < 6; k++)
                                 if (jp_hex(q[k]) < 0)
-                                        return -1;
-                        j->p = q + 6;
-                } else if (strchr("\"\\/bfnrt", e) && e) {
-                        j->p = q + 2;
+                                        return NULL;
+                        q += 6;
+                } else if (e == '"' || e == '\\' || e == '/' || e == 'b' ||
+                           e == 'f' || e == 'n' || e == 'r' || e == 't') {
+                        q += 2;
                 } else {
-                        return -1;
+                        return NULL;
                 }
         }
         if (s)
                 *s = b;
         if (len)
-                *len = (uint32_t)(j->p - b);
+                *len = (uint32_t)(q - b);
         if (escaped)
                 *escaped = esc;
-        j->p++;
-        return 0;
+        return q + 1;
 }
 
-/* Skips a number; returns 0 when it is well-formed JSON. */
-static int jp_number_skip(lp_jp_t *j, int *is_int) {
-        const char *q = j->p;
-        if (q < j->end && *q == '-')
-                q++;
-        if (q >= j->end || *q < '0' || *q > '9')
-                return -1;
-        while (q < j->end && *q >= '0' && *q <= '9')
-                q++;
-        *is_int = 1;
-        if (q < j->end && *q == '.') {
-                *is_int = 0;
-                q++;
-                if (q >= j->end || *q < '0' || *q > '9')
-                        return -1;
-                while (q < j->end && *q >= '0' && *q <= '9')
-                        q++;
-        }
-        if (q < j->end && (*q == 'e' || *q == 'E')) {
-                *is_int = 0;
-                q++;
-                if (q < j->end && (*q == '+' || *q == '-'))
-                        q++;
-                if (q >= j->end || *q < '0' || *q > '9')
-                        return -1;
-                while (q < j->end && *q >= '0' && *q <= '9')
-                        q++;
-        }
-        j->p = q;
-        return 0;
-}
-
-static int jp_value_skip(lp_jp_t *j);
-
-static int jp_container_skip(lp_jp_t *j, char open) {
-        char close = open == '{' ? '}' : ']';
-        if (++j->depth > LP_JSON_MAX_DEPTH)
-                return -1;
-        j->p++; /* open */
-        if (jp_eat(j, close)) {
-                j->depth--;
-                return 0;
-        }
-        for (;;) {
-                if (open == '{') {
-                        if (jp_string(j, NULL, NULL, NULL) || !jp_eat(j, ':'))
-                                return -1;
+/* A string at q, which must be its opening quote (no white space first).
+ * Returns the position after it and its raw body. Inline: keys and short
+ * values end inside the first block. */
+LP_JQ const char *jq_string(const char *q, const char *end,
+                            const char **s, uint32_t *len,
+                            int *escaped) {
+        if (q >= end || *q != '"')
+                return NULL;
+        q++;
+        if (end - q >= LP_SPAN) {
+                unsigned i = jp_first_stop(q);
+                if (i < LP_SPAN && q[i] == '"') {
+                        if (s)
+                                *s = q;
+                        if (len)
+                                *len = i;
+                        if (escaped)
+                                *escaped = 0;
+                        return q + i + 1;
                 }
-                if (jp_value_skip(j))
-                        return -1;
-                if (jp_eat(j, ','))
+        }
+        return jq_string_rest(q, q, end, s, len, escaped);
+}
+
+/* The fraction and exponent of a number, from q ('.', 'e' or 'E'). */
+static const char *jq_number_rest(const char *q, const char *end) {
+        if (*q == '.') {
+                q++;
+                if (q >= end || !jp_isdigit(*q))
+                        return NULL;
+                while (++q < end && jp_isdigit(*q))
+                        ;
+        }
+        if (q < end && (*q == 'e' || *q == 'E')) {
+                q++;
+                if (q < end && (*q == '+' || *q == '-'))
+                        q++;
+                if (q >= end || !jp_isdigit(*q))
+                        return NULL;
+                while (++q < end && jp_isdigit(*q))
+                        ;
+        }
+        return q;
+}
+
+/* A number (JSON grammar, leading zeros tolerated) at q. */
+LP_JQ const char *jq_number(const char *q, const char *end, int *is_int) {
+        if (q < end && *q == '-')
+                q++;
+        if (q >= end || !jp_isdigit(*q))
+                return NULL;
+        while (++q < end && jp_isdigit(*q))
+                ;
+        *is_int = 1;
+        if (q < end && (*q == '.' || (*q | 0x20) == 'e')) {
+                *is_int = 0;
+                return jq_number_rest(q, end);
+        }
+        return q;
+}
+
+LP_JQ const char *jq_lit(const char *q, const char *end,
+                         const char *lit, size_t n) {
+        if ((size_t)(end - q) < n || !jp_eq(q, lit, n))
+                return NULL;
+        return q + n;
+}
+
+/* Skips (and validates) one value of any kind at q (white space first),
+ * inside containers nested @p depth deep. Containers are walked in a loop,
+ * not by recursion: bit i of 'obj' says whether the container i levels
+ * out from the innermost open one is an object; the depth limit (64) keeps
+ * them all in the word. */
+static const char *jq_skip(const char *q, const char *end, int depth) {
+        uint64_t obj = 0;
+        int n = 0, is_int;
+        q = jq_ws(q, end);
+        if (q >= end)
+                return NULL;
+        for (;;) {
+                /* At a value: white space skipped, q < end. Numbers are
+                 * the most common, then strings. */
+                char c = *q;
+                if (jp_isdigit(c) || c == '-') {
+                        q = jq_number(q, end, &is_int);
+                } else if (c == '"') {
+                        q = jq_string(q, end, NULL, NULL, NULL);
+                } else if (c == '{' || c == '[') {
+                        if (depth + n + 1 > LP_JSON_MAX_DEPTH)
+                                return NULL;
+                        obj = obj << 1 | (c == '{');
+                        n++;
+                        q = jq_ws(q + 1, end);
+                        if (q >= end)
+                                return NULL;
+                        if (*q != (c == '{' ? '}' : ']')) {
+                                if (c == '[')
+                                        continue;
+                                goto key;
+                        }
+                        q++;
+                        n--;
+                        obj >>= 1;
+                } else if (c == 't') {
+                        q = jq_lit(q, end, "true", 4);
+                } else if (c == 'f') {
+                        q = jq_lit(q, end, "false", 5);
+                } else {
+                        q = jq_lit(q, end, "null", 4);
+                }
+                if (!q)
+                        return NULL;
+                /* After a value: ',' or the end of its container. */
+                for (;;) {
+                        if (n == 0)
+                                return q;
+                        if (q < end && *q == ',')
+                                break;
+                        q = jq_ws(q, end);
+                        if (q >= end)
+                                return NULL;
+                        if (*q == ',')
+                                break;
+                        if (*q != (obj & 1 ? '}' : ']'))
+                                return NULL;
+                        q++;
+                        n--;
+                        obj >>= 1;
+                }
+                q = jq_ws(q + 1, end);
+                if (!(obj & 1)) {
+                        if (q >= end)
+                                return NULL;
                         continue;
-                if (jp_eat(j, close))
-                        break;
-                return -1;
+                }
+        key:
+                q = jq_string(q, end, NULL, NULL, NULL);
+                if (!q)
+                        return NULL;
+                if (q < end && *q == ':')
+                        q++;
+                else if (!(q = jq_eat(q, end, ':')))
+                        return NULL;
+                q = jq_ws(q, end);
+                if (q >= end)
+                        return NULL;
         }
-        j->depth--;
-        return 0;
 }
 
-static int jp_lit(lp_jp_t *j, const char *lit, size_t n) {
-        if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n))
-                return -1;
-        j->p += n;
-        return 0;
-}
-
-static int jp_value_skip(lp_jp_t *j) {
+/* Skips a value at q (white space skipped); a number, the common case,
+ * without a call. */
+LP_JQ const char *jq_skip_value(const char *q, const char *end, int depth) {
         int is_int;
-        jp_ws(j);
-        if (j->p >= j->end)
-                return -1;
-        switch (*j->p) {
-        case '{':
-        case '[':
-                return jp_container_skip(j, *j->p);
-        case '"':
-                return jp_string(j, NULL, NULL, NULL);
-        case 't':
-                return jp_lit(j, "true", 4);
-        case 'f':
-                return jp_lit(j, "false", 5);
-        case 'n':
-                return jp_lit(j, "null", 4);
-        default:
-                return jp_number_skip(j, &is_int);
-        }
+        if (q < end && (jp_isdigit(*q) || *q == '-'))
+                return jq_number(q, end, &is_int);
+        return jq_skip(q, end, depth);
 }
 
-/* Reads an integer field. Malformed JSON: -1. A value of another type or
+/* Reads an integer field at q (white space skipped), inside containers
+ * nested @p depth deep. Malformed JSON: NULL. A value of another type or
  * out of int64 range is well-formed but counted as a field error and
  * leaves *v unchanged. */
-static int jp_int(lp_jp_t *j, int64_t *v) {
-        jp_ws(j);
-        if (j->p >= j->end)
-                return -1;
-        char c = *j->p;
-        if (c != '-' && (c < '0' || c > '9')) {
+LP_JQ const char *jq_int(lp_jp_t *j, const char *q, int depth, int64_t *v) {
+        const char *end = j->end;
+        if (q >= end)
+                return NULL;
+        int neg = *q == '-';
+        const char *b = q + neg;
+        if (b >= end || !jp_isdigit(*b)) {
+                if (neg)
+                        return NULL;
                 j->field_errors++;
-                return jp_value_skip(j);
+                return jq_skip(q, end, depth);
         }
-        const char *b = j->p;
-        int is_int;
-        if (jp_number_skip(j, &is_int))
-                return -1;
-        if (!is_int) {
-                j->field_errors++;
-                return 0;
-        }
-        int neg = *b == '-';
-        const char *q = b + neg;
+        /* Up to 19 digits cannot overflow 64 bits. */
+        const char *safe = end - b > 19 ? b + 19 : end, *e = b;
         uint64_t acc = 0;
-        for (; q < j->p; q++) {
-                uint64_t d = (uint64_t)(*q - '0');
-                if (acc > (UINT64_MAX - d) / 10) {
-                        j->field_errors++;
-                        return 0;
-                }
-                acc = acc * 10 + d;
+        do
+                acc = acc * 10 + (uint64_t)(*e++ - '0');
+        while (e < safe && jp_isdigit(*e));
+        int over = 0;
+        for (; e < end && jp_isdigit(*e); e++) {
+                uint64_t d = (uint64_t)(*e - '0');
+                if (acc > (UINT64_MAX - d) / 10)
+                        over = 1;
+                else if (!over)
+                        acc = acc * 10 + d;
         }
-        if ((!neg && acc > (uint64_t)INT64_MAX) ||
+        if (e < end && (*e == '.' || *e == 'e' || *e == 'E')) {
+                int is_int;
+                if (!(e = jq_number(q, end, &is_int)))
+                        return NULL;
+                j->field_errors++;
+                return e;
+        }
+        if (over || (!neg && acc > (uint64_t)INT64_MAX) ||
             (neg && acc > (uint64_t)INT64_MAX + 1)) {
                 j->field_errors++;
-                return 0;
+                return e;
         }
         *v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+        return e;
+}
+
+/* Object members. jq_open: after white space, '{'; *empty when '}' follows
+ * at once. jq_key: a member's key and ':', then the cursor is at its value
+ * (white space skipped). jq_next: ',' (*more = 1) or '}' (*more = 0). */
+LP_JQ const char *jq_open(const char *q, const char *end, int *empty) {
+        if (!(q = jq_eat(q, end, '{')))
+                return NULL;
+        q = jq_ws(q, end);
+        *empty = q < end && *q == '}';
+        return q + *empty;
+}
+
+LP_JQ const char *jq_key(const char *q, const char *end,
+                         const char **k, uint32_t *kn, int *esc) {
+        q = jq_ws(q, end);
+        if (!(q = jq_string(q, end, k, kn, esc)))
+                return NULL;
+        if (q < end && *q == ':')
+                q++;
+        else if (!(q = jq_eat(q, end, ':')))
+                return NULL;
+        return jq_ws(q, end);
+}
+
+LP_JQ const char *jq_next(const char *q, const char *end, int *more) {
+        if (q < end && *q == ',') {
+                *more = 1;
+                return q + 1;
+        }
+        q = jq_ws(q, end);
+        if (q >= end)
+                return NULL;
+        *more = *q == ',';
+        return *more || *q == '}' ? q + 1 : NULL;
+}
+
+#define KEYIS(s, n, lit) ((n) == sizeof(lit) - 1 && jp_eq((s), lit, (n)))
+
+/* Where a container expected to be an object is something else: a field
+ * error, and the value is skipped. Returns 1 when it is an object. */
+LP_JQ int jp_want_object(lp_jp_t *j, const char **q) {
+        *q = jq_ws(*q, j->end);
+        if (*q < j->end && **q == '{')
+                return 1;
+        j->field_errors++;
+        *q = jq_skip(*q, j->end, j->depth);
         return 0;
 }
 
-#define KEYIS(s, n, lit) ((n) == sizeof(lit) - 1 && !memcmp((s), lit, (n)))
-
-static int jp_partition(lp_jp_t *j, lagprobe_t *p, uint32_t topic_ref,
-                        const char *key, uint32_t keylen) {
+/* One partition object at q ('{'). @p key: its key in "partitions". */
+static const char *jp_partition(lp_jp_t *j, const char *q, lagprobe_t *p,
+                                uint32_t topic_ref, const char *key,
+                                uint32_t keylen) {
         lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1, -1001, -1, -1, -1, -1};
-        if (++j->depth > LP_JSON_MAX_DEPTH)
-                return -1;
-        if (!jp_eat(j, '{'))
-                return -1;
-        if (!jp_eat(j, '}')) {
-                for (;;) {
-                        const char *k;
-                        uint32_t kn;
-                        int64_t v;
-                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
-                                return -1;
-                        if (KEYIS(k, kn, "partition")) {
-                                v = -2;
-                                if (jp_int(j, &v))
-                                        return -1;
-                                if (v < INT32_MIN || v > INT32_MAX)
-                                        j->field_errors++;
-                                else
-                                        r.partition = (int32_t)v;
-                        } else if (KEYIS(k, kn, "leader")) {
+        const char *end = j->end;
+        int depth = j->depth + 1, more = 1;
+        if (depth > LP_JSON_MAX_DEPTH)
+                return NULL;
+        if (!(q = jq_open(q, end, &more)))
+                return NULL;
+        for (more = !more; more;) {
+                const char *k;
+                uint32_t kn;
+                int64_t v = 0, *dst = NULL;
+                enum { F_PARTITION = 1, F_LEADER } f = 0;
+                if (!(q = jq_key(q, end, &k, &kn, NULL)))
+                        return NULL;
+                /* Some 35 keys, 9 of them wanted: by length first. */
+                switch (kn) {
+                case 6:
+                        if (jp_eq(k, "leader", 6)) {
                                 v = -1;
-                                if (jp_int(j, &v))
-                                        return -1;
-                                r.leader = v >= 0 && v <= INT32_MAX
-                                               ? (int32_t)v
-                                               : -1;
-                        } else if (KEYIS(k, kn, "hi_offset")) {
-                                if (jp_int(j, &r.hi))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "lo_offset")) {
-                                if (jp_int(j, &r.lo))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "ls_offset")) {
-                                if (jp_int(j, &r.ls))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "committed_offset")) {
-                                if (jp_int(j, &r.committed))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "app_offset")) {
-                                if (jp_int(j, &r.app_offset))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "fetchq_cnt")) {
-                                if (jp_int(j, &r.fetchq_cnt))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "fetchq_size")) {
-                                if (jp_int(j, &r.fetchq_size))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "fetch_state")) {
+                                dst = &v;
+                                f = F_LEADER;
+                        }
+                        break;
+                case 9:
+                        if (jp_eq(k, "partition", 9)) {
+                                v = -2;
+                                dst = &v;
+                                f = F_PARTITION;
+                        } else if (jp_eq(k + 2, "_offset", 7)) {
+                                if (k[0] == 'h' && k[1] == 'i')
+                                        dst = &r.hi;
+                                else if (k[0] == 'l' && k[1] == 'o')
+                                        dst = &r.lo;
+                                else if (k[0] == 'l' && k[1] == 's')
+                                        dst = &r.ls;
+                        }
+                        break;
+                case 10:
+                        if (jp_eq(k, "app_offset", 10))
+                                dst = &r.app_offset;
+                        else if (jp_eq(k, "fetchq_cnt", 10))
+                                dst = &r.fetchq_cnt;
+                        break;
+                case 11:
+                        if (jp_eq(k, "fetchq_size", 11)) {
+                                dst = &r.fetchq_size;
+                        } else if (jp_eq(k, "fetch_state", 11)) {
                                 const char *s;
                                 uint32_t sn;
-                                jp_ws(j);
-                                if (j->p < j->end && *j->p == '"') {
-                                        if (jp_string(j, &s, &sn, NULL))
-                                                return -1;
+                                if (q < end && *q == '"') {
+                                        if (!(q = jq_string(q, end, &s, &sn,
+                                                            NULL)))
+                                                return NULL;
                                         r.fetch_active = KEYIS(s, sn, "active");
                                 } else {
                                         j->field_errors++;
-                                        if (jp_value_skip(j))
-                                                return -1;
+                                        if (!(q = jq_skip(q, end, depth)))
+                                                return NULL;
                                 }
-                        } else if (jp_value_skip(j)) {
-                                return -1;
+                                goto next;
                         }
-                        if (jp_eat(j, ','))
-                                continue;
-                        if (jp_eat(j, '}'))
-                                break;
-                        return -1;
+                        break;
+                case 16:
+                        if (jp_eq(k, "committed_offset", 16))
+                                dst = &r.committed;
+                        break;
                 }
+                if (!dst) {
+                        if (!(q = jq_skip_value(q, end, depth)))
+                                return NULL;
+                        goto next;
+                }
+                if (!(q = jq_int(j, q, depth, dst)))
+                        return NULL;
+                if (f == F_PARTITION) {
+                        if (v < INT32_MIN || v > INT32_MAX)
+                                j->field_errors++;
+                        else
+                                r.partition = (int32_t)v;
+                } else if (f == F_LEADER) {
+                        r.leader = v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+                }
+        next:
+                if (!(q = jq_next(q, end, &more)))
+                        return NULL;
         }
-        j->depth--;
         if (r.partition == -2) {
                 /* No "partition" field: fall back to the key. */
                 char tmp[16];
@@ -1050,205 +1275,156 @@ static int jp_partition(lp_jp_t *j, lagprobe_t *p, uint32_t topic_ref,
                 }
                 if (r.partition == -2) {
                         j->field_errors++;
-                        return 0;
+                        return q;
                 }
         }
         if (r.partition < 0) /* "-1": librdkafka's internal UA partition */
-                return 0;
+                return q;
         arrput(p->scr_parts, r);
-        return 0;
+        return q;
 }
 
-static int jp_object_of(lp_jp_t *j, lagprobe_t *p, uint32_t topic_ref) {
-        /* "partitions": { "<id>": {...}, ... } */
-        if (++j->depth > LP_JSON_MAX_DEPTH)
-                return -1;
-        jp_ws(j);
-        if (j->p >= j->end || *j->p != '{') {
-                j->field_errors++;
-                j->depth--;
-                return jp_value_skip(j);
-        }
-        j->p++;
-        if (!jp_eat(j, '}')) {
-                for (;;) {
-                        const char *k;
-                        uint32_t kn;
-                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
-                                return -1;
-                        jp_ws(j);
-                        if (j->p < j->end && *j->p == '{') {
-                                if (jp_partition(j, p, topic_ref, k, kn))
-                                        return -1;
-                        } else {
-                                j->field_errors++;
-                                if (jp_value_skip(j))
-                                        return -1;
-                        }
-                        if (jp_eat(j, ','))
-                                continue;
-                        if (jp_eat(j, '}'))
-                                break;
-                        return -1;
+/* "partitions": { "<id>": {...}, ... } */
+static const char *jp_object_of(lp_jp_t *j, const char *q, lagprobe_t *p,
+                                uint32_t topic_ref) {
+        const char *end = j->end;
+        int empty, more;
+        if (!jp_want_object(j, &q))
+                return q;
+        if (++j->depth > LP_JSON_MAX_DEPTH ||
+            !(q = jq_open(q, end, &empty)))
+                return NULL;
+        for (more = !empty; more;) {
+                const char *k;
+                uint32_t kn;
+                if (!(q = jq_key(q, end, &k, &kn, NULL)))
+                        return NULL;
+                if (q < end && *q == '{') {
+                        if (!(q = jp_partition(j, q, p, topic_ref, k, kn)))
+                                return NULL;
+                } else {
+                        j->field_errors++;
+                        if (!(q = jq_skip(q, end, j->depth)))
+                                return NULL;
                 }
+                if (!(q = jq_next(q, end, &more)))
+                        return NULL;
         }
         j->depth--;
-        return 0;
+        return q;
 }
 
-static int jp_topic(lp_jp_t *j, lagprobe_t *p, const char *name,
-                    uint32_t nlen, int escaped) {
+static const char *jp_topic(lp_jp_t *j, const char *q, lagprobe_t *p,
+                            const char *name, uint32_t nlen, int escaped) {
+        const char *end = j->end;
         lp_tref_t t = {name, nlen, escaped};
         uint32_t ref = (uint32_t)arrlen(p->scr_topics);
+        int empty, more;
         arrput(p->scr_topics, t);
-        if (++j->depth > LP_JSON_MAX_DEPTH)
-                return -1;
-        jp_ws(j);
-        if (j->p >= j->end || *j->p != '{') {
-                j->field_errors++;
-                j->depth--;
-                return jp_value_skip(j);
-        }
-        j->p++;
-        if (!jp_eat(j, '}')) {
-                for (;;) {
-                        const char *k;
-                        uint32_t kn;
-                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
-                                return -1;
-                        if (KEYIS(k, kn, "partitions")) {
-                                if (jp_object_of(j, p, ref))
-                                        return -1;
-                        } else if (jp_value_skip(j)) {
-                                return -1;
-                        }
-                        if (jp_eat(j, ','))
-                                continue;
-                        if (jp_eat(j, '}'))
-                                break;
-                        return -1;
-                }
+        if (!jp_want_object(j, &q))
+                return q;
+        if (++j->depth > LP_JSON_MAX_DEPTH ||
+            !(q = jq_open(q, end, &empty)))
+                return NULL;
+        for (more = !empty; more;) {
+                const char *k;
+                uint32_t kn;
+                if (!(q = jq_key(q, end, &k, &kn, NULL)))
+                        return NULL;
+                if (KEYIS(k, kn, "partitions"))
+                        q = jp_object_of(j, q, p, ref);
+                else
+                        q = jq_skip(q, end, j->depth);
+                if (!q || !(q = jq_next(q, end, &more)))
+                        return NULL;
         }
         j->depth--;
-        return 0;
+        return q;
 }
 
-static int jp_topics(lp_jp_t *j, lagprobe_t *p) {
-        if (++j->depth > LP_JSON_MAX_DEPTH)
-                return -1;
-        jp_ws(j);
-        if (j->p >= j->end || *j->p != '{') {
-                j->field_errors++;
-                j->depth--;
-                return jp_value_skip(j);
-        }
-        j->p++;
-        if (!jp_eat(j, '}')) {
-                for (;;) {
-                        const char *k;
-                        uint32_t kn;
-                        int esc;
-                        if (jp_string(j, &k, &kn, &esc) || !jp_eat(j, ':'))
-                                return -1;
-                        if (jp_topic(j, p, k, kn, esc))
-                                return -1;
-                        if (jp_eat(j, ','))
-                                continue;
-                        if (jp_eat(j, '}'))
-                                break;
-                        return -1;
-                }
+static const char *jp_topics(lp_jp_t *j, const char *q, lagprobe_t *p) {
+        const char *end = j->end;
+        int empty, more;
+        if (!jp_want_object(j, &q))
+                return q;
+        if (++j->depth > LP_JSON_MAX_DEPTH ||
+            !(q = jq_open(q, end, &empty)))
+                return NULL;
+        for (more = !empty; more;) {
+                const char *k;
+                uint32_t kn;
+                int esc;
+                if (!(q = jq_key(q, end, &k, &kn, &esc)) ||
+                    !(q = jp_topic(j, q, p, k, kn, esc)) ||
+                    !(q = jq_next(q, end, &more)))
+                        return NULL;
         }
         j->depth--;
-        return 0;
+        return q;
 }
 
 /* "brokers": { "<name>": { "nodeid": N, "state": "UP", "source": ...,
  * "toppars": {...} } }: only real brokers (not the bootstrap or logical
  * GroupCoordinator entries) are kept. */
-static int jp_brokers(lp_jp_t *j, lagprobe_t *p) {
-        if (++j->depth > LP_JSON_MAX_DEPTH)
-                return -1;
-        jp_ws(j);
-        if (j->p >= j->end || *j->p != '{') {
-                j->field_errors++;
-                j->depth--;
-                return jp_value_skip(j);
-        }
-        j->p++;
-        if (!jp_eat(j, '}')) {
-                for (;;) {
-                        if (jp_string(j, NULL, NULL, NULL) || !jp_eat(j, ':'))
-                                return -1;
-                        if (++j->depth > LP_JSON_MAX_DEPTH)
-                                return -1;
-                        jp_ws(j);
-                        if (j->p >= j->end || *j->p != '{') {
-                                j->field_errors++;
-                                j->depth--;
-                                if (jp_value_skip(j))
-                                        return -1;
-                        } else {
-                                j->p++;
-                                lp_bref_t b = {-1, 0};
-                                int logical = 0;
-                                if (!jp_eat(j, '}')) {
-                                        for (;;) {
-                                                const char *k, *v;
-                                                uint32_t kn, vn;
-                                                int64_t id = -1;
-                                                if (jp_string(j, &k, &kn, NULL) ||
-                                                    !jp_eat(j, ':'))
-                                                        return -1;
-                                                jp_ws(j);
-                                                if (KEYIS(k, kn, "nodeid")) {
-                                                        if (jp_int(j, &id))
-                                                                return -1;
-                                                        if (id >= 0 &&
-                                                            id <= INT32_MAX)
-                                                                b.nodeid =
-                                                                    (int32_t)id;
-                                                } else if ((KEYIS(k, kn, "state") ||
-                                                            KEYIS(k, kn,
-                                                                  "source")) &&
-                                                           j->p < j->end &&
-                                                           *j->p == '"') {
-                                                        int st = k[1] == 't';
-                                                        if (jp_string(j, &v, &vn,
-                                                                      NULL))
-                                                                return -1;
-                                                        if (st)
-                                                                b.up = KEYIS(v, vn,
-                                                                             "UP");
-                                                        else
-                                                                logical =
-                                                                    KEYIS(v, vn,
-                                                                          "logical") ||
-                                                                    KEYIS(v, vn,
-                                                                          "internal");
-                                                } else if (jp_value_skip(j)) {
-                                                        return -1;
-                                                }
-                                                if (jp_eat(j, ','))
-                                                        continue;
-                                                if (jp_eat(j, '}'))
-                                                        break;
-                                                return -1;
-                                        }
+static const char *jp_brokers(lp_jp_t *j, const char *q, lagprobe_t *p) {
+        const char *end = j->end;
+        int empty, more;
+        if (!jp_want_object(j, &q))
+                return q;
+        if (++j->depth > LP_JSON_MAX_DEPTH ||
+            !(q = jq_open(q, end, &empty)))
+                return NULL;
+        for (more = !empty; more;) {
+                if (!(q = jq_key(q, end, NULL, NULL, NULL)))
+                        return NULL;
+                if (!jp_want_object(j, &q)) {
+                        if (!q)
+                                return NULL;
+                } else {
+                        lp_bref_t b = {-1, 0};
+                        int logical = 0, bmore;
+                        if (++j->depth > LP_JSON_MAX_DEPTH ||
+                            !(q = jq_open(q, end, &bmore)))
+                                return NULL;
+                        for (bmore = !bmore; bmore;) {
+                                const char *k, *v;
+                                uint32_t kn, vn;
+                                int64_t id = -1;
+                                if (!(q = jq_key(q, end, &k, &kn, NULL)))
+                                        return NULL;
+                                if (KEYIS(k, kn, "nodeid")) {
+                                        if (!(q = jq_int(j, q, j->depth, &id)))
+                                                return NULL;
+                                        if (id >= 0 && id <= INT32_MAX)
+                                                b.nodeid = (int32_t)id;
+                                } else if ((KEYIS(k, kn, "state") ||
+                                            KEYIS(k, kn, "source")) &&
+                                           q < end && *q == '"') {
+                                        int st = k[1] == 't';
+                                        if (!(q = jq_string(q, end, &v, &vn,
+                                                            NULL)))
+                                                return NULL;
+                                        if (st)
+                                                b.up = KEYIS(v, vn, "UP");
+                                        else
+                                                logical =
+                                                    KEYIS(v, vn, "logical") ||
+                                                    KEYIS(v, vn, "internal");
+                                } else if (!(q = jq_skip(q, end, j->depth))) {
+                                        return NULL;
                                 }
-                                j->depth--;
-                                if (b.nodeid >= 0 && !logical)
-                                        arrput(p->scr_brokers, b);
+                                if (!(q = jq_next(q, end, &bmore)))
+                                        return NULL;
                         }
-                        if (jp_eat(j, ','))
-                                continue;
-                        if (jp_eat(j, '}'))
-                                break;
-                        return -1;
+                        j->depth--;
+                        if (b.nodeid >= 0 && !logical)
+                                arrput(p->scr_brokers, b);
                 }
+                if (!(q = jq_next(q, end, &more)))
+                        return NULL;
         }
         j->depth--;
-        return 0;
+        return q;
 }
 
 typedef struct lp_doc_s {
@@ -1259,107 +1435,82 @@ typedef struct lp_doc_s {
         uint32_t name_len;
 } lp_doc_t;
 
-static int jp_cgrp(lp_jp_t *j, lp_doc_t *d) {
-        if (++j->depth > LP_JSON_MAX_DEPTH)
-                return -1;
-        jp_ws(j);
-        if (j->p >= j->end || *j->p != '{') {
-                j->field_errors++;
-                j->depth--;
-                return jp_value_skip(j);
-        }
-        j->p++;
-        if (!jp_eat(j, '}')) {
-                for (;;) {
-                        const char *k, *s;
-                        uint32_t kn, sn;
-                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
-                                return -1;
-                        if (KEYIS(k, kn, "rebalance_cnt")) {
-                                if (jp_int(j, &d->rebalance_cnt))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "state")) {
-                                jp_ws(j);
-                                if (j->p < j->end && *j->p == '"') {
-                                        if (jp_string(j, &s, &sn, NULL))
-                                                return -1;
-                                        d->cgrp_state = 0;
-                                        for (size_t i = 1; i < LP_CGRP_STATES;
-                                             i++)
-                                                if (strlen(lp_cgrp_states[i]) ==
-                                                        sn &&
-                                                    !memcmp(lp_cgrp_states[i],
-                                                            s, sn))
-                                                        d->cgrp_state = (int)i;
-                                } else {
-                                        j->field_errors++;
-                                        if (jp_value_skip(j))
-                                                return -1;
-                                }
-                        } else if (jp_value_skip(j)) {
-                                return -1;
+static const char *jp_cgrp(lp_jp_t *j, const char *q, lp_doc_t *d) {
+        const char *end = j->end;
+        int empty, more;
+        if (!jp_want_object(j, &q))
+                return q;
+        if (++j->depth > LP_JSON_MAX_DEPTH ||
+            !(q = jq_open(q, end, &empty)))
+                return NULL;
+        for (more = !empty; more;) {
+                const char *k, *s;
+                uint32_t kn, sn;
+                if (!(q = jq_key(q, end, &k, &kn, NULL)))
+                        return NULL;
+                if (KEYIS(k, kn, "rebalance_cnt")) {
+                        q = jq_int(j, q, j->depth, &d->rebalance_cnt);
+                } else if (KEYIS(k, kn, "state")) {
+                        if (q < end && *q == '"') {
+                                if (!(q = jq_string(q, end, &s, &sn, NULL)))
+                                        return NULL;
+                                d->cgrp_state = 0;
+                                for (size_t i = 1; i < LP_CGRP_STATES; i++)
+                                        if (strlen(lp_cgrp_states[i]) == sn &&
+                                            !memcmp(lp_cgrp_states[i], s, sn))
+                                                d->cgrp_state = (int)i;
+                        } else {
+                                j->field_errors++;
+                                q = jq_skip(q, end, j->depth);
                         }
-                        if (jp_eat(j, ','))
-                                continue;
-                        if (jp_eat(j, '}'))
-                                break;
-                        return -1;
+                } else {
+                        q = jq_skip(q, end, j->depth);
                 }
+                if (!q || !(q = jq_next(q, end, &more)))
+                        return NULL;
         }
         j->depth--;
-        return 0;
+        return q;
 }
 
 static int jp_document(lp_jp_t *j, lagprobe_t *p, lp_doc_t *d) {
+        const char *q = j->p, *end = j->end;
+        int empty, more;
         j->depth = 1;
-        if (!jp_eat(j, '{'))
+        if (!(q = jq_open(q, end, &empty)))
                 return -1;
-        if (!jp_eat(j, '}')) {
-                for (;;) {
-                        const char *k;
-                        uint32_t kn;
-                        if (jp_string(j, &k, &kn, NULL) || !jp_eat(j, ':'))
-                                return -1;
-                        if (KEYIS(k, kn, "ts")) {
-                                if (jp_int(j, &d->ts_us))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "name")) {
-                                int esc;
-                                jp_ws(j);
-                                if (j->p < j->end && *j->p == '"') {
-                                        if (jp_string(j, &d->name, &d->name_len,
-                                                      &esc))
-                                                return -1;
-                                        if (esc)
-                                                d->name = NULL;
-                                } else if (jp_value_skip(j)) {
-                                        return -1;
-                                }
-                        } else if (KEYIS(k, kn, "topics")) {
-                                if (jp_topics(j, p))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "brokers")) {
-                                if (jp_brokers(j, p))
-                                        return -1;
-                        } else if (KEYIS(k, kn, "cgrp")) {
-                                if (jp_cgrp(j, d))
-                                        return -1;
-                        } else if (jp_value_skip(j)) {
-                                return -1;
-                        }
-                        if (jp_eat(j, ','))
-                                continue;
-                        if (jp_eat(j, '}'))
-                                break;
+        for (more = !empty; more;) {
+                const char *k;
+                uint32_t kn;
+                if (!(q = jq_key(q, end, &k, &kn, NULL)))
                         return -1;
+                if (KEYIS(k, kn, "ts")) {
+                        q = jq_int(j, q, j->depth, &d->ts_us);
+                } else if (KEYIS(k, kn, "name") && q < end && *q == '"') {
+                        int esc;
+                        if ((q = jq_string(q, end, &d->name, &d->name_len,
+                                           &esc)) &&
+                            esc)
+                                d->name = NULL;
+                } else if (KEYIS(k, kn, "topics")) {
+                        q = jp_topics(j, q, p);
+                } else if (KEYIS(k, kn, "brokers")) {
+                        q = jp_brokers(j, q, p);
+                } else if (KEYIS(k, kn, "cgrp")) {
+                        q = jp_cgrp(j, q, d);
+                } else {
+                        q = jq_skip(q, end, j->depth);
                 }
+                if (!q || !(q = jq_next(q, end, &more)))
+                        return -1;
         }
-        jp_ws(j);
         /* librdkafka's buffer may include the terminating NUL. */
-        while (j->p < j->end && *j->p == '\0')
-                j->p++;
-        jp_ws(j);
-        return j->p == j->end ? 0 : -1;
+        q = jq_ws(q, end);
+        while (q < end && *q == '\0')
+                q++;
+        q = jq_ws(q, end);
+        j->p = q;
+        return q == end ? 0 : -1;
 }
 
 /* Unescapes a JSON string body into out (NUL-terminated). -1 if too long
@@ -1854,6 +2005,17 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         }
 }
 
+#define LP_APPLY_AHEAD 4
+
+static inline void lp_prefetch_slot(const lp_slot_t *s) {
+#if defined(__GNUC__)
+        for (size_t off = 0; off < sizeof *s; off += 64)
+                __builtin_prefetch((const char *)s + off, 1, 3);
+#else
+        (void)s;
+#endif
+}
+
 /* Caller holds plock (scratch). Takes wlock for the index and S groups. */
 static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                            int64_t field_errors) {
@@ -1891,6 +2053,17 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                                 }
                         }
                 }
+                /* Slots are 840 B apart and a large assignment's do not
+                 * stay in cache from one document to the next: fetch the
+                 * slot of a record a few ahead (same topic, the common
+                 * case) while this one is applied. */
+                ptrdiff_t ah = i + LP_APPLY_AHEAD;
+                if (parts && ah < arrlen(p->scr_parts) &&
+                    p->scr_parts[ah].topic_ref == cur_ref &&
+                    p->scr_parts[ah].partition < nparts &&
+                    parts[p->scr_parts[ah].partition] >= 0)
+                        lp_prefetch_slot(lp_slot_at(
+                            p, (uint32_t)parts[p->scr_parts[ah].partition]));
                 if (!parts || r->partition >= nparts || parts[r->partition] < 0)
                         continue; /* not a partition this consumer tracks */
                 lp_slot_t *s = lp_slot_at(p, (uint32_t)parts[r->partition]);

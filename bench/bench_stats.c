@@ -239,6 +239,7 @@ static int probe_scan(lagprobe_t *p, const char *json, size_t len) {
         pthread_mutex_lock(&p->plock);
         arrsetlen(p->scr_parts, 0);
         arrsetlen(p->scr_topics, 0);
+        arrsetlen(p->scr_brokers, 0);
         lp_jp_t j = {json, json + len, 0, 0};
         int rc = jp_document(&j, p, &d);
         pthread_mutex_unlock(&p->plock);
