@@ -1172,6 +1172,24 @@ LP_JQ int jp_want_object(lp_jp_t *j, const char **q) {
         return 0;
 }
 
+/* Enters the object a reader expects at *q: returns 1 with *q past '{',
+ * the depth counted and *more = 0 when the object is empty. Returns 0 when
+ * it is something else (a field error, skipped; *q after it) or the
+ * document is malformed (*q NULL). The reader loops while *more, then
+ * leaves with j->depth--. */
+LP_JQ int jp_enter(lp_jp_t *j, const char **q, int *more) {
+        int empty;
+        if (!jp_want_object(j, q))
+                return 0;
+        if (++j->depth > LP_JSON_MAX_DEPTH ||
+            !(*q = jq_open(*q, j->end, &empty))) {
+                *q = NULL;
+                return 0;
+        }
+        *more = !empty;
+        return 1;
+}
+
 /* One partition object at q ('{'). @p key: its key in "partitions". */
 static const char *jp_partition(lp_jp_t *j, const char *q, lagprobe_t *p,
                                 uint32_t topic_ref, const char *key,
@@ -1288,13 +1306,10 @@ static const char *jp_partition(lp_jp_t *j, const char *q, lagprobe_t *p,
 static const char *jp_object_of(lp_jp_t *j, const char *q, lagprobe_t *p,
                                 uint32_t topic_ref) {
         const char *end = j->end;
-        int empty, more;
-        if (!jp_want_object(j, &q))
+        int more;
+        if (!jp_enter(j, &q, &more))
                 return q;
-        if (++j->depth > LP_JSON_MAX_DEPTH ||
-            !(q = jq_open(q, end, &empty)))
-                return NULL;
-        for (more = !empty; more;) {
+        while (more) {
                 const char *k;
                 uint32_t kn;
                 if (!(q = jq_key(q, end, &k, &kn, NULL)))
@@ -1319,14 +1334,11 @@ static const char *jp_topic(lp_jp_t *j, const char *q, lagprobe_t *p,
         const char *end = j->end;
         lp_tref_t t = {name, nlen, escaped};
         uint32_t ref = (uint32_t)arrlen(p->scr_topics);
-        int empty, more;
+        int more;
         arrput(p->scr_topics, t);
-        if (!jp_want_object(j, &q))
+        if (!jp_enter(j, &q, &more))
                 return q;
-        if (++j->depth > LP_JSON_MAX_DEPTH ||
-            !(q = jq_open(q, end, &empty)))
-                return NULL;
-        for (more = !empty; more;) {
+        while (more) {
                 const char *k;
                 uint32_t kn;
                 if (!(q = jq_key(q, end, &k, &kn, NULL)))
@@ -1344,13 +1356,10 @@ static const char *jp_topic(lp_jp_t *j, const char *q, lagprobe_t *p,
 
 static const char *jp_topics(lp_jp_t *j, const char *q, lagprobe_t *p) {
         const char *end = j->end;
-        int empty, more;
-        if (!jp_want_object(j, &q))
+        int more;
+        if (!jp_enter(j, &q, &more))
                 return q;
-        if (++j->depth > LP_JSON_MAX_DEPTH ||
-            !(q = jq_open(q, end, &empty)))
-                return NULL;
-        for (more = !empty; more;) {
+        while (more) {
                 const char *k;
                 uint32_t kn;
                 int esc;
@@ -1368,25 +1377,19 @@ static const char *jp_topics(lp_jp_t *j, const char *q, lagprobe_t *p) {
  * GroupCoordinator entries) are kept. */
 static const char *jp_brokers(lp_jp_t *j, const char *q, lagprobe_t *p) {
         const char *end = j->end;
-        int empty, more;
-        if (!jp_want_object(j, &q))
+        int more;
+        if (!jp_enter(j, &q, &more))
                 return q;
-        if (++j->depth > LP_JSON_MAX_DEPTH ||
-            !(q = jq_open(q, end, &empty)))
-                return NULL;
-        for (more = !empty; more;) {
+        while (more) {
                 if (!(q = jq_key(q, end, NULL, NULL, NULL)))
                         return NULL;
-                if (!jp_want_object(j, &q)) {
+                lp_bref_t b = {-1, 0};
+                int logical = 0, bmore;
+                if (!jp_enter(j, &q, &bmore)) {
                         if (!q)
                                 return NULL;
                 } else {
-                        lp_bref_t b = {-1, 0};
-                        int logical = 0, bmore;
-                        if (++j->depth > LP_JSON_MAX_DEPTH ||
-                            !(q = jq_open(q, end, &bmore)))
-                                return NULL;
-                        for (bmore = !bmore; bmore;) {
+                        while (bmore) {
                                 const char *k, *v;
                                 uint32_t kn, vn;
                                 int64_t id = -1;
@@ -1437,13 +1440,10 @@ typedef struct lp_doc_s {
 
 static const char *jp_cgrp(lp_jp_t *j, const char *q, lp_doc_t *d) {
         const char *end = j->end;
-        int empty, more;
-        if (!jp_want_object(j, &q))
+        int more;
+        if (!jp_enter(j, &q, &more))
                 return q;
-        if (++j->depth > LP_JSON_MAX_DEPTH ||
-            !(q = jq_open(q, end, &empty)))
-                return NULL;
-        for (more = !empty; more;) {
+        while (more) {
                 const char *k, *s;
                 uint32_t kn, sn;
                 if (!(q = jq_key(q, end, &k, &kn, NULL)))
