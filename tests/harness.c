@@ -14,6 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define H_HAVE_VALGRIND_H 1
+#endif
+#endif
+
 /* ---- C11 threads shim for sanitizers ----------------------------------
  * Debian's librdkafka creates its threads with glibc's C11 thrd_create()
  * and locks with mtx_lock()/cnd_wait(). The sanitizer runtimes (gcc 12,
@@ -172,6 +179,29 @@ void h_sleep_ms(int ms) {
         while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
                 ;
 }
+
+int h_slow(void) {
+        static atomic_int cached; /* 0: not known yet */
+        int f = atomic_load(&cached);
+        if (f > 0)
+                return f;
+        f = 1;
+#ifdef H_HAVE_VALGRIND_H
+        if (RUNNING_ON_VALGRIND)
+                f = H_SLOW_VALGRIND;
+#endif
+        const char *e = getenv("LAGPROBE_TEST_SLOW");
+        if (e && *e) {
+                char *end = NULL;
+                long v = strtol(e, &end, 10);
+                if (end && !*end && v >= 1 && v <= 100)
+                        f = (int)v;
+        }
+        atomic_store(&cached, f);
+        return f;
+}
+
+int h_slow_ms(int ms) { return ms * h_slow(); }
 
 int h_wait_until(h_pred_t *pred, void *arg, int timeout_ms) {
         int64_t end = h_now_ms() + timeout_ms;

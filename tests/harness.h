@@ -41,8 +41,9 @@
 #define H_MAX_POLL_MS 10000
 #define H_STATS_MS 100
 #define H_FIRST_JOIN_MS 3000
-/* Upper bound for one group join/rebalance in tests (a few rounds). */
-#define H_JOIN_TIMEOUT_MS 15000
+/* Upper bound for one group join/rebalance in tests (a few rounds);
+ * scaled by h_slow() (a bound on a wait, not a figure under test). */
+#define H_JOIN_TIMEOUT_MS h_slow_ms(15000)
 
 #define H_MAX_PARTS 64 /* partitions one tracked topic may have */
 
@@ -53,6 +54,18 @@ int64_t h_wall_ms(void); /* ms since the epoch */
 void h_sleep_ms(int ms);
 
 typedef int(h_pred_t)(void *arg);
+
+/* How many times slower than a plain build this process runs: 1, or
+ * H_SLOW_VALGRIND under valgrind (RUNNING_ON_VALGRIND, when valgrind's
+ * headers were there at build time). LAGPROBE_TEST_SLOW=N in the
+ * environment (an integer >= 1) overrides both. Only bounds on waits for
+ * something that happens anyway scale with it (h_slow_ms), and allowances
+ * for figures that follow the consumer's own speed (a lag made of the
+ * messages produced during one commit round trip); a latency that a test
+ * is about does not. */
+#define H_SLOW_VALGRIND 3
+int h_slow(void);
+int h_slow_ms(int ms); /* ms * h_slow() */
 
 /* Calls pred every ~5 ms until it returns non-zero (returns 1) or
  * timeout_ms elapses (returns 0). */

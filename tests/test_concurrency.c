@@ -377,7 +377,8 @@ static void test_readers_during_consume_and_rebalance(void **state) {
 
         /* A quarter consumed: the second member joins. */
         c.total_min = NPARTS * PER_PART / 4;
-        assert_true(h_poll_until(c1, &t1, c1_total_at_least, &c, 20000));
+        assert_true(h_poll_until(c1, &t1, c1_total_at_least, &c,
+                                 h_slow_ms(20000)));
         pthread_t mth;
         assert_int_equal(pthread_create(&mth, NULL, member_main, m), 0);
         int was_split = h_poll_until(c1, &t1, split, &c, H_JOIN_TIMEOUT_MS);
@@ -385,7 +386,7 @@ static void test_readers_during_consume_and_rebalance(void **state) {
         /* The rest of the data arrives while the partitions are split. */
         atomic_store(&prod.go_on, 1);
         c.total_min = 1000;
-        int busy = h_poll_until(c1, &t1, member_busy, &c, 20000);
+        int busy = h_poll_until(c1, &t1, member_busy, &c, h_slow_ms(20000));
 
         /* It leaves again: the first member gets everything back. */
         atomic_store(&m->leave, 1);
@@ -393,7 +394,7 @@ static void test_readers_during_consume_and_rebalance(void **state) {
         c.want_parts = NPARTS;
         int back = h_poll_until(c1, &t1, c1_holds, &c, H_JOIN_TIMEOUT_MS);
         pthread_join(pth, NULL);
-        int done = h_poll_until(c1, &t1, all_done, &c, 20000);
+        int done = h_poll_until(c1, &t1, all_done, &c, h_slow_ms(20000));
 
         atomic_store(&stop, 1);
         for (int i = 0; i < NREADERS; i++)

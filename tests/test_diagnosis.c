@@ -194,7 +194,13 @@ typedef struct scen_s {
 static void sopts_init(sopts_t *o) {
         memset(o, 0, sizeof *o);
         o->window_ms = 2000;
-        o->lag_allowance = 20;
+        /* A consumer that keeps up still shows a committed lag of what is
+         * produced during one auto.commit.interval.ms (200 ms) plus one
+         * commit round trip and the statistics' delay: up to ~20 at the
+         * 90-100 msg/s of the hot partition and the steady flow. Those
+         * delays grow with h_slow() (valgrind: lags above 20 seen), the
+         * allowance with them. */
+        o->lag_allowance = 20 * h_slow();
         o->storm_rebalances = 3;
         o->storm_window_ms = 60000;
         o->auto_commit = 1;
@@ -1189,8 +1195,11 @@ static void test_steady_flow(void **state) {
                 assert_true(x->lag <= o.lag_allowance);
         }
         assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
-        assert_false(rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, NULL, -2,
-                              t_ok + 1, NULL));
+        if (rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, NULL, -2, t_ok + 1,
+                     NULL)) {
+                dump(&s, t_ok, "healthy");
+                FAIL("a diagnosis event while the flow was steady");
+        }
         dump(&s, t_ok, "healthy");
         const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};
         assert_nothing_else(&s, "healthy", st, 0);
