@@ -3,8 +3,9 @@
 #
 #   make                  build/liblagprobe.a and build/examples/*
 #   make test             check-compile, then the tests plain, under
-#                         ASan+UBSan and under TSan, then the end-to-end
-#                         scripts, then the fuzz targets' regressions and
+#                         ASan+UBSan, under TSan and under valgrind
+#                         memcheck, then the end-to-end scripts, then the
+#                         fuzz targets' regressions and
 #                         FUZZ_CI_TIME s of fuzzing each; ends with
 #                         "N passed, N failed"
 #   make test-normal | test-asan | test-tsan   one variant
@@ -261,6 +262,7 @@ test:
 	@rm -f $(BUILD)/*-logs/counts
 	@$(MAKE) --no-print-directory check-compile test-build fuzz-build fuzz-corpus
 	@$(foreach v,$(TEST_VARIANTS),$(test_env_$(v)) $(RUN_TESTS) $(v) $($(v)_bins); echo;)
+	@$(test_env_valgrind) $(RUN_TESTS) valgrind $(normal_bins); echo
 	@$(RUN_TESTS) --tap e2e $(E2E_SCRIPTS); echo
 	@FUZZ_DIR=$(FUZZ_DIR) FUZZ_TIME=$(FUZZ_CI_TIME) $(RUN_TESTS) --tap fuzz fuzz/run.sh; echo
 	@$(RUN_TESTS) --total
