@@ -197,8 +197,14 @@ typedef struct lp_slot_s {
         a64_t c_last_ts;          /* message timestamp, ms */
         a64_t c_total;            /* monotonic, never reset: poll evidence */
 
-        /* S group: under wlock (statistics, commits, rebalances). */
-        _Atomic uint32_t sseq;
+        /* S group: under wlock (statistics, commits, rebalances). It
+         * starts a cache line (slots are allocated 64-byte aligned), so the
+         * line above holds identity, assignment and the C group alone:
+         * readers load it once per slot per render, and the consuming
+         * thread writes one line per message, which no other writer and
+         * no reader of the S group touches. */
+        _Alignas(64) _Atomic uint32_t sseq;
+        _Atomic int s_status;     /* here to fill the hole after sseq */
         a64_t s_hi, s_lo, s_ls;
         a64_t s_app_offset;
         a64_t s_committed;        /* merged: on_commit or statistics */
@@ -210,16 +216,20 @@ typedef struct lp_slot_s {
         _Atomic int s_last_commit_err;
         _Atomic int s_stale;
 
-        /* S group, diagnosis results (see lp_eval_slot). */
-        _Atomic int s_status;
+        /* S group, diagnosis results (see lp_eval_slot; s_status is at
+         * the top of the group). */
         a64_t s_ev_a, s_ev_b, s_ev_c;   /* the numbers behind s_status */
         a64_t s_eff_lag;
         a64_t s_in_mrate, s_out_mrate, s_commit_mrate; /* msg/s x 1000 */
         a64_t s_pos_mrate;              /* position growth */
         _Atomic int s_moving;           /* position moved since the
                                          * previous document */
-        a64_t s_eta_ms;                 /* -1 not catching up */
         _Atomic uint32_t s_status_changes;
+        a64_t s_eta_ms;                 /* -1 not catching up */
+        /* Watermark refresh fields readers load, here so that readers
+         * load the S group's first three lines and no other. */
+        a64_t s_hi_ok_us;         /* last document with the leader up */
+        a64_t s_hi_query;         /* broker's hi from the refresh, -1 */
 
         /* Writer-private (under wlock). */
         int64_t w_committed_us;   /* when s_committed was last set */
@@ -231,10 +241,9 @@ typedef struct lp_slot_s {
         int64_t w_doc_pos, w_doc_committed, w_doc_ts; /* previous document */
         int64_t w_hi_seen;        /* statistics hi, to see it change */
 
-        /* Watermark refresh (watchdog, under wlock; S group). */
+        /* Watermark refresh (watchdog, under wlock; S group; see also
+         * s_hi_ok_us and s_hi_query above). */
         a64_t s_hi_changed_us;    /* statistics ts when hi last moved */
-        a64_t s_hi_ok_us;         /* last document with the leader up */
-        a64_t s_hi_query;         /* broker's hi from the refresh, -1 */
         a64_t s_hi_query_us;      /* when it was queried, 0 never */
 } lp_slot_t;
 
@@ -623,6 +632,27 @@ static inline lp_slot_t *lp_slot_at(lagprobe_t *p, uint32_t i) {
         return &c[i & (LP_CHUNK - 1)];
 }
 
+/* A zeroed chunk of LP_CHUNK slots, aligned as lp_slot_t wants (64: see
+ * the S group) with calloc(), which does not align beyond max_align_t; the
+ * pointer calloc() returned is kept just before the chunk. */
+static lp_slot_t *lp_chunk_new(void) {
+        size_t al = _Alignof(lp_slot_t);
+        char *raw = calloc(1, LP_CHUNK * sizeof(lp_slot_t) + al);
+        if (!raw)
+                return NULL;
+        char *c = raw + (al - (uintptr_t)raw % al); /* >= 8 bytes in */
+        memcpy(c - sizeof raw, &raw, sizeof raw);
+        return (lp_slot_t *)(void *)c;
+}
+
+static void lp_chunk_free(lp_slot_t *c) {
+        char *raw;
+        if (!c)
+                return;
+        memcpy(&raw, (char *)c - sizeof raw, sizeof raw);
+        free(raw);
+}
+
 /* Returns the slot index of (topic, partition), creating it when @p create;
  * -1 when absent or out of room. Caller holds wlock. */
 static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
@@ -649,7 +679,7 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         if (n >= LAGPROBE_MAX_PARTITIONS)
                 return -1;
         if ((n & (LP_CHUNK - 1)) == 0 && !LD(p->chunks[n >> LP_CHUNK_SHIFT])) {
-                lp_slot_t *c = calloc(LP_CHUNK, sizeof *c);
+                lp_slot_t *c = lp_chunk_new();
                 if (!c)
                         return -1;
                 /* Release: the zeroed chunk is visible before its pointer. */
@@ -3518,7 +3548,7 @@ static void lp_free(lagprobe_t *p) {
         arrfree(p->topics);
         shfree(p->topic_map);
         for (size_t i = 0; i < LP_MAX_CHUNKS; i++)
-                free(LD(p->chunks[i]));
+                lp_chunk_free(LD(p->chunks[i]));
         arrfree(p->scr_parts);
         arrfree(p->scr_topics);
         arrfree(p->scr_brokers);
@@ -3661,6 +3691,308 @@ void lagprobe_destroy(lagprobe_t *p) {
  * 7. Readers
  * ---------------------------------------------------------------------- */
 
+/* Bounded writer: counts the full length, stores what fits. With @p spill
+ * set it also keeps the LP_SPILL bytes that follow the end of the buffer,
+ * so a later shift to the left can still fill the buffer (see
+ * lagprobe_snapshot_json). */
+#define LP_SPILL 20
+typedef struct lp_out_s {
+        char *buf;
+        size_t size, len;
+        char *spill; /* NULL, or LP_SPILL bytes */
+} lp_out_t;
+
+static void lp_put_slow(lp_out_t *o, const char *s, size_t n) {
+        size_t len = o->len, end = len + n;
+        if (len < o->size) {
+                size_t k = o->size - len;
+                memcpy(o->buf + len, s, k < n ? k : n);
+        }
+        if (o->spill && end > o->size && len < o->size + LP_SPILL) {
+                size_t from = len > o->size ? len : o->size;
+                size_t to = end < o->size + LP_SPILL ? end : o->size + LP_SPILL;
+                memcpy(o->spill + (from - o->size), s + (from - len), to - from);
+        }
+        o->len = end;
+}
+
+static inline void lp_put(lp_out_t *o, const char *s, size_t n) {
+        if (o->len + n <= o->size && o->len < o->size) {
+                memcpy(o->buf + o->len, s, n);
+                o->len += n;
+        } else {
+                lp_put_slow(o, s, n);
+        }
+}
+
+static inline void lp_puts(lp_out_t *o, const char *s) {
+        lp_put(o, s, strlen(s));
+}
+
+/* Room for @p n bytes at the end of the text: where to write them, or NULL
+ * when the buffer lacks room (write through lp_put() then). */
+static inline char *lp_room(lp_out_t *o, size_t n) {
+        return o->len + n <= o->size ? o->buf + o->len : NULL;
+}
+
+/* For numbers and short fixed keys only: strings of unbounded length go
+ * through lp_puts()/lp_json_str(). A longer result is still counted in
+ * full, so the size contract holds; only its text would be cut. */
+static void lp_printf(lp_out_t *o, const char *fmt, ...) {
+        char tmp[256];
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+        va_end(ap);
+        if (n > 0)
+                lp_put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n
+                                                      : sizeof tmp - 1);
+}
+
+/* Numbers without printf: renders write some 100,000 of them. */
+static const char lp_dig2[201] = "0001020304050607080910111213141516171819"
+                                 "2021222324252627282930313233343536373839"
+                                 "4041424344454647484950515253545556575859"
+                                 "6061626364656667686970717273747576777879"
+                                 "8081828384858687888990919293949596979899";
+
+/* Writes @p v in decimal so that it ends at @p end; returns its start. */
+static char *lp_u64_at(char *end, uint64_t v) {
+        while (v >= 100) {
+                end -= 2;
+                memcpy(end, lp_dig2 + 2 * (v % 100), 2);
+                v /= 100;
+        }
+        if (v >= 10) {
+                end -= 2;
+                memcpy(end, lp_dig2 + 2 * v, 2);
+        } else {
+                *--end = (char)('0' + v);
+        }
+        return end;
+}
+
+static char *lp_i64_at(char *end, int64_t v) {
+        char *s = lp_u64_at(end, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+        if (v < 0)
+                *--s = '-';
+        return s;
+}
+
+/* Decimal text of @p v into @p out (at least 21 bytes); returns its
+ * length. */
+static size_t lp_fmt_i64(char *out, int64_t v) {
+        char tmp[24];
+        char *s = lp_i64_at(tmp + sizeof tmp, v);
+        size_t n = (size_t)(tmp + sizeof tmp - s);
+        memcpy(out, s, n);
+        return n;
+}
+
+static void lp_put_i64(lp_out_t *o, int64_t v) {
+        char tmp[24];
+        char *s = lp_i64_at(tmp + sizeof tmp, v);
+        lp_put(o, s, (size_t)(tmp + sizeof tmp - s));
+}
+
+/* |v| * 10^k rounded to an integer as printf rounds the exact value, for
+ * 0 <= |v| * 10^k < 2^40; -1 when the product is too close to a tie for
+ * the double product to decide (the caller then asks printf). */
+static int64_t lp_round_scaled(double a, double scale) {
+        double m = a * scale; /* error <= half an ulp, < 2^-13 here */
+        if (!(m >= 0 && m < 1099511627776.0))
+                return -1;
+        uint64_t i = (uint64_t)m;
+        double f = m - (double)i; /* exact */
+        if (f > 0.4995 && f < 0.5005)
+                return -1;
+        return (int64_t)(i + (f > 0.5));
+}
+
+/* printf("%.3f", v) for finite v; returns the length (< 32). */
+static size_t lp_fmt_f3(char *out, double v) {
+        double a = v < 0 ? -v : v;
+        int64_t r = a < 1e9 ? lp_round_scaled(a, 1000.0) : -1;
+        if (r < 0) {
+                int n = snprintf(out, 32, "%.3f", v);
+                return n > 0 && n < 32 ? (size_t)n : 0;
+        }
+        char tmp[32], *e = tmp + sizeof tmp;
+        e -= 4;
+        e[0] = '.';
+        e[1] = (char)('0' + r / 100 % 10);
+        e[2] = (char)('0' + r / 10 % 10);
+        e[3] = (char)('0' + r % 10);
+        char *s = lp_u64_at(e, (uint64_t)(r / 1000));
+        if (signbit(v))
+                *--s = '-';
+        size_t n = (size_t)(tmp + sizeof tmp - s);
+        memcpy(out, s, n);
+        return n;
+}
+
+/* printf("%.9g", v) for finite v; returns the length (< 32). */
+static size_t lp_fmt_g9(char *out, double v) {
+        static const double p10[] = {1e-4, 1e-3, 1e-2, 1e-1, 1,   1e1, 1e2,
+                                     1e3,  1e4,  1e5,  1e6,  1e7, 1e8};
+        static const double scale[] = {1e12, 1e11, 1e10, 1e9, 1e8, 1e7, 1e6,
+                                       1e5,  1e4,  1e3,  1e2, 1e1, 1};
+        double a = v < 0 ? -v : v;
+        int64_t r = -1;
+        int e = 0; /* a = d.dddddddd x 10^e, -4 <= e <= 8 */
+        if (a >= 1e-4 && a < 1e9) {
+                int i = 0;
+                while (i < 12 && a >= p10[i + 1])
+                        i++;
+                e = i - 4;
+                r = lp_round_scaled(a, scale[i]);
+        }
+        /* Nine digits exactly, or the estimate of e was off by one. */
+        if (r < 100000000 || r > 999999999) {
+                int n = snprintf(out, 32, "%.9g", v);
+                return n > 0 && n < 32 ? (size_t)n : 0;
+        }
+        char d[9];
+        lp_u64_at(d + 9, (uint64_t)r);
+        int nd = 9;
+        while (nd > 1 && d[nd - 1] == '0')
+                nd--;
+        size_t n = 0;
+        if (signbit(v))
+                out[n++] = '-';
+        if (e >= 0) {
+                int ip = e + 1; /* digits before the point */
+                memcpy(out + n, d, (size_t)ip);
+                n += (size_t)ip;
+                if (nd > ip) {
+                        out[n++] = '.';
+                        memcpy(out + n, d + ip, (size_t)(nd - ip));
+                        n += (size_t)(nd - ip);
+                }
+        } else {
+                out[n++] = '0';
+                out[n++] = '.';
+                for (int k = 0; k < -e - 1; k++)
+                        out[n++] = '0';
+                memcpy(out + n, d, (size_t)nd);
+                n += (size_t)nd;
+        }
+        return n;
+}
+
+/* NUL-terminates what fits and returns the full length (snprintf-style). */
+static size_t lp_render_end(lp_out_t *o) {
+        if (o->size > 0)
+                o->buf[o->len < o->size ? o->len : o->size - 1] = 0;
+        return o->len;
+}
+
+/* Length of the valid UTF-8 sequence starting at @p u (a non-ASCII lead
+ * byte), or 0 when it is invalid: overlong, surrogate, above U+10FFFF or
+ * truncated. */
+static int lp_utf8_len(const unsigned char *u) {
+        unsigned char c = u[0];
+        int n = c >= 0xF0 && c <= 0xF4   ? 4
+                : c >= 0xE0 && c <= 0xEF ? 3
+                : c >= 0xC2 && c <= 0xDF ? 2
+                                         : 0;
+        for (int k = 1; k < n; k++)
+                if ((u[k] & 0xC0) != 0x80)
+                        return 0;
+        if ((n == 3 && c == 0xE0 && u[1] < 0xA0) ||  /* overlong */
+            (n == 3 && c == 0xED && u[1] >= 0xA0) || /* surrogate */
+            (n == 4 && c == 0xF0 && u[1] < 0x90) ||  /* overlong */
+            (n == 4 && c == 0xF4 && u[1] >= 0x90))   /* > U+10FFFF */
+                return 0;
+        return n;
+}
+
+/* JSON string with escapes; invalid UTF-8 becomes U+FFFD. Runs of plain
+ * bytes are copied whole. */
+static void lp_json_str(lp_out_t *o, const char *s) {
+        const unsigned char *u = (const unsigned char *)(s ? s : "");
+        lp_put(o, "\"", 1);
+        for (;;) {
+                const unsigned char *run = u;
+                while (*u >= 0x20 && *u < 0x7f && *u != '"' && *u != '\\')
+                        u++;
+                if (u > run)
+                        lp_put(o, (const char *)run, (size_t)(u - run));
+                unsigned char c = *u;
+                if (!c)
+                        break;
+                if (c == '"' || c == '\\') {
+                        char e[2] = {'\\', (char)c};
+                        lp_put(o, e, 2);
+                        u++;
+                } else if (c < 0x80) { /* control character or DEL */
+                        char e[6] = {'\\', 'u', '0', '0',
+                                     "0123456789abcdef"[c >> 4],
+                                     "0123456789abcdef"[c & 15]};
+                        lp_put(o, e, 6);
+                        u++;
+                } else {
+                        int n = lp_utf8_len(u);
+                        if (n) {
+                                lp_put(o, (const char *)u, (size_t)n);
+                                u += n;
+                        } else {
+                                lp_puts(o, "\\ufffd");
+                                u++;
+                        }
+                }
+        }
+        lp_put(o, "\"", 1);
+}
+
+/* Prometheus label value, without the quotes: backslash, double quote and
+ * newline escaped; invalid UTF-8 becomes U+FFFD, since one bad byte makes
+ * Prometheus drop the scrape. At most 3 bytes out per byte in. */
+static void lp_prom_esc(lp_out_t *o, const char *v) {
+        const unsigned char *c = (const unsigned char *)(v ? v : "");
+        for (;;) {
+                const unsigned char *run = c;
+                while (*c && *c < 0x80 && *c != '\\' && *c != '"' &&
+                       *c != '\n')
+                        c++;
+                if (c > run)
+                        lp_put(o, (const char *)run, (size_t)(c - run));
+                if (!*c)
+                        break;
+                if (*c == '\\') {
+                        lp_put(o, "\\\\", 2);
+                        c++;
+                } else if (*c == '"') {
+                        lp_put(o, "\\\"", 2);
+                        c++;
+                } else if (*c == '\n') {
+                        lp_put(o, "\\n", 2);
+                        c++;
+                } else {
+                        int n = lp_utf8_len(c);
+                        if (n) {
+                                lp_put(o, (const char *)c, (size_t)n);
+                                c += n;
+                        } else {
+                                lp_put(o, "\xef\xbf\xbd", 3); /* U+FFFD */
+                                c++;
+                        }
+                }
+        }
+}
+
+/* printf("%.0f", ms / 1000.0) */
+static void lp_put_secs(lp_out_t *o, int ms) {
+        if (ms % 1000 == 0)
+                lp_put_i64(o, ms / 1000);
+        else
+                lp_printf(o, "%.0f", (double)ms / 1000.0);
+}
+
+/* window_ms for lp_read_slot() when the caller needs no status_reason (the
+ * metrics): the text stays empty. Real windows are >= 60 ms. */
+#define LP_NO_REASON 0
+
 /* Consistent copy of one slot (C and S groups each read under their own
  * sequence counter). */
 static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
@@ -3768,57 +4100,78 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
         o->egress_rate = (double)outr / 1000.0;
         o->commit_rate = (double)cmr / 1000.0;
         o->eta_seconds = eta >= 0 ? (double)eta / 1000.0 : -1;
-        double win_s = (double)window_ms / 1000.0;
-        char *r = o->status_reason;
-        size_t rn = sizeof o->status_reason;
+        if (window_ms == LP_NO_REASON)
+                return;
+        /* The reason text without printf: JSON renders write one for every
+         * partition. Truncated like snprintf() at the field's size. */
+        lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
         switch (o->status) {
         case LAGPROBE_PSTATUS_UNKNOWN:
-                snprintf(r, rn, "not enough samples yet (window %.0f s)",
-                         win_s);
+                lp_puts(&r, "not enough samples yet (window ");
+                lp_put_secs(&r, window_ms);
+                lp_puts(&r, " s)");
                 break;
         case LAGPROBE_PSTATUS_OK:
-                snprintf(r, rn, "lag %" PRId64 ", within the allowance or "
-                                "shrinking", ev_a);
+                lp_puts(&r, "lag ");
+                lp_put_i64(&r, ev_a);
+                lp_puts(&r, ", within the allowance or shrinking");
                 break;
         case LAGPROBE_PSTATUS_IDLE:
-                snprintf(r, rn,
-                         "caught up at offset %" PRId64
-                         ", no new messages for %.0f s",
-                         ev_a, win_s);
+                lp_puts(&r, "caught up at offset ");
+                lp_put_i64(&r, ev_a);
+                lp_puts(&r, ", no new messages for ");
+                lp_put_secs(&r, window_ms);
+                lp_puts(&r, " s");
                 break;
         case LAGPROBE_PSTATUS_LAGGING:
-                snprintf(r, rn,
-                         "lag %" PRId64 " above allowance and not shrinking "
-                         "(%" PRId64 " %.0f s ago)",
-                         ev_a, ev_b, win_s);
+                lp_puts(&r, "lag ");
+                lp_put_i64(&r, ev_a);
+                lp_puts(&r, " above allowance and not shrinking (");
+                lp_put_i64(&r, ev_b);
+                lp_puts(&r, " ");
+                lp_put_secs(&r, window_ms);
+                lp_puts(&r, " s ago)");
                 break;
         case LAGPROBE_PSTATUS_STALLED:
-                snprintf(r, rn,
-                         "lag %" PRId64 "; committed offset %" PRId64
-                         " and position not moving for %.0f s; %" PRId64
-                         " messages re-consumed",
-                         ev_a, ev_b, win_s, ev_c);
+                lp_puts(&r, "lag ");
+                lp_put_i64(&r, ev_a);
+                lp_puts(&r, "; committed offset ");
+                lp_put_i64(&r, ev_b);
+                lp_puts(&r, " and position not moving for ");
+                lp_put_secs(&r, window_ms);
+                lp_puts(&r, " s; ");
+                lp_put_i64(&r, ev_c);
+                lp_puts(&r, " messages re-consumed");
                 break;
         case LAGPROBE_PSTATUS_STOPPED:
-                snprintf(r, rn,
-                         "no commit for %.0f s (committed %" PRId64
-                         ") while %" PRId64 " messages were consumed; lag %" PRId64,
-                         win_s, ev_a, ev_b, ev_c);
+                lp_puts(&r, "no commit for ");
+                lp_put_secs(&r, window_ms);
+                lp_puts(&r, " s (committed ");
+                lp_put_i64(&r, ev_a);
+                lp_puts(&r, ") while ");
+                lp_put_i64(&r, ev_b);
+                lp_puts(&r, " messages were consumed; lag ");
+                lp_put_i64(&r, ev_c);
                 break;
         case LAGPROBE_PSTATUS_REWOUND:
-                snprintf(r, rn, "%s moved backwards from %" PRId64 " to %" PRId64,
-                         ev_c ? "committed offset" : "position", ev_a, ev_b);
+                lp_puts(&r, ev_c ? "committed offset" : "position");
+                lp_puts(&r, " moved backwards from ");
+                lp_put_i64(&r, ev_a);
+                lp_puts(&r, " to ");
+                lp_put_i64(&r, ev_b);
                 break;
         case LAGPROBE_PSTATUS_MARKERS:
-                snprintf(r, rn,
-                         "committed %" PRId64 " behind high watermark %" PRId64
-                         " with nothing left to consume: transaction markers "
-                         "or compaction; effective lag 0",
-                         ev_a, ev_b);
+                lp_puts(&r, "committed ");
+                lp_put_i64(&r, ev_a);
+                lp_puts(&r, " behind high watermark ");
+                lp_put_i64(&r, ev_b);
+                lp_puts(&r, " with nothing left to consume: transaction "
+                            "markers or compaction; effective lag 0");
                 break;
         default:
-                r[0] = 0;
+                break;
         }
+        lp_render_end(&r);
 }
 
 void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
@@ -3934,9 +4287,11 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
         }
 }
 
-/* Everything but the partition array. */
-static void lp_read_global(lagprobe_t *p, int64_t now_us,
-                           lagprobe_snapshot_t *o) {
+/* Everything but the partition array; o->consumed only when @p consumed
+ * (a sum over every slot's C group, which renders take from their own pass
+ * over the slots instead). */
+static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
+                             lagprobe_snapshot_t *o, int consumed) {
         uint32_t q;
         int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
             asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
@@ -4072,33 +4427,44 @@ static void lp_read_global(lagprobe_t *p, int64_t now_us,
                 lp_hsum_summary(&t[0], &o->poll_gap);
                 lp_hsum_summary(&t[1], &o->poll_gap_recent);
         }
-        int64_t consumed = 0;
-        uint32_t n = LD_ACQ(p->nslots);
+        o->consumed = 0;
+        uint32_t n = consumed ? LD_ACQ(p->nslots) : 0;
         for (uint32_t i = 0; i < n; i++)
-                consumed += LD(lp_slot_at(p, i)->c_total);
-        o->consumed = consumed;
+                o->consumed += LD(lp_slot_at(p, i)->c_total);
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
                 o->events[i] = LD(p->events[i]);
+}
+
+static void lp_read_global(lagprobe_t *p, int64_t now_us,
+                           lagprobe_snapshot_t *o) {
+        lp_read_global_x(p, now_us, o, 1);
 }
 
 int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
         if (!p || !snap || snap->struct_size != sizeof *snap)
                 return -1;
         int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
-        lp_read_global(p, now_us, snap);
+        /* consumed is summed below, in the one pass over the slots. */
+        lp_read_global_x(p, now_us, snap, 0);
         snap->ts_ms = now_ms;
         size_t cnt = 0, filled = 0;
+        int64_t consumed = 0;
         uint32_t n = LD_ACQ(p->nslots);
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
-                if (!LD_ACQ(s->assigned))
-                        continue;
-                if (filled < snap->partitions_size)
+                if (LD_ACQ(s->assigned) && filled < snap->partitions_size) {
+                        lagprobe_partition_t *x = &snap->partitions[filled++];
                         lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                                     p->conf.window_ms,
-                                     &snap->partitions[filled++]);
-                cnt++;
+                                     p->conf.window_ms, x);
+                        consumed += x->consumed_total;
+                        cnt++;
+                        continue;
+                }
+                if (LD_ACQ(s->assigned))
+                        cnt++;
+                consumed += LD(s->c_total);
         }
+        snap->consumed = consumed;
         snap->partition_cnt = cnt;
         if (filled > 1)
                 qsort(snap->partitions, filled, sizeof *snap->partitions,
@@ -4106,87 +4472,7 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
         return 0;
 }
 
-/* Bounded writer: counts the full length, stores what fits. */
-typedef struct lp_out_s {
-        char *buf;
-        size_t size, len;
-} lp_out_t;
-
-static void lp_put(lp_out_t *o, const char *s, size_t n) {
-        if (o->len < o->size) {
-                size_t room = o->size - o->len;
-                memcpy(o->buf + o->len, s, n < room ? n : room);
-        }
-        o->len += n;
-}
-
-static void lp_puts(lp_out_t *o, const char *s) { lp_put(o, s, strlen(s)); }
-
-/* For numbers and short fixed keys only: strings of unbounded length go
- * through lp_puts()/lp_json_str(). A longer result is still counted in
- * full, so the size contract holds; only its text would be cut. */
-static void lp_printf(lp_out_t *o, const char *fmt, ...) {
-        char tmp[256];
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-        va_end(ap);
-        if (n > 0)
-                lp_put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n
-                                                      : sizeof tmp - 1);
-}
-
-/* Length of the valid UTF-8 sequence starting at @p u (a non-ASCII lead
- * byte), or 0 when it is invalid: overlong, surrogate, above U+10FFFF or
- * truncated. */
-static int lp_utf8_len(const unsigned char *u) {
-        unsigned char c = u[0];
-        int n = c >= 0xF0 && c <= 0xF4   ? 4
-                : c >= 0xE0 && c <= 0xEF ? 3
-                : c >= 0xC2 && c <= 0xDF ? 2
-                                         : 0;
-        for (int k = 1; k < n; k++)
-                if ((u[k] & 0xC0) != 0x80)
-                        return 0;
-        if ((n == 3 && c == 0xE0 && u[1] < 0xA0) ||  /* overlong */
-            (n == 3 && c == 0xED && u[1] >= 0xA0) || /* surrogate */
-            (n == 4 && c == 0xF0 && u[1] < 0x90) ||  /* overlong */
-            (n == 4 && c == 0xF4 && u[1] >= 0x90))   /* > U+10FFFF */
-                return 0;
-        return n;
-}
-
-/* JSON string with escapes; invalid UTF-8 becomes U+FFFD. */
-static void lp_json_str(lp_out_t *o, const char *s) {
-        const unsigned char *u = (const unsigned char *)(s ? s : "");
-        lp_put(o, "\"", 1);
-        while (*u) {
-                unsigned char c = *u;
-                if (c == '"' || c == '\\') {
-                        char e[2] = {'\\', (char)c};
-                        lp_put(o, e, 2);
-                        u++;
-                } else if (c < 0x20 || c == 0x7f) {
-                        lp_printf(o, "\\u%04x", c);
-                        u++;
-                } else if (c < 0x80) {
-                        lp_put(o, (const char *)u, 1);
-                        u++;
-                } else {
-                        int n = lp_utf8_len(u);
-                        if (n) {
-                                lp_put(o, (const char *)u, (size_t)n);
-                                u += n;
-                        } else {
-                                lp_puts(o, "\\ufffd");
-                                u++;
-                        }
-                }
-        }
-        lp_put(o, "\"", 1);
-}
-
-static void lp_json_i64(lp_out_t *o, int64_t v) { lp_printf(o, "%" PRId64, v); }
+static void lp_json_i64(lp_out_t *o, int64_t v) { lp_put_i64(o, v); }
 
 static void lp_json_opt(lp_out_t *o, int64_t v) {
         if (v < 0)
@@ -4200,8 +4486,10 @@ static void lp_json_num(lp_out_t *o, double v) {
                 lp_puts(o, "null");
         else if (v == 0)
                 lp_puts(o, "0");
-        else
-                lp_printf(o, "%.3f", v);
+        else {
+                char t[32];
+                lp_put(o, t, lp_fmt_f3(t, v));
+        }
 }
 
 static void lp_json_hist(lp_out_t *o, const char *key,
@@ -4223,7 +4511,8 @@ static void lp_json_hist(lp_out_t *o, const char *key,
 static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
         lp_puts(o, "{\"topic\":");
         lp_json_str(o, x->topic);
-        lp_printf(o, ",\"partition\":%" PRId32, x->partition);
+        lp_puts(o, ",\"partition\":");
+        lp_put_i64(o, x->partition);
         lp_puts(o, ",\"high_watermark\":");
         lp_json_opt(o, x->high_watermark);
         lp_puts(o, ",\"low_watermark\":");
@@ -4243,17 +4532,21 @@ static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
                 lp_puts(o, "null");
         else
                 lp_json_num(o, x->seconds_behind);
-        lp_printf(o, ",\"consumed\":%" PRId64, x->consumed);
+        lp_puts(o, ",\"consumed\":");
+        lp_put_i64(o, x->consumed);
         lp_puts(o, ",\"last_message_ts_ms\":");
         lp_json_opt(o, x->last_message_ts_ms);
-        lp_printf(o, ",\"fetchq_cnt\":%" PRId64 ",\"fetchq_size\":%" PRId64,
-                  x->fetchq_cnt, x->fetchq_size);
+        lp_puts(o, ",\"fetchq_cnt\":");
+        lp_put_i64(o, x->fetchq_cnt);
+        lp_puts(o, ",\"fetchq_size\":");
+        lp_put_i64(o, x->fetchq_size);
         lp_puts(o, ",\"last_progress_ms_ago\":");
         lp_json_opt(o, x->last_progress_ms_ago);
         lp_puts(o, ",\"hwm_age_ms\":");
         lp_json_opt(o, x->hwm_age_ms);
-        lp_printf(o, ",\"stale\":%s", x->stale ? "true" : "false");
-        lp_printf(o, ",\"consumed_total\":%" PRId64, x->consumed_total);
+        lp_puts(o, x->stale ? ",\"stale\":true" : ",\"stale\":false");
+        lp_puts(o, ",\"consumed_total\":");
+        lp_put_i64(o, x->consumed_total);
         lp_puts(o, ",\"status\":");
         lp_json_str(o, x->status_name);
         lp_puts(o, ",\"status_reason\":");
@@ -4271,8 +4564,9 @@ static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
                 lp_puts(o, "null");
         else
                 lp_json_num(o, x->eta_seconds);
-        lp_printf(o, ",\"commit_errors\":%" PRId64 ",\"last_commit_error\":",
-                  x->commit_errors);
+        lp_puts(o, ",\"commit_errors\":");
+        lp_put_i64(o, x->commit_errors);
+        lp_puts(o, ",\"last_commit_error\":");
         lp_json_str(o, x->last_commit_err
                            ? rd_kafka_err2name((rd_kafka_resp_err_t)
                                                    x->last_commit_err)
@@ -4284,10 +4578,11 @@ static void lp_json_partition(lp_out_t *o, const lagprobe_partition_t *x) {
  * figures. Returns 0 (with "" written) for a NULL probe. */
 static int lp_render_begin(lagprobe_t *p, char *buf, size_t size,
                            lp_out_t *o, lagprobe_snapshot_t *g,
-                           int64_t *now_us, int64_t *now_ms) {
+                           int64_t *now_us, int64_t *now_ms, int consumed) {
         o->buf = buf;
         o->size = buf ? size : 0;
         o->len = 0;
+        o->spill = NULL;
         if (!p) {
                 if (o->size > 0)
                         buf[0] = 0;
@@ -4296,24 +4591,45 @@ static int lp_render_begin(lagprobe_t *p, char *buf, size_t size,
         *now_us = lp_mono_us();
         *now_ms = lp_wall_ms();
         lagprobe_snapshot_init(g, NULL, 0);
-        lp_read_global(p, *now_us, g);
+        lp_read_global_x(p, *now_us, g, consumed);
         g->ts_ms = *now_ms;
         return 1;
 }
 
-/* NUL-terminates what fits and returns the full length (snprintf-style). */
-static size_t lp_render_end(lp_out_t *o) {
-        if (o->size > 0)
-                o->buf[o->len < o->size ? o->len : o->size - 1] = 0;
-        return o->len;
+/* Puts the @p k bytes of @p d in place of the LP_SPILL placeholder bytes
+ * at @p at, shifting what follows to the left. Bytes the buffer lacked room
+ * for come from o->spill: the buffer still ends with the right text. */
+static void lp_json_fill(lp_out_t *o, size_t at, const char *d, size_t k) {
+        size_t sh = LP_SPILL - k, end = o->len - sh;
+        if (at < o->size) {
+                size_t lim = end < o->size ? end : o->size;
+                memcpy(o->buf + at, d, at + k < lim ? k : lim - at);
+                if (at + k < lim) {
+                        /* Old positions [at + LP_SPILL, lim + sh) move to
+                         * [at + k, lim); those past the buffer are in the
+                         * spill (lim + sh <= size + LP_SPILL). */
+                        size_t in = lim + sh < o->size ? lim + sh : o->size;
+                        size_t s0 = at + LP_SPILL > o->size ? at + LP_SPILL
+                                                            : o->size;
+                        if (in > at + LP_SPILL)
+                                memmove(o->buf + at + k, o->buf + at + LP_SPILL,
+                                        in - (at + LP_SPILL));
+                        if (lim + sh > s0)
+                                memcpy(o->buf + s0 - sh, o->spill + (s0 - o->size),
+                                       lim + sh - s0);
+                }
+        }
+        o->len = end;
 }
 
 size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_out_t o;
         lagprobe_snapshot_t g;
         int64_t now_us, now_ms;
-        if (!lp_render_begin(p, buf, size, &o, &g, &now_us, &now_ms))
+        char spill[LP_SPILL];
+        if (!lp_render_begin(p, buf, size, &o, &g, &now_us, &now_ms, 0))
                 return 0;
+        o.spill = spill;
 
         lp_puts(&o, "{\"status\":");
         lp_json_str(&o, lagprobe_health_name(g.health));
@@ -4394,7 +4710,12 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                             ? rd_kafka_err2name(
                                   (rd_kafka_resp_err_t)g.last_commit_err)
                             : "");
-        lp_printf(&o, "},\"consumed\":%" PRId64, g.consumed);
+        /* consumed, a sum over the slots, is only known after the
+         * partitions: room for the longest number now, the number and a
+         * shift of the text after it at the end (lp_json_fill). */
+        lp_puts(&o, "},\"consumed\":");
+        size_t at = o.len;
+        lp_put(&o, "                    ", LP_SPILL);
         lp_puts(&o, ",\"diagnosis\":{\"verdict\":");
         lp_json_str(&o, g.diagnosis_name);
         lp_puts(&o, ",\"detail\":");
@@ -4423,19 +4744,25 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_puts(&o, "},\"partitions\":[");
         uint32_t n = LD_ACQ(p->nslots);
         int first = 1;
+        int64_t consumed = 0;
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
-                if (!LD_ACQ(s->assigned))
+                if (!LD_ACQ(s->assigned)) {
+                        consumed += LD(s->c_total);
                         continue;
+                }
                 lagprobe_partition_t x;
                 lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
                              p->conf.window_ms, &x);
+                consumed += x.consumed_total;
                 if (!first)
                         lp_puts(&o, ",");
                 first = 0;
                 lp_json_partition(&o, &x);
         }
         lp_puts(&o, "]}");
+        char d[24];
+        lp_json_fill(&o, at, d, lp_fmt_i64(d, consumed));
         return lp_render_end(&o);
 }
 
@@ -4446,9 +4773,9 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
                 return -1;
         lagprobe_snapshot_t g;
         lagprobe_snapshot_init(&g, NULL, 0);
-        lp_read_global(p, lp_mono_us(), &g);
+        lp_read_global_x(p, lp_mono_us(), &g, 0);
         if (reasons && reasons_size) {
-                lp_out_t o = {reasons, reasons_size, 0};
+                lp_out_t o = {reasons, reasons_size, 0, NULL};
                 for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++)
                         if (g.health_reasons & (1u << i)) {
                                 if (k++)
@@ -4462,35 +4789,12 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
 
 /* ---- Prometheus text exposition 0.0.4 ---------------------------------- */
 
-/* Label value: backslash, double quote and newline escaped; invalid UTF-8
- * becomes U+FFFD, since one bad byte makes Prometheus drop the scrape. */
+/* key="value", the value escaped (lp_prom_esc). */
 static void lp_prom_label(lp_out_t *o, const char *k, const char *v) {
         lp_puts(o, k);
-        lp_puts(o, "=\"");
-        const unsigned char *c = (const unsigned char *)(v ? v : "");
-        while (*c) {
-                if (*c == '\\')
-                        lp_puts(o, "\\\\");
-                else if (*c == '"')
-                        lp_puts(o, "\\\"");
-                else if (*c == '\n')
-                        lp_puts(o, "\\n");
-                else if (*c < 0x80)
-                        lp_put(o, (const char *)c, 1);
-                else {
-                        int n = lp_utf8_len(c);
-                        if (n) {
-                                lp_put(o, (const char *)c, (size_t)n);
-                                c += n;
-                        } else {
-                                lp_puts(o, "\xef\xbf\xbd"); /* U+FFFD */
-                                c++;
-                        }
-                        continue;
-                }
-                c++;
-        }
-        lp_puts(o, "\"");
+        lp_put(o, "=\"", 2);
+        lp_prom_esc(o, v);
+        lp_put(o, "\"", 1);
 }
 
 static void lp_prom_head(lp_out_t *o, const char *name, const char *type,
@@ -4506,14 +4810,22 @@ static void lp_prom_head(lp_out_t *o, const char *name, const char *type,
         lp_puts(o, "\n");
 }
 
-static void lp_prom_num(lp_out_t *o, double v) {
-        if (!isfinite(v))
-                lp_puts(o, "NaN");
+/* Sample value: integers in full, others as printf("%.9g"); returns the
+ * length (< 32). */
+static size_t lp_fmt_prom(char *out, double v) {
+        if (!isfinite(v)) {
+                memcpy(out, "NaN", 3);
+                return 3;
+        }
         /* Range first: casting a huge double to int64 is undefined. */
-        else if (v > -9e15 && v < 9e15 && v == (double)(int64_t)v)
-                lp_printf(o, "%" PRId64, (int64_t)v);
-        else
-                lp_printf(o, "%.9g", v);
+        if (v > -9e15 && v < 9e15 && v == (double)(int64_t)v)
+                return lp_fmt_i64(out, (int64_t)v);
+        return lp_fmt_g9(out, v);
+}
+
+static void lp_prom_num(lp_out_t *o, double v) {
+        char t[32];
+        lp_put(o, t, lp_fmt_prom(t, v));
 }
 
 /* Sample line: name{client_id,consumergroup[,extra]} value */
@@ -4655,66 +4967,213 @@ static void lp_prom_hist(lp_out_t *o, const char *name, const char *help,
         lp_prom_sample(o, n2, g, NULL, NULL, (double)acc);
 }
 
+/* One partition's samples, read once per render (lp_prom_rows). */
+typedef struct lp_prow_s {
+        double v[LP_PF__CNT];
+        uint32_t has;        /* bit f: family f has a sample */
+        int status;
+        size_t lbl, lbl_len; /* 'TOPIC",partition="N"' in the label text */
+} lp_prow_t;
+
+typedef struct lp_prows_s {
+        lp_prow_t *rows;
+        uint32_t n;
+        lp_out_t lbl; /* label text of the rows; lbl.buf is malloc'd */
+        int64_t consumed; /* c_total summed over all slots */
+} lp_prows_t;
+
+/* Reads every assigned slot once into @p pr (each slot's C group is read
+ * once per render: the consuming thread writes that cache line). Returns
+ * 0 when out of memory. */
+static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
+                        lp_prows_t *pr) {
+        uint32_t n = LD_ACQ(p->nslots);
+        memset(pr, 0, sizeof *pr);
+        if (!n)
+                return 1;
+        size_t cap = (size_t)n * 32 + 1024;
+        pr->rows = malloc((size_t)n * sizeof *pr->rows);
+        pr->lbl.buf = malloc(cap);
+        pr->lbl.size = cap;
+        if (!pr->rows || !pr->lbl.buf)
+                return 0;
+        const char *topic = NULL;
+        size_t esc = 0, esc_len = 0, bound = 0;
+        for (uint32_t i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, i);
+                if (!LD_ACQ(s->assigned)) {
+                        pr->consumed += LD(s->c_total);
+                        continue;
+                }
+                lagprobe_partition_t x;
+                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
+                             LP_NO_REASON, &x);
+                pr->consumed += x.consumed_total;
+                lp_prow_t *r = &pr->rows[pr->n++];
+                r->has = 0;
+                for (int f = 0; f < LP_PF__CNT; f++)
+                        if (lp_pfam_value(f, &x, &r->v[f]))
+                                r->has |= 1u << f;
+                r->status = x.status;
+                /* Slots of one topic share its name: escape it once. */
+                if (x.topic != topic) {
+                        topic = x.topic;
+                        esc_len = 0;
+                        bound = 3 * strlen(topic) + 32;
+                }
+                lp_out_t *l = &pr->lbl;
+                if (l->len + bound > l->size) {
+                        size_t nc = 2 * (l->size + bound);
+                        char *nb = realloc(l->buf, nc);
+                        if (!nb)
+                                return 0;
+                        l->buf = nb;
+                        l->size = nc;
+                }
+                r->lbl = l->len;
+                if (esc_len) {
+                        memcpy(l->buf + l->len, l->buf + esc, esc_len);
+                        l->len += esc_len;
+                } else {
+                        esc = l->len;
+                        lp_prom_esc(l, topic);
+                        esc_len = l->len - esc;
+                }
+                lp_put(l, "\",partition=\"", 13);
+                lp_put_i64(l, x.partition);
+                lp_put(l, "\"", 1);
+                r->lbl_len = l->len - r->lbl;
+        }
+        return 1;
+}
+
+/* Sample line of a partition: @p pre is 'name{...,topic="'. */
+static void lp_prom_pline(lp_out_t *o, const char *pre, size_t pn,
+                          const char *lbl, size_t ln, const char *status,
+                          double v) {
+        char num[32];
+        size_t k = lp_fmt_prom(num, v);
+        char *d;
+        if (!status && (d = lp_room(o, pn + ln + k + 3)) != NULL) {
+                memcpy(d, pre, pn);
+                memcpy(d + pn, lbl, ln);
+                d += pn + ln;
+                d[0] = '}';
+                d[1] = ' ';
+                memcpy(d + 2, num, k);
+                d[2 + k] = '\n';
+                o->len += pn + ln + k + 3;
+                return;
+        }
+        lp_put(o, pre, pn);
+        lp_put(o, lbl, ln);
+        if (status) {
+                lp_put(o, ",", 1);
+                lp_prom_label(o, "status", status);
+        }
+        lp_put(o, "} ", 2);
+        lp_put(o, num, k);
+        lp_put(o, "\n", 1);
+}
+
+/* The families of partitions, from the rows; 0 when out of memory. */
+static int lp_prom_partitions(lp_out_t *o, const lagprobe_snapshot_t *g,
+                              const lp_prows_t *pr) {
+        /* 'name{client_id="..",consumergroup="..",topic="', at most 3
+         * bytes per byte of the escaped values. */
+        size_t cap = 3 * (strlen(g->client_id) + strlen(g->group_id)) + 256;
+        lp_out_t pre = {malloc(cap), cap, 0, NULL};
+        if (!pre.buf)
+                return 0;
+        for (int f = 0; f < LP_PF__CNT; f++) {
+                lp_prom_head(o, lp_pfam[f].name, lp_pfam[f].type,
+                             lp_pfam[f].help);
+                pre.len = 0;
+                lp_puts(&pre, lp_pfam[f].name);
+                lp_put(&pre, "{", 1);
+                if (!lp_pfam[f].exporter) {
+                        lp_prom_label(&pre, "client_id", g->client_id);
+                        lp_put(&pre, ",", 1);
+                }
+                lp_prom_label(&pre, "consumergroup", g->group_id);
+                lp_puts(&pre, ",topic=\"");
+                for (uint32_t i = 0; i < pr->n; i++) {
+                        const lp_prow_t *r = &pr->rows[i];
+                        if (!(r->has >> f & 1))
+                                continue;
+                        lp_prom_pline(o, pre.buf, pre.len,
+                                      pr->lbl.buf + r->lbl, r->lbl_len,
+                                      f == LP_PF_STATUS
+                                          ? lp_pstatus_names[r->status]
+                                          : NULL,
+                                      r->v[f]);
+                }
+        }
+        free(pre.buf);
+        return 1;
+}
+
 size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         lp_out_t o;
         lagprobe_snapshot_t g;
         int64_t now_us, now_ms;
-        if (!lp_render_begin(p, buf, size, &o, &g, &now_us, &now_ms))
+        if (!lp_render_begin(p, buf, size, &o, &g, &now_us, &now_ms, 0))
                 return 0;
-        uint32_t n = LD_ACQ(p->nslots);
         /* One reading per partition serves every family, so a partition's
          * lag and offsets in one scrape come from the same update (and the
          * render is one pass of reads, not one per family). The copy lives
          * on the calling thread; without memory, read per family. */
-        lagprobe_partition_t *xs = n ? malloc((size_t)n * sizeof *xs) : NULL;
-        uint32_t nx = 0;
-        for (uint32_t i = 0; xs && i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
-                if (LD_ACQ(s->assigned))
-                        lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                                     p->conf.window_ms, &xs[nx++]);
-        }
-
-        for (int f = 0; f < LP_PF__CNT; f++) {
-                lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
-                             lp_pfam[f].help);
-                for (uint32_t i = 0; i < (xs ? nx : n); i++) {
-                        lagprobe_partition_t tmp;
-                        const lagprobe_partition_t *x = &tmp;
-                        double v;
-                        if (xs) {
-                                x = &xs[i];
-                        } else {
+        lp_prows_t pr;
+        size_t at = o.len;
+        if (lp_prom_rows(p, now_us, now_ms, &pr) &&
+            lp_prom_partitions(&o, &g, &pr)) {
+                g.consumed = pr.consumed;
+        } else {
+                o.len = at;
+                g.consumed = 0;
+                uint32_t n = LD_ACQ(p->nslots);
+                for (uint32_t i = 0; i < n; i++)
+                        g.consumed += LD(lp_slot_at(p, i)->c_total);
+                for (int f = 0; f < LP_PF__CNT; f++) {
+                        lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
+                                     lp_pfam[f].help);
+                        for (uint32_t i = 0; i < n; i++) {
                                 lp_slot_t *s = lp_slot_at(p, i);
+                                lagprobe_partition_t x;
+                                double v;
                                 if (!LD_ACQ(s->assigned))
                                         continue;
                                 lp_read_slot(s, now_us, now_ms,
                                              p->stats_interval_ms,
-                                             p->conf.window_ms, &tmp);
+                                             LP_NO_REASON, &x);
+                                if (!lp_pfam_value(f, &x, &v))
+                                        continue;
+                                lp_puts(&o, lp_pfam[f].name);
+                                lp_puts(&o, "{");
+                                if (!lp_pfam[f].exporter) {
+                                        lp_prom_label(&o, "client_id",
+                                                      g.client_id);
+                                        lp_puts(&o, ",");
+                                }
+                                lp_prom_label(&o, "consumergroup", g.group_id);
+                                lp_puts(&o, ",topic=\"");
+                                lp_prom_esc(&o, x.topic);
+                                lp_puts(&o, "\",partition=\"");
+                                lp_put_i64(&o, x.partition);
+                                lp_puts(&o, "\"");
+                                if (f == LP_PF_STATUS) {
+                                        lp_puts(&o, ",");
+                                        lp_prom_label(&o, "status",
+                                                      x.status_name);
+                                }
+                                lp_puts(&o, "} ");
+                                lp_prom_num(&o, v);
+                                lp_puts(&o, "\n");
                         }
-                        if (!lp_pfam_value(f, x, &v))
-                                continue;
-                        lp_puts(&o, lp_pfam[f].name);
-                        lp_puts(&o, "{");
-                        if (!lp_pfam[f].exporter) {
-                                lp_prom_label(&o, "client_id", g.client_id);
-                                lp_puts(&o, ",");
-                        }
-                        lp_prom_label(&o, "consumergroup", g.group_id);
-                        lp_puts(&o, ",");
-                        lp_prom_label(&o, "topic", x->topic);
-                        lp_printf(&o, ",partition=\"%" PRId32 "\"",
-                                  x->partition);
-                        if (f == LP_PF_STATUS) {
-                                lp_puts(&o, ",");
-                                lp_prom_label(&o, "status", x->status_name);
-                        }
-                        lp_puts(&o, "} ");
-                        lp_prom_num(&o, v);
-                        lp_puts(&o, "\n");
                 }
         }
-        free(xs);
+        free(pr.rows);
+        free(pr.lbl.buf);
 
         static const struct {
                 const char *name, *type, *help;

@@ -14,13 +14,19 @@
  *     real on_consume interceptor (lp_on_consume) in runs of 64 per
  *     partition, round-robin over all partitions, and applies the statistics
  *     document after every 1,000,000 messages (lagprobe__stats_parse). Each
- *     round has a phase without readers and a phase with READERS reader
- *     threads (pinned to CPU 1) rendering JSON and Prometheus back to back,
- *     SECONDS each (which phase goes first alternates by round). Measured
- *     per phase: writer messages per second of the writer thread's CPU time
- *     (the figure the readers' interference shows in, whatever else runs
- *     on the machine) and of wall time, the writer's statistics apply
- *     time, and the readers' render times (wall and thread CPU).
+ *     round has three phases of SECONDS each, in an order that rotates from
+ *     round to round: no readers; READERS reader threads (pinned to CPU 1)
+ *     rendering JSON and Prometheus of the writer's probe back to back; and
+ *     the control, the same readers rendering an identical second probe the
+ *     writer never touches. A phase starts once the previous phase's
+ *     readers have finished their render. Measured per phase: writer
+ *     messages per second of the writer thread's CPU time (the figure the
+ *     readers' interference shows in, whatever else runs on the machine),
+ *     with and without the statistics applies, and of wall time, the
+ *     writer's statistics apply time, and the readers' render times (wall
+ *     and thread CPU). The control separates what sharing the probe costs
+ *     (the readers load the cache lines the writer stores to) from what any
+ *     busy neighbour costs (caches, memory bandwidth, the other CPU).
  * The messages handed to lp_on_consume are rd_kafka_message_t structs at
  * the start of a zeroed 4 KiB buffer: librdkafka's
  * rd_kafka_message_timestamp() reads its private fields behind the public
@@ -40,13 +46,14 @@ typedef struct fake_msg_s {
         char pad[4096 - sizeof(rd_kafka_message_t)];
 } fake_msg_t;
 
-static lagprobe_t *g_p;
+static lagprobe_t *g_p, *g_ctl;
+static lagprobe_t *_Atomic g_target; /* the probe the readers render */
 static rd_kafka_topic_t *g_rkt;
 static int32_t g_nparts;
 static char *g_doc;
 static size_t g_doclen;
 
-static _Atomic int g_stop, g_readers_on;
+static _Atomic int g_stop, g_readers_on, g_readers_busy;
 static _Atomic long g_renders;
 static _Atomic int64_t g_render_json_ns, g_render_prom_ns;
 static _Atomic int64_t g_render_json_cpu, g_render_prom_cpu;
@@ -65,7 +72,12 @@ typedef struct wstats_s {
         int64_t stats_ns;
 } wstats_t;
 
-static _Atomic int g_writer_phase; /* 0 idle, 1 run, 2 exit */
+/* Loaded by the writer every 64 messages: a line of its own, away from the
+ * counters the readers update. */
+static struct {
+        _Alignas(64) _Atomic int v; /* 0 idle, 1 run, 2 exit */
+        char pad[60];
+} g_writer_phase;
 static wstats_t g_w;
 static _Atomic int g_w_done;
 
@@ -77,14 +89,14 @@ static void *writer(void *arg) {
         int64_t *offs = calloc((size_t)g_nparts, sizeof *offs);
         int32_t part = 0;
         for (;;) {
-                while (atomic_load(&g_writer_phase) == 0)
+                while (atomic_load(&g_writer_phase.v) == 0)
                         bu_sleep_ms(1);
-                if (atomic_load(&g_writer_phase) == 2)
+                if (atomic_load(&g_writer_phase.v) == 2)
                         break;
                 wstats_t w = {0};
                 long since_stats = 0;
                 int64_t w0 = bu_mono_ns(), c0 = bu_thread_ns();
-                while (atomic_load(&g_writer_phase) == 1) {
+                while (atomic_load(&g_writer_phase.v) == 1) {
                         fm->m.partition = part;
                         for (int i = 0; i < BURST; i++) {
                                 fm->m.offset = offs[part]++;
@@ -126,10 +138,16 @@ static void *reader(void *arg) {
                         bu_sleep_ms(1);
                         continue;
                 }
+                atomic_fetch_add(&g_readers_busy, 1);
+                if (!atomic_load(&g_readers_on)) {
+                        atomic_fetch_sub(&g_readers_busy, 1);
+                        continue;
+                }
                 int64_t t0 = bu_mono_ns(), c0 = bu_thread_ns();
-                size_t n = lagprobe_snapshot_json(g_p, buf, g_bufsz);
+                lagprobe_t *p = atomic_load(&g_target);
+                size_t n = lagprobe_snapshot_json(p, buf, g_bufsz);
                 int64_t t1 = bu_mono_ns(), c1 = bu_thread_ns();
-                size_t m = lagprobe_metrics_prometheus(g_p, buf, g_bufsz);
+                size_t m = lagprobe_metrics_prometheus(p, buf, g_bufsz);
                 int64_t t2 = bu_mono_ns(), c2 = bu_thread_ns();
                 atomic_fetch_add(&g_render_json_cpu, c1 - c0);
                 atomic_fetch_add(&g_render_prom_cpu, c2 - c1);
@@ -140,6 +158,7 @@ static void *reader(void *arg) {
                 atomic_fetch_add(&g_render_json_ns, t1 - t0);
                 atomic_fetch_add(&g_render_prom_ns, t2 - t1);
                 atomic_fetch_add(&g_renders, 1);
+                atomic_fetch_sub(&g_readers_busy, 1);
         }
         free(buf);
         return NULL;
@@ -148,9 +167,9 @@ static void *reader(void *arg) {
 /* Runs the writer for ms milliseconds; returns its figures. */
 static wstats_t writer_phase(int ms) {
         atomic_store(&g_w_done, 0);
-        atomic_store(&g_writer_phase, 1);
+        atomic_store(&g_writer_phase.v, 1);
         bu_sleep_ms(ms);
-        atomic_store(&g_writer_phase, 0);
+        atomic_store(&g_writer_phase.v, 0);
         while (!atomic_load(&g_w_done))
                 bu_sleep_ms(1);
         return g_w;
@@ -173,6 +192,40 @@ static char *read_file(const char *path, size_t *len) {
         b[n] = 0;
         *len = (size_t)n;
         return b;
+}
+
+/* A probe (watchdog off) with every partition of @p topic assigned, the
+ * document applied and a first message on every partition, so every figure
+ * is set. */
+static lagprobe_t *make_probe(const char *topic) {
+        char errstr[512];
+        lagprobe_config_t pc;
+        lagprobe_config_init(&pc);
+        pc.watchdog_interval_ms = 0;
+        lagprobe_t *p = lagprobe_new(&pc, errstr, sizeof errstr);
+        if (!p) {
+                fprintf(stderr, "lagprobe_new: %s\n", errstr);
+                return NULL;
+        }
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(g_nparts);
+        for (int32_t i = 0; i < g_nparts; i++)
+                rd_kafka_topic_partition_list_add(l, topic, i);
+        lp_record_assign(p, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (lagprobe__stats_parse(p, g_doc, g_doclen)) {
+                fprintf(stderr, "stats document rejected\n");
+                lagprobe_destroy(p);
+                return NULL;
+        }
+        fake_msg_t *fm = calloc(1, sizeof *fm);
+        fm->m.rkt = g_rkt;
+        for (int32_t i = 0; i < g_nparts; i++) {
+                fm->m.partition = i;
+                lp_on_consume(NULL, &fm->m, p);
+        }
+        free(fm);
+        return p;
 }
 
 int main(int argc, char **argv) {
@@ -227,30 +280,12 @@ int main(int argc, char **argv) {
         }
         g_rkt = rd_kafka_topic_new(rk, topic, NULL);
 
-        lagprobe_config_t pc;
-        lagprobe_config_init(&pc);
-        pc.watchdog_interval_ms = 0;
-        g_p = lagprobe_new(&pc, errstr, sizeof errstr);
-        rd_kafka_topic_partition_list_t *l =
-            rd_kafka_topic_partition_list_new(g_nparts);
-        for (int32_t i = 0; i < g_nparts; i++)
-                rd_kafka_topic_partition_list_add(l, topic, i);
-        lp_record_assign(g_p, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        if (lagprobe__stats_parse(g_p, g_doc, g_doclen)) {
-                fprintf(stderr, "stats document rejected\n");
+        g_p = make_probe(topic);
+        /* The control: an identical probe the writer never touches. */
+        g_ctl = make_probe(topic);
+        if (!g_p || !g_ctl)
                 return 1;
-        }
-        /* A first message on every partition, so every figure is set. */
-        {
-                fake_msg_t *fm = calloc(1, sizeof *fm);
-                fm->m.rkt = g_rkt;
-                for (int32_t i = 0; i < g_nparts; i++) {
-                        fm->m.partition = i;
-                        lp_on_consume(NULL, &fm->m, g_p);
-                }
-                free(fm);
-        }
+        atomic_store(&g_target, g_p);
         lagprobe_snapshot_t snap;
         lagprobe_snapshot_init(&snap, NULL, 0);
         lagprobe_snapshot(g_p, &snap);
@@ -289,50 +324,81 @@ int main(int argc, char **argv) {
         int ms = (int)(secs * 1000);
         double cpu0[100], cpu4[100], wall0[100], wall4[100], rc[100], rw[100];
         double st0[100], st4[100], rs[100], rj[100], rp[100], rjc[100],
-            rpc[100];
+            rpc[100], cpuc[100], rcc[100], rsc[100], rbc[100], rm4[100],
+            rmc[100];
+        /* Phase order per round: 0 no readers, 1 readers rendering the
+         * writer's probe, 2 readers rendering the control probe. */
+        static const int order[6][3] = {{0, 1, 2}, {1, 2, 0}, {2, 0, 1},
+                                        {0, 2, 1}, {1, 0, 2}, {2, 1, 0}};
         for (int r = 0; r < rounds; r++) {
-                /* Odd rounds measure the phase with readers first. */
-                wstats_t a, b;
-                if (r % 2)
-                        a = writer_phase(ms);
-                atomic_store(&g_renders, 0);
-                atomic_store(&g_render_json_ns, 0);
-                atomic_store(&g_render_prom_ns, 0);
-                atomic_store(&g_render_json_cpu, 0);
-                atomic_store(&g_render_prom_cpu, 0);
-                atomic_store(&g_readers_on, 1);
-                bu_sleep_ms(50); /* readers running before the writer */
-                b = writer_phase(ms);
-                atomic_store(&g_readers_on, 0);
-                bu_sleep_ms(50); /* readers finish their render */
-                if (!(r % 2))
-                        a = writer_phase(ms);
-                long nr = atomic_load(&g_renders);
+                wstats_t ph[3];
+                long nr = 0;
+                int64_t jn = 0, pn = 0, jc = 0, pc = 0;
+                for (int k = 0; k < 3; k++) {
+                        int w = order[r % 6][k];
+                        if (w == 0) {
+                                ph[0] = writer_phase(ms);
+                                continue;
+                        }
+                        atomic_store(&g_target, w == 1 ? g_p : g_ctl);
+                        atomic_store(&g_renders, 0);
+                        atomic_store(&g_render_json_ns, 0);
+                        atomic_store(&g_render_prom_ns, 0);
+                        atomic_store(&g_render_json_cpu, 0);
+                        atomic_store(&g_render_prom_cpu, 0);
+                        atomic_store(&g_readers_on, 1);
+                        bu_sleep_ms(50); /* readers running before the writer */
+                        ph[w] = writer_phase(ms);
+                        atomic_store(&g_readers_on, 0);
+                        /* Readers finish their render: no reader runs in
+                         * the next phase. */
+                        while (atomic_load(&g_readers_busy))
+                                bu_sleep_ms(1);
+                        if (w == 1) {
+                                nr = atomic_load(&g_renders);
+                                jn = atomic_load(&g_render_json_ns);
+                                pn = atomic_load(&g_render_prom_ns);
+                                jc = atomic_load(&g_render_json_cpu);
+                                pc = atomic_load(&g_render_prom_cpu);
+                        }
+                }
+                wstats_t a = ph[0], b = ph[1], c = ph[2];
                 cpu0[r] = (double)a.msgs / ((double)a.cpu_ns / 1e9);
                 cpu4[r] = (double)b.msgs / ((double)b.cpu_ns / 1e9);
+                cpuc[r] = (double)c.msgs / ((double)c.cpu_ns / 1e9);
                 wall0[r] = (double)a.msgs / ((double)a.wall_ns / 1e9);
                 wall4[r] = (double)b.msgs / ((double)b.wall_ns / 1e9);
                 st0[r] = a.stats_docs ? (double)a.stats_ns / a.stats_docs / 1e6 : 0;
                 st4[r] = b.stats_docs ? (double)b.stats_ns / b.stats_docs / 1e6 : 0;
+                double stc = c.stats_docs ? (double)c.stats_ns / c.stats_docs / 1e6 : 0;
                 rc[r] = cpu4[r] / cpu0[r];
+                rcc[r] = cpuc[r] / cpu0[r];
+                rbc[r] = cpu4[r] / cpuc[r];
+                /* The same without the statistics applies: on_consume alone. */
+                double m0 = (double)a.msgs / (double)(a.cpu_ns - a.stats_ns);
+                rm4[r] = (double)b.msgs / (double)(b.cpu_ns - b.stats_ns) / m0;
+                rmc[r] = (double)c.msgs / (double)(c.cpu_ns - c.stats_ns) / m0;
                 rw[r] = wall4[r] / wall0[r];
                 rs[r] = st0[r] > 0 ? st4[r] / st0[r] : 0;
-                rj[r] = nr ? (double)atomic_load(&g_render_json_ns) / nr / 1e6 : 0;
-                rp[r] = nr ? (double)atomic_load(&g_render_prom_ns) / nr / 1e6 : 0;
-                rjc[r] = nr ? (double)atomic_load(&g_render_json_cpu) / nr / 1e6 : 0;
-                rpc[r] = nr ? (double)atomic_load(&g_render_prom_cpu) / nr / 1e6 : 0;
+                rsc[r] = st0[r] > 0 ? stc / st0[r] : 0;
+                rj[r] = nr ? (double)jn / nr / 1e6 : 0;
+                rp[r] = nr ? (double)pn / nr / 1e6 : 0;
+                rjc[r] = nr ? (double)jc / nr / 1e6 : 0;
+                rpc[r] = nr ? (double)pc / nr / 1e6 : 0;
                 printf("RESULT round=%d readers0_cpu_mps=%.0f readers%d_cpu_mps=%.0f "
+                       "control%d_cpu_mps=%.0f "
                        "readers0_wall_mps=%.0f readers%d_wall_mps=%.0f "
-                       "stats0_ms=%.2f stats%d_ms=%.2f renders=%ld "
+                       "stats0_ms=%.2f stats%d_ms=%.2f control_stats%d_ms=%.2f "
+                       "renders=%ld "
                        "render_json_ms=%.2f render_prom_ms=%.2f "
                        "render_json_cpu_ms=%.2f render_prom_cpu_ms=%.2f\n",
-                       r, cpu0[r], nreaders, cpu4[r], wall0[r], nreaders,
-                       wall4[r], st0[r], nreaders, st4[r], nr, rj[r], rp[r],
-                       rjc[r], rpc[r]);
+                       r, cpu0[r], nreaders, cpu4[r], nreaders, cpuc[r],
+                       wall0[r], nreaders, wall4[r], st0[r], nreaders, st4[r],
+                       nreaders, stc, nr, rj[r], rp[r], rjc[r], rpc[r]);
                 fflush(stdout);
         }
         atomic_store(&g_stop, 1);
-        atomic_store(&g_writer_phase, 2);
+        atomic_store(&g_writer_phase.v, 2);
         pthread_join(wt, NULL);
         for (int i = 0; i < nreaders; i++)
                 pthread_join(rt[i], NULL);
@@ -341,15 +407,22 @@ int main(int argc, char **argv) {
                "writer_wall_mps_%d=%.0f wall_ratio=%.4f stats_apply_ms_0=%.2f "
                "stats_apply_ms_%d=%.2f stats_ratio=%.4f "
                "load_render_json_ms=%.2f load_render_prom_ms=%.2f "
-               "load_render_json_cpu_ms=%.2f load_render_prom_cpu_ms=%.2f\n",
+               "load_render_json_cpu_ms=%.2f load_render_prom_cpu_ms=%.2f "
+               "writer_cpu_mps_control_%d=%.0f control_cpu_ratio=%.4f "
+               "control_stats_ratio=%.4f shared_vs_control_ratio=%.4f "
+               "consume_only_ratio=%.4f control_consume_only_ratio=%.4f\n",
                g_nparts, nreaders, bu_median(cpu0, rounds), nreaders,
                bu_median(cpu4, rounds), bu_median(rc, rounds),
                bu_median(wall0, rounds), nreaders, bu_median(wall4, rounds),
                bu_median(rw, rounds), bu_median(st0, rounds), nreaders,
                bu_median(st4, rounds), bu_median(rs, rounds),
                bu_median(rj, rounds), bu_median(rp, rounds),
-               bu_median(rjc, rounds), bu_median(rpc, rounds));
+               bu_median(rjc, rounds), bu_median(rpc, rounds), nreaders,
+               bu_median(cpuc, rounds), bu_median(rcc, rounds),
+               bu_median(rsc, rounds), bu_median(rbc, rounds),
+               bu_median(rm4, rounds), bu_median(rmc, rounds));
         lagprobe_destroy(g_p);
+        lagprobe_destroy(g_ctl);
         rd_kafka_topic_destroy(g_rkt);
         rd_kafka_destroy(rk);
         free(g_doc);

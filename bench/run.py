@@ -312,6 +312,21 @@ def main():
                          "%.1f M msg/s" % (float(s["writer_wall_mps_0"]) / 1e6),
                          "%.1f M msg/s" % (float(s["writer_wall_mps_%s" % rd]) / 1e6),
                          "%.3f (%s)" % (wr, pct(wr)), "-", "-"))
+            if "control_cpu_ratio" in s:
+                cc = float(s["control_cpu_ratio"])
+                sc = float(s["shared_vs_control_ratio"])
+                rows.append(("3. control: the same readers rendering an "
+                             "identical probe the writer does not touch "
+                             "(throughput per CPU-second vs none); writer's "
+                             "probe vs control: %.3f (%s), on_consume alone "
+                             "(statistics applies left out): %s vs none, %s "
+                             "for the control" %
+                             (sc, pct(sc), s["consume_only_ratio"],
+                              s["control_consume_only_ratio"]),
+                             "%.1f M msg/s" % (float(s["writer_cpu_mps_0"]) / 1e6),
+                             "%.1f M msg/s" %
+                             (float(s["writer_cpu_mps_control_%s" % rd]) / 1e6),
+                             "%.3f (%s)" % (cc, pct(cc)), "-", "-"))
             sr = float(s["stats_ratio"])
             rows.append(("3. writer's statistics apply (10,000 partitions) "
                          "with %s readers vs none" % rd,

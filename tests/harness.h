@@ -47,6 +47,14 @@
 
 #define H_MAX_PARTS 64 /* partitions one tracked topic may have */
 
+/* cmocka keeps fail_msg()'s text to itself: print it, then fail. */
+#define H_FAIL(...)                                                            \
+        do {                                                                   \
+                print_message("FAIL: " __VA_ARGS__);                           \
+                print_message("\n");                                           \
+                fail();                                                        \
+        } while (0)
+
 /* ---- time ------------------------------------------------------------ */
 
 int64_t h_now_ms(void);  /* monotonic */
