@@ -38,13 +38,6 @@
 #define LATE_MS (6 * STATS_MS + WD_MS + 400)
 #define NP 4 /* partitions of the scenario topics */
 
-/* cmocka keeps fail_msg()'s text to itself here: print it first. */
-#define FAIL(...)                                                              \
-        do {                                                                   \
-                print_message("FAIL: " __VA_ARGS__);                           \
-                print_message("\n");                                           \
-                fail();                                                        \
-        } while (0)
 
 /* ======================================================================
  * Event recorder (the probe's log_cb; watchdog thread).
@@ -267,9 +260,9 @@ static void scen_start(scen_t *s, const char *name, int nparts,
         c.log_opaque = s->rec;
         s->p = lagprobe_new(&c, errstr, sizeof errstr);
         if (!s->p)
-                FAIL("lagprobe_new: %s", errstr);
+                H_FAIL("lagprobe_new: %s", errstr);
         if (lagprobe_attach(s->p, conf, errstr, sizeof errstr) != 0)
-                FAIL("lagprobe_attach: %s", errstr);
+                H_FAIL("lagprobe_attach: %s", errstr);
         h_track_init(&s->t);
         s->t0 = h_now_ms();
         s->last_pump_us = mono_us();
@@ -307,7 +300,7 @@ static void pump(scen_t *s) {
                         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
                                 break;
                         if (err)
-                                FAIL("producev: %s", rd_kafka_err2str(err));
+                                H_FAIL("producev: %s", rd_kafka_err2str(err));
                         s->owed[i] -= 1.0;
                         s->produced[i]++;
                 }
@@ -340,11 +333,11 @@ static void seek_to(scen_t *s, const rd_kafka_message_t *m, int64_t off) {
                 snprintf(buf, sizeof buf, "%s", rd_kafka_error_string(e));
                 rd_kafka_error_destroy(e);
                 rd_kafka_topic_partition_list_destroy(l);
-                FAIL("seek: %s", buf);
+                H_FAIL("seek: %s", buf);
         }
         if (l->elems[0].err &&
             l->elems[0].err != RD_KAFKA_RESP_ERR__IN_PROGRESS)
-                FAIL("seek [%d]: %s", (int)m->partition,
+                H_FAIL("seek [%d]: %s", (int)m->partition,
                          rd_kafka_err2str(l->elems[0].err));
         rd_kafka_topic_partition_list_destroy(l);
 }
@@ -358,7 +351,7 @@ static void store(scen_t *s, const rd_kafka_message_t *m) {
         rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
         if (err)
-                FAIL("offsets_store: %s", rd_kafka_err2str(err));
+                H_FAIL("offsets_store: %s", rd_kafka_err2str(err));
 }
 
 /* The app's handler. Returns 1 when the message was processed. */
@@ -501,7 +494,7 @@ static void scen_baseline(scen_t *s, const double *rates) {
         assert_true(run_until(s, all_assigned, NULL, H_JOIN_TIMEOUT_MS));
         if (!run_until(s, settled_healthy, NULL, 3 * s->o.window_ms + 2000)) {
                 dump(s, s->t0, "start");
-                FAIL("baseline: not healthy (%s: %s)", s->hs->s.diagnosis_name,
+                H_FAIL("baseline: not healthy (%s: %s)", s->hs->s.diagnosis_name,
                      s->hs->s.diagnosis_detail);
         }
         /* ... and its event has been delivered. */
@@ -585,7 +578,7 @@ static void assert_nothing_else(scen_t *s, const char *diag_ok,
                 }
         }
         if (bad)
-                FAIL("%d unexpected verdict/status event(s), listed above",
+                H_FAIL("%d unexpected verdict/status event(s), listed above",
                      bad);
         scen_snap(s);
         const int64_t *c = s->hs->s.events;
@@ -629,7 +622,7 @@ static ev_t expect_verdict(scen_t *s, const char *w, int32_t partition,
                       got ? "seen" : "NOT seen", got ? e.at_ms - from_ms : 0);
         if (!ok || !got) {
                 dump(s, from_ms, what);
-                FAIL("%s: verdict %s not reached within %" PRId64
+                H_FAIL("%s: verdict %s not reached within %" PRId64
                          " ms (snapshot says %s: %s)",
                          what, w, deadline_ms - from_ms,
                          s->hs->s.diagnosis_name, s->hs->s.diagnosis_detail);
@@ -781,7 +774,7 @@ static void test_rebalance_loop(void **state) {
         /* Join (3 s), batch, eviction, rejoin (3 s), batch, eviction. */
         if (!run_until(&s, evictions_at_least, &w, 30000)) {
                 dump(&s, s.t0, "start");
-                FAIL("fewer than 2 evictions in 30 s: %" PRId64,
+                H_FAIL("fewer than 2 evictions in 30 s: %" PRId64,
                      s.hs->s.evictions);
         }
         /* Established by the second eviction, inside the batch that just
@@ -836,7 +829,7 @@ static void test_rebalance_loop(void **state) {
         assert_non_null(bt);
         assert_int_equal(sscanf(bt, "batch time (p99 %lf ms)", &p99), 1);
         if (p99 < s.batch_ms * 0.9)
-                FAIL("the rebalance_storm event says batch time p99 %.0f ms; "
+                H_FAIL("the rebalance_storm event says batch time p99 %.0f ms; "
                      "the batches took %d ms",
                      p99, s.batch_ms);
         print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
@@ -983,7 +976,7 @@ static void test_producer_burst(void **state) {
                       s.hs->s.egress_rate);
         if (!ok) {
                 dump(&s, t_burst, "the burst");
-                FAIL("no producer_burst (%s: %s)", s.hs->s.diagnosis_name,
+                H_FAIL("no producer_burst (%s: %s)", s.hs->s.diagnosis_name,
                      s.hs->s.diagnosis_detail);
         }
         /* While behind. */
@@ -1010,7 +1003,7 @@ static void test_producer_burst(void **state) {
                 produced += s.produced[i];
         if (!run_until(&s, drain_watch, &b, 20000)) {
                 dump(&s, t_burst, "the burst");
-                FAIL("never drained");
+                H_FAIL("never drained");
         }
         int64_t t_drained = h_now_ms();
         print_message("  %" PRId64 " messages; stop %+" PRId64
@@ -1027,7 +1020,7 @@ static void test_producer_burst(void **state) {
                       b.catching_ms ? b.catching_ms - t_burst : -1);
         if (b.healthy_behind_ms) {
                 dump(&s, t_burst, "the burst");
-                FAIL("verdict healthy (\"%s\") %+" PRId64 " ms after the "
+                H_FAIL("verdict healthy (\"%s\") %+" PRId64 " ms after the "
                      "burst began, %" PRId64 " ms before drained, with total "
                      "lag %" PRId64 " > lag_allowance %" PRId64,
                      b.healthy_behind_detail, b.healthy_behind_ms - t_burst,
@@ -1198,7 +1191,7 @@ static void test_steady_flow(void **state) {
         if (rec_find(s.rec, LAGPROBE_EVENT_DIAGNOSIS, NULL, -2, t_ok + 1,
                      NULL)) {
                 dump(&s, t_ok, "healthy");
-                FAIL("a diagnosis event while the flow was steady");
+                H_FAIL("a diagnosis event while the flow was steady");
         }
         dump(&s, t_ok, "healthy");
         const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};

@@ -16,19 +16,14 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "harness.h"
+
 #define TOPIC "wbt"
 #define MAXP 16
 #define TICK_MS 100 /* synthetic statistics.interval.ms */
 #define WINDOW_MS 2000
 #define ALLOW 10
 
-/* cmocka keeps fail_msg()'s text to itself: print it first. */
-#define FAIL(...)                                                              \
-        do {                                                                   \
-                print_message("FAIL: " __VA_ARGS__);                           \
-                print_message("\n");                                           \
-                fail();                                                        \
-        } while (0)
 
 /* ---- events ---------------------------------------------------------- */
 
@@ -87,7 +82,7 @@ static void live_add(wb_t *w) {
                         live[i] = w;
                         return;
                 }
-        FAIL("more than 8 probes alive");
+        H_FAIL("more than 8 probes alive");
 }
 
 static void live_del(wb_t *w) {
@@ -113,7 +108,7 @@ static wb_t *wb_new(int n, const lagprobe_config_t *cfg) {
         c.log_opaque = &w->rec;
         w->p = lagprobe_new(&c, errstr, sizeof errstr);
         if (!w->p)
-                FAIL("lagprobe_new: %s", errstr);
+                H_FAIL("lagprobe_new: %s", errstr);
         w->n = n;
         pthread_mutex_lock(&w->p->wlock);
         for (int i = 0; i < n; i++) {
@@ -219,7 +214,7 @@ static const lagprobe_partition_t *wb_part(wb_t *w, int i) {
         for (int k = 0; k < w->n; k++)
                 if (w->parts[k].partition == i)
                         return &w->parts[k];
-        FAIL("partition %d missing from the snapshot", i);
+        H_FAIL("partition %d missing from the snapshot", i);
         return NULL;
 }
 
@@ -266,7 +261,7 @@ static void assert_status(wb_t *w, int i, lagprobe_pstatus_t want,
         const lagprobe_partition_t *x = wb_part(w, i);
         if (x->status != want ||
             (reason_part && !strstr(x->status_reason, reason_part)))
-                FAIL("[%d] is %s (\"%s\"), want %s%s%s", i, x->status_name,
+                H_FAIL("[%d] is %s (\"%s\"), want %s%s%s", i, x->status_name,
                      x->status_reason, lagprobe_pstatus_name((int)want),
                      reason_part ? " with reason containing " : "",
                      reason_part ? reason_part : "");
@@ -276,7 +271,7 @@ static void assert_status(wb_t *w, int i, lagprobe_pstatus_t want,
 static void assert_verdict(wb_t *w, lagprobe_diagnosis_t want, int32_t part) {
         wb_snap(w);
         if (w->snap.diagnosis != want || w->snap.diagnosis_partition != part)
-                FAIL("verdict %s [%d] (\"%s\"), want %s [%d]",
+                H_FAIL("verdict %s [%d] (\"%s\"), want %s [%d]",
                      w->snap.diagnosis_name, (int)w->snap.diagnosis_partition,
                      w->snap.diagnosis_detail,
                      lagprobe_diagnosis_name((int)want), (int)part);
@@ -375,7 +370,7 @@ static void test_eta_keeping_up(void **state) {
                       x->eta_seconds);
         assert_int_equal(x->position_lag, 1);
         if (!(x->eta_seconds >= 0 && x->eta_seconds < 1))
-                FAIL("eta_seconds %.2f (-1: not catching up) for a consumer "
+                H_FAIL("eta_seconds %.2f (-1: not catching up) for a consumer "
                      "one message behind that consumes as fast as messages "
                      "arrive",
                      x->eta_seconds);
@@ -874,7 +869,7 @@ static void test_lagging_is_not_keeping_up(void **state) {
                 assert_true(w->snap.total_lag > 10 * ALLOW);
                 if (w->snap.diagnosis == LAGPROBE_DIAG_HEALTHY &&
                     strstr(w->snap.diagnosis_detail, "consumer keeps up"))
-                        FAIL("every partition lagging (total lag %" PRId64
+                        H_FAIL("every partition lagging (total lag %" PRId64
                              ", not shrinking) and the verdict says healthy: "
                              "\"%s\"",
                              w->snap.total_lag, w->snap.diagnosis_detail);
@@ -1000,7 +995,7 @@ static void test_consumer_slow_baseline(void **state) {
         assert_true(docs < max); /* it does become the normal */
         assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
         if (windows < 2)
-                FAIL("a doubled per-message time is consumer_slow for %d "
+                H_FAIL("a doubled per-message time is consumer_slow for %d "
                      "statistics documents = %.2f windows (window_ms %d, "
                      "statistics every %d ms): the baseline moves per "
                      "document, not per window",
@@ -1117,7 +1112,7 @@ static void test_poison_transition(void **state) {
         /* Stalled once a window holds nothing but the stall. */
         assert_true(stuck_at > 0 && stuck_at <= WINDOW_MS + TICK_MS);
         if (stopped || hot)
-                FAIL("on the way to stuck_partition: %d tick(s) with [2] "
+                H_FAIL("on the way to stuck_partition: %d tick(s) with [2] "
                      "\"stopped\", %d tick(s) with verdict hot_partition",
                      stopped, hot);
         wb_free(w);
@@ -1145,7 +1140,7 @@ static void test_long_batch_is_not_poison(void **state) {
         if (w->snap.diagnosis == LAGPROBE_DIAG_STUCK_PARTITION &&
             strstr(w->snap.diagnosis_detail, "(0 messages re-consumed)") &&
             strstr(w->snap.diagnosis_detail, "poison"))
-                FAIL("a frozen partition with nothing re-consumed is "
+                H_FAIL("a frozen partition with nothing re-consumed is "
                      "diagnosed as a poison message: %s",
                      w->snap.diagnosis_detail);
         /* README: every partition stalled with nothing re-consumed is the
@@ -1212,7 +1207,7 @@ static void test_burst_until_drained(void **state) {
         assert_true(t < 200);
         assert_true(catching_up > 0);
         if (healthy_behind)
-                FAIL("verdict healthy (\"%s\") %" PRId64 " ms after the burst "
+                H_FAIL("verdict healthy (\"%s\") %" PRId64 " ms after the burst "
                      "began with total lag %" PRId64 " > allowance %d, %" PRId64
                      " ms before drained",
                      healthy_detail, healthy_t, healthy_lag, ALLOW,
