@@ -189,11 +189,12 @@ static void sopts_init(sopts_t *o) {
         o->window_ms = 2000;
         /* A consumer that keeps up still shows a committed lag of what is
          * produced during one auto.commit.interval.ms (200 ms) plus one
-         * commit round trip and the statistics' delay: up to ~20 at the
-         * 90-100 msg/s of the hot partition and the steady flow. Those
-         * delays grow with h_slow() (valgrind: lags above 20 seen), the
+         * commit round trip and the statistics' delay: ~20 at the 90-100
+         * msg/s of the hot partition and the steady flow, and 24 seen on
+         * a loaded machine. The allowance is twice that (about 400 ms of
+         * production); those delays grow with h_slow() (valgrind), the
          * allowance with them. */
-        o->lag_allowance = 20 * h_slow();
+        o->lag_allowance = 40 * h_slow();
         o->storm_rebalances = 3;
         o->storm_window_ms = 60000;
         o->auto_commit = 1;
