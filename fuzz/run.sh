@@ -72,7 +72,11 @@ for t in "${targets[@]}"; do
                 -print_final_stats=1 "${budget[@]}" \
                 "$work" "$fuzz_dir/corpus/$t" >"$log" 2>&1; then
                 execs=$(awk '/stat::number_of_executed_units/ { print $2 }' "$log")
-                ok "$t: fuzzed $what, ${execs:-?} executions, nothing found"
+                if [[ -n $runs ]]; then
+                        ok "$t: fuzzed ${execs:-?} executions, nothing found"
+                else
+                        ok "$t: fuzzed $what, ${execs:-?} executions, nothing found"
+                fi
         else
                 grep -a -A30 -m1 -E "ERROR|runtime error|invariant" "$log" |
                         sed 's/^/# /'
