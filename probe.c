@@ -187,7 +187,6 @@ typedef struct lp_slot_s {
 
         /* Assignment, written under wlock. */
         _Atomic int assigned;
-        _Atomic uint32_t assign_gen; /* bumped at every assign */
 
         /* C group: the consuming thread only (on_consume). Three stores
          * per message; what was consumed since the assignment is c_total
@@ -2297,7 +2296,6 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                  * thread, between messages, so the figure is exact.) */
                 ST(s->s_c_base, LD(s->c_total));
                 lp_wend(&s->sseq, q);
-                ST(s->assign_gen, LD(s->assign_gen) + 1);
                 ST_REL(s->assigned, 1);
                 added++;
         }

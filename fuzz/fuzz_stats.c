@@ -43,7 +43,6 @@ static void assign(lagprobe_t *p, const char *topic, int n) {
                 int si = lp_slot_find(p, topic, i, 1);
                 FZ_CHECK(si >= 0, "lp_slot_find");
                 lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
-                ST(s->assign_gen, LD(s->assign_gen) + 1);
                 ST_REL(s->assigned, 1);
         }
         uint32_t g = lp_wbegin(&p->gseq);
