@@ -178,52 +178,33 @@ def main():
                         for (m, r) in per_run if m == zero
                         and (noop, r) in per_run)
             return rs[len(rs) // 2] if rs else float("nan")
-        r = f("poll_zero", "ratio")
-        rn = over_noop("poll_zero", "poll_noop")
-        rows.append(("1a. CPU per message, poll loop, probe attached "
-                     "(zero-code) vs no probe",
-                     "%.0f ns" % f("poll_none", "ns_per_msg"),
-                     "%.0f ns" % f("poll_zero", "ns_per_msg"),
-                     "%.3f (%s; runs %s..%s); vs the do-nothing "
-                     "interceptor %.3f (%s)" % (r, pct(r),
-                                                med["poll_zero"]["ratio_min"],
-                                                med["poll_zero"]["ratio_max"],
-                                                rn, pct(rn)),
-                     "<= 1.02", yes(r <= 1.02)))
-        r = f("poll_noop", "ratio")
-        rows.append(("1b. same, a do-nothing on_consume interceptor instead "
-                     "of the probe (librdkafka's own floor)",
-                     "%.0f ns" % f("poll_none", "ns_per_msg"),
-                     "%.0f ns" % f("poll_noop", "ns_per_msg"),
-                     "%.3f (%s)" % (r, pct(r)), "-", "-"))
-        r = f("poll_hooks", "ratio")
-        rows.append(("1c. same, probe + batch_begin(1)/batch_end per message",
-                     "%.0f ns" % f("poll_none", "ns_per_msg"),
-                     "%.0f ns" % f("poll_hooks", "ns_per_msg"),
-                     "%.3f (%s)" % (r, pct(r)), "-", "-"))
-        r = f("batch_zero", "ratio")
-        rn = over_noop("batch_zero", "batch_noop")
-        rows.append(("1d. CPU per message, consume_batch_queue of 100, "
-                     "probe attached vs no probe",
-                     "%.0f ns" % f("batch_none", "ns_per_msg"),
-                     "%.0f ns" % f("batch_zero", "ns_per_msg"),
-                     "%.3f (%s; runs %s..%s); vs the do-nothing "
-                     "interceptor %.3f (%s)" % (r, pct(r),
-                                                med["batch_zero"]["ratio_min"],
-                                                med["batch_zero"]["ratio_max"],
-                                                rn, pct(rn)),
-                     "<= 1.02", yes(r <= 1.02)))
-        r = f("batch_noop", "ratio")
-        rows.append(("1e. same, a do-nothing on_consume interceptor instead "
-                     "of the probe (librdkafka's own floor)",
-                     "%.0f ns" % f("batch_none", "ns_per_msg"),
-                     "%.0f ns" % f("batch_noop", "ns_per_msg"),
-                     "%.3f (%s)" % (r, pct(r)), "-", "-"))
-        r = f("batch_hooks", "ratio")
-        rows.append(("1f. same, probe + batch_begin(n)/batch_end per batch",
-                     "%.0f ns" % f("batch_none", "ns_per_msg"),
-                     "%.0f ns" % f("batch_hooks", "ns_per_msg"),
-                     "%.3f (%s)" % (r, pct(r)), "-", "-"))
+        def cpu_rows(fam, letters, target_what, hooks_what):
+            """Rows for one loop family: the probe (target), the do-nothing
+            interceptor, the probe with hooks; all against FAM_none."""
+            base = "%.0f ns" % f(fam + "_none", "ns_per_msg")
+            zero = fam + "_zero"
+            r, rn = f(zero, "ratio"), over_noop(zero, fam + "_noop")
+            rows.append(("1%s. CPU per message, %s vs no probe" %
+                         (letters[0], target_what),
+                         base, "%.0f ns" % f(zero, "ns_per_msg"),
+                         "%.3f (%s; runs %s..%s); vs the do-nothing "
+                         "interceptor %.3f (%s)" % (r, pct(r),
+                                                    med[zero]["ratio_min"],
+                                                    med[zero]["ratio_max"],
+                                                    rn, pct(rn)),
+                         "<= 1.02", yes(r <= 1.02)))
+            for letter, mode, what in (
+                    (letters[1], "noop", "a do-nothing on_consume interceptor "
+                     "instead of the probe (librdkafka's own floor)"),
+                    (letters[2], "hooks", hooks_what)):
+                r = f(fam + "_" + mode, "ratio")
+                rows.append(("1%s. same, %s" % (letter, what), base,
+                             "%.0f ns" % f(fam + "_" + mode, "ns_per_msg"),
+                             "%.3f (%s)" % (r, pct(r)), "-", "-"))
+        cpu_rows("poll", "abc", "poll loop, probe attached (zero-code)",
+                 "probe + batch_begin(1)/batch_end per message")
+        cpu_rows("batch", "def", "consume_batch_queue of 100, probe attached",
+                 "probe + batch_begin(n)/batch_end per batch")
     if cg:
         if "poll_zero" in cg and "poll_none" in cg:
             z, n0 = cg["poll_zero"], cg["poll_none"]
@@ -235,26 +216,21 @@ def main():
                          "rd_kafka_message_timestamp()" %
                          z["rd_kafka_message_timestamp"],
                          "<= 50", yes(own <= 50)))
-            rz = z["total"] / n0["total"]
-            nz = cg.get("poll_noop", {}).get("total", 0)
-            rows.append(("1h. instructions per message of the whole poll loop, "
-                         "zero-code vs no probe",
-                         "%.0f" % n0["total"], "%.0f" % z["total"],
-                         "%.3f (%s)%s" % (rz, pct(rz),
+        def loop_row(label, fam):
+            """Instructions of the whole loop, zero-code vs no probe."""
+            if fam + "_zero" not in cg or fam + "_none" not in cg:
+                return
+            z, n0 = cg[fam + "_zero"]["total"], cg[fam + "_none"]["total"]
+            nz = cg.get(fam + "_noop", {}).get("total", 0)
+            rows.append((label, "%.0f" % n0, "%.0f" % z,
+                         "%.3f (%s)%s" % (z / n0, pct(z / n0),
                                           "; no-op interceptor %.3f" %
-                                          (nz / n0["total"]) if nz else ""),
+                                          (nz / n0) if nz else ""),
                          "-", "-"))
-        if "batch_zero" in cg and "batch_none" in cg:
-            z, n0 = cg["batch_zero"], cg["batch_none"]
-            rz = z["total"] / n0["total"]
-            nz = cg.get("batch_noop", {}).get("total", 0)
-            rows.append(("1i. instructions per message of the whole batch "
-                         "loop, zero-code vs no probe",
-                         "%.0f" % n0["total"], "%.0f" % z["total"],
-                         "%.3f (%s)%s" % (rz, pct(rz),
-                                          "; no-op interceptor %.3f" %
-                                          (nz / n0["total"]) if nz else ""),
-                         "-", "-"))
+        loop_row("1h. instructions per message of the whole poll loop, "
+                 "zero-code vs no probe", "poll")
+        loop_row("1i. instructions per message of the whole batch "
+                 "loop, zero-code vs no probe", "batch")
         if "poll_hooks" in cg:
             h = cg["poll_hooks"]
             hk = h["lagprobe_batch_begin"] + h["lagprobe_batch_end"]
