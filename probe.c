@@ -116,7 +116,7 @@ const char *lagprobe_diagnosis_name(int d) {
 static const char *const lp_reason_names[LAGPROBE_REASON__CNT] = {
     "headroom_critical", "evicted",         "no_assignment",
     "consumer_not_running", "headroom_warn", "predicted_exceed",
-    "commit_failing"};
+    "commit_failing", "no_statistics", "brokers_down"};
 
 const char *lagprobe_reason_name(unsigned reason) {
         for (int i = 0; i < LAGPROBE_REASON__CNT; i++)

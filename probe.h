@@ -230,7 +230,13 @@ typedef enum lagprobe_reason_e {
         LAGPROBE_REASON_HEADROOM_WARN = 1 << 4,     /* "headroom_warn" */
         LAGPROBE_REASON_PREDICTED_EXCEED = 1 << 5,  /* "predicted_exceed" */
         LAGPROBE_REASON_COMMIT_FAILING = 1 << 6,    /* "commit_failing" */
-        LAGPROBE_REASON__CNT = 7
+        LAGPROBE_REASON_NO_STATISTICS = 1 << 7,     /* "no_statistics": no
+                                                     * statistics document
+                                                     * for 3 intervals */
+        LAGPROBE_REASON_BROKERS_DOWN = 1 << 8,      /* "brokers_down": the
+                                                     * brokers it needs are
+                                                     * unreachable */
+        LAGPROBE_REASON__CNT = 9
 } lagprobe_reason_t;
 
 /** Figures for one assigned partition. -1 means unknown (null in JSON). */
