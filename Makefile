@@ -13,8 +13,9 @@
 #   make demo DEMO_ARGS=...                    build and run examples/demo.c
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #
-# CC, CPPFLAGS, CFLAGS and LDFLAGS come from the caller; warnings are added
-# through WARN. Every build target first runs scripts/deps.sh, which installs
+# CC, CXX, CPPFLAGS, CFLAGS, CXXFLAGS and LDFLAGS come from the caller;
+# warnings are added through WARN. probe.c is always compiled as C11 by
+# $(CC); only the C++ examples and tests (*.cpp) use $(CXX). Every build target first runs scripts/deps.sh, which installs
 # missing Debian packages (SKIP_DEPS=1 skips it, EXTRA_DEPS adds packages).
 
 PREFIX ?= /usr/local
@@ -27,7 +28,9 @@ DATADIR = $(PREFIX)/share
 INSTALL ?= install
 
 CFLAGS ?= -O2 -g
+CXXFLAGS ?= -O2 -g
 CSTD = -std=c11
+CXXSTD = -std=c++11
 WARN = -Wall -Wextra -Werror
 PKG_CONFIG ?= pkg-config
 
@@ -35,6 +38,9 @@ PKG_CONFIG ?= pkg-config
 # exist once deps has run, after the Makefile was read.
 RDKAFKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags rdkafka)
 RDKAFKA_LIBS = $(shell $(PKG_CONFIG) --libs rdkafka)
+# librdkafka's C++ wrapper, for examples/*.cpp and tests/test_*.cpp only.
+RDKAFKACPP_CFLAGS = $(shell $(PKG_CONFIG) --cflags rdkafka++)
+RDKAFKACPP_LIBS = $(shell $(PKG_CONFIG) --libs rdkafka++)
 MHD_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd)
 MHD_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd)
 CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
@@ -52,10 +58,15 @@ BUILD = build
 LIB = $(BUILD)/liblagprobe.a
 
 EXAMPLE_SRCS := $(wildcard examples/*.c)
-EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
+EXAMPLE_CXX_SRCS := $(wildcard examples/*.cpp)
+CXX_EXAMPLES := $(patsubst examples/%.cpp,$(BUILD)/examples/%,$(EXAMPLE_CXX_SRCS))
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS)) \
+	$(CXX_EXAMPLES)
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_NAMES := $(patsubst tests/%.c,%,$(TEST_SRCS))
+TEST_CXX_SRCS := $(wildcard tests/test_*.cpp)
+TEST_CXX_NAMES := $(patsubst tests/%.cpp,%,$(TEST_CXX_SRCS))
 # Linked into every test binary when present.
 TEST_HARNESS := $(wildcard tests/harness.c)
 # Extra flags for one test: TEST_CFLAGS_NAME / TEST_LIBS_NAME (NAME as in
@@ -106,21 +117,33 @@ $(LIB): $(BUILD)/probe.o
 
 # ---- examples ------------------------------------------------------------
 # Each examples/NAME.c is one program, build/examples/NAME, linked with the
-# library, librdkafka, pthread and libm. Extra flags for one example:
-# EXAMPLE_CFLAGS_NAME / EXAMPLE_LIBS_NAME. health* examples get libmicrohttpd.
+# library, librdkafka, pthread and libm. Each examples/NAME.cpp likewise,
+# compiled and linked by $(CXX) with $(CXXFLAGS) and librdkafka's C++
+# wrapper (rdkafka++); the library in it is still probe.c compiled as C11 by
+# $(CC). Extra flags for one example: EXAMPLE_CFLAGS_NAME /
+# EXAMPLE_LIBS_NAME. health* examples get libmicrohttpd.
 
 EX_CC = $(CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) $(CFLAGS) $(RDKAFKA_CFLAGS)
 EX_LINK = $(LDFLAGS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+EX_CXX = $(CXX) $(CPPFLAGS) -I. $(CXXSTD) $(WARN) $(CXXFLAGS) \
+	$(RDKAFKACPP_CFLAGS) $(RDKAFKA_CFLAGS)
+EX_CXX_LINK = $(LDFLAGS) $(RDKAFKACPP_LIBS) $(RDKAFKA_LIBS) $(SYS_LIBS)
 
 $(BUILD)/examples/health%: EX_CFLAGS = $(MHD_CFLAGS)
 $(BUILD)/examples/health%: EX_LIBS = $(MHD_LIBS)
 
 $(BUILD)/examples/cmd: FORCE | deps
-	$(call record_cmd,$(EX_CC) $(EX_LINK))
+	$(call record_cmd,$(EX_CC) $(EX_LINK) $(EX_CXX) $(EX_CXX_LINK))
 
 $(BUILD)/examples/%: examples/%.c $(LIB) $(BUILD)/examples/cmd | deps
 	$(EX_CC) $(EX_CFLAGS) $(EXAMPLE_CFLAGS_$(@F)) -MMD -MP -o $@ $< $(LIB) \
 		$(EX_LIBS) $(EXAMPLE_LIBS_$(@F)) $(EX_LINK)
+
+# A static pattern rule, so that it never competes with the C rule above.
+$(CXX_EXAMPLES): $(BUILD)/examples/%: examples/%.cpp $(LIB) \
+		$(BUILD)/examples/cmd | deps
+	$(EX_CXX) $(EX_CFLAGS) $(EXAMPLE_CFLAGS_$(@F)) -MMD -MP -o $@ $< $(LIB) \
+		$(EX_LIBS) $(EXAMPLE_LIBS_$(@F)) $(EX_CXX_LINK)
 
 demo: $(BUILD)/examples/demo
 	$(BUILD)/examples/demo $(DEMO_ARGS)
@@ -153,9 +176,14 @@ check-compile: | deps
 # so a white-box test may #include "../probe.c" instead), cmocka, librdkafka,
 # pthread and libm. TSan needs the C11 threads shim in tests/harness.c:
 # librdkafka's thrd_create()/mtx_lock() threads are otherwise unknown to it.
+# Each tests/test_NAME.cpp gets the same three variants, compiled and linked
+# by $(CXX) (TSan: TSAN_CXX) with $(CXXFLAGS), the same sanitizer flags and
+# librdkafka's C++ wrapper; harness.c and probe.c stay C11 objects built by
+# the C compiler of the variant, so the C++ binary has the threads shim too.
 
 TEST_OPT = -g -O1
 TSAN_CC ?= $(CC)
+TSAN_CXX ?= $(CXX)
 
 test_dir_normal = $(BUILD)/test
 test_dir_asan = $(BUILD)/asan
@@ -163,12 +191,19 @@ test_dir_tsan = $(BUILD)/tsan
 test_cc_normal = $(CC)
 test_cc_asan = $(CC)
 test_cc_tsan = $(TSAN_CC)
+test_cxx_normal = $(CXX)
+test_cxx_asan = $(CXX)
+test_cxx_tsan = $(TSAN_CXX)
 test_san_normal =
 test_san_asan = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 # gcc warns (-Wtsan) that TSan does not model atomic_thread_fence, which
 # probe.c's seqlocks use; the data they guard are atomics, so TSan still
 # checks every access. clang has no such warning and rejects the option.
 test_san_tsan = -fsanitize=thread $(shell $(TSAN_CC) -Werror -Wno-tsan -fsyntax-only -x c /dev/null 2>/dev/null && echo -Wno-tsan)
+# The same for the C++ compiler of each variant.
+test_xsan_normal = $(test_san_normal)
+test_xsan_asan = $(test_san_asan)
+test_xsan_tsan = -fsanitize=thread $(shell $(TSAN_CXX) -Werror -Wno-tsan -fsyntax-only -x c++ /dev/null 2>/dev/null && echo -Wno-tsan)
 
 TEST_ASAN_OPTIONS ?= halt_on_error=1:detect_leaks=1
 TEST_UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
@@ -181,14 +216,19 @@ RUN_TESTS = BUILD_DIR=$(BUILD) scripts/run-tests.sh
 
 # $(1): variant name
 define test_variant
-$(1)_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_NAMES))
+$(1)_cxx_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_CXX_NAMES))
+$(1)_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_NAMES)) $$($(1)_cxx_bins)
 $(1)_harness := $$(patsubst tests/%.c,$$(test_dir_$(1))/%.o,$$(TEST_HARNESS))
 $(1)_cc = $$(test_cc_$(1)) $$(CPPFLAGS) -I. -Itests $$(CSTD) $$(WARN) \
 	$$(CFLAGS) $$(TEST_OPT) $$(test_san_$(1)) $$(RDKAFKA_CFLAGS) $$(CMOCKA_CFLAGS)
 $(1)_link = $$(test_cc_$(1)) $$(test_san_$(1)) $$(LDFLAGS)
+$(1)_cxx = $$(test_cxx_$(1)) $$(CPPFLAGS) -I. -Itests $$(CXXSTD) $$(WARN) \
+	$$(CXXFLAGS) $$(TEST_OPT) $$(test_xsan_$(1)) $$(RDKAFKACPP_CFLAGS) \
+	$$(RDKAFKA_CFLAGS) $$(CMOCKA_CFLAGS)
+$(1)_cxxlink = $$(test_cxx_$(1)) $$(test_xsan_$(1)) $$(LDFLAGS)
 
 $$(test_dir_$(1))/cmd: FORCE | deps
-	$$(call record_cmd,$$($(1)_cc) $$($(1)_link))
+	$$(call record_cmd,$$($(1)_cc) $$($(1)_link) $$($(1)_cxx) $$($(1)_cxxlink))
 
 $$(test_dir_$(1))/probe.o: probe.c $$(test_dir_$(1))/cmd | deps
 	$$($(1)_cc) -MMD -MP -c $$< -o $$@
@@ -205,6 +245,18 @@ $$(test_dir_$(1))/test_%: $$(test_dir_$(1))/test_%.o $$($(1)_harness) \
 		$$(test_dir_$(1))/liblagprobe.a $$(test_dir_$(1))/cmd
 	$$($(1)_link) -o $$@ $$(filter-out %/cmd,$$^) \
 		$$(TEST_LIBS_test_$$*) $$(CMOCKA_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
+
+# C++ tests: static pattern rules, never competing with the C rules above.
+$$($(1)_cxx_bins:=.o): $$(test_dir_$(1))/%.o: tests/%.cpp \
+		$$(test_dir_$(1))/cmd | deps
+	@mkdir -p $$(@D)
+	$$($(1)_cxx) $$(TEST_CFLAGS_$$*) -MMD -MP -c $$< -o $$@
+
+$$($(1)_cxx_bins): $$(test_dir_$(1))/%: $$(test_dir_$(1))/%.o \
+		$$($(1)_harness) $$(test_dir_$(1))/liblagprobe.a \
+		$$(test_dir_$(1))/cmd
+	$$($(1)_cxxlink) -o $$@ $$(filter-out %/cmd,$$^) $$(TEST_LIBS_$$*) \
+		$$(CMOCKA_LIBS) $$(RDKAFKACPP_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
 
 test-build-$(1): $$($(1)_bins)
 
