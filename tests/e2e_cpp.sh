@@ -25,21 +25,8 @@ py=python3
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lagprobe-e2e-cpp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 trap 'echo "# interrupted"; exit 1' INT TERM
-n=0 failed=0
-
-check() {
-        local desc=$1
-        shift
-        n=$((n + 1))
-        if "$@"; then
-                echo "ok $n - $desc"
-        else
-                echo "not ok $n - $desc"
-                failed=$((failed + 1))
-        fi
-}
-
-note() { echo "# $*"; }
+# shellcheck source=tests/tap.sh
+. "$root/tests/tap.sh"
 
 if [[ ! -x $bin ]]; then
         echo "Bail out! $bin missing (make all first)"

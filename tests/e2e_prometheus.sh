@@ -41,7 +41,8 @@ max_poll_ms=6000  # warn at 4200 ms of stall, critical at 5400 ms
 # ---- plumbing --------------------------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lagprobe-e2e.XXXXXX")
 server_pid="" prom_pid=""
-n=0 failed=0
+# shellcheck source=tests/tap.sh
+. "$root/tests/tap.sh"
 
 cleanup() {
         local pid
@@ -60,21 +61,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo "# interrupted"; exit 1' INT TERM
-
-# check DESCRIPTION COMMAND...: one TAP line.
-check() {
-        local desc=$1
-        shift
-        n=$((n + 1))
-        if "$@"; then
-                echo "ok $n - $desc"
-        else
-                echo "not ok $n - $desc"
-                failed=$((failed + 1))
-        fi
-}
-
-note() { echo "# $*"; }
 
 # get URL OUTFILE: body to OUTFILE, prints "STATUS CONTENT-TYPE".
 get() {
