@@ -25,7 +25,37 @@
 #include <string.h>
 #include <time.h>
 
+/* stb_ds has no static mode: its implementation defines global stbds_*
+ * functions, which would clash with a host's own stb_ds. Renamed into our
+ * namespace, every extern stb_ds declares (functions, and the counters of
+ * STBDS_STATISTICS), so probe.o exports lagprobe_* symbols only. With
+ * LAGPROBE_NO_STB_DS_IMPLEMENTATION the probe instead uses the host's
+ * stbds_* implementation, under stb_ds's own names (one copy in the
+ * program; it must be a compatible stb_ds version). */
 #ifndef LAGPROBE_NO_STB_DS_IMPLEMENTATION
+#define stbds_rand_seed lagprobe__stbds_rand_seed
+#define stbds_hash_bytes lagprobe__stbds_hash_bytes
+#define stbds_hash_string lagprobe__stbds_hash_string
+#define stbds_stralloc lagprobe__stbds_stralloc
+#define stbds_strreset lagprobe__stbds_strreset
+#define stbds_unit_tests lagprobe__stbds_unit_tests
+#define stbds_arrgrowf lagprobe__stbds_arrgrowf
+#define stbds_arrfreef lagprobe__stbds_arrfreef
+#define stbds_hmfree_func lagprobe__stbds_hmfree_func
+#define stbds_hmget_key lagprobe__stbds_hmget_key
+#define stbds_hmget_key_ts lagprobe__stbds_hmget_key_ts
+#define stbds_hmput_default lagprobe__stbds_hmput_default
+#define stbds_hmput_key lagprobe__stbds_hmput_key
+#define stbds_hmdel_key lagprobe__stbds_hmdel_key
+#define stbds_shmode_func lagprobe__stbds_shmode_func
+#define stbds_array_grow lagprobe__stbds_array_grow
+#define stbds_hash_grow lagprobe__stbds_hash_grow
+#define stbds_hash_shrink lagprobe__stbds_hash_shrink
+#define stbds_hash_rebuild lagprobe__stbds_hash_rebuild
+#define stbds_hash_probes lagprobe__stbds_hash_probes
+#define stbds_hash_alloc lagprobe__stbds_hash_alloc
+#define stbds_rehash_probes lagprobe__stbds_rehash_probes
+#define stbds_rehash_items lagprobe__stbds_rehash_items
 #define STB_DS_IMPLEMENTATION
 #endif
 #include <stb/stb_ds.h>

@@ -51,8 +51,10 @@
 #define LAGPROBE_MAX_PARTITIONS 65536
 #endif
 
-/* Define LAGPROBE_NO_STB_DS_IMPLEMENTATION when another file of the program
- * already defines STB_DS_IMPLEMENTATION (stb_ds has no static mode). */
+/* probe.c carries its own copy of stb_ds under lagprobe__stbds_* names, so
+ * it links next to a program's own STB_DS_IMPLEMENTATION. Define
+ * LAGPROBE_NO_STB_DS_IMPLEMENTATION (when compiling probe.c) to drop that
+ * copy and use the program's stbds_* functions instead. */
 
 /* Export macro: empty by default so copying the two files just works. */
 #ifndef LAGPROBE_API
