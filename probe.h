@@ -296,7 +296,9 @@ typedef struct lagprobe_snapshot_s {
 
         /* In: the caller's partition array. Out: partition_cnt is the number
          * of assigned partitions; at most partitions_size entries are
-         * filled, sorted by topic then partition. */
+         * filled, sorted by topic then partition (strcmp order; with a
+         * short array, the first ones in that order). The JSON and
+         * Prometheus outputs list partitions in the same order. */
         lagprobe_partition_t *partitions;
         size_t partitions_size;
         size_t partition_cnt;
