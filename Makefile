@@ -401,7 +401,10 @@ test-fuzz: fuzz-build fuzz-corpus
 
 # ---- install ---------------------------------------------------------------
 # probe.h goes to INCLUDEDIR/lagprobe/; probe.c and probe.h also go to
-# DATADIR/lagprobe/ for vendoring.
+# DATADIR/lagprobe/ for vendoring. lagprobe.pc's Cflags name both
+# INCLUDEDIR/lagprobe and INCLUDEDIR, so `#include <lagprobe/probe.h>` (the
+# installed spelling) and `#include "probe.h"` (the vendored one) both work;
+# tests/e2e_cmake.sh checks both.
 
 # Paths under PREFIX are written relative to ${prefix} in the .pc file.
 pc_path = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
@@ -416,7 +419,7 @@ Description: In-process Kafka consumer lag probe for librdkafka consumers
 Version: $(LAGPROBE_VERSION)
 Requires: rdkafka
 Libs: -L$${libdir} -llagprobe $(SYS_LIBS)
-Cflags: -I$${includedir}/lagprobe
+Cflags: -I$${includedir}/lagprobe -I$${includedir}
 endef
 export LAGPROBE_PC
 
