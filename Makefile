@@ -232,8 +232,9 @@ TEST_VARIANTS = normal asan tsan
 $(foreach v,$(TEST_VARIANTS),$(eval $(call test_variant,$(v))))
 
 # End-to-end scripts, tests/e2e_*.sh: TAP output, run once against the
-# normal build's examples (build/examples/...), never under sanitizers, and
-# counted under the label "e2e" (one test per check line).
+# normal build's examples and library (build/examples/...,
+# build/liblagprobe.a), never under sanitizers, and counted under the label
+# "e2e" (one test per check line).
 E2E_SCRIPTS := $(wildcard tests/e2e_*.sh)
 
 test-build-e2e: $(EXAMPLES)
