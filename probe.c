@@ -25,7 +25,37 @@
 #include <string.h>
 #include <time.h>
 
+/* stb_ds has no static mode: its implementation defines global stbds_*
+ * functions, which would clash with a host's own stb_ds. Renamed into our
+ * namespace, every extern stb_ds declares (functions, and the counters of
+ * STBDS_STATISTICS), so probe.o exports lagprobe_* symbols only. With
+ * LAGPROBE_NO_STB_DS_IMPLEMENTATION the probe instead uses the host's
+ * stbds_* implementation, under stb_ds's own names (one copy in the
+ * program; it must be a compatible stb_ds version). */
 #ifndef LAGPROBE_NO_STB_DS_IMPLEMENTATION
+#define stbds_rand_seed lagprobe__stbds_rand_seed
+#define stbds_hash_bytes lagprobe__stbds_hash_bytes
+#define stbds_hash_string lagprobe__stbds_hash_string
+#define stbds_stralloc lagprobe__stbds_stralloc
+#define stbds_strreset lagprobe__stbds_strreset
+#define stbds_unit_tests lagprobe__stbds_unit_tests
+#define stbds_arrgrowf lagprobe__stbds_arrgrowf
+#define stbds_arrfreef lagprobe__stbds_arrfreef
+#define stbds_hmfree_func lagprobe__stbds_hmfree_func
+#define stbds_hmget_key lagprobe__stbds_hmget_key
+#define stbds_hmget_key_ts lagprobe__stbds_hmget_key_ts
+#define stbds_hmput_default lagprobe__stbds_hmput_default
+#define stbds_hmput_key lagprobe__stbds_hmput_key
+#define stbds_hmdel_key lagprobe__stbds_hmdel_key
+#define stbds_shmode_func lagprobe__stbds_shmode_func
+#define stbds_array_grow lagprobe__stbds_array_grow
+#define stbds_hash_grow lagprobe__stbds_hash_grow
+#define stbds_hash_shrink lagprobe__stbds_hash_shrink
+#define stbds_hash_rebuild lagprobe__stbds_hash_rebuild
+#define stbds_hash_probes lagprobe__stbds_hash_probes
+#define stbds_hash_alloc lagprobe__stbds_hash_alloc
+#define stbds_rehash_probes lagprobe__stbds_rehash_probes
+#define stbds_rehash_items lagprobe__stbds_rehash_items
 #define STB_DS_IMPLEMENTATION
 #endif
 #include <stb/stb_ds.h>
@@ -184,6 +214,9 @@ typedef struct lp_slot_s {
          * p->nslots (release); immutable afterwards. */
         const char *topic;
         int32_t partition;
+        /* Next slot in (topic, partition) order, plus one; 0 ends the
+         * list (see lp_sorted_first). Written under wlock, release. */
+        _Atomic uint32_t sorted_next;
 
         /* Assignment, written under wlock. */
         _Atomic int assigned;
@@ -352,6 +385,8 @@ struct lagprobe_s {
         lp_topic_map_t *topic_map;   /* stb_ds string map name -> index */
         lp_slot_t *_Atomic chunks[LP_MAX_CHUNKS];
         _Atomic uint32_t nslots;
+        _Atomic uint32_t sorted_head; /* first slot in order, plus one */
+        uint32_t *w_sorted;          /* stb_ds array: slots in that order */
         _Atomic uint32_t cache_epoch; /* lp_new_epoch() when slots change meaning */
 
         /* Statistics parser scratch, owned by whoever holds plock. */
@@ -661,6 +696,75 @@ static void lp_chunk_free(lp_slot_t *c) {
         free(raw);
 }
 
+/* Every output lists partitions sorted by topic, then partition, whatever
+ * order they were learned in (statistics, rebalances, consumed messages).
+ * Readers walk the slots in that order through a singly linked list threaded
+ * through the slots (sorted_next), with no copy and no sort per render.
+ * Slots are never removed, so the writer only inserts: it sets the new
+ * slot's link, then publishes it by storing its predecessor's link
+ * (release); a reader (acquire loads) sees the list before or after the
+ * insert, both complete. Links hold index + 1 so that zeroed memory is the
+ * empty list. The writer finds the place by binary search in w_sorted. */
+/* From link @p l on, the first link to a slot below @p n (a reader's count
+ * of slots), or 0. A slot is linked just before nslots counts it. The slot
+ * is prefetched (the lines readers load: identity and C group, the S
+ * group's first three): a reader asks for the next slot before it reads
+ * the current one, so walking slots learned out of order does not wait on
+ * one cache miss after another. */
+static inline uint32_t lp_sorted_from(lagprobe_t *p, uint32_t l, uint32_t n) {
+        while (l > n)
+                l = LD_ACQ(lp_slot_at(p, l - 1)->sorted_next);
+#if defined(__GNUC__)
+        if (l) {
+                const char *c = (const char *)lp_slot_at(p, l - 1);
+                for (int off = 0; off < 4 * 64; off += 64)
+                        __builtin_prefetch(c + off, 0, 3);
+        }
+#endif
+        return l;
+}
+
+/* Readers visit slots l - 1 below @p n in (topic, partition) order:
+ *   for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+ *           nx = lp_sorted_next(p, l, n);
+ *           ... slot l - 1 ...                                          */
+static inline uint32_t lp_sorted_first(lagprobe_t *p, uint32_t n) {
+        return lp_sorted_from(p, LD_ACQ(p->sorted_head), n);
+}
+
+static inline uint32_t lp_sorted_next(lagprobe_t *p, uint32_t l, uint32_t n) {
+        return lp_sorted_from(p, LD_ACQ(lp_slot_at(p, l - 1)->sorted_next), n);
+}
+
+static int lp_slot_before(lagprobe_t *p, uint32_t i, const char *topic,
+                          int32_t partition) {
+        const lp_slot_t *s = lp_slot_at(p, i);
+        int c = strcmp(s->topic, topic);
+        return c < 0 || (c == 0 && s->partition < partition);
+}
+
+/* Links the initialised slot @p n into the order. Caller holds wlock. */
+static void lp_sorted_insert(lagprobe_t *p, uint32_t n) {
+        lp_slot_t *s = lp_slot_at(p, n);
+        size_t lo = 0, hi = (size_t)arrlen(p->w_sorted);
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (lp_slot_before(p, p->w_sorted[mid], s->topic,
+                                   s->partition))
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        ST(s->sorted_next, lo < (size_t)arrlen(p->w_sorted)
+                               ? p->w_sorted[lo] + 1
+                               : 0);
+        if (lo > 0)
+                ST_REL(lp_slot_at(p, p->w_sorted[lo - 1])->sorted_next, n + 1);
+        else
+                ST_REL(p->sorted_head, n + 1);
+        arrins(p->w_sorted, lo, n);
+}
+
 /* Returns the slot index of (topic, partition), creating it when @p create;
  * -1 when absent or out of room. Caller holds wlock. */
 static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
@@ -713,6 +817,7 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         while (arrlen(t->parts) <= partition)
                 arrput(t->parts, -1);
         t->parts[partition] = (int32_t)n;
+        lp_sorted_insert(p, n);
         /* Release: identity and initial figures before readers count it. */
         atomic_store_explicit(&p->nslots, n + 1, memory_order_release);
         return (int)n;
@@ -3690,6 +3795,7 @@ static void lp_free(lagprobe_t *p) {
         }
         arrfree(p->topics);
         shfree(p->topic_map);
+        arrfree(p->w_sorted);
         for (size_t i = 0; i < LP_MAX_CHUNKS; i++)
                 lp_chunk_free(LD(p->chunks[i]));
         arrfree(p->scr_parts);
@@ -4327,14 +4433,6 @@ void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
         snap->partitions_size = parts ? parts_size : 0;
 }
 
-static int lp_part_cmp(const void *a, const void *b) {
-        const lagprobe_partition_t *x = a, *y = b;
-        int c = strcmp(x->topic, y->topic);
-        if (c)
-                return c;
-        return (x->partition > y->partition) - (x->partition < y->partition);
-}
-
 static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                          int slot, int64_t a, int64_t b, int64_t c) {
         o->diagnosis = dg >= 0 && dg < LAGPROBE_DIAG__CNT
@@ -4595,8 +4693,9 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
         size_t cnt = 0, filled = 0;
         int64_t consumed = 0;
         uint32_t n = LD_ACQ(p->nslots);
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
+        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+                nx = lp_sorted_next(p, l, n);
+                lp_slot_t *s = lp_slot_at(p, l - 1);
                 if (LD_ACQ(s->assigned) && filled < snap->partitions_size) {
                         lagprobe_partition_t *x = &snap->partitions[filled++];
                         lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
@@ -4611,9 +4710,6 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
         }
         snap->consumed = consumed;
         snap->partition_cnt = cnt;
-        if (filled > 1)
-                qsort(snap->partitions, filled, sizeof *snap->partitions,
-                      lp_part_cmp);
         return 0;
 }
 
@@ -4892,8 +4988,9 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         uint32_t n = LD_ACQ(p->nslots);
         int first = 1;
         int64_t consumed = 0;
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
+        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+                nx = lp_sorted_next(p, l, n);
+                lp_slot_t *s = lp_slot_at(p, l - 1);
                 if (!LD_ACQ(s->assigned)) {
                         consumed += LD(s->c_total);
                         continue;
@@ -5146,8 +5243,9 @@ static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
                 return 0;
         const char *topic = NULL;
         size_t esc = 0, esc_len = 0, bound = 0;
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
+        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+                nx = lp_sorted_next(p, l, n);
+                lp_slot_t *s = lp_slot_at(p, l - 1);
                 if (!LD_ACQ(s->assigned)) {
                         pr->consumed += LD(s->c_total);
                         continue;
@@ -5284,8 +5382,10 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                 for (int f = 0; f < LP_PF__CNT; f++) {
                         lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
                                      lp_pfam[f].help);
-                        for (uint32_t i = 0; i < n; i++) {
-                                lp_slot_t *s = lp_slot_at(p, i);
+                        for (uint32_t l = lp_sorted_first(p, n), nx; l;
+                             l = nx) {
+                                nx = lp_sorted_next(p, l, n);
+                                lp_slot_t *s = lp_slot_at(p, l - 1);
                                 lagprobe_partition_t x;
                                 double v;
                                 if (!LD_ACQ(s->assigned))

@@ -51,8 +51,10 @@
 #define LAGPROBE_MAX_PARTITIONS 65536
 #endif
 
-/* Define LAGPROBE_NO_STB_DS_IMPLEMENTATION when another file of the program
- * already defines STB_DS_IMPLEMENTATION (stb_ds has no static mode). */
+/* probe.c carries its own copy of stb_ds under lagprobe__stbds_* names, so
+ * it links next to a program's own STB_DS_IMPLEMENTATION. Define
+ * LAGPROBE_NO_STB_DS_IMPLEMENTATION (when compiling probe.c) to drop that
+ * copy and use the program's stbds_* functions instead. */
 
 /* Export macro: empty by default so copying the two files just works. */
 #ifndef LAGPROBE_API
@@ -297,7 +299,9 @@ typedef struct lagprobe_snapshot_s {
 
         /* In: the caller's partition array. Out: partition_cnt is the number
          * of assigned partitions; at most partitions_size entries are
-         * filled, sorted by topic then partition. */
+         * filled, sorted by topic then partition (strcmp order; with a
+         * short array, the first ones in that order). The JSON and
+         * Prometheus outputs list partitions in the same order. */
         lagprobe_partition_t *partitions;
         size_t partitions_size;
         size_t partition_cnt;
