@@ -14,9 +14,11 @@
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #
 # CC, CXX, CPPFLAGS, CFLAGS, CXXFLAGS and LDFLAGS come from the caller;
-# warnings are added through WARN. probe.c is always compiled as C11 by
-# $(CC); only the C++ examples and tests (*.cpp) use $(CXX). Every build target first runs scripts/deps.sh, which installs
-# missing Debian packages (SKIP_DEPS=1 skips it, EXTRA_DEPS adds packages).
+# warnings are added through WARN (make WARN=-Wall keeps the warnings and
+# drops -Werror). probe.c is always compiled as C11 by $(CC); only the C++
+# examples and tests (*.cpp) use $(CXX). Every build target first runs
+# scripts/deps.sh, which installs missing Debian packages (SKIP_DEPS=1
+# skips it, EXTRA_DEPS adds packages).
 
 PREFIX ?= /usr/local
 # Plain "=": LIBRARY_PATH-style names come from the environment (gcc reads
@@ -36,14 +38,32 @@ PKG_CONFIG ?= pkg-config
 
 # Recursively expanded on purpose: on a fresh machine the libraries only
 # exist once deps has run, after the Makefile was read.
-RDKAFKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags rdkafka)
+#
+# Another librdkafka (or any other library) is found through PKG_CONFIG_PATH:
+#   PKG_CONFIG_PATH=/opt/rdkafka/lib/pkgconfig make test
+# Its headers are included as system headers (-isystem), so that a warning
+# in them (librdkafka 2.15's rdkafka.h trips -Wignored-qualifiers) does not
+# fail a -Werror build of ours. -I/usr/include and -I/usr/local/include are
+# dropped: they are searched anyway, and as -isystem they would break g++'s
+# #include_next in <cstdlib>. When pkg-config names a library directory
+# (-L, which it prints only for a directory outside the linker's default
+# path) programs we link get it as an rpath (RDKAFKA_RPATH, empty it to
+# rely on LD_LIBRARY_PATH instead), so they run against that library.
+pc_cflags = $(patsubst -I%,-isystem %,$(filter-out -I/usr/include \
+	-I/usr/local/include,$(shell $(PKG_CONFIG) --cflags $(1))))
+comma := ,
+RDKAFKA_CFLAGS = $(call pc_cflags,rdkafka)
 RDKAFKA_LIBS = $(shell $(PKG_CONFIG) --libs rdkafka)
-# librdkafka's C++ wrapper, for examples/*.cpp and tests/test_*.cpp only.
-RDKAFKACPP_CFLAGS = $(shell $(PKG_CONFIG) --cflags rdkafka++)
+RDKAFKA_RPATH = $(patsubst -L%,-Wl$(comma)-rpath$(comma)%,$(filter -L%,$(RDKAFKA_LIBS)))
+# librdkafka's C++ wrapper, for examples/*.cpp and tests/test_*.cpp only;
+# its rpath when it lives elsewhere than librdkafka.
+RDKAFKACPP_CFLAGS = $(call pc_cflags,rdkafka++)
 RDKAFKACPP_LIBS = $(shell $(PKG_CONFIG) --libs rdkafka++)
-MHD_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmicrohttpd)
+RDKAFKACPP_RPATH = $(filter-out $(RDKAFKA_RPATH),$(patsubst \
+	-L%,-Wl$(comma)-rpath$(comma)%,$(filter -L%,$(RDKAFKACPP_LIBS))))
+MHD_CFLAGS = $(call pc_cflags,libmicrohttpd)
 MHD_LIBS = $(shell $(PKG_CONFIG) --libs libmicrohttpd)
-CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
+CMOCKA_CFLAGS = $(call pc_cflags,cmocka)
 CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
 SYS_LIBS = -lpthread -lm
 
@@ -71,7 +91,7 @@ TEST_CXX_NAMES := $(patsubst tests/%.cpp,%,$(TEST_CXX_SRCS))
 TEST_HARNESS := $(wildcard tests/harness.c)
 # Extra flags for one test: TEST_CFLAGS_NAME / TEST_LIBS_NAME (NAME as in
 # test_output). test_output reads the JSON back with cJSON.
-TEST_CFLAGS_test_output = $(shell $(PKG_CONFIG) --cflags libcjson)
+TEST_CFLAGS_test_output = $(call pc_cflags,libcjson)
 TEST_LIBS_test_output = $(shell $(PKG_CONFIG) --libs libcjson)
 
 .PHONY: all deps check-compile test test-normal test-asan test-tsan \
@@ -124,10 +144,11 @@ $(LIB): $(BUILD)/probe.o
 # EXAMPLE_LIBS_NAME. health* examples get libmicrohttpd.
 
 EX_CC = $(CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) $(CFLAGS) $(RDKAFKA_CFLAGS)
-EX_LINK = $(LDFLAGS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+EX_LINK = $(LDFLAGS) $(RDKAFKA_RPATH) $(RDKAFKA_LIBS) $(SYS_LIBS)
 EX_CXX = $(CXX) $(CPPFLAGS) -I. $(CXXSTD) $(WARN) $(CXXFLAGS) \
 	$(RDKAFKACPP_CFLAGS) $(RDKAFKA_CFLAGS)
-EX_CXX_LINK = $(LDFLAGS) $(RDKAFKACPP_LIBS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+EX_CXX_LINK = $(LDFLAGS) $(RDKAFKA_RPATH) $(RDKAFKACPP_RPATH) \
+	$(RDKAFKACPP_LIBS) $(RDKAFKA_LIBS) $(SYS_LIBS)
 
 $(BUILD)/examples/health%: EX_CFLAGS = $(MHD_CFLAGS)
 $(BUILD)/examples/health%: EX_LIBS = $(MHD_LIBS)
@@ -221,11 +242,12 @@ $(1)_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_NAMES)) $$($(1)_cxx_bins)
 $(1)_harness := $$(patsubst tests/%.c,$$(test_dir_$(1))/%.o,$$(TEST_HARNESS))
 $(1)_cc = $$(test_cc_$(1)) $$(CPPFLAGS) -I. -Itests $$(CSTD) $$(WARN) \
 	$$(CFLAGS) $$(TEST_OPT) $$(test_san_$(1)) $$(RDKAFKA_CFLAGS) $$(CMOCKA_CFLAGS)
-$(1)_link = $$(test_cc_$(1)) $$(test_san_$(1)) $$(LDFLAGS)
+$(1)_link = $$(test_cc_$(1)) $$(test_san_$(1)) $$(LDFLAGS) $$(RDKAFKA_RPATH)
 $(1)_cxx = $$(test_cxx_$(1)) $$(CPPFLAGS) -I. -Itests $$(CXXSTD) $$(WARN) \
 	$$(CXXFLAGS) $$(TEST_OPT) $$(test_xsan_$(1)) $$(RDKAFKACPP_CFLAGS) \
 	$$(RDKAFKA_CFLAGS) $$(CMOCKA_CFLAGS)
-$(1)_cxxlink = $$(test_cxx_$(1)) $$(test_xsan_$(1)) $$(LDFLAGS)
+$(1)_cxxlink = $$(test_cxx_$(1)) $$(test_xsan_$(1)) $$(LDFLAGS) \
+	$$(RDKAFKA_RPATH) $$(RDKAFKACPP_RPATH)
 
 $$(test_dir_$(1))/cmd: FORCE | deps
 	$$(call record_cmd,$$($(1)_cc) $$($(1)_link) $$($(1)_cxx) $$($(1)_cxxlink))
@@ -268,8 +290,9 @@ TEST_VARIANTS = normal asan tsan
 $(foreach v,$(TEST_VARIANTS),$(eval $(call test_variant,$(v))))
 
 # End-to-end scripts, tests/e2e_*.sh: TAP output, run once against the
-# normal build's examples (build/examples/...), never under sanitizers, and
-# counted under the label "e2e" (one test per check line).
+# normal build's examples and library (build/examples/...,
+# build/liblagprobe.a), never under sanitizers, and counted under the label
+# "e2e" (one test per check line).
 E2E_SCRIPTS := $(wildcard tests/e2e_*.sh)
 
 test-build-e2e: $(EXAMPLES)
@@ -338,11 +361,11 @@ test:
 BENCH_DIR = $(BUILD)/bench
 BENCH_OPT = -O2 -g
 BENCH_CC = $(CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) $(BENCH_OPT) $(RDKAFKA_CFLAGS)
-BENCH_LINK = $(LDFLAGS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+BENCH_LINK = $(LDFLAGS) $(RDKAFKA_RPATH) $(RDKAFKA_LIBS) $(SYS_LIBS)
 BENCH_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free
-CJSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags libcjson)
+CJSON_CFLAGS = $(call pc_cflags,libcjson)
 CJSON_LIBS = $(shell $(PKG_CONFIG) --libs libcjson)
-JANSSON_CFLAGS = $(shell $(PKG_CONFIG) --cflags jansson)
+JANSSON_CFLAGS = $(call pc_cflags,jansson)
 JANSSON_LIBS = $(shell $(PKG_CONFIG) --libs jansson)
 BENCH_BINS = $(addprefix $(BENCH_DIR)/,mock_broker gen_stats bench_consume \
 	bench_stats bench_snapshot bench_memory bench_warn)
@@ -403,7 +426,8 @@ FUZZ_IGNORE_stats = -fsanitize-coverage-ignorelist=fuzz/coverage-stats.ignore
 
 $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h fuzz/coverage.ignore \
 		fuzz/coverage-stats.ignore probe.c probe.h $(FUZZ_DIR)/cmd | deps
-	$(FUZZ_BUILD) $(FUZZ_IGNORE_$*) -o $@ $< $(LDFLAGS) $(RDKAFKA_LIBS) $(SYS_LIBS)
+	$(FUZZ_BUILD) $(FUZZ_IGNORE_$*) -o $@ $< $(LDFLAGS) $(RDKAFKA_RPATH) \
+		$(RDKAFKA_LIBS) $(SYS_LIBS)
 
 # Seeds: real documents from the mock cluster, their truncations and
 # mutations (fuzz/make_corpus.py); rewritten when the generator changes.
@@ -436,7 +460,10 @@ test-fuzz: fuzz-build fuzz-corpus
 
 # ---- install ---------------------------------------------------------------
 # probe.h goes to INCLUDEDIR/lagprobe/; probe.c and probe.h also go to
-# DATADIR/lagprobe/ for vendoring.
+# DATADIR/lagprobe/ for vendoring. lagprobe.pc's Cflags name both
+# INCLUDEDIR/lagprobe and INCLUDEDIR, so `#include <lagprobe/probe.h>` (the
+# installed spelling) and `#include "probe.h"` (the vendored one) both work;
+# tests/e2e_cmake.sh checks both.
 
 # Paths under PREFIX are written relative to ${prefix} in the .pc file.
 pc_path = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
@@ -451,7 +478,7 @@ Description: In-process Kafka consumer lag probe for librdkafka consumers
 Version: $(LAGPROBE_VERSION)
 Requires: rdkafka
 Libs: -L$${libdir} -llagprobe $(SYS_LIBS)
-Cflags: -I$${includedir}/lagprobe
+Cflags: -I$${includedir}/lagprobe -I$${includedir}
 endef
 export LAGPROBE_PC
 

@@ -25,7 +25,37 @@
 #include <string.h>
 #include <time.h>
 
+/* stb_ds has no static mode: its implementation defines global stbds_*
+ * functions, which would clash with a host's own stb_ds. Renamed into our
+ * namespace, every extern stb_ds declares (functions, and the counters of
+ * STBDS_STATISTICS), so probe.o exports lagprobe_* symbols only. With
+ * LAGPROBE_NO_STB_DS_IMPLEMENTATION the probe instead uses the host's
+ * stbds_* implementation, under stb_ds's own names (one copy in the
+ * program; it must be a compatible stb_ds version). */
 #ifndef LAGPROBE_NO_STB_DS_IMPLEMENTATION
+#define stbds_rand_seed lagprobe__stbds_rand_seed
+#define stbds_hash_bytes lagprobe__stbds_hash_bytes
+#define stbds_hash_string lagprobe__stbds_hash_string
+#define stbds_stralloc lagprobe__stbds_stralloc
+#define stbds_strreset lagprobe__stbds_strreset
+#define stbds_unit_tests lagprobe__stbds_unit_tests
+#define stbds_arrgrowf lagprobe__stbds_arrgrowf
+#define stbds_arrfreef lagprobe__stbds_arrfreef
+#define stbds_hmfree_func lagprobe__stbds_hmfree_func
+#define stbds_hmget_key lagprobe__stbds_hmget_key
+#define stbds_hmget_key_ts lagprobe__stbds_hmget_key_ts
+#define stbds_hmput_default lagprobe__stbds_hmput_default
+#define stbds_hmput_key lagprobe__stbds_hmput_key
+#define stbds_hmdel_key lagprobe__stbds_hmdel_key
+#define stbds_shmode_func lagprobe__stbds_shmode_func
+#define stbds_array_grow lagprobe__stbds_array_grow
+#define stbds_hash_grow lagprobe__stbds_hash_grow
+#define stbds_hash_shrink lagprobe__stbds_hash_shrink
+#define stbds_hash_rebuild lagprobe__stbds_hash_rebuild
+#define stbds_hash_probes lagprobe__stbds_hash_probes
+#define stbds_hash_alloc lagprobe__stbds_hash_alloc
+#define stbds_rehash_probes lagprobe__stbds_rehash_probes
+#define stbds_rehash_items lagprobe__stbds_rehash_items
 #define STB_DS_IMPLEMENTATION
 #endif
 #include <stb/stb_ds.h>
@@ -94,7 +124,7 @@ static const char *const lp_event_names[LAGPROBE_EVENT__CNT] = {
     "headroom_warn",   "headroom_critical", "headroom_recovered",
     "predicted_exceed", "evicted",          "config_advice",
     "rebalance",       "commit_failed",     "stats_error",
-    "partition_status", "diagnosis"};
+    "partition_status", "diagnosis",       "no_statistics"};
 
 static const char *const lp_pstatus_names[LAGPROBE_PSTATUS__CNT] = {
     "unknown", "ok",      "idle",   "lagging",
@@ -184,6 +214,9 @@ typedef struct lp_slot_s {
          * p->nslots (release); immutable afterwards. */
         const char *topic;
         int32_t partition;
+        /* Next slot in (topic, partition) order, plus one; 0 ends the
+         * list (see lp_sorted_first). Written under wlock, release. */
+        _Atomic uint32_t sorted_next;
 
         /* Assignment, written under wlock. */
         _Atomic int assigned;
@@ -319,7 +352,9 @@ struct lagprobe_s {
         int slot;                   /* trampoline slot, -1 none */
         _Atomic int attached;       /* lagprobe_attach() succeeded */
 
-        /* The app's callbacks, set at attach, immutable afterwards. */
+        /* The app's callbacks: set at attach, taken again from the final
+         * conf in on_new (before librdkafka starts a thread), immutable
+         * afterwards. */
         int (*app_stats_cb)(rd_kafka_t *, char *, size_t, void *);
         void (*app_rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
                                  rd_kafka_topic_partition_list_t *, void *);
@@ -341,6 +376,8 @@ struct lagprobe_s {
         int64_t stats_interval_ms;
         char bind_error[160];        /* why on_new refused, or "" */
         int proto;                   /* LP_PROTO_*, from the conf */
+        int kip848;                  /* group.protocol=consumer */
+        int64_t bound_us;            /* when on_new bound the probe */
 
         /* Writers' lock: index, S groups, G group. See the contract. */
         pthread_mutex_t wlock;
@@ -348,6 +385,8 @@ struct lagprobe_s {
         lp_topic_map_t *topic_map;   /* stb_ds string map name -> index */
         lp_slot_t *_Atomic chunks[LP_MAX_CHUNKS];
         _Atomic uint32_t nslots;
+        _Atomic uint32_t sorted_head; /* first slot in order, plus one */
+        uint32_t *w_sorted;          /* stb_ds array: slots in that order */
         _Atomic uint32_t cache_epoch; /* lp_new_epoch() when slots change meaning */
 
         /* Statistics parser scratch, owned by whoever holds plock. */
@@ -376,8 +415,10 @@ struct lagprobe_s {
         a64_t g_in_mrate, g_out_mrate, g_total_lag;
         _Atomic uint32_t g_diag_changes;
         /* Writer-private (wlock): recent assignment and eviction times. */
-        int64_t w_assign_t[16];
+        int64_t w_assign_t[16];      /* membership changes, see
+                                      * lp_count_change() */
         int w_assign_n;
+        int64_t w_revoke_round_us;   /* last incremental revoke round */
         int64_t w_evict_t[16];
         int w_evict_n;
         int64_t w_seen_evictions;
@@ -421,6 +462,9 @@ struct lagprobe_s {
         int64_t wd_predicted_batch;
         double wd_advice_ratio;      /* last advised p99/limit ratio */
         int wd_hb_advised;
+        int wd_blind;                /* no_statistics said */
+        a64_t stall_seen_us;         /* watchdog: last pass that found no
+                                      * poll for 3 statistics intervals */
         pthread_mutex_t tick_lock;   /* serialises tick with the thread */
         _Atomic int querying;        /* watchdog inside a broker query */
         uint32_t wd_refresh_cursor;
@@ -652,6 +696,75 @@ static void lp_chunk_free(lp_slot_t *c) {
         free(raw);
 }
 
+/* Every output lists partitions sorted by topic, then partition, whatever
+ * order they were learned in (statistics, rebalances, consumed messages).
+ * Readers walk the slots in that order through a singly linked list threaded
+ * through the slots (sorted_next), with no copy and no sort per render.
+ * Slots are never removed, so the writer only inserts: it sets the new
+ * slot's link, then publishes it by storing its predecessor's link
+ * (release); a reader (acquire loads) sees the list before or after the
+ * insert, both complete. Links hold index + 1 so that zeroed memory is the
+ * empty list. The writer finds the place by binary search in w_sorted. */
+/* From link @p l on, the first link to a slot below @p n (a reader's count
+ * of slots), or 0. A slot is linked just before nslots counts it. The slot
+ * is prefetched (the lines readers load: identity and C group, the S
+ * group's first three): a reader asks for the next slot before it reads
+ * the current one, so walking slots learned out of order does not wait on
+ * one cache miss after another. */
+static inline uint32_t lp_sorted_from(lagprobe_t *p, uint32_t l, uint32_t n) {
+        while (l > n)
+                l = LD_ACQ(lp_slot_at(p, l - 1)->sorted_next);
+#if defined(__GNUC__)
+        if (l) {
+                const char *c = (const char *)lp_slot_at(p, l - 1);
+                for (int off = 0; off < 4 * 64; off += 64)
+                        __builtin_prefetch(c + off, 0, 3);
+        }
+#endif
+        return l;
+}
+
+/* Readers visit slots l - 1 below @p n in (topic, partition) order:
+ *   for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+ *           nx = lp_sorted_next(p, l, n);
+ *           ... slot l - 1 ...                                          */
+static inline uint32_t lp_sorted_first(lagprobe_t *p, uint32_t n) {
+        return lp_sorted_from(p, LD_ACQ(p->sorted_head), n);
+}
+
+static inline uint32_t lp_sorted_next(lagprobe_t *p, uint32_t l, uint32_t n) {
+        return lp_sorted_from(p, LD_ACQ(lp_slot_at(p, l - 1)->sorted_next), n);
+}
+
+static int lp_slot_before(lagprobe_t *p, uint32_t i, const char *topic,
+                          int32_t partition) {
+        const lp_slot_t *s = lp_slot_at(p, i);
+        int c = strcmp(s->topic, topic);
+        return c < 0 || (c == 0 && s->partition < partition);
+}
+
+/* Links the initialised slot @p n into the order. Caller holds wlock. */
+static void lp_sorted_insert(lagprobe_t *p, uint32_t n) {
+        lp_slot_t *s = lp_slot_at(p, n);
+        size_t lo = 0, hi = (size_t)arrlen(p->w_sorted);
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (lp_slot_before(p, p->w_sorted[mid], s->topic,
+                                   s->partition))
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        ST(s->sorted_next, lo < (size_t)arrlen(p->w_sorted)
+                               ? p->w_sorted[lo] + 1
+                               : 0);
+        if (lo > 0)
+                ST_REL(lp_slot_at(p, p->w_sorted[lo - 1])->sorted_next, n + 1);
+        else
+                ST_REL(p->sorted_head, n + 1);
+        arrins(p->w_sorted, lo, n);
+}
+
 /* Returns the slot index of (topic, partition), creating it when @p create;
  * -1 when absent or out of room. Caller holds wlock. */
 static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
@@ -704,6 +817,7 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         while (arrlen(t->parts) <= partition)
                 arrput(t->parts, -1);
         t->parts[partition] = (int32_t)n;
+        lp_sorted_insert(p, n);
         /* Release: identity and initial figures before readers count it. */
         atomic_store_explicit(&p->nslots, n + 1, memory_order_release);
         return (int)n;
@@ -2202,8 +2316,11 @@ static int lp_stats_cb(int slot, rd_kafka_t *rk, char *json, size_t len,
         return 0;
 }
 
-/* The rebalance protocol, from partition.assignment.strategy read at
- * on_new (librdkafka refuses to mix cooperative and eager assignors).
+/* The rebalance protocol, from group.protocol and
+ * partition.assignment.strategy read at on_new: librdkafka refuses to mix
+ * cooperative and eager assignors, and the next-generation protocol
+ * (KIP-848, group.protocol=consumer, librdkafka >= 2.4, GA in 2.12) is
+ * always cooperative whatever the strategy says.
  * rd_kafka_rebalance_protocol() would ask librdkafka's group thread and
  * wait without a timeout, which can hang inside rd_kafka_consumer_close()
  * where the last revoke is served: the wrapper must never block there. */
@@ -2211,12 +2328,11 @@ static int lp_protocol(lagprobe_t *p) {
         return p->proto;
 }
 
-static int lp_protocol_of(const char *strategy) {
-#if RD_KAFKA_VERSION >= 0x010600ff
-        if (strstr(strategy, "cooperative-sticky"))
+static int lp_protocol_of(const char *strategy, int kip848) {
+        /* Decided from the strings, not RD_KAFKA_VERSION: probe.c built
+         * against old headers may run with a newer library. */
+        if (kip848 || strstr(strategy, "cooperative-sticky"))
                 return LP_PROTO_COOPERATIVE;
-#endif
-        (void)strategy;
         return LP_PROTO_EAGER;
 }
 
@@ -2302,15 +2418,39 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
         return added;
 }
 
+/* Whether a rebalance callback counts, and one membership change counts
+ * once (assigns, revokes and the rebalance_storm window). EAGER: every
+ * callback is a rebalance, and the revoke before an assignment belongs to
+ * it, so the storm window counts assignments. Incremental protocols
+ * (cooperative-sticky, KIP-848) deliver one change as a revoke round and
+ * an assign round, either of which may be empty: only callbacks that move
+ * partitions count, and an assign round within LP_ROUND_US of a revoke
+ * round is the same change. Caller holds wlock. */
+#define LP_ROUND_US 5000000
+static int lp_count_change(lagprobe_t *p, int assign, int cnt, int64_t now) {
+        if (lp_protocol(p) != LP_PROTO_COOPERATIVE) {
+                if (assign)
+                        p->w_assign_t[p->w_assign_n++ % 16] = now;
+                return 1;
+        }
+        if (cnt <= 0)
+                return 0;
+        if (!assign || now - p->w_revoke_round_us >= LP_ROUND_US)
+                p->w_assign_t[p->w_assign_n++ % 16] = now;
+        if (!assign)
+                p->w_revoke_round_us = now;
+        return 1;
+}
+
 static void lp_record_assign(lagprobe_t *p,
                              const rd_kafka_topic_partition_list_t *parts) {
         int64_t now = lp_mono_us();
         int proto = lp_protocol(p);
         pthread_mutex_lock(&p->wlock);
         int64_t added = lp_mark_assigned(p, parts);
-        p->w_assign_t[p->w_assign_n++ % 16] = now;
+        int counts = lp_count_change(p, 1, parts ? parts->cnt : 0, now);
         uint32_t g = lp_wbegin(&p->gseq);
-        ST(p->g_assigns, LD(p->g_assigns) + 1);
+        ST(p->g_assigns, LD(p->g_assigns) + counts);
         ST(p->g_last_rebalance_us, now);
         ST(p->g_last_assign_us, now);
         ST(p->g_protocol, proto);
@@ -2343,8 +2483,9 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
                         removed++;
                 }
         }
+        int counts = lp_count_change(p, 0, parts ? parts->cnt : 0, now);
         uint32_t g = lp_wbegin(&p->gseq);
-        ST(p->g_revokes, LD(p->g_revokes) + 1);
+        ST(p->g_revokes, LD(p->g_revokes) + counts);
         if (lost)
                 ST(p->g_lost, LD(p->g_lost) + 1);
         ST(p->g_last_rebalance_us, now);
@@ -2635,6 +2776,9 @@ static void lp_conf_str(const rd_kafka_conf_t *conf, const char *name,
                 out[0] = 0;
 }
 
+static void lp_take_callbacks(lagprobe_t *p, rd_kafka_conf_t *conf,
+                              int at_new);
+
 static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
                                      const rd_kafka_conf_t *conf, void *ic,
                                      char *errstr, size_t errstr_size) {
@@ -2658,18 +2802,31 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         lp_conf_str(conf, "group.id", p->group_id, sizeof p->group_id);
         lp_conf_str(conf, "client.id", p->client_id, sizeof p->client_id);
         {
-                char strat[256];
+                char strat[256], gproto[32];
                 lp_conf_str(conf, "partition.assignment.strategy", strat,
                             sizeof strat);
-                p->proto = lp_protocol_of(strat);
+                /* Unknown to librdkafka < 2.4: "" and so classic. */
+                lp_conf_str(conf, "group.protocol", gproto, sizeof gproto);
+                p->kip848 = !strcmp(gproto, "consumer");
+                p->proto = lp_protocol_of(strat, p->kip848);
         }
         p->max_poll_interval_ms =
             lp_conf_int(conf, "max.poll.interval.ms", 300000);
-        p->session_timeout_ms = lp_conf_int(conf, "session.timeout.ms", 45000);
+        /* Under KIP-848 the session and heartbeat are the broker's (the
+         * client refuses both properties): unknown here, not defaults. */
+        p->session_timeout_ms =
+            p->kip848 ? -1 : lp_conf_int(conf, "session.timeout.ms", 45000);
         p->heartbeat_interval_ms =
-            lp_conf_int(conf, "heartbeat.interval.ms", 3000);
+            p->kip848 ? -1 : lp_conf_int(conf, "heartbeat.interval.ms", 3000);
         p->stats_interval_ms =
             lp_conf_int(conf, "statistics.interval.ms", 0);
+        /* rk->rk_conf, the client's own copy of the final conf: librdkafka
+         * reads its callbacks only after on_new, and no client thread runs
+         * yet. Whatever the app (or a wrapper such as rdkafkacpp, which
+         * sets its callbacks at create()) set after lagprobe_attach() is
+         * taken over here, so the probe keeps seeing statistics,
+         * rebalances and log lines and the app keeps receiving them. */
+        lp_take_callbacks(p, (rd_kafka_conf_t *)conf, 1);
         p->queued_min_messages =
             lp_conf_int(conf, "queued.min.messages", 100000);
         p->queued_max_kbytes =
@@ -2682,6 +2839,7 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         ST(p->g_unassigned_since_us, lp_mono_us());
         lp_wend(&p->gseq, g);
         pthread_mutex_unlock(&p->wlock);
+        p->bound_us = lp_mono_us();
         ST(p->rk, rk);
         /* Release: group_id, limits and rk are visible once bound is. */
         ST_REL(p->bound, 1);
@@ -2760,6 +2918,40 @@ static int lp_is_tramp(void *fn) {
         return 0;
 }
 
+/* Reads the app's callbacks from @p conf into the probe and puts the
+ * probe's trampolines in their place. At attach every callback is the
+ * app's; at on_new (@p at_new) a callback that is still the probe's own
+ * trampoline keeps the app's callback recorded at attach, and any other
+ * value (including NULL) was set after attach and is the app's now. */
+static void lp_take_callbacks(lagprobe_t *p, rd_kafka_conf_t *conf,
+                              int at_new) {
+        const struct lp_tramps_s *t = &lp_tramps[p->slot];
+        void *v, *mine;
+        v = lp_conf_ptr(conf, "stats_cb");
+        memcpy(&mine, &t->stats, sizeof mine);
+        if (!at_new || v != mine)
+                LP_FNPTR(p->app_stats_cb, v);
+        v = lp_conf_ptr(conf, "rebalance_cb");
+        memcpy(&mine, &t->rebalance, sizeof mine);
+        if (!at_new || v != mine)
+                LP_FNPTR(p->app_rebalance_cb, v);
+        v = lp_conf_ptr(conf, "log_cb");
+        memcpy(&mine, &t->log, sizeof mine);
+        if (!at_new || v != mine)
+                LP_FNPTR(p->app_log_cb, v);
+        /* error_cb changes how librdkafka reports errors (callback instead
+         * of log line): wrapped only when the app has one. */
+        v = lp_conf_ptr(conf, "error_cb");
+        memcpy(&mine, &t->error, sizeof mine);
+        if (!at_new || v != mine)
+                LP_FNPTR(p->app_error_cb, v);
+        rd_kafka_conf_set_stats_cb(conf, t->stats);
+        rd_kafka_conf_set_rebalance_cb(conf, t->rebalance);
+        if (p->app_error_cb)
+                rd_kafka_conf_set_error_cb(conf, t->error);
+        rd_kafka_conf_set_log_cb(conf, t->log);
+}
+
 int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                     size_t errstr_size) {
         char buf[256];
@@ -2829,10 +3021,6 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                 }
         }
         probe->slot = slot;
-        LP_FNPTR(probe->app_stats_cb, lp_conf_ptr(conf, "stats_cb"));
-        LP_FNPTR(probe->app_rebalance_cb, lp_conf_ptr(conf, "rebalance_cb"));
-        LP_FNPTR(probe->app_error_cb, lp_conf_ptr(conf, "error_cb"));
-        LP_FNPTR(probe->app_log_cb, lp_conf_ptr(conf, "log_cb"));
         if (lp_add_conf_interceptors(conf, probe)) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_attach: could not add interceptors to conf");
@@ -2841,11 +3029,7 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                 atomic_store(&lp_slots[slot], NULL);
                 return -1;
         }
-        rd_kafka_conf_set_stats_cb(conf, lp_tramps[slot].stats);
-        rd_kafka_conf_set_rebalance_cb(conf, lp_tramps[slot].rebalance);
-        if (probe->app_error_cb)
-                rd_kafka_conf_set_error_cb(conf, lp_tramps[slot].error);
-        rd_kafka_conf_set_log_cb(conf, lp_tramps[slot].log);
+        lp_take_callbacks(probe, conf, 0);
         ST_REL(probe->attached, 1);
         return 0;
 }
@@ -3221,6 +3405,69 @@ static int lp_check_diagnosis(lagprobe_t *p) {
         return emitted;
 }
 
+/* Whether the probe has lost its view: lag, watermarks and the verdict
+ * come from statistics documents, so with an assignment and no document
+ * for more than three statistics.interval.ms it cannot see. While the app
+ * does not poll, no document can arrive (librdkafka serves them inside
+ * poll calls, after the messages queued before them): a stall since the
+ * last document is what the headroom reports, not blindness. Once
+ * documents did arrive, a gap must also pass LP_STATS_GAP_US: a short
+ * interval (tests use 100 ms) is easily missed by one slow poll. */
+enum { LP_SEES = 0, LP_BLIND_OFF, LP_BLIND_MISSING };
+#define LP_STATS_GAP_US 10000000
+
+static int lp_blind(const lagprobe_t *p, int64_t now_us, int64_t last_doc_us,
+                    int64_t since_poll_us, int64_t assignment_size) {
+        if (!LD(p->bound) || assignment_size <= 0)
+                return LP_SEES;
+        if (p->stats_interval_ms <= 0)
+                return LP_BLIND_OFF;
+        int64_t limit = 3 * p->stats_interval_ms * 1000;
+        int64_t from = last_doc_us > 0 ? last_doc_us : p->bound_us;
+        int64_t gap = last_doc_us > 0 && limit < LP_STATS_GAP_US
+                          ? LP_STATS_GAP_US
+                          : limit;
+        if (now_us - from <= gap || since_poll_us > limit ||
+            LD(p->stall_seen_us) >= from)
+                return LP_SEES;
+        return LP_BLIND_MISSING;
+}
+
+/* no_statistics: once when the view is lost, again after it came back. */
+static int lp_check_blind(lagprobe_t *p, int64_t now_us, int64_t since) {
+        int why = lp_blind(p, now_us, LD(p->g_stats_last_us), since,
+                           LD(p->g_assignment_size));
+        if (!why || p->wd_blind) {
+                p->wd_blind = why != LP_SEES;
+                return 0;
+        }
+        p->wd_blind = 1;
+        char msg[400];
+        lagprobe_event_t e;
+        lp_event_init(p, &e, LAGPROBE_EVENT_NO_STATISTICS, 4);
+        int64_t last = LD(p->g_stats_last_us);
+        e.count = last > 0 ? (now_us - last) / 1000 : -1;
+        if (why == LP_BLIND_OFF)
+                snprintf(msg, sizeof msg,
+                         "statistics.interval.ms is 0 in the consumer's "
+                         "configuration (set after lagprobe_attach()): lag, "
+                         "watermarks and the verdict cannot be measured; "
+                         "leave statistics.interval.ms to lagprobe or set "
+                         "it to 1000 or more");
+        else
+                snprintf(msg, sizeof msg,
+                         "no statistics document for %" PRId64 " ms "
+                         "(statistics.interval.ms=%" PRId64 ") although "
+                         "the consumer polls: they do not reach lagprobe "
+                         "(statistics consumed as events with "
+                         "rd_kafka_queue_poll(), or statistics.interval.ms "
+                         "too large); lag figures are stale",
+                         (now_us - (last > 0 ? last : p->bound_us)) / 1000,
+                         p->stats_interval_ms);
+        e.message = msg;
+        return lp_emit(p, &e, 0);
+}
+
 /* config_advice: once per cause, again only when it gets worse. */
 static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
         int emitted = 0;
@@ -3402,6 +3649,8 @@ static int lp_check(lagprobe_t *p) {
                 }
         }
         int64_t since = lp_since_poll_us(p, now);
+        if (since > 3 * p->stats_interval_ms * 1000)
+                ST(p->stall_seen_us, now);
 
         /* Evictions seen by the log callback or lagprobe_poll_result(). */
         int64_t ev = LD(p->evictions);
@@ -3420,6 +3669,7 @@ static int lp_check(lagprobe_t *p) {
         }
 
         emitted += lp_check_counters(p, since);
+        emitted += lp_check_blind(p, now, since);
         /* The verdict also follows time (headroom, storm window) between
          * statistics documents, which stop while the app is stuck. */
         pthread_mutex_lock(&p->wlock);
@@ -3545,6 +3795,7 @@ static void lp_free(lagprobe_t *p) {
         }
         arrfree(p->topics);
         shfree(p->topic_map);
+        arrfree(p->w_sorted);
         for (size_t i = 0; i < LP_MAX_CHUNKS; i++)
                 lp_chunk_free(LD(p->chunks[i]));
         arrfree(p->scr_parts);
@@ -4182,14 +4433,6 @@ void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
         snap->partitions_size = parts ? parts_size : 0;
 }
 
-static int lp_part_cmp(const void *a, const void *b) {
-        const lagprobe_partition_t *x = a, *y = b;
-        int c = strcmp(x->topic, y->topic);
-        if (c)
-                return c;
-        return (x->partition > y->partition) - (x->partition < y->partition);
-}
-
 static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                          int slot, int64_t a, int64_t b, int64_t c) {
         o->diagnosis = dg >= 0 && dg < LAGPROBE_DIAG__CNT
@@ -4405,6 +4648,8 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 r |= LAGPROBE_REASON_PREDICTED_EXCEED;
         if (last_cerr_us > 0 && now_us - last_cerr_us < 60000000)
                 r |= LAGPROBE_REASON_COMMIT_FAILING;
+        if (lp_blind(p, now_us, slast, since, asize))
+                r |= LAGPROBE_REASON_NO_STATISTICS;
         o->health_reasons = r;
         o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
                          LAGPROBE_REASON_HEADROOM_CRITICAL |
@@ -4448,8 +4693,9 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
         size_t cnt = 0, filled = 0;
         int64_t consumed = 0;
         uint32_t n = LD_ACQ(p->nslots);
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
+        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+                nx = lp_sorted_next(p, l, n);
+                lp_slot_t *s = lp_slot_at(p, l - 1);
                 if (LD_ACQ(s->assigned) && filled < snap->partitions_size) {
                         lagprobe_partition_t *x = &snap->partitions[filled++];
                         lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
@@ -4464,9 +4710,6 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
         }
         snap->consumed = consumed;
         snap->partition_cnt = cnt;
-        if (filled > 1)
-                qsort(snap->partitions, filled, sizeof *snap->partitions,
-                      lp_part_cmp);
         return 0;
 }
 
@@ -4649,9 +4892,11 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_printf(&o, ",\"bound\":%s", g.bound ? "true" : "false");
         lp_printf(&o, ",\"max_poll_interval_ms\":%" PRId64,
                   g.max_poll_interval_ms);
-        lp_printf(&o, ",\"session_timeout_ms\":%" PRId64
-                      ",\"heartbeat_interval_ms\":%" PRId64,
-                  g.session_timeout_ms, g.heartbeat_interval_ms);
+        /* null under KIP-848: the broker's, unknown to the client. */
+        lp_puts(&o, ",\"session_timeout_ms\":");
+        lp_json_opt(&o, g.session_timeout_ms);
+        lp_puts(&o, ",\"heartbeat_interval_ms\":");
+        lp_json_opt(&o, g.heartbeat_interval_ms);
         lp_puts(&o, ",\"poll\":{\"since_last_poll_ms\":");
         lp_json_opt(&o, g.since_last_poll_ms);
         lp_puts(&o, ",\"headroom_ms\":");
@@ -4743,8 +4988,9 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         uint32_t n = LD_ACQ(p->nslots);
         int first = 1;
         int64_t consumed = 0;
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
+        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+                nx = lp_sorted_next(p, l, n);
+                lp_slot_t *s = lp_slot_at(p, l - 1);
                 if (!LD_ACQ(s->assigned)) {
                         consumed += LD(s->c_total);
                         continue;
@@ -4997,8 +5243,9 @@ static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
                 return 0;
         const char *topic = NULL;
         size_t esc = 0, esc_len = 0, bound = 0;
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
+        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+                nx = lp_sorted_next(p, l, n);
+                lp_slot_t *s = lp_slot_at(p, l - 1);
                 if (!LD_ACQ(s->assigned)) {
                         pr->consumed += LD(s->c_total);
                         continue;
@@ -5135,8 +5382,10 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                 for (int f = 0; f < LP_PF__CNT; f++) {
                         lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
                                      lp_pfam[f].help);
-                        for (uint32_t i = 0; i < n; i++) {
-                                lp_slot_t *s = lp_slot_at(p, i);
+                        for (uint32_t l = lp_sorted_first(p, n), nx; l;
+                             l = nx) {
+                                nx = lp_sorted_next(p, l, n);
+                                lp_slot_t *s = lp_slot_at(p, l - 1);
                                 lagprobe_partition_t x;
                                 double v;
                                 if (!LD_ACQ(s->assigned))
@@ -5246,6 +5495,13 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                      "verdict).");
         lp_prom_sample(&o, "lagprobe_diagnosis", &g, "verdict",
                        g.diagnosis_name, 1);
+        lp_prom_head(&o, "lagprobe_health_reason", "gauge",
+                     "1 for each reason behind the health verdict (label "
+                     "reason), 0 for the others.");
+        for (int i = 0; i < LAGPROBE_REASON__CNT; i++)
+                lp_prom_sample(&o, "lagprobe_health_reason", &g, "reason",
+                               lp_reason_names[i],
+                               (g.health_reasons >> i) & 1u);
         lp_prom_head(&o, "lagprobe_events_total", "counter",
                      "Probe events by name, delivered or rate-limited.");
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)

@@ -51,8 +51,10 @@
 #define LAGPROBE_MAX_PARTITIONS 65536
 #endif
 
-/* Define LAGPROBE_NO_STB_DS_IMPLEMENTATION when another file of the program
- * already defines STB_DS_IMPLEMENTATION (stb_ds has no static mode). */
+/* probe.c carries its own copy of stb_ds under lagprobe__stbds_* names, so
+ * it links next to a program's own STB_DS_IMPLEMENTATION. Define
+ * LAGPROBE_NO_STB_DS_IMPLEMENTATION (when compiling probe.c) to drop that
+ * copy and use the program's stbds_* functions instead. */
 
 /* Export macro: empty by default so copying the two files just works. */
 #ifndef LAGPROBE_API
@@ -90,6 +92,9 @@ typedef enum lagprobe_event_type_e {
         LAGPROBE_EVENT_STATS_ERROR,       /* "stats_error" */
         LAGPROBE_EVENT_PARTITION_STATUS,  /* "partition_status" */
         LAGPROBE_EVENT_DIAGNOSIS,         /* "diagnosis" */
+        LAGPROBE_EVENT_NO_STATISTICS,     /* "no_statistics": the probe has
+                                           * an assignment and receives no
+                                           * statistics (cause in message) */
         LAGPROBE_EVENT__CNT
 } lagprobe_event_type_t;
 
@@ -294,7 +299,9 @@ typedef struct lagprobe_snapshot_s {
 
         /* In: the caller's partition array. Out: partition_cnt is the number
          * of assigned partitions; at most partitions_size entries are
-         * filled, sorted by topic then partition. */
+         * filled, sorted by topic then partition (strcmp order; with a
+         * short array, the first ones in that order). The JSON and
+         * Prometheus outputs list partitions in the same order. */
         lagprobe_partition_t *partitions;
         size_t partitions_size;
         size_t partition_cnt;
@@ -306,15 +313,21 @@ typedef struct lagprobe_snapshot_s {
         const char *name;            /* rd_kafka_name() of the consumer */
 
         /* Rebalances. */
-        int64_t assigns;             /* ASSIGN_PARTITIONS events */
-        int64_t revokes;             /* REVOKE_PARTITIONS events */
+        int64_t assigns;             /* ASSIGN_PARTITIONS callbacks; under
+                                      * incremental protocols only those
+                                      * that add partitions */
+        int64_t revokes;             /* REVOKE_PARTITIONS callbacks; under
+                                      * incremental protocols only those
+                                      * that remove partitions */
         int64_t lost;                /* revokes that were lost assignments */
         int64_t rebalances;          /* assigns + revokes */
         int64_t last_rebalance_ms_ago; /* -1 never */
         int64_t unassigned_ms;       /* current stretch without assignment
                                       * (0 while assigned) */
         int64_t last_unassigned_ms;  /* last revoke-to-assign gap, -1 none */
-        const char *protocol;        /* "EAGER", "COOPERATIVE" or "NONE" */
+        const char *protocol;        /* "EAGER", "COOPERATIVE" (also every
+                                      * group.protocol=consumer group) or
+                                      * "NONE" before the first rebalance */
         int64_t assignment_size;
         int last_rebalance_err;      /* rd_kafka_resp_err_t, 0 none */
         int64_t cgrp_rebalance_cnt;  /* librdkafka's own count (statistics) */
@@ -322,8 +335,9 @@ typedef struct lagprobe_snapshot_s {
 
         /* Poll interval and headroom. */
         int64_t max_poll_interval_ms;
-        int64_t session_timeout_ms;
-        int64_t heartbeat_interval_ms;
+        int64_t session_timeout_ms;  /* -1 (null) under group.protocol=
+                                      * consumer: the broker's setting */
+        int64_t heartbeat_interval_ms; /* -1 likewise */
         int64_t since_last_poll_ms;  /* -1 before the first poll */
         int64_t headroom_ms;         /* max_poll_interval_ms - since_last_poll */
         int exact;                   /* 1 when figures come from batch hooks,

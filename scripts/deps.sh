@@ -14,6 +14,7 @@ packages=(
         clang             # second compiler; every build must be clean under both
         libclang-rt-dev   # clang's sanitizer runtimes (only a Recommends of clang)
         pkg-config
+        cmake             # end-to-end test: CMakeLists.txt used by a C++ project
         librdkafka-dev    # librdkafka and its mock cluster (rdkafka_mock.h)
         libstb-dev        # stb_ds.h, used inside probe.c
         libcmocka-dev     # test framework

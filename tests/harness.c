@@ -632,6 +632,52 @@ char *h_snap_json(lagprobe_t *p) {
         return NULL;
 }
 
+typedef struct h_agree_s {
+        lagprobe_t *p;
+        const char *topic;
+        int n;
+        const h_desc_t *d;
+} h_agree_t;
+
+static int h_agrees(void *arg) {
+        h_agree_t *a = arg;
+        h_snap_t hs;
+        h_snap(a->p, &hs);
+        if ((int)hs.s.partition_cnt != a->n)
+                return 0;
+        for (int i = 0; i < a->n; i++) {
+                const lagprobe_partition_t *x = h_snap_find(&hs, a->topic, i);
+                if (!x || x->high_watermark != a->d[i].log_end ||
+                    x->committed_offset != a->d[i].committed ||
+                    x->lag != a->d[i].lag)
+                        return 0;
+        }
+        return 1;
+}
+
+void h_assert_lag_exact(const h_cluster_t *c, rd_kafka_t *rk, h_track_t *t,
+                        lagprobe_t *p, const char *group_id,
+                        const char *topic, int partition_cnt, h_desc_t *d) {
+        h_describe(c, group_id, topic, partition_cnt, d);
+        h_agree_t a = {p, topic, partition_cnt, d};
+        h_poll_until(rk, t, h_agrees, &a, 5000);
+        h_snap_t hs;
+        h_snap(p, &hs);
+        assert_int_equal(hs.s.partition_cnt, partition_cnt);
+        for (int i = 0; i < partition_cnt; i++) {
+                const lagprobe_partition_t *x = h_snap_find(&hs, topic, i);
+                assert_non_null(x);
+                print_message("  [%d] probe hwm %" PRId64 " committed %" PRId64
+                              " lag %" PRId64 " | describe end %" PRId64
+                              " committed %" PRId64 " lag %" PRId64 "\n",
+                              i, x->high_watermark, x->committed_offset,
+                              x->lag, d[i].log_end, d[i].committed, d[i].lag);
+                assert_int_equal(x->high_watermark, d[i].log_end);
+                assert_int_equal(x->committed_offset, d[i].committed);
+                assert_int_equal(x->lag, d[i].lag);
+        }
+}
+
 /* ---- tiny JSON reader ------------------------------------------------ */
 
 typedef struct h_jp_s {

@@ -200,6 +200,15 @@ void h_describe(const h_cluster_t *c, const char *group_id, const char *topic,
 
 /* ---- probe helpers --------------------------------------------------- */
 
+/* The probe's lag against h_describe(): describes the group into d
+ * (partition_cnt entries), polls rk (recording into t, may be NULL) until
+ * the probe's high watermark, committed offset and lag agree for every
+ * partition (statistics arrive in polls) or 5 s pass, then asserts them
+ * partition by partition so that a mismatch names itself. */
+void h_assert_lag_exact(const h_cluster_t *c, rd_kafka_t *rk, h_track_t *t,
+                        lagprobe_t *p, const char *group_id,
+                        const char *topic, int partition_cnt, h_desc_t *d);
+
 #define H_SNAP_PARTS 256
 typedef struct h_snap_s {
         lagprobe_snapshot_t s;

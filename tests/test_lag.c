@@ -77,48 +77,12 @@ static void scen_stop(scen_t *s) {
 /* ---- convergence on what the second client says -------------------- */
 
 typedef struct conv_s {
-        scen_t *s;
         h_desc_t d[H_MAX_PARTS];
 } conv_t;
 
-static int probe_agrees(void *arg) {
-        conv_t *c = arg;
-        h_snap_t hs;
-        h_snap(c->s->p, &hs);
-        if ((int)hs.s.partition_cnt != c->s->nparts)
-                return 0;
-        for (int i = 0; i < c->s->nparts; i++) {
-                const lagprobe_partition_t *x = h_snap_find(&hs, c->s->topic, i);
-                if (!x || x->high_watermark != c->d[i].log_end ||
-                    x->committed_offset != c->d[i].committed ||
-                    x->lag != c->d[i].lag)
-                        return 0;
-        }
-        return 1;
-}
-
-/* Describes the group, polls until the probe agrees (statistics arrive in
- * polls), then asserts field by field so that a mismatch names itself. */
 static void assert_agrees(scen_t *s, conv_t *c) {
-        c->s = s;
-        h_describe(cl, s->group, s->topic, s->nparts, c->d);
-        h_poll_until(s->rk, &s->t, probe_agrees, c, 5000);
-        h_snap_t hs;
-        h_snap(s->p, &hs);
-        assert_int_equal(hs.s.partition_cnt, s->nparts);
-        for (int i = 0; i < s->nparts; i++) {
-                const lagprobe_partition_t *x = h_snap_find(&hs, s->topic, i);
-                assert_non_null(x);
-                print_message("  [%d] probe hwm %" PRId64 " committed %" PRId64
-                              " lag %" PRId64 " | describe end %" PRId64
-                              " committed %" PRId64 " lag %" PRId64 "\n",
-                              i, x->high_watermark, x->committed_offset,
-                              x->lag, c->d[i].log_end, c->d[i].committed,
-                              c->d[i].lag);
-                assert_int_equal(x->high_watermark, c->d[i].log_end);
-                assert_int_equal(x->committed_offset, c->d[i].committed);
-                assert_int_equal(x->lag, c->d[i].lag);
-        }
+        h_assert_lag_exact(cl, s->rk, &s->t, s->p, s->group, s->topic,
+                           s->nparts, c->d);
 }
 
 /* ---- tests ----------------------------------------------------------- */
