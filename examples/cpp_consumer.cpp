@@ -171,7 +171,9 @@ static void stop_mock() {
         delete mock_host;
 }
 
-/* Produce count messages spread over the partitions, wait for them. */
+/* Produce count messages, wait for them. Each has its own key, so the
+ * partitioner spreads them over the partitions (keyless messages would go
+ * to one partition per batch). */
 static bool produce(const std::string &brokers, const std::string &topic,
                     int count) {
         std::string errstr;
@@ -184,12 +186,13 @@ static bool produce(const std::string &brokers, const std::string &topic,
                 return false;
         }
         for (int i = 0; i < count; i++) {
+                std::string key = "key-" + std::to_string(i);
                 std::string value = "message " + std::to_string(i);
                 RdKafka::ErrorCode err = p->produce(
                     topic, RdKafka::Topic::PARTITION_UA,
                     RdKafka::Producer::RK_MSG_COPY,
-                    const_cast<char *>(value.data()), value.size(), nullptr, 0,
-                    0, nullptr);
+                    const_cast<char *>(value.data()), value.size(), key.data(),
+                    key.size(), 0, nullptr);
                 if (err == RdKafka::ERR__QUEUE_FULL) {
                         p->poll(100);
                         i--;
