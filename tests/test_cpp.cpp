@@ -11,7 +11,8 @@
  *  1. lag, committed offset and high watermark per partition equal what
  *     KafkaConsumer::committed() and query_watermark_offsets() say;
  *  2. rebalances counted on join and leave (eager and cooperative), the
- *     same counts as the app's own RebalanceCb saw;
+ *     same counts as the app's own RebalanceCb saw (under COOPERATIVE the
+ *     callbacks that moved partitions, as probe.h says);
  *  3. every app callback still called (EVENT_STATS, EVENT_LOG, the
  *     assignment with the app's own KafkaConsumer*, the commit), with the
  *     probe attached before or after conf->set("event_cb"/"rebalance_cb");
@@ -831,7 +832,8 @@ static bool evicted_and_back(void *a) {
         Member *m = static_cast<EvictWant *>(a)->m;
         return m->rec.count(LAGPROBE_EVENT_EVICTED) >= 1 &&
                m->rec.count(LAGPROBE_EVENT_HEADROOM_RECOVERED) >= 1 &&
-               m->max_poll_errors >= 1 && m->app.maxpoll_logs >= 1;
+               m->max_poll_errors >= 1 && m->app.maxpoll_logs >= 1 &&
+               m->app.lost >= 1; /* served by a consume() after the -147 */
 }
 
 static bool got_message(void *a) { return static_cast<Member *>(a)->total > 0; }
