@@ -282,18 +282,32 @@ static void assert_says_blind(lagprobe_t *p) {
         assert_non_null(strstr(prom, "reason=\"headroom_critical\"} 0\n"));
 }
 
+/* A fresh topic (NPARTS partitions, n messages in partition part) and
+ * group, and a conf for a consumer of them with a probe attached. */
+static rd_kafka_conf_t *fresh_conf(const char *name, char *topic,
+                                   char *group, int part, int n, rec_t *r,
+                                   lagprobe_t **pp) {
+        char gname[32];
+        snprintf(gname, sizeof gname, "g%s", name);
+        h_unique(name, topic, 64);
+        h_unique(gname, group, 64);
+        h_topic_create(cl, topic, NPARTS);
+        if (n > 0)
+                h_produce(cl, topic, part, n, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        *pp = probe_attach(conf, r);
+        return conf;
+}
+
 /* The app turns statistics off after attach: the probe cannot see lag and
  * says so at once, with the cause. */
 static void test_statistics_off_after_attach(void **state) {
         (void)state;
         char topic[64], group[64];
-        h_unique("nostats", topic, sizeof topic);
-        h_unique("gnostats", group, sizeof group);
-        h_topic_create(cl, topic, NPARTS);
-        h_produce(cl, topic, 0, 5, NULL, 0);
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
-        lagprobe_t *p = probe_attach(conf, &r);
+        lagprobe_t *p;
+        rd_kafka_conf_t *conf =
+            fresh_conf("nostats", topic, group, 0, 5, &r, &p);
         h_conf_set(conf, "statistics.interval.ms", "0");
         rd_kafka_t *rk = h_consumer_new(conf, topic);
         h_track_t t;
@@ -321,12 +335,10 @@ static void test_statistics_off_after_attach(void **state) {
 static void test_statistics_as_events(void **state) {
         (void)state;
         char topic[64], group[64];
-        h_unique("evstats", topic, sizeof topic);
-        h_unique("gevstats", group, sizeof group);
-        h_topic_create(cl, topic, NPARTS);
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
-        lagprobe_t *p = probe_attach(conf, &r);
+        lagprobe_t *p;
+        rd_kafka_conf_t *conf =
+            fresh_conf("evstats", topic, group, 0, 0, &r, &p);
         rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_STATS);
         char err[256];
         rd_kafka_t *rk =
@@ -380,13 +392,10 @@ static int rb_blind(void *arg) {
 static void test_rebalances_as_events(void **state) {
         (void)state;
         char topic[64], group[64];
-        h_unique("evrb", topic, sizeof topic);
-        h_unique("gevrb", group, sizeof group);
-        h_topic_create(cl, topic, NPARTS);
-        h_produce(cl, topic, 1, 3, NULL, 0);
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
-        lagprobe_t *p = probe_attach(conf, &r);
+        lagprobe_t *p;
+        rd_kafka_conf_t *conf =
+            fresh_conf("evrb", topic, group, 1, 3, &r, &p);
         char err[256];
         rd_kafka_t *rk =
             rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
