@@ -124,7 +124,8 @@ static const char *const lp_event_names[LAGPROBE_EVENT__CNT] = {
     "headroom_warn",   "headroom_critical", "headroom_recovered",
     "predicted_exceed", "evicted",          "config_advice",
     "rebalance",       "commit_failed",     "stats_error",
-    "partition_status", "diagnosis",       "no_statistics"};
+    "partition_status", "diagnosis",       "no_statistics",
+    "no_rebalances"};
 
 static const char *const lp_pstatus_names[LAGPROBE_PSTATUS__CNT] = {
     "unknown", "ok",      "idle",   "lagging",
@@ -146,7 +147,7 @@ const char *lagprobe_diagnosis_name(int d) {
 static const char *const lp_reason_names[LAGPROBE_REASON__CNT] = {
     "headroom_critical", "evicted",         "no_assignment",
     "consumer_not_running", "headroom_warn", "predicted_exceed",
-    "commit_failing", "no_statistics", "brokers_down"};
+    "commit_failing", "no_statistics", "brokers_down", "no_rebalances"};
 
 const char *lagprobe_reason_name(unsigned reason) {
         for (int i = 0; i < LAGPROBE_REASON__CNT; i++)
@@ -414,11 +415,15 @@ struct lagprobe_s {
         a64_t g_diag_a, g_diag_b, g_diag_c; /* evidence, see lp_diagnose */
         a64_t g_in_mrate, g_out_mrate, g_total_lag;
         _Atomic uint32_t g_diag_changes;
+        _Atomic int g_rb_blind;       /* rebalances not reaching the probe */
         /* Writer-private (wlock): recent assignment and eviction times. */
         int64_t w_assign_t[16];      /* membership changes, see
                                       * lp_count_change() */
         int w_assign_n;
         int64_t w_revoke_round_us;   /* last incremental revoke round */
+        int64_t w_rb_callbacks;      /* rebalance callbacks seen */
+        int w_rb_behind;             /* documents in a row whose
+                                      * rebalance_cnt is ahead of them */
         int64_t w_evict_t[16];
         int w_evict_n;
         int64_t w_seen_evictions;
@@ -463,6 +468,7 @@ struct lagprobe_s {
         double wd_advice_ratio;      /* last advised p99/limit ratio */
         int wd_hb_advised;
         int wd_blind;                /* no_statistics said */
+        int wd_rb_blind;             /* no_rebalances said */
         a64_t stall_seen_us;         /* watchdog: last pass that found no
                                       * poll for 3 statistics intervals */
         pthread_mutex_t tick_lock;   /* serialises tick with the thread */
@@ -2272,8 +2278,17 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
         ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
         ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
         ST(p->g_stats_last_us, now_us);
-        if (d->rebalance_cnt >= 0)
+        if (d->rebalance_cnt >= 0) {
                 ST(p->g_cgrp_rebalance_cnt, d->rebalance_cnt);
+                /* librdkafka counts a rebalance when it queues it for the
+                 * app; documents are served by the same polls, after it. A
+                 * count still ahead of the callbacks three documents later
+                 * means rebalances go elsewhere (the event API). */
+                p->w_rb_behind = d->rebalance_cnt > p->w_rb_callbacks
+                                     ? p->w_rb_behind + 1
+                                     : 0;
+                ST(p->g_rb_blind, p->w_rb_behind >= 3);
+        }
         if (d->cgrp_state >= 0)
                 ST(p->g_cgrp_state, d->cgrp_state);
         lp_wend(&p->gseq, g);
@@ -2449,6 +2464,7 @@ static void lp_record_assign(lagprobe_t *p,
         pthread_mutex_lock(&p->wlock);
         int64_t added = lp_mark_assigned(p, parts);
         int counts = lp_count_change(p, 1, parts ? parts->cnt : 0, now);
+        p->w_rb_callbacks++;
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_assigns, LD(p->g_assigns) + counts);
         ST(p->g_last_rebalance_us, now);
@@ -2484,6 +2500,7 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
                 }
         }
         int counts = lp_count_change(p, 0, parts ? parts->cnt : 0, now);
+        p->w_rb_callbacks++;
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_revokes, LD(p->g_revokes) + counts);
         if (lost)
@@ -3433,6 +3450,27 @@ static int lp_blind(const lagprobe_t *p, int64_t now_us, int64_t last_doc_us,
         return LP_BLIND_MISSING;
 }
 
+/* no_rebalances: once when rebalances are found going past the probe. */
+static int lp_check_rb_blind(lagprobe_t *p) {
+        int blind = LD(p->g_rb_blind);
+        int said = p->wd_rb_blind;
+        p->wd_rb_blind = blind;
+        if (!blind || said)
+                return 0;
+        char msg[320];
+        lagprobe_event_t e;
+        lp_event_init(p, &e, LAGPROBE_EVENT_NO_REBALANCES, 4);
+        e.count = LD(p->g_cgrp_rebalance_cnt);
+        snprintf(msg, sizeof msg,
+                 "librdkafka delivered %" PRId64 " rebalance(s) that never "
+                 "reached lagprobe's rebalance_cb (rebalances consumed as "
+                 "events with rd_kafka_queue_poll()?): assignment, "
+                 "rebalance counts and the storm verdict are not seen",
+                 e.count);
+        e.message = msg;
+        return lp_emit(p, &e, 0);
+}
+
 /* no_statistics: once when the view is lost, again after it came back. */
 static int lp_check_blind(lagprobe_t *p, int64_t now_us, int64_t since) {
         int why = lp_blind(p, now_us, LD(p->g_stats_last_us), since,
@@ -3670,6 +3708,7 @@ static int lp_check(lagprobe_t *p) {
 
         emitted += lp_check_counters(p, since);
         emitted += lp_check_blind(p, now, since);
+        emitted += lp_check_rb_blind(p);
         /* The verdict also follows time (headroom, storm window) between
          * statistics documents, which stop while the app is stuck. */
         pthread_mutex_lock(&p->wlock);
@@ -4537,7 +4576,7 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
             asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
             last_assign, last_cerr_us, dg_a, dg_b, dg_c, in_mr, out_mr, tlag;
-        int proto, rberr, cstate, lcerr, dg, dg_slot;
+        int proto, rberr, cstate, lcerr, dg, dg_slot, rb_blind;
         do {
                 q = lp_rbegin(&p->gseq);
                 assigns = LD(p->g_assigns);
@@ -4568,6 +4607,7 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 in_mr = LD(p->g_in_mrate);
                 out_mr = LD(p->g_out_mrate);
                 tlag = LD(p->g_total_lag);
+                rb_blind = LD(p->g_rb_blind);
         } while (lp_rretry(&p->gseq, q));
         lp_read_diag(p, o, dg, dg_slot, dg_a, dg_b, dg_c);
         o->ingress_rate = (double)in_mr / 1000.0;
@@ -4650,6 +4690,8 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 r |= LAGPROBE_REASON_COMMIT_FAILING;
         if (lp_blind(p, now_us, slast, since, asize))
                 r |= LAGPROBE_REASON_NO_STATISTICS;
+        if (bound && rb_blind)
+                r |= LAGPROBE_REASON_NO_REBALANCES;
         o->health_reasons = r;
         o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
                          LAGPROBE_REASON_HEADROOM_CRITICAL |

@@ -95,6 +95,9 @@ typedef enum lagprobe_event_type_e {
         LAGPROBE_EVENT_NO_STATISTICS,     /* "no_statistics": the probe has
                                            * an assignment and receives no
                                            * statistics (cause in message) */
+        LAGPROBE_EVENT_NO_REBALANCES,     /* "no_rebalances": librdkafka
+                                           * delivered rebalances the probe
+                                           * never saw (event API) */
         LAGPROBE_EVENT__CNT
 } lagprobe_event_type_t;
 
@@ -241,7 +244,11 @@ typedef enum lagprobe_reason_e {
         LAGPROBE_REASON_BROKERS_DOWN = 1 << 8,      /* "brokers_down": the
                                                      * brokers it needs are
                                                      * unreachable */
-        LAGPROBE_REASON__CNT = 9
+        LAGPROBE_REASON_NO_REBALANCES = 1 << 9,     /* "no_rebalances":
+                                                     * librdkafka delivers
+                                                     * rebalances that never
+                                                     * reach the probe */
+        LAGPROBE_REASON__CNT = 10
 } lagprobe_reason_t;
 
 /** Figures for one assigned partition. -1 means unknown (null in JSON). */

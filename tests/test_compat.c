@@ -210,6 +210,7 @@ static void callbacks_after_attach(int via_dup) {
          * probe's (both are counted in the same callback). */
         assert_int_equal(a.stats, hs.s.stats_docs + hs.s.stats_errors);
         assert_int_equal(rec_count(&r, LAGPROBE_EVENT_NO_STATISTICS), 0);
+        assert_int_equal(rec_count(&r, LAGPROBE_EVENT_NO_REBALANCES), 0);
 
         h_consumer_close(s.rk);
         h_snap(s.p, &hs);
@@ -281,18 +282,32 @@ static void assert_says_blind(lagprobe_t *p) {
         assert_non_null(strstr(prom, "reason=\"headroom_critical\"} 0\n"));
 }
 
+/* A fresh topic (NPARTS partitions, n messages in partition part) and
+ * group, and a conf for a consumer of them with a probe attached. */
+static rd_kafka_conf_t *fresh_conf(const char *name, char *topic,
+                                   char *group, int part, int n, rec_t *r,
+                                   lagprobe_t **pp) {
+        char gname[32];
+        snprintf(gname, sizeof gname, "g%s", name);
+        h_unique(name, topic, 64);
+        h_unique(gname, group, 64);
+        h_topic_create(cl, topic, NPARTS);
+        if (n > 0)
+                h_produce(cl, topic, part, n, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        *pp = probe_attach(conf, r);
+        return conf;
+}
+
 /* The app turns statistics off after attach: the probe cannot see lag and
  * says so at once, with the cause. */
 static void test_statistics_off_after_attach(void **state) {
         (void)state;
         char topic[64], group[64];
-        h_unique("nostats", topic, sizeof topic);
-        h_unique("gnostats", group, sizeof group);
-        h_topic_create(cl, topic, NPARTS);
-        h_produce(cl, topic, 0, 5, NULL, 0);
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
-        lagprobe_t *p = probe_attach(conf, &r);
+        lagprobe_t *p;
+        rd_kafka_conf_t *conf =
+            fresh_conf("nostats", topic, group, 0, 5, &r, &p);
         h_conf_set(conf, "statistics.interval.ms", "0");
         rd_kafka_t *rk = h_consumer_new(conf, topic);
         h_track_t t;
@@ -320,12 +335,10 @@ static void test_statistics_off_after_attach(void **state) {
 static void test_statistics_as_events(void **state) {
         (void)state;
         char topic[64], group[64];
-        h_unique("evstats", topic, sizeof topic);
-        h_unique("gevstats", group, sizeof group);
-        h_topic_create(cl, topic, NPARTS);
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
-        lagprobe_t *p = probe_attach(conf, &r);
+        lagprobe_t *p;
+        rd_kafka_conf_t *conf =
+            fresh_conf("evstats", topic, group, 0, 0, &r, &p);
         rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_STATS);
         char err[256];
         rd_kafka_t *rk =
@@ -366,6 +379,66 @@ static void test_statistics_as_events(void **state) {
                                "although the consumer polls"));
         rd_kafka_queue_destroy(mainq);
         h_consumer_close(rk);
+        lagprobe_destroy(p);
+}
+
+static int rb_blind(void *arg) {
+        return has_reason(arg, LAGPROBE_REASON_NO_REBALANCES);
+}
+
+/* Rebalances consumed as events from the consumer queue (statistics
+ * still served by rd_kafka_poll() on the main queue): librdkafka's own
+ * rebalance count runs ahead of what the probe saw, and it says so. */
+static void test_rebalances_as_events(void **state) {
+        (void)state;
+        char topic[64], group[64];
+        rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
+        lagprobe_t *p;
+        rd_kafka_conf_t *conf =
+            fresh_conf("evrb", topic, group, 1, 3, &r, &p);
+        char err[256];
+        rd_kafka_t *rk =
+            rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+        assert_non_null(rk);
+        h_subscribe(rk, topic);
+        rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(rk);
+        int rebalances = 0, ok = 0;
+        int64_t deadline = h_now_ms() + H_JOIN_TIMEOUT_MS + 5000;
+        while (h_now_ms() < deadline && !ok) {
+                rd_kafka_poll(rk, 10);
+                rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, 10);
+                if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                        rebalances++;
+                        if (rd_kafka_event_error(ev) ==
+                            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                                rd_kafka_assign(
+                                    rk, rd_kafka_event_topic_partition_list(ev));
+                        else
+                                rd_kafka_assign(rk, NULL);
+                }
+                if (ev)
+                        rd_kafka_event_destroy(ev);
+                ok = rebalances > 0 && rb_blind(p) &&
+                     rec_count(&r, LAGPROBE_EVENT_NO_REBALANCES) > 0;
+        }
+        assert_true(ok);
+        h_snap_t hs;
+        h_snap(p, &hs);
+        assert_int_equal(hs.s.assigns, 0);
+        assert_true(hs.s.cgrp_rebalance_cnt >= 1);
+        assert_true(hs.s.stats_docs > 0);
+        /* Statistics do arrive: only the rebalances are not seen. */
+        assert_false(hs.s.health_reasons & LAGPROBE_REASON_NO_STATISTICS);
+        assert_int_equal(hs.s.health, LAGPROBE_HEALTH_DEGRADED);
+        char *json = h_snap_json(p);
+        assert_non_null(strstr(json, "\"no_rebalances\""));
+        free(json);
+        assert_int_equal(rec_count(&r, LAGPROBE_EVENT_NO_REBALANCES), 1);
+        assert_non_null(strstr(r.last[LAGPROBE_EVENT_NO_REBALANCES],
+                               "never reached lagprobe's rebalance_cb"));
+        rd_kafka_queue_destroy(cq);
+        rd_kafka_consumer_close(rk);
+        rd_kafka_destroy(rk);
         lagprobe_destroy(p);
 }
 
@@ -472,6 +545,7 @@ int main(void) {
             cmocka_unit_test(test_callbacks_set_after_attach_on_copy),
             cmocka_unit_test(test_statistics_off_after_attach),
             cmocka_unit_test(test_statistics_as_events),
+            cmocka_unit_test(test_rebalances_as_events),
 #if RD_KAFKA_VERSION >= 0x020c00ff
             cmocka_unit_test(test_kip848_consumes_with_exact_lag),
             cmocka_unit_test(test_kip848_headroom_before_eviction),
