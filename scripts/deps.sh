@@ -10,12 +10,12 @@
 set -euo pipefail
 
 packages=(
-        build-essential   # gcc, g++ (C++ parse check of probe.h), make
+        build-essential   # gcc, g++ (probe.h parse check, C++ example and tests), make
         clang             # second compiler; every build must be clean under both
         libclang-rt-dev   # clang's sanitizer runtimes (only a Recommends of clang)
         pkg-config
         cmake             # end-to-end test: CMakeLists.txt used by a C++ project
-        librdkafka-dev    # librdkafka and its mock cluster (rdkafka_mock.h)
+        librdkafka-dev    # librdkafka, its C++ API (rdkafka++), its mock cluster
         libstb-dev        # stb_ds.h, used inside probe.c
         libcmocka-dev     # test framework
         libmicrohttpd-dev # health endpoint examples
