@@ -23,6 +23,7 @@ packages=(
         libjansson-dev    # make bench: the second JSON parser compared
         valgrind
         python3           # end-to-end test: JSON comparisons
+        python3-yaml      # end-to-end test: reads the shipped alert rules
         curl              # end-to-end test: HTTP client
         kcat
         prometheus        # end-to-end scrape test (prometheus, promtool)

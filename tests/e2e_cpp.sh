@@ -17,16 +17,11 @@ if [[ -z ${LAGPROBE_E2E_BOUNDED:-} ]]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD_DIR:-build}
-[[ $build == /* ]] || build=$root/$build
+# build, py, tmp (removed on exit), check and note; no server is started.
+# shellcheck source=tests/lib_e2e.sh
+. "$root/tests/lib_e2e.sh"
+e2e_init e2e-cpp
 bin=$build/examples/cpp_consumer
-py=python3
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lagprobe-e2e-cpp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-trap 'echo "# interrupted"; exit 1' INT TERM
-# shellcheck source=tests/tap.sh
-. "$root/tests/tap.sh"
 
 if [[ ! -x $bin ]]; then
         echo "Bail out! $bin missing (make all first)"

@@ -18,12 +18,9 @@ if [[ -z ${LAGPROBE_E2E_BOUNDED:-} ]]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD_DIR:-build}
-[[ $build == /* ]] || build=$root/$build
-server_bin=$build/examples/health_server
-prometheus_bin=${PROMETHEUS:-prometheus}
-promtool_bin=${PROMTOOL:-promtool}
-py=python3
+# Plumbing (check, wait_for, get, start_server, start_prometheus, query...)
+# shared with tests/e2e_alerts.sh.
+. "$root/tests/lib_e2e.sh"
 
 # ---- the scenario ----------------------------------------------------------
 # Kafka-legal but odd topic names: dots, underscores, dashes, a leading
@@ -39,71 +36,15 @@ group='e2e.group_1-"quoted"' # a quote, to be escaped in label values
 max_poll_ms=6000  # warn at 4200 ms of stall, critical at 5400 ms
 
 # ---- plumbing --------------------------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/lagprobe-e2e.XXXXXX")
-server_pid="" prom_pid=""
-# shellcheck source=tests/tap.sh
-. "$root/tests/tap.sh"
-
-cleanup() {
-        local pid
-        for pid in $server_pid $prom_pid; do
-                kill -TERM "$pid" 2>/dev/null
-        done
-        for pid in $server_pid $prom_pid; do
-                for _ in $(seq 50); do
-                        kill -0 "$pid" 2>/dev/null || break
-                        sleep 0.1
-                done
-                kill -KILL "$pid" 2>/dev/null
-                wait "$pid" 2>/dev/null
-        done
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "# interrupted"; exit 1' INT TERM
-
-# get URL OUTFILE: body to OUTFILE, prints "STATUS CONTENT-TYPE".
-get() {
-        curl -s -m 2 -o "$2" -w '%{http_code} %{content_type}' "$1" 2>/dev/null ||
-                echo "000 -"
-}
-
-now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
-
-# wait_for SECONDS COMMAND...: retry every 100 ms until it succeeds.
-# SECONDS may have a fraction (0.4).
-wait_for() {
-        local end=$(($(now_ms) + $(awk -v s="$1" 'BEGIN { printf "%d", s * 1000 }')))
-        shift
-        while ! "$@"; do
-                (($(now_ms) < end)) || return 1
-                sleep 0.1
-        done
-}
-
-free_port() {
-        $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+e2e_init e2e
 
 # ---- 1. health_server ------------------------------------------------------
 topic_args=()
 for t in "${topics[@]}"; do topic_args+=(-t "$t"); done
 counts_csv=$(IFS=,; echo "${counts[*]}")
-if [[ -x $server_bin ]]; then
-        "$server_bin" -p 0 "${topic_args[@]}" -n "$partitions" -N "$counts_csv" \
-                -r 0 -c "$commit_at" -g "$group" -i e2e-client -m "$max_poll_ms" \
-                >"$tmp/server.out" 2>"$tmp/server.err" &
-        server_pid=$!
-fi
-server_port() { sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$tmp/server.out" 2>/dev/null; }
-has_port() { [[ -n $(server_port) ]]; }
+start_server "${topic_args[@]}" -n "$partitions" -N "$counts_csv" \
+        -r 0 -c "$commit_at" -g "$group" -i e2e-client -m "$max_poll_ms"
 check "health_server started and printed its port" wait_for 10 has_port
-bail_if_failed() {
-        ((failed == 0)) && return
-        echo "Bail out! $1"
-        tail -n 20 "$tmp/server.err" "$tmp/prometheus.log" 2>/dev/null | sed 's/^/#   /'
-        exit 1
-}
 bail_if_failed "health_server did not start ($server_bin; run make all)"
 port=$(server_port)
 base=http://127.0.0.1:${port:-1}
@@ -193,34 +134,10 @@ check "README.md's Prometheus table lists every emitted family with its type" \
         documented
 
 # ---- 3. Prometheus -----------------------------------------------------------
-prom_port=$(free_port)
-prom=http://127.0.0.1:$prom_port
-cat >"$tmp/prometheus.yml" <<EOF
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: lagprobe
-    static_configs:
-      - targets: ['127.0.0.1:${port:-1}']
-EOF
-if command -v "$prometheus_bin" >/dev/null; then
-        "$prometheus_bin" --config.file="$tmp/prometheus.yml" \
-                --storage.tsdb.path="$tmp/tsdb" \
-                --web.listen-address="127.0.0.1:$prom_port" \
-                --log.level=warn >"$tmp/prometheus.log" 2>&1 &
-        prom_pid=$!
-fi
-prom_ready() { curl -sf -m 2 "$prom/-/ready" >/dev/null 2>&1; }
+start_prometheus "${port:-1}"
 check "Prometheus is ready on 127.0.0.1:$prom_port" wait_for 15 prom_ready
 bail_if_failed "no Prometheus server (Debian package prometheus)"
 
-# query PROMQL OUTFILE
-query() {
-        curl -s -m 2 -G "$prom/api/v1/query" --data-urlencode "query=$1" \
-                -o "$2" 2>/dev/null
-}
 target_up() {
         query 'up{job="lagprobe"}' "$tmp/up.json" &&
                 $py -c 'import json,sys; r=json.load(open(sys.argv[1]))["data"]["result"]; sys.exit(0 if len(r)==1 and r[0]["value"][1]=="1" else 1)' "$tmp/up.json"
@@ -344,12 +261,7 @@ server_exit() {
 }
 check "health_server exits 0 on SIGTERM" server_exit
 
-if ((failed)); then
-        note "health_server stderr (last 20 lines):"
-        tail -n 20 "$tmp/server.err" 2>/dev/null | sed 's/^/#   /'
-        note "prometheus log (last 10 lines):"
-        tail -n 10 "$tmp/prometheus.log" 2>/dev/null | sed 's/^/#   /'
-fi
+e2e_logs
 echo "1..$n"
 echo "# e2e: $((n - failed)) passed, $failed failed"
 ((failed == 0))
