@@ -2914,13 +2914,10 @@ static void *lp_conf_ptr(rd_kafka_conf_t *conf, const char *name) {
         return v;
 }
 
-#define LP_FNPTR(dst, vp)                                                      \
-        do {                                                                   \
-                _Static_assert(sizeof(dst) == sizeof(void *),                  \
-                               "function pointer size");                       \
-                void *lp_v_ = (vp);                                            \
-                memcpy(&(dst), &lp_v_, sizeof(dst));                           \
-        } while (0)
+/* Callbacks travel through rd_kafka_conf_get() as data pointers and are
+ * copied as bytes (ISO C has no cast between the two kinds). */
+_Static_assert(sizeof(void (*)(void)) == sizeof(void *),
+               "function pointers the size of data pointers");
 
 static int lp_is_tramp(void *fn) {
         for (int i = 0; i < 64; i++) {
@@ -2943,25 +2940,23 @@ static int lp_is_tramp(void *fn) {
 static void lp_take_callbacks(lagprobe_t *p, rd_kafka_conf_t *conf,
                               int at_new) {
         const struct lp_tramps_s *t = &lp_tramps[p->slot];
-        void *v, *mine;
-        v = lp_conf_ptr(conf, "stats_cb");
-        memcpy(&mine, &t->stats, sizeof mine);
-        if (!at_new || v != mine)
-                LP_FNPTR(p->app_stats_cb, v);
-        v = lp_conf_ptr(conf, "rebalance_cb");
-        memcpy(&mine, &t->rebalance, sizeof mine);
-        if (!at_new || v != mine)
-                LP_FNPTR(p->app_rebalance_cb, v);
-        v = lp_conf_ptr(conf, "log_cb");
-        memcpy(&mine, &t->log, sizeof mine);
-        if (!at_new || v != mine)
-                LP_FNPTR(p->app_log_cb, v);
+        /* Function pointers, copied as bytes (see the assertion above). */
+        const struct {
+                const char *name;
+                void *app;         /* &p->app_*_cb */
+                const void *mine;  /* &t->... */
+        } cb[] = {{"stats_cb", &p->app_stats_cb, &t->stats},
+                  {"rebalance_cb", &p->app_rebalance_cb, &t->rebalance},
+                  {"log_cb", &p->app_log_cb, &t->log},
+                  {"error_cb", &p->app_error_cb, &t->error}};
+        for (size_t i = 0; i < sizeof cb / sizeof cb[0]; i++) {
+                void *v = lp_conf_ptr(conf, cb[i].name), *mine;
+                memcpy(&mine, cb[i].mine, sizeof mine);
+                if (!at_new || v != mine)
+                        memcpy(cb[i].app, &v, sizeof v);
+        }
         /* error_cb changes how librdkafka reports errors (callback instead
          * of log line): wrapped only when the app has one. */
-        v = lp_conf_ptr(conf, "error_cb");
-        memcpy(&mine, &t->error, sizeof mine);
-        if (!at_new || v != mine)
-                LP_FNPTR(p->app_error_cb, v);
         rd_kafka_conf_set_stats_cb(conf, t->stats);
         rd_kafka_conf_set_rebalance_cb(conf, t->rebalance);
         if (p->app_error_cb)
