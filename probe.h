@@ -369,6 +369,17 @@ typedef struct lagprobe_snapshot_s {
 
         /* Batch hook calls out of order or from two threads at once. */
         int64_t hook_errors;
+
+        /* Brokers the consumer needs (leaders of its assigned partitions,
+         * its group coordinator) whose connection has been down for at
+         * least a second in the latest statistics: health reason
+         * brokers_down. Their broker ids, at most 8 named. */
+        int brokers_down_cnt;
+        int32_t brokers_down[8];
+
+        /* Log end offset queries for frozen high watermarks (see
+         * hwm_refresh_ms): sent, and failed or timed out. */
+        int64_t hwm_queries, hwm_query_failures;
 } lagprobe_snapshot_t;
 
 /* ------------------------------------------------------------------------
