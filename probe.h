@@ -180,11 +180,14 @@ typedef struct lagprobe_config_s {
         double burst_ratio;
         /** The statistics' high watermark only moves with fetch responses,
          *  so it freezes while a partition is paused. When it has not moved
-         *  for this long, the watchdog thread asks the broker
-         *  (rd_kafka_query_watermark_offsets, at most one partition per
-         *  pass, each at most once per this interval) and marks the figure
-         *  stale if the broker's is newer. 0: never ask. Default 5000. Only
-         *  with the watchdog thread (never from a librdkafka callback). */
+         *  for this long, the probe asks the partition's leader for the log
+         *  end offset (each partition at most once per this interval) and
+         *  marks the figure stale if the broker's is newer. The query runs
+         *  on a refresher thread of its own, started when first needed,
+         *  never on the watchdog; it is bounded on every librdkafka version
+         *  and skipped while the leader is down (README, "Broker
+         *  outages"). 0: never ask. Default 5000. Only with the watchdog
+         *  thread (not in lagprobe_tick() mode). */
         int hwm_refresh_ms;
 } lagprobe_config_t;
 

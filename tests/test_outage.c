@@ -42,6 +42,9 @@ typedef struct rec_s {
         atomic_llong maxpoll_ms; /* first MAXPOLL log line */
         atomic_int reqtmout;     /* REQTMOUT log lines */
         atomic_int fails;        /* connection torn down (FAIL lines) */
+        /* From the latest statistics, summed over the brokers: librdkafka's
+         * own counts of timed-out requests and of disconnects. */
+        atomic_llong req_timeouts, disconnects;
 } rec_t;
 
 static void sink_cb(const lagprobe_event_t *e, void *opaque) {
@@ -62,7 +65,8 @@ static void sink_cb(const lagprobe_event_t *e, void *opaque) {
 static void app_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                        const char *buf) {
         rec_t *r = rd_kafka_opaque(rk);
-        (void)level;
+        if (getenv("OUTAGE_LOG"))
+                fprintf(stderr, "LOG %d %s %s\n", level, fac, buf);
         if (!r)
                 return;
         if (!strcmp(fac, "MAXPOLL")) {
@@ -74,6 +78,28 @@ static void app_log_cb(const rd_kafka_t *rk, int level, const char *fac,
         } else if (!strcmp(fac, "FAIL") || strstr(buf, "timed out: disconnect")) {
                 r->fails++;
         }
+}
+
+/* The app's own stats_cb (the probe chains to it): librdkafka's counters
+ * tell request timeouts and disconnects even where it does not log them. */
+static int app_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+        rec_t *r = opaque;
+        (void)rk;
+        h_json_t *j = h_json_parse(json, strnlen(json, len));
+        const h_json_t *b = j ? h_json_get(j, "brokers") : NULL;
+        long long to = 0, dc = 0;
+        for (const h_json_t *e = b ? b->child : NULL; e; e = e->next) {
+                int64_t v = h_json_int(e, "req_timeouts");
+                to += v > 0 ? v : 0;
+                v = h_json_int(e, "disconnects");
+                dc += v > 0 ? v : 0;
+        }
+        if (b) {
+                r->req_timeouts = to;
+                r->disconnects = dc;
+        }
+        h_json_free(j);
+        return 0;
 }
 
 /* ---- one consumer with the probe ---------------------------------- */
@@ -121,6 +147,7 @@ static void ox_start(ox_t *x, int session_ms, int max_poll_ms) {
         h_conf_set(conf, "reconnect.backoff.max.ms", "200");
         rd_kafka_conf_set_opaque(conf, &x->rec);
         rd_kafka_conf_set_log_cb(conf, app_log_cb);
+        rd_kafka_conf_set_stats_cb(conf, app_stats_cb);
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.log_cb = sink_cb;
@@ -413,18 +440,23 @@ static void test_slow_listoffsets(void **state) {
                                      1, RD_KAFKA_RESP_ERR_NO_ERROR, 1500),
                                  RD_KAFKA_RESP_ERR_NO_ERROR);
         int64_t q0 = snap_of(x->p)->s.hwm_queries;
-        int reqt0 = x->rec.reqtmout, fails0 = x->rec.fails;
+        long long dc0 = x->rec.disconnects;
         int64_t t = h_now_ms();
         while (h_now_ms() - t < 15000)
                 h_poll_once(x->rk, 50, &x->t);
         h_snap_t *hs = snap_of(x->p);
         print_message("  15 s of slow ListOffsets: %" PRId64 " queries (%" PRId64
-                      " failed), REQTMOUT %d, disconnects %d\n",
+                      " failed); REQTMOUT lines %d, FAIL lines %d; "
+                      "statistics: req_timeouts %lld, disconnects %lld\n",
                       hs->s.hwm_queries - q0, hs->s.hwm_query_failures,
-                      x->rec.reqtmout - reqt0, x->rec.fails - fails0);
+                      x->rec.reqtmout, x->rec.fails,
+                      (long long)x->rec.req_timeouts,
+                      (long long)x->rec.disconnects - dc0);
         assert_true(hs->s.hwm_queries - q0 >= 3);
         assert_int_equal(x->rec.reqtmout, 0);
         assert_int_equal(x->rec.fails, 0);
+        assert_int_equal(x->rec.req_timeouts, 0);
+        assert_int_equal(x->rec.disconnects, dc0);
         assert_true(says_brokers_up(x));
         /* lagprobe_destroy() first, most likely with a query in flight:
          * it does not wait for the broker. */
@@ -443,6 +475,7 @@ static void test_slow_listoffsets(void **state) {
         assert_true(pd <= 2000 + 500 * h_slow());
         assert_int_equal(x->rec.reqtmout, 0);
         assert_int_equal(x->rec.fails, 0);
+        assert_int_equal(x->rec.req_timeouts, 0);
         h_cluster_destroy(x->c);
         x->c = NULL;
 }
