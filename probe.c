@@ -7,7 +7,8 @@
  *   3. slot table and (topic, partition) index (writers only)
  *   4. statistics JSON scanner
  *   5. librdkafka glue: trampolines, interceptors, attach, destroy
- *   6. hooks, watchdog and events
+ *   6. hooks, watchdog and events; the watermark refresher (the only
+ *      probe thread that calls librdkafka, always with a bound)
  *   7. readers: snapshot and JSON
  */
 #define _POSIX_C_SOURCE 200809L
