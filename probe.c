@@ -396,6 +396,7 @@ struct lagprobe_s {
         a64_t g_in_mrate, g_out_mrate, g_total_lag;
         _Atomic uint32_t g_diag_changes;
         /* Needed brokers down (G group, with the statistics). */
+        _Atomic int g_coord_down;     /* coordinator known, not UP */
         _Atomic int g_bdown_n;
         _Atomic int32_t g_bdown[LP_BDOWN_MAX];
         /* Writer-private (wlock): since when each broker is seen down. */
@@ -2260,6 +2261,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
         }
         uint32_t g = lp_wbegin(&p->gseq);
         lp_bdown_end(p, ts);
+        ST(p->g_coord_down, d->coord_id >= 0 && !d->coord_up);
         lp_diagnose(p, ts);
         ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
         ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
@@ -3471,8 +3473,9 @@ static _Thread_local int lp_on_watchdog_thread;
  * So the refresher never spends more than LP_RF_WAIT_MS in one librdkafka
  * call, and it runs on its own thread: the watchdog's warnings never wait
  * for the network. At most one query is in flight; partitions whose leader
- * was not UP in the latest statistics, or whose statistics are old (the
- * app is not polling, broker states are unknown), are not asked. */
+ * was not UP in the latest statistics are not asked, nor any while the
+ * coordinator was not UP or the statistics are old (the app is not
+ * polling, broker states are unknown). */
 enum { LP_RF_NONE = 0, LP_RF_OFFSETS_FOR_TIMES, LP_RF_ADMIN };
 
 #if RD_KAFKA_VERSION >= 0x02030000
@@ -3651,6 +3654,10 @@ static void lp_refresh_hwm(lagprobe_t *p, int64_t now) {
                            1000000;
         int64_t last = LD(p->g_stats_last_us);
         if (last <= 0 || now - last > fresh_us)
+                return;
+        /* Nor while the group coordinator is unreachable: the cluster is in
+         * trouble, and the group will move the partitions anyway. */
+        if (LD(p->g_coord_down))
                 return;
         if (lp_rf_mode() == LP_RF_NONE)
                 return;

@@ -101,9 +101,11 @@ static void test_coordinator(void **state) {
         feed(p, 1, "UP", "UP", -1, "INIT");
         feed(p, 3, "UP", "UP", -1, "INIT");
         assert_int_equal(down_set(p), 0);
+        assert_int_equal(LD(p->g_coord_down), 0);
         /* Coordinator 2 unreachable while broker 2 leads nothing assigned
          * to us: still needed. */
         feed(p, 4, "UP", "UP", 2, "CONNECT");
+        assert_int_equal(LD(p->g_coord_down), 1); /* no refresh meanwhile */
         feed(p, 5.5, "UP", "UP", 2, "TRY_CONNECT");
         assert_int_equal(down_set(p), 1u << 2);
         /* The whole cluster down: leader and coordinator, named once. */
