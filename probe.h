@@ -500,8 +500,10 @@ LAGPROBE_API size_t lagprobe_metrics_prometheus(lagprobe_t *probe, char *buf,
 /** Health verdict. Unhealthy: headroom critical, evicted and not rejoined,
  *  no assignment for longer than config.unassigned_unhealthy_ms, or no
  *  live consumer. Degraded: headroom in the warning band, the current
- *  batch predicted to exceed the limit, or a commit failed within the last
- *  minute. Writes the reasons' names, comma-separated, into @p reasons
+ *  batch predicted to exceed the limit, a commit failed within the last
+ *  minute, or a broker the consumer needs (leader of an assigned
+ *  partition, group coordinator) unreachable for a second or more in the
+ *  latest statistics (brokers_down). Writes the reasons' names, comma-separated, into @p reasons
  *  (may be NULL). Returns the verdict, or -1 for a NULL probe. Map to HTTP
  *  with lagprobe_health_http_status(). Any thread. */
 LAGPROBE_API int lagprobe_health(lagprobe_t *probe, char *reasons,
