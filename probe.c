@@ -7,7 +7,8 @@
  *   3. slot table and (topic, partition) index (writers only)
  *   4. statistics JSON scanner
  *   5. librdkafka glue: trampolines, interceptors, attach, destroy
- *   6. hooks, watchdog and events
+ *   6. hooks, watchdog and events; the watermark refresher (the only
+ *      probe thread that calls librdkafka, always with a bound)
  *   7. readers: snapshot and JSON
  */
 #define _POSIX_C_SOURCE 200809L
@@ -68,6 +69,10 @@
 #define LP_CHUNK (1u << LP_CHUNK_SHIFT)
 #define LP_MAX_CHUNKS ((LAGPROBE_MAX_PARTITIONS + LP_CHUNK - 1) / LP_CHUNK)
 #define LP_TOPIC_MAX 512 /* Kafka allows 249; room for odd documents */
+#define LP_RF_BATCH 64   /* partitions asked in one watermark query */
+#define LP_RF_WAIT_MS 1500      /* offsets_for_times() deadline (< 2.3.0) */
+#define LP_RF_POLL_MS 100       /* admin result queue poll step (>= 2.3.0) */
+#define LP_DESTROY_WAIT_MS 3000 /* on_destroy's bound on the refresher */
 
 /* ------------------------------------------------------------------------
  * 1. Utilities
@@ -278,6 +283,11 @@ typedef struct lp_slot_s {
          * s_hi_ok_us and s_hi_query above). */
         a64_t s_hi_changed_us;    /* statistics ts when hi last moved */
         a64_t s_hi_query_us;      /* when it was queried, 0 never */
+        /* Leader of the partition and whether its connection was UP in
+         * the latest statistics (under wlock; the watchdog reads them to
+         * pick what to refresh, one relaxed-consistency load each). */
+        _Atomic int32_t s_leader;  /* broker id, -1 unknown */
+        _Atomic int s_leader_up;
 } lp_slot_t;
 
 typedef struct lp_topic_s {
@@ -305,6 +315,16 @@ typedef struct lp_bref_s {
         int32_t nodeid;
         int up;
 } lp_bref_t;
+
+/* Brokers the consumer needs (leaders of its partitions, its group
+ * coordinator) that are down, at most this many named. */
+#define LP_BDOWN_MAX 8
+_Static_assert(sizeof(((lagprobe_snapshot_t *)0)->brokers_down) ==
+                   LP_BDOWN_MAX * sizeof(int32_t),
+               "lagprobe_snapshot_t.brokers_down holds LP_BDOWN_MAX ids");
+/* A broker counts as down once it has been seen down this long (statistics
+ * clock): a reconnect of a few hundred ms is not an outage. */
+#define LP_BDOWN_GRACE_US 1000000
 
 typedef struct lp_tref_s {
         const char *raw; /* escaped form, points into the document */
@@ -416,6 +436,14 @@ struct lagprobe_s {
         a64_t g_in_mrate, g_out_mrate, g_total_lag;
         _Atomic uint32_t g_diag_changes;
         _Atomic int g_rb_blind;       /* rebalances not reaching the probe */
+        /* Needed brokers down (G group, with the statistics). */
+        _Atomic int g_coord_down;     /* coordinator known, not UP */
+        _Atomic int g_bdown_n;
+        _Atomic int32_t g_bdown[LP_BDOWN_MAX];
+        /* Writer-private (wlock): since when each broker is seen down. */
+        int32_t w_bdown_id[LP_BDOWN_MAX];
+        int64_t w_bdown_since[LP_BDOWN_MAX];
+        int w_bdown_n;
         /* Writer-private (wlock): recent assignment and eviction times. */
         int64_t w_assign_t[16];      /* membership changes, see
                                       * lp_count_change() */
@@ -472,8 +500,23 @@ struct lagprobe_s {
         a64_t stall_seen_us;         /* watchdog: last pass that found no
                                       * poll for 3 statistics intervals */
         pthread_mutex_t tick_lock;   /* serialises tick with the thread */
-        _Atomic int querying;        /* watchdog inside a broker query */
         uint32_t wd_refresh_cursor;
+
+        /* Watermark refresher (section 6): its own thread, started by the
+         * watchdog the first time a refresh is due, so that no network
+         * round trip ever delays a watchdog pass. rf_lock guards rf_jobs,
+         * rf_njobs, rf_quit and rf_started; rf_busy (a job handed over and
+         * not finished) is read by the watchdog without it. rf_in_rk is
+         * set (sequentially consistent, paired with 'bound') while the
+         * refresher is inside librdkafka: on_destroy waits for it. */
+        pthread_mutex_t rf_lock;
+        pthread_cond_t rf_cond;
+        int rf_started, rf_quit, rf_njobs;
+        uint32_t rf_jobs[LP_RF_BATCH];
+        _Atomic int rf_busy, rf_in_rk, rf_exited;
+        _Atomic int rf_leave;        /* lagprobe_destroy(): stop waiting */
+        int64_t socket_timeout_ms;   /* from the consumer's conf */
+        a64_t rf_queries, rf_failures; /* refresher thread only */
 };
 
 /* stb_ds writes a process-wide hash seed when a map's first index is
@@ -815,6 +858,7 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         ST(s->c_position, -1);
         ST(s->c_last_ts, -1);
         ST(s->s_hi_query, -1);
+        ST(s->s_leader, -1);
         ST(s->s_eff_lag, -1);
         ST(s->s_eta_ms, -1);
         s->w_prev_position = -1;
@@ -1521,16 +1565,31 @@ static const char *jp_topics(lp_jp_t *j, const char *q, lagprobe_t *p) {
         return q;
 }
 
+typedef struct lp_doc_s {
+        int64_t ts_us;
+        int64_t rebalance_cnt;
+        int cgrp_state;
+        const char *name;
+        uint32_t name_len;
+        int32_t coord_id;  /* group coordinator's broker id, -1 unknown */
+        int coord_up;      /* its connection is UP */
+} lp_doc_t;
+
 /* "brokers": { "<name>": { "nodeid": N, "state": "UP", "source": ...,
  * "toppars": {...} } }: only real brokers (not the bootstrap or logical
- * GroupCoordinator entries) are kept. */
-static const char *jp_brokers(lp_jp_t *j, const char *q, lagprobe_t *p) {
+ * entries) are kept; the logical "GroupCoordinator" entry gives the
+ * coordinator's id and connection state. */
+static const char *jp_brokers(lp_jp_t *j, const char *q, lagprobe_t *p,
+                              lp_doc_t *d) {
         const char *end = j->end;
         int more;
         if (!jp_enter(j, &q, &more))
                 return q;
         while (more) {
-                if (!(q = jq_key(q, end, NULL, NULL, NULL)))
+                const char *bk;
+                uint32_t bkn;
+                int bkesc;
+                if (!(q = jq_key(q, end, &bk, &bkn, &bkesc)))
                         return NULL;
                 lp_bref_t b = {-1, 0};
                 int logical = 0, bmore;
@@ -1571,6 +1630,11 @@ static const char *jp_brokers(lp_jp_t *j, const char *q, lagprobe_t *p) {
                         j->depth--;
                         if (b.nodeid >= 0 && !logical)
                                 arrput(p->scr_brokers, b);
+                        else if (logical && !bkesc &&
+                                 KEYIS(bk, bkn, "GroupCoordinator")) {
+                                d->coord_id = b.nodeid;
+                                d->coord_up = b.up;
+                        }
                 }
                 if (!(q = jq_next(q, end, &more)))
                         return NULL;
@@ -1578,14 +1642,6 @@ static const char *jp_brokers(lp_jp_t *j, const char *q, lagprobe_t *p) {
         j->depth--;
         return q;
 }
-
-typedef struct lp_doc_s {
-        int64_t ts_us;
-        int64_t rebalance_cnt;
-        int cgrp_state;
-        const char *name;
-        uint32_t name_len;
-} lp_doc_t;
 
 static const char *jp_cgrp(lp_jp_t *j, const char *q, lp_doc_t *d) {
         const char *end = j->end;
@@ -1644,7 +1700,7 @@ static int jp_document(lp_jp_t *j, lagprobe_t *p, lp_doc_t *d) {
                 } else if (KEYIS(k, kn, "topics")) {
                         q = jp_topics(j, q, p);
                 } else if (KEYIS(k, kn, "brokers")) {
-                        q = jp_brokers(j, q, p);
+                        q = jp_brokers(j, q, p, d);
                 } else if (KEYIS(k, kn, "cgrp")) {
                         q = jp_cgrp(j, q, d);
                 } else {
@@ -1733,7 +1789,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
  * are serialised by plock. */
 static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
                                  size_t len) {
-        lp_doc_t d = {-1, -1, -1, NULL, 0};
+        lp_doc_t d = {-1, -1, -1, NULL, 0, -1, 0};
         int rc;
         int64_t now = lp_mono_us();
         pthread_mutex_lock(&p->plock);
@@ -2165,6 +2221,47 @@ static inline void lp_prefetch_slot(const lp_slot_t *s) {
 #endif
 }
 
+/* ---- Brokers down --------------------------------------------------------
+ * Under wlock, once per statistics document: lp_bdown_begin, then
+ * lp_bdown_note for each needed broker (a leader of an assigned partition,
+ * the group coordinator) that is not UP, then lp_bdown_end inside the G
+ * group publishes those down for LP_BDOWN_GRACE_US or longer. w_bdown_*
+ * keep since when each was first seen down; a broker seen UP again (not
+ * noted in a document) is forgotten. */
+static void lp_bdown_begin(lagprobe_t *p) {
+        /* Mark every remembered broker unseen (negative since). */
+        for (int i = 0; i < p->w_bdown_n; i++)
+                if (p->w_bdown_since[i] > 0)
+                        p->w_bdown_since[i] = -p->w_bdown_since[i];
+}
+
+static void lp_bdown_note(lagprobe_t *p, int32_t id, int64_t ts) {
+        for (int i = 0; i < p->w_bdown_n; i++)
+                if (p->w_bdown_id[i] == id) {
+                        if (p->w_bdown_since[i] < 0)
+                                p->w_bdown_since[i] = -p->w_bdown_since[i];
+                        return;
+                }
+        if (p->w_bdown_n < LP_BDOWN_MAX) {
+                p->w_bdown_id[p->w_bdown_n] = id;
+                p->w_bdown_since[p->w_bdown_n++] = ts > 0 ? ts : 1;
+        }
+}
+
+static void lp_bdown_end(lagprobe_t *p, int64_t ts) {
+        int n = 0, k = 0;
+        for (int i = 0; i < p->w_bdown_n; i++) {
+                if (p->w_bdown_since[i] < 0)
+                        continue; /* up again */
+                p->w_bdown_id[k] = p->w_bdown_id[i];
+                p->w_bdown_since[k++] = p->w_bdown_since[i];
+                if (ts - p->w_bdown_since[i] >= LP_BDOWN_GRACE_US)
+                        ST(p->g_bdown[n++], p->w_bdown_id[i]);
+        }
+        p->w_bdown_n = k;
+        ST(p->g_bdown_n, n);
+}
+
 /* Caller holds plock (scratch). Takes wlock for the index and S groups. */
 static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                            int64_t field_errors) {
@@ -2185,6 +2282,9 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
         }
 
         pthread_mutex_lock(&p->wlock);
+        lp_bdown_begin(p);
+        if (d->coord_id >= 0 && !d->coord_up)
+                lp_bdown_note(p, d->coord_id, ts);
         for (ptrdiff_t i = 0; i < arrlen(p->scr_parts); i++) {
                 const lp_prec_t *r = &p->scr_parts[i];
                 if (r->topic_ref != cur_ref) {
@@ -2248,12 +2348,18 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 /* librdkafka keeps "active" while the leader is unreachable:
                  * the figure is as old as the last document with the leader
                  * up. */
+                int leader_up = 0;
                 for (ptrdiff_t b = 0; r->leader >= 0 &&
                                       b < arrlen(p->scr_brokers);
                      b++)
-                        if (p->scr_brokers[b].nodeid == r->leader &&
-                            !p->scr_brokers[b].up)
-                                stale = 1;
+                        if (p->scr_brokers[b].nodeid == r->leader)
+                                leader_up = p->scr_brokers[b].up;
+                if (r->leader >= 0 && !leader_up)
+                        stale = 1;
+                ST(s->s_leader, r->leader);
+                ST(s->s_leader_up, leader_up);
+                if (LD(s->assigned) && r->leader >= 0 && !leader_up)
+                        lp_bdown_note(p, r->leader, ts);
                 if (!stale || LD(s->s_hi_ok_us) == 0)
                         ST(s->s_hi_ok_us, ts);
                 if (p->queued_min_messages > 0 &&
@@ -2274,6 +2380,8 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 lp_wend(&s->sseq, q);
         }
         uint32_t g = lp_wbegin(&p->gseq);
+        lp_bdown_end(p, ts);
+        ST(p->g_coord_down, d->coord_id >= 0 && !d->coord_up);
         lp_diagnose(p, ts);
         ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
         ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
@@ -2421,6 +2529,8 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                 ST(s->s_hi_ok_us, 0);
                 ST(s->s_hi_query, -1);
                 ST(s->s_hi_query_us, 0);
+                ST(s->s_leader, -1);
+                ST(s->s_leader_up, 0);
                 s->w_hi_seen = -1;
                 /* What the consuming thread counted so far belongs to the
                  * earlier assignment. (Rebalances are served on that
@@ -2762,11 +2872,15 @@ lp_on_commit(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *offsets,
 static rd_kafka_resp_err_t lp_on_destroy(rd_kafka_t *rk, void *ic) {
         lagprobe_t *p = ic;
         if (LD(p->rk) == rk) {
-                /* Readers and the watchdog stop using rk from here on; a
-                 * watermark query already under way finishes first
-                 * (sequentially consistent pair with lp_refresh_hwm). */
+                /* Readers and the watchdog stop using rk from here on. A
+                 * watermark query already under way leaves librdkafka
+                 * within LP_RF_WAIT_MS (offsets_for_times' own deadline) or
+                 * LP_RF_POLL_MS (admin result queue, it watches 'bound'):
+                 * wait for that, bounded, since rk is freed after we return
+                 * (sequentially consistent pair with lp_rf_run). */
                 atomic_store(&p->bound, 0);
-                while (atomic_load(&p->querying)) {
+                int64_t end = lp_mono_us() + LP_DESTROY_WAIT_MS * 1000;
+                while (atomic_load(&p->rf_in_rk) && lp_mono_us() < end) {
                         struct timespec ts = {0, 1000000};
                         nanosleep(&ts, NULL);
                 }
@@ -2848,6 +2962,7 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
             lp_conf_int(conf, "queued.min.messages", 100000);
         p->queued_max_kbytes =
             lp_conf_int(conf, "queued.max.messages.kbytes", 65536);
+        p->socket_timeout_ms = lp_conf_int(conf, "socket.timeout.ms", 60000);
         rd_kafka_interceptor_add_on_consume(rk, "lagprobe", lp_on_consume, p);
         rd_kafka_interceptor_add_on_commit(rk, "lagprobe", lp_on_commit, p);
         rd_kafka_interceptor_add_on_destroy(rk, "lagprobe", lp_on_destroy, p);
@@ -3611,46 +3726,260 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         return lp_emit(p, &e, 0);
 }
 
-/* Set on probes' own watchdog threads: network queries happen only there. */
+/* Set on probes' own watchdog threads: refreshes are handed over only
+ * from there (never from lagprobe_tick() on an app thread). */
 static _Thread_local int lp_on_watchdog_thread;
 
-/* Asks the broker for one frozen high watermark (see hwm_refresh_ms).
- * Watchdog thread only, outside wlock: the query is a network round trip. */
+/* ---- Watermark refresher ----------------------------------------------
+ * The statistics' high watermark only moves with Fetch responses, so it
+ * freezes while a partition is paused or its prefetch queue is full. When
+ * it has not moved for hwm_refresh_ms the probe asks the partition leader
+ * for the log end offset. That is a network round trip, and librdkafka's
+ * calls for it do not all honour their timeout (README "Broker outages"):
+ *  - rd_kafka_query_watermark_offsets() before 2.3.0 waits for the reply
+ *    without a bound (a dead leader hangs it, and rd_kafka_destroy() with
+ *    it); never used.
+ *  - rd_kafka_offsets_for_times() honours its timeout on every version;
+ *    before 2.3.0 the ListOffsets request keeps librdkafka's own timeout
+ *    (socket.timeout.ms), so a short wait here never makes librdkafka
+ *    time the request out (REQTMOUT) or drop the connection.
+ *  - From 2.3.0 both calls also give their timeout to the ListOffsets
+ *    request itself: with socket.max.fails=1 a request that times out
+ *    tears the connection down. There the asynchronous admin
+ *    rd_kafka_ListOffsets() is used, with a request timeout above
+ *    socket.timeout.ms (librdkafka's own requests on a dead connection
+ *    time out first), and the refresher waits on its own queue in steps
+ *    of LP_RF_POLL_MS, leaving as soon as the consumer is destroyed.
+ * So the refresher never spends more than LP_RF_WAIT_MS in one librdkafka
+ * call, and it runs on its own thread: the watchdog's warnings never wait
+ * for the network. At most one query is in flight; partitions whose leader
+ * was not UP in the latest statistics are not asked, nor any while the
+ * coordinator was not UP or the statistics are old (the app is not
+ * polling, broker states are unknown). */
+enum { LP_RF_NONE = 0, LP_RF_OFFSETS_FOR_TIMES, LP_RF_ADMIN };
+
+#if RD_KAFKA_VERSION >= 0x02030000
+#define LP_HAVE_ADMIN_LISTOFFSETS 1
+#endif
+
+/* How to query on the librdkafka this process runs (not the headers it was
+ * built with): built without the admin ListOffsets (< 2.3.0 headers) but
+ * running on >= 2.3.0, there is no call that is both bounded and harmless
+ * to the connection, so the probe does not query (stale says so). */
+static int lp_rf_mode(void) {
+        if (rd_kafka_version() < 0x02030000)
+                return LP_RF_OFFSETS_FOR_TIMES;
+#ifdef LP_HAVE_ADMIN_LISTOFFSETS
+        return LP_RF_ADMIN;
+#else
+        return LP_RF_NONE;
+#endif
+}
+
+#ifdef LP_HAVE_ADMIN_LISTOFFSETS
+/* Fills l's offsets (and err) with the leaders' log end offsets. Returns
+ * __TIMED_OUT when no answer came in time or the consumer went away. */
+static rd_kafka_resp_err_t lp_rf_admin(lagprobe_t *p, rd_kafka_t *rk,
+                                       rd_kafka_topic_partition_list_t *l) {
+        char errstr[256];
+        int64_t tmo = p->socket_timeout_ms + 5000;
+        if (tmo > 3600000)
+                tmo = 3600000;
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_AdminOptions_t *o =
+            rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_LISTOFFSETS);
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        if (!q || !o ||
+            rd_kafka_AdminOptions_set_request_timeout(o, (int)tmo, errstr,
+                                                      sizeof errstr)) {
+                err = RD_KAFKA_RESP_ERR__FAIL;
+                goto done;
+        }
+        for (int i = 0; i < l->cnt; i++)
+                l->elems[i].offset = RD_KAFKA_OFFSET_SPEC_LATEST;
+        rd_kafka_ListOffsets(rk, l, o, q);
+        for (int i = 0; i < l->cnt; i++) {
+                l->elems[i].offset = -1;
+                l->elems[i].err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        }
+        int64_t end = lp_mono_us() + (tmo + 1000) * 1000;
+        rd_kafka_event_t *ev = NULL;
+        /* 'bound' drops in on_destroy: leave then, whatever is pending
+         * (librdkafka drops a result for a destroyed queue); the same
+         * when lagprobe_destroy() asks the refresher to leave. */
+        while (!ev && atomic_load(&p->bound) && !LD(p->rf_leave) &&
+               lp_mono_us() < end)
+                ev = rd_kafka_queue_poll(q, LP_RF_POLL_MS);
+        if (!ev)
+                goto done;
+        err = rd_kafka_event_error(ev);
+        const rd_kafka_ListOffsets_result_t *res =
+            rd_kafka_event_ListOffsets_result(ev);
+        if (!err && res) {
+                size_t n = 0;
+                const rd_kafka_ListOffsetsResultInfo_t **infos =
+                    rd_kafka_ListOffsets_result_infos(res, &n);
+                for (size_t i = 0; i < n; i++) {
+                        const rd_kafka_topic_partition_t *tp =
+                            rd_kafka_ListOffsetsResultInfo_topic_partition(
+                                infos[i]);
+                        rd_kafka_topic_partition_t *e =
+                            rd_kafka_topic_partition_list_find(
+                                l, tp->topic, tp->partition);
+                        if (e) {
+                                e->err = tp->err;
+                                e->offset = tp->offset;
+                        }
+                }
+        }
+        rd_kafka_event_destroy(ev);
+done:
+        if (o)
+                rd_kafka_AdminOptions_destroy(o);
+        if (q)
+                rd_kafka_queue_destroy(q);
+        return err;
+}
+#endif
+
+static rd_kafka_resp_err_t lp_rf_query(lagprobe_t *p, rd_kafka_t *rk,
+                                       rd_kafka_topic_partition_list_t *l) {
+        (void)p; /* only the admin path needs it */
+        switch (lp_rf_mode()) {
+        case LP_RF_OFFSETS_FOR_TIMES:
+                /* Timestamp -1: the log end offset (the last stable offset
+                 * under isolation.level=read_committed). */
+                for (int i = 0; i < l->cnt; i++)
+                        l->elems[i].offset = RD_KAFKA_OFFSET_END;
+                return rd_kafka_offsets_for_times(rk, l, LP_RF_WAIT_MS);
+#ifdef LP_HAVE_ADMIN_LISTOFFSETS
+        case LP_RF_ADMIN: return lp_rf_admin(p, rk, l);
+#endif
+        default: return RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED;
+        }
+}
+
+/* One job: the slots in p->rf_jobs. Refresher thread, outside wlock. */
+static void lp_rf_run(lagprobe_t *p, const uint32_t *jobs, int n) {
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(n);
+        for (int i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, jobs[i]);
+                rd_kafka_topic_partition_list_add(l, s->topic, s->partition);
+        }
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__DESTROY;
+        /* Sequentially consistent pair with lp_on_destroy: either it sees
+         * rf_in_rk and waits, or we see bound == 0 and stay out. */
+        atomic_store(&p->rf_in_rk, 1);
+        if (atomic_load(&p->bound))
+                err = lp_rf_query(p, LD(p->rk), l);
+        atomic_store(&p->rf_in_rk, 0);
+        ST(p->rf_queries, LD(p->rf_queries) + 1);
+        if (err)
+                ST(p->rf_failures, LD(p->rf_failures) + 1);
+        int64_t now = lp_mono_us();
+        pthread_mutex_lock(&p->wlock);
+        for (int i = 0; i < n; i++) {
+                lp_slot_t *s = lp_slot_at(p, jobs[i]);
+                rd_kafka_topic_partition_t *e =
+                    rd_kafka_topic_partition_list_find(l, s->topic,
+                                                       s->partition);
+                uint32_t q = lp_wbegin(&s->sseq);
+                ST(s->s_hi_query_us, now);
+                if (!err && e && !e->err && e->offset > LD(s->s_hi))
+                        ST(s->s_hi_query, e->offset);
+                lp_wend(&s->sseq, q);
+        }
+        pthread_mutex_unlock(&p->wlock);
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void *lp_refresher(void *arg) {
+        lagprobe_t *p = arg;
+        uint32_t jobs[LP_RF_BATCH];
+        pthread_mutex_lock(&p->rf_lock);
+        for (;;) {
+                while (!p->rf_quit && p->rf_njobs == 0)
+                        pthread_cond_wait(&p->rf_cond, &p->rf_lock);
+                if (p->rf_quit)
+                        break;
+                int n = p->rf_njobs;
+                memcpy(jobs, p->rf_jobs, (size_t)n * sizeof jobs[0]);
+                p->rf_njobs = 0;
+                pthread_mutex_unlock(&p->rf_lock);
+                lp_rf_run(p, jobs, n);
+                ST(p->rf_busy, 0);
+                pthread_mutex_lock(&p->rf_lock);
+        }
+        pthread_mutex_unlock(&p->rf_lock);
+        ST_REL(p->rf_exited, 1);
+        /* The thread holds a reference: the probe outlives it even when
+         * lagprobe_destroy() stopped waiting for it. Nothing after this. */
+        lp_unref(p);
+        return NULL;
+}
+
+/* Picks the partitions due for a refresh and hands them to the refresher
+ * (started here the first time). Watchdog thread only; never waits on the
+ * network. */
 static void lp_refresh_hwm(lagprobe_t *p, int64_t now) {
         int64_t ivl = (int64_t)p->conf.hwm_refresh_ms * 1000;
         uint32_t n = LD_ACQ(p->nslots);
-        if (ivl <= 0 || n == 0)
+        if (ivl <= 0 || n == 0 || LD(p->rf_busy) || !LD_ACQ(p->bound))
                 return;
-        lp_slot_t *s = NULL;
-        for (uint32_t k = 0; k < n && !s; k++) {
-                lp_slot_t *c = lp_slot_at(p, (p->wd_refresh_cursor + k) % n);
+        /* Broker states come from the statistics: without a recent
+         * document (the app is not polling) they are unknown. */
+        int64_t fresh_us = (p->stats_interval_ms > 0 ? p->stats_interval_ms
+                                                     : 1000) * 3000 +
+                           1000000;
+        int64_t last = LD(p->g_stats_last_us);
+        if (last <= 0 || now - last > fresh_us)
+                return;
+        /* Nor while the group coordinator is unreachable: the cluster is in
+         * trouble, and the group will move the partitions anyway. */
+        if (LD(p->g_coord_down))
+                return;
+        if (lp_rf_mode() == LP_RF_NONE)
+                return;
+        uint32_t jobs[LP_RF_BATCH];
+        int nj = 0;
+        uint32_t k;
+        for (k = 0; k < n && nj < LP_RF_BATCH; k++) {
+                uint32_t i = (p->wd_refresh_cursor + k) % n;
+                lp_slot_t *c = lp_slot_at(p, i);
                 int64_t changed = LD(c->s_hi_changed_us);
-                if (LD(c->assigned) && LD(c->s_hi) >= 0 && changed > 0 &&
-                    now - changed >= ivl && now - LD(c->s_hi_query_us) >= ivl) {
-                        s = c;
-                        p->wd_refresh_cursor = (p->wd_refresh_cursor + k + 1) % n;
+                if (!LD(c->assigned) || LD(c->s_hi) < 0 || changed <= 0 ||
+                    now - changed < ivl || now - LD(c->s_hi_query_us) < ivl)
+                        continue;
+                if (LD(c->s_leader) < 0 || !LD(c->s_leader_up))
+                        continue; /* the leader is down: it cannot answer */
+                jobs[nj++] = i;
+        }
+        p->wd_refresh_cursor = (p->wd_refresh_cursor + k) % n;
+        if (nj == 0)
+                return;
+        pthread_mutex_lock(&p->rf_lock);
+        if (!p->rf_started && !p->rf_quit) {
+                atomic_fetch_add(&p->refcnt, 1);
+                pthread_attr_t a;
+                pthread_attr_init(&a);
+                pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+                pthread_t t;
+                if (pthread_create(&t, &a, lp_refresher, p) == 0) {
+                        p->rf_started = 1;
+                } else {
+                        atomic_fetch_sub(&p->refcnt, 1); /* handle holds one */
+                        p->rf_quit = 1; /* no refresher: no refreshes */
                 }
+                pthread_attr_destroy(&a);
         }
-        if (!s)
-                return;
-        atomic_store(&p->querying, 1);
-        if (!atomic_load(&p->bound)) {
-                atomic_store(&p->querying, 0);
-                return;
+        if (p->rf_started && !p->rf_quit) {
+                memcpy(p->rf_jobs, jobs, (size_t)nj * sizeof jobs[0]);
+                p->rf_njobs = nj;
+                ST(p->rf_busy, 1);
+                pthread_cond_signal(&p->rf_cond);
         }
-        int64_t lo = -1, hi = -1;
-        int tmo = p->conf.watchdog_interval_ms > 0 ? p->conf.watchdog_interval_ms
-                                                   : 100;
-        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            LD(p->rk), s->topic, s->partition, &lo, &hi, tmo);
-        atomic_store(&p->querying, 0);
-        pthread_mutex_lock(&p->wlock);
-        uint32_t q = lp_wbegin(&s->sseq);
-        ST(s->s_hi_query_us, now);
-        if (!err && hi > LD(s->s_hi))
-                ST(s->s_hi_query, hi);
-        lp_wend(&s->sseq, q);
-        pthread_mutex_unlock(&p->wlock);
+        pthread_mutex_unlock(&p->rf_lock);
 }
 
 /* One watchdog pass; serialised by tick_lock. Returns events emitted. */
@@ -3841,6 +4170,8 @@ static void lp_free(lagprobe_t *p) {
         pthread_mutex_destroy(&p->wd_lock);
         pthread_mutex_destroy(&p->tick_lock);
         pthread_cond_destroy(&p->wd_cond);
+        pthread_mutex_destroy(&p->rf_lock);
+        pthread_cond_destroy(&p->rf_cond);
         if (p->slot >= 0)
                 atomic_store(&lp_slots[p->slot], NULL);
         free(p);
@@ -3927,6 +4258,8 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         pthread_mutex_init(&p->plock, NULL);
         pthread_mutex_init(&p->wd_lock, NULL);
         pthread_mutex_init(&p->tick_lock, NULL);
+        pthread_mutex_init(&p->rf_lock, NULL);
+        pthread_cond_init(&p->rf_cond, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -3959,6 +4292,20 @@ void lagprobe_destroy(lagprobe_t *p) {
                 /* Deliver what happened since the last pass (e.g. the revoke
                  * inside rd_kafka_consumer_close()) before going quiet. */
                 lagprobe_tick(p);
+        }
+        /* The refresher (if the watchdog started one) finishes its query,
+         * bounded as in lp_on_destroy, and exits; it holds its own
+         * reference, so not waiting longer is safe. */
+        pthread_mutex_lock(&p->rf_lock);
+        int rf = p->rf_started;
+        p->rf_quit = 1;
+        ST(p->rf_leave, 1);
+        pthread_cond_signal(&p->rf_cond);
+        pthread_mutex_unlock(&p->rf_lock);
+        int64_t rf_end = lp_mono_us() + LP_DESTROY_WAIT_MS * 1000;
+        while (rf && !LD_ACQ(p->rf_exited) && lp_mono_us() < rf_end) {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
         }
         ST_REL(p->user_destroyed, 1);
         /* An event already inside the app's sink finishes before we return;
@@ -4571,7 +4918,8 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
             asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
             last_assign, last_cerr_us, dg_a, dg_b, dg_c, in_mr, out_mr, tlag;
-        int proto, rberr, cstate, lcerr, dg, dg_slot, rb_blind;
+        int proto, rberr, cstate, lcerr, dg, dg_slot, rb_blind, bdown_n;
+        int32_t bdown[LP_BDOWN_MAX];
         do {
                 q = lp_rbegin(&p->gseq);
                 assigns = LD(p->g_assigns);
@@ -4603,7 +4951,17 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 out_mr = LD(p->g_out_mrate);
                 tlag = LD(p->g_total_lag);
                 rb_blind = LD(p->g_rb_blind);
+                bdown_n = LD(p->g_bdown_n);
+                if (bdown_n < 0 || bdown_n > LP_BDOWN_MAX)
+                        bdown_n = 0;
+                for (int i = 0; i < bdown_n; i++)
+                        bdown[i] = LD(p->g_bdown[i]);
         } while (lp_rretry(&p->gseq, q));
+        o->brokers_down_cnt = bdown_n;
+        o->hwm_queries = LD(p->rf_queries);
+        o->hwm_query_failures = LD(p->rf_failures);
+        for (int i = 0; i < bdown_n; i++)
+                o->brokers_down[i] = bdown[i];
         lp_read_diag(p, o, dg, dg_slot, dg_a, dg_b, dg_c);
         o->ingress_rate = (double)in_mr / 1000.0;
         o->egress_rate = (double)out_mr / 1000.0;
@@ -4687,6 +5045,10 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 r |= LAGPROBE_REASON_NO_STATISTICS;
         if (bound && rb_blind)
                 r |= LAGPROBE_REASON_NO_REBALANCES;
+        /* Degraded, not unhealthy: restarting the app does not bring a
+         * broker back, and librdkafka reconnects by itself. */
+        if (bound && bdown_n > 0)
+                r |= LAGPROBE_REASON_BROKERS_DOWN;
         o->health_reasons = r;
         o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
                          LAGPROBE_REASON_HEADROOM_CRITICAL |
@@ -4918,6 +5280,9 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                                 lp_puts(&o, ",");
                         lp_json_str(&o, lp_reason_names[i]);
                 }
+        lp_puts(&o, "],\"brokers_down\":[");
+        for (int i = 0; i < g.brokers_down_cnt; i++)
+                lp_printf(&o, "%s%" PRId32, i ? "," : "", g.brokers_down[i]);
         lp_puts(&o, "],\"ts_ms\":");
         lp_json_i64(&o, now_ms);
         lp_puts(&o, ",\"group_id\":");
@@ -4983,6 +5348,9 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                       ",\"field_errors\":%" PRId64 ",\"last_ms_ago\":",
                   g.stats_docs, g.stats_errors, g.stats_field_errors);
         lp_json_opt(&o, g.stats_last_ms_ago);
+        lp_printf(&o, "},\"hwm_refresh\":{\"queries\":%" PRId64
+                      ",\"failures\":%" PRId64,
+                  g.hwm_queries, g.hwm_query_failures);
         lp_printf(&o, "},\"commits\":{\"count\":%" PRId64 ",\"errors\":%" PRId64
                       ",\"last_error\":",
                   g.commits, g.commit_errors);
@@ -5495,6 +5863,9 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
             {"lagprobe_hook_errors_total", "counter",
              "Batch hook calls out of order (end without begin) or from two "
              "threads at once."},
+            {"lagprobe_brokers_down", "gauge",
+             "Brokers the consumer needs (partition leaders, group "
+             "coordinator) that have been unreachable for a second or more."},
         };
         double since_s =
             g.since_last_poll_ms >= 0 ? (double)g.since_last_poll_ms / 1e3 : -1;
@@ -5512,7 +5883,8 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                                (double)g.stats_docs,
                                (double)g.stats_errors,
                                (double)g.stats_field_errors,
-                               (double)g.hook_errors};
+                               (double)g.hook_errors,
+                               g.brokers_down_cnt};
         for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
                 lp_prom_head(&o, fam[i].name, fam[i].type, fam[i].help);
                 lp_prom_sample(&o, fam[i].name, &g, NULL, NULL, vals[i]);

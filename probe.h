@@ -188,11 +188,14 @@ typedef struct lagprobe_config_s {
         double burst_ratio;
         /** The statistics' high watermark only moves with fetch responses,
          *  so it freezes while a partition is paused. When it has not moved
-         *  for this long, the watchdog thread asks the broker
-         *  (rd_kafka_query_watermark_offsets, at most one partition per
-         *  pass, each at most once per this interval) and marks the figure
-         *  stale if the broker's is newer. 0: never ask. Default 5000. Only
-         *  with the watchdog thread (never from a librdkafka callback). */
+         *  for this long, the probe asks the partition's leader for the log
+         *  end offset (each partition at most once per this interval) and
+         *  marks the figure stale if the broker's is newer. The query runs
+         *  on a refresher thread of its own, started when first needed,
+         *  never on the watchdog; it is bounded on every librdkafka version
+         *  and skipped while the leader is down (README, "Broker
+         *  outages"). 0: never ask. Default 5000. Only with the watchdog
+         *  thread (not in lagprobe_tick() mode). */
         int hwm_refresh_ms;
 } lagprobe_config_t;
 
@@ -390,6 +393,17 @@ typedef struct lagprobe_snapshot_s {
 
         /* Batch hook calls out of order or from two threads at once. */
         int64_t hook_errors;
+
+        /* Brokers the consumer needs (leaders of its assigned partitions,
+         * its group coordinator) whose connection has been down for at
+         * least a second in the latest statistics: health reason
+         * brokers_down. Their broker ids, at most 8 named. */
+        int brokers_down_cnt;
+        int32_t brokers_down[8];
+
+        /* Log end offset queries for frozen high watermarks (see
+         * hwm_refresh_ms): sent, and failed or timed out. */
+        int64_t hwm_queries, hwm_query_failures;
 } lagprobe_snapshot_t;
 
 /* ------------------------------------------------------------------------
@@ -507,8 +521,10 @@ LAGPROBE_API size_t lagprobe_metrics_prometheus(lagprobe_t *probe, char *buf,
 /** Health verdict. Unhealthy: headroom critical, evicted and not rejoined,
  *  no assignment for longer than config.unassigned_unhealthy_ms, or no
  *  live consumer. Degraded: headroom in the warning band, the current
- *  batch predicted to exceed the limit, or a commit failed within the last
- *  minute. Writes the reasons' names, comma-separated, into @p reasons
+ *  batch predicted to exceed the limit, a commit failed within the last
+ *  minute, or a broker the consumer needs (leader of an assigned
+ *  partition, group coordinator) unreachable for a second or more in the
+ *  latest statistics (brokers_down). Writes the reasons' names, comma-separated, into @p reasons
  *  (may be NULL). Returns the verdict, or -1 for a NULL probe. Map to HTTP
  *  with lagprobe_health_http_status(). Any thread. */
 LAGPROBE_API int lagprobe_health(lagprobe_t *probe, char *reasons,
