@@ -1,7 +1,11 @@
 # lagprobe Makefile
 # SPDX-License-Identifier: BSD-2-Clause
 #
-#   make                  build/liblagprobe.a and build/examples/*
+#   make                  build/liblagprobe.a and build/examples/* (only
+#                         builds: installs nothing)
+#   make deps             scripts/deps.sh: installs the missing Debian
+#                         packages (apt-get; SKIP_DEPS=1 skips it,
+#                         EXTRA_DEPS adds packages)
 #   make test             check-compile, then the tests plain, under
 #                         ASan+UBSan, under TSan and under valgrind
 #                         memcheck, then the end-to-end scripts, then the
@@ -15,8 +19,9 @@
 #
 # CC, CPPFLAGS, CFLAGS and LDFLAGS come from the caller; warnings are added
 # through WARN (make WARN=-Wall keeps the warnings and drops -Werror).
-# Every build target first runs scripts/deps.sh, which installs
-# missing Debian packages (SKIP_DEPS=1 skips it, EXTRA_DEPS adds packages).
+# Only deps, demo, test and check run scripts/deps.sh; every other target
+# only checks that the libraries it needs are there (pkg-config, stb_ds.h)
+# and, when they are not, stops and says to run `make deps`.
 
 PREFIX ?= /usr/local
 # Plain "=": LIBRARY_PATH-style names come from the environment (gcc reads
@@ -98,12 +103,37 @@ record_cmd = @mkdir -p $(@D); t='$(subst ','\'',$(strip $(1)))'; \
 	[ "$$t" = "$$(cat $@ 2>/dev/null)" ] || printf '%s\n' "$$t" > $@
 
 # ---- dependencies --------------------------------------------------------
+# Installing packages is `make deps` (scripts/deps.sh, apt-get), and the
+# README's commands that start from a fresh machine, `make demo`, `make test`
+# and `make check`, run it first. Every build rule depends (order-only) on
+# deps; in any other make, deps installs nothing: it only checks that the
+# libraries the goals need are found, so that a machine without them gets
+# one line naming `make deps` instead of a pkg-config or compiler error.
 
+INSTALLING_GOALS = deps demo test check
+NEED_PKGS = rdkafka \
+	$(if $(filter-out install uninstall check-compile fuzz% bench%,$(or $(MAKECMDGOALS),all)),libmicrohttpd) \
+	$(if $(filter test% check,$(MAKECMDGOALS)),cmocka libcjson) \
+	$(if $(filter bench%,$(MAKECMDGOALS)),libcjson jansson)
+NEED_HEADERS = stb/stb_ds.h
+
+ifneq ($(filter $(INSTALLING_GOALS),$(MAKECMDGOALS)),)
 ifeq ($(SKIP_DEPS),1)
 deps: ;
 else
 deps:
 	@scripts/deps.sh $(EXTRA_DEPS)
+endif
+else
+deps:
+	@missing=; \
+	for p in $(sort $(NEED_PKGS)); do \
+		$(PKG_CONFIG) --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
+	for h in $(NEED_HEADERS); do printf '\043include <%s>\n' $$h | \
+		$(CC) $(CPPFLAGS) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; done; \
+	[ -z "$$missing" ] || { echo "lagprobe: not found:$$missing ($(PKG_CONFIG)," \
+		"$(CC)). Run 'make deps' to install the Debian packages" \
+		"(scripts/deps.sh), or point PKG_CONFIG_PATH and CPPFLAGS at them." >&2; exit 1; }
 endif
 
 # ---- library -------------------------------------------------------------
@@ -275,7 +305,7 @@ test-valgrind: test-build-normal
 # Every variant runs even when an earlier one failed; the last line is the
 # total over all of them and decides the exit status. Old counts go first,
 # so a build failure cannot leave an earlier run's total behind.
-test:
+test: deps
 	@rm -f $(BUILD)/*-logs/counts
 	@$(MAKE) --no-print-directory check-compile test-build fuzz-build fuzz-corpus
 	@$(foreach v,$(TEST_VARIANTS),$(test_env_$(v)) $(RUN_TESTS) $(v) $($(v)_bins); echo;)
