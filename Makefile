@@ -225,10 +225,17 @@ test_env_tsan = TSAN_OPTIONS='$(TEST_TSAN_OPTIONS)'
 
 RUN_TESTS = BUILD_DIR=$(BUILD) scripts/run-tests.sh
 
+# Every C test binary is linked with scripts/cmocka_declared.c, which wraps
+# cmocka's group runner to print how many tests the group holds before any
+# filter (HR_FILTER and the like) drops some: scripts/run-tests.sh fails a
+# binary that runs fewer tests than it declares.
+TEST_DECLARED_LINK = -Wl,--wrap=_cmocka_run_group_tests
+
 # $(1): variant name
 define test_variant
 $(1)_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_NAMES))
 $(1)_harness := $$(patsubst tests/%.c,$$(test_dir_$(1))/%.o,$$(TEST_HARNESS))
+$(1)_declared := $$(test_dir_$(1))/cmocka_declared.o
 $(1)_cc = $$(test_cc_$(1)) $$(CPPFLAGS) -I. -Itests $$(CSTD) $$(WARN) \
 	$$(CFLAGS) $$(TEST_OPT) $$(test_san_$(1)) $$(RDKAFKA_CFLAGS) $$(CMOCKA_CFLAGS)
 $(1)_link = $$(test_cc_$(1)) $$(test_san_$(1)) $$(LDFLAGS) $$(RDKAFKA_RPATH)
@@ -247,9 +254,12 @@ $$(test_dir_$(1))/%.o: tests/%.c $$(test_dir_$(1))/cmd | deps
 	@mkdir -p $$(@D)
 	$$($(1)_cc) $$(TEST_CFLAGS_$$*) -MMD -MP -c $$< -o $$@
 
+$$($(1)_declared): scripts/cmocka_declared.c $$(test_dir_$(1))/cmd | deps
+	$$($(1)_cc) -MMD -MP -c $$< -o $$@
+
 $$(test_dir_$(1))/test_%: $$(test_dir_$(1))/test_%.o $$($(1)_harness) \
-		$$(test_dir_$(1))/liblagprobe.a $$(test_dir_$(1))/cmd
-	$$($(1)_link) -o $$@ $$(filter-out %/cmd,$$^) \
+		$$($(1)_declared) $$(test_dir_$(1))/liblagprobe.a $$(test_dir_$(1))/cmd
+	$$($(1)_link) $$(TEST_DECLARED_LINK) -o $$@ $$(filter-out %/cmd,$$^) \
 		$$(TEST_LIBS_test_$$*) $$(CMOCKA_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
 
 test-build-$(1): $$($(1)_bins)
