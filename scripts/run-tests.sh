@@ -105,7 +105,7 @@ if [[ ${1:-} == --tap ]]; then
         shift
 fi
 if (($# < 1)); then
-        echo "usage: $0 LABEL BINARY... | $0 --tap LABEL SCRIPT... | $0 --total" >&2
+        echo "usage: $0 LABEL BINARY... | $0 --tap LABEL SCRIPT... | $0 --total [LABEL...]" >&2
         exit 2
 fi
 label=$1
