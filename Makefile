@@ -1,24 +1,32 @@
 # lagprobe Makefile
 # SPDX-License-Identifier: BSD-2-Clause
 #
-#   make                  build/liblagprobe.a and build/examples/*
-#   make test             check-compile, then the tests plain, under
+#   make                  build/liblagprobe.a and build/examples/* (only
+#                         builds: installs nothing)
+#   make deps             scripts/deps.sh: installs the missing Debian
+#                         packages (apt-get; SKIP_DEPS=1 skips it,
+#                         EXTRA_DEPS adds packages)
+#   make test             deps, check-compile, every build (in parallel),
+#                         then, all at once: the tests plain, under
 #                         ASan+UBSan, under TSan and under valgrind
-#                         memcheck, then the end-to-end scripts, then the
-#                         fuzz targets' regressions and
-#                         FUZZ_CI_TIME s of fuzzing each; ends with
-#                         "N passed, N failed"
+#                         memcheck, the end-to-end scripts, the fuzz
+#                         targets' regressions and FUZZ_CI_TIME s of
+#                         fuzzing each; one line per binary as it ends,
+#                         the five slowest, and last "N passed, N failed"
+#   make check            deps, then the plain tests and the e2e smoke
+#                         (CHECK_E2E): the edit-compile-test loop
 #   make test-normal | test-asan | test-tsan   one variant
 #   make test-valgrind    the normal build's tests under valgrind memcheck
-#   make demo DEMO_ARGS=...                    build and run examples/demo.c
+#   make demo DEMO_ARGS=...                    deps, build and run examples/demo.c
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #
 # CC, CXX, CPPFLAGS, CFLAGS, CXXFLAGS and LDFLAGS come from the caller;
 # warnings are added through WARN (make WARN=-Wall keeps the warnings and
 # drops -Werror). probe.c is always compiled as C11 by $(CC); only the C++
-# examples and tests (*.cpp) use $(CXX). Every build target first runs
-# scripts/deps.sh, which installs missing Debian packages (SKIP_DEPS=1
-# skips it, EXTRA_DEPS adds packages).
+# examples and tests (*.cpp) use $(CXX). Only deps, demo, test and check
+# run scripts/deps.sh; every other target only checks that the libraries it
+# needs are there (pkg-config, stb_ds.h) and, when they are not, stops and
+# says to run `make deps`.
 
 PREFIX ?= /usr/local
 # Plain "=": LIBRARY_PATH-style names come from the environment (gcc reads
@@ -96,7 +104,9 @@ TEST_LIBS_test_output = $(shell $(PKG_CONFIG) --libs libcjson)
 
 .PHONY: all deps check-compile test test-normal test-asan test-tsan \
 	test-build test-build-normal test-build-asan test-build-tsan \
-	test-e2e test-build-e2e test-valgrind \
+	test-e2e test-build-e2e test-valgrind check \
+	run-normal run-asan run-tsan run-valgrind run-e2e run-fuzz run-check-e2e \
+	run-waves \
 	demo install uninstall clean FORCE
 .DELETE_ON_ERROR:
 # Keep the intermediate objects of the test chains for incremental builds.
@@ -113,12 +123,37 @@ record_cmd = @mkdir -p $(@D); t='$(subst ','\'',$(strip $(1)))'; \
 	[ "$$t" = "$$(cat $@ 2>/dev/null)" ] || printf '%s\n' "$$t" > $@
 
 # ---- dependencies --------------------------------------------------------
+# Installing packages is `make deps` (scripts/deps.sh, apt-get), and the
+# README's commands that start from a fresh machine, `make demo`, `make test`
+# and `make check`, run it first. Every build rule depends (order-only) on
+# deps; in any other make, deps installs nothing: it only checks that the
+# libraries the goals need are found, so that a machine without them gets
+# one line naming `make deps` instead of a pkg-config or compiler error.
 
+INSTALLING_GOALS = deps demo test check
+NEED_PKGS = rdkafka \
+	$(if $(filter-out install uninstall check-compile fuzz% bench%,$(or $(MAKECMDGOALS),all)),libmicrohttpd) \
+	$(if $(filter test% check,$(MAKECMDGOALS)),cmocka libcjson) \
+	$(if $(filter bench%,$(MAKECMDGOALS)),libcjson jansson)
+NEED_HEADERS = stb/stb_ds.h
+
+ifneq ($(filter $(INSTALLING_GOALS),$(MAKECMDGOALS)),)
 ifeq ($(SKIP_DEPS),1)
 deps: ;
 else
 deps:
 	@scripts/deps.sh $(EXTRA_DEPS)
+endif
+else
+deps:
+	@missing=; \
+	for p in $(sort $(NEED_PKGS)); do \
+		$(PKG_CONFIG) --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
+	for h in $(NEED_HEADERS); do printf '\043include <%s>\n' $$h | \
+		$(CC) $(CPPFLAGS) -E -x c - >/dev/null 2>&1 || missing="$$missing $$h"; done; \
+	[ -z "$$missing" ] || { echo "lagprobe: not found:$$missing ($(PKG_CONFIG)," \
+		"$(CC)). Run 'make deps' to install the Debian packages" \
+		"(scripts/deps.sh), or point PKG_CONFIG_PATH and CPPFLAGS at them." >&2; exit 1; }
 endif
 
 # ---- library -------------------------------------------------------------
@@ -235,11 +270,39 @@ test_env_tsan = TSAN_OPTIONS='$(TEST_TSAN_OPTIONS)'
 
 RUN_TESTS = BUILD_DIR=$(BUILD) scripts/run-tests.sh
 
+# Every C test binary is linked with scripts/cmocka_declared.c, which wraps
+# cmocka's group runner to print how many tests the group holds before any
+# filter (HR_FILTER and the like) drops some: scripts/run-tests.sh fails a
+# binary that runs fewer tests than it declares.
+TEST_DECLARED_LINK = -Wl,--wrap=_cmocka_run_group_tests
+
+# Test binaries run at once per variant (scripts/run-tests.sh TEST_JOBS).
+# They mostly wait on the mock cluster's timers, and a variant takes as long
+# as its slowest binary, test_headroom (~160 s), from 3 at once; measured on
+# 2 cores with the variants side by side as make test runs them (below).
+# tsan runs alone in its wave; valgrind's binaries are CPU-bound under
+# memcheck: 2 at once.
+TEST_JOBS_normal ?= 3
+TEST_JOBS_asan ?= 3
+TEST_JOBS_tsan ?= 4
+TEST_JOBS_valgrind ?= 2
+TEST_JOBS_e2e ?= 2
+# Binaries (or scripts) split over several processes (NAME=N, see
+# scripts/run-tests.sh TEST_SHARDS): none in make test, where the slowest
+# binary is no longer than the valgrind suite; make check sets its own.
+TEST_SHARDS ?=
+# Run at nice 10 (scripts/run-tests.sh TEST_NICE): they burn CPU and time
+# nothing (a C++ CMake build; a 200k-message stress loop with generous
+# bounds), while test_diagnosis's scenarios need the CPU at the right time.
+TEST_NICE ?= e2e_cmake.sh test_concurrency
+RUN_OPTS = TEST_SHARDS='$(TEST_SHARDS)' TEST_NICE='$(TEST_NICE)'
+
 # $(1): variant name
 define test_variant
 $(1)_cxx_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_CXX_NAMES))
 $(1)_bins := $$(addprefix $$(test_dir_$(1))/,$$(TEST_NAMES)) $$($(1)_cxx_bins)
 $(1)_harness := $$(patsubst tests/%.c,$$(test_dir_$(1))/%.o,$$(TEST_HARNESS))
+$(1)_declared := $$(test_dir_$(1))/cmocka_declared.o
 $(1)_cc = $$(test_cc_$(1)) $$(CPPFLAGS) -I. -Itests $$(CSTD) $$(WARN) \
 	$$(CFLAGS) $$(TEST_OPT) $$(test_san_$(1)) $$(RDKAFKA_CFLAGS) $$(CMOCKA_CFLAGS)
 $(1)_link = $$(test_cc_$(1)) $$(test_san_$(1)) $$(LDFLAGS) $$(RDKAFKA_RPATH)
@@ -263,9 +326,12 @@ $$(test_dir_$(1))/%.o: tests/%.c $$(test_dir_$(1))/cmd | deps
 	@mkdir -p $$(@D)
 	$$($(1)_cc) $$(TEST_CFLAGS_$$*) -MMD -MP -c $$< -o $$@
 
+$$($(1)_declared): scripts/cmocka_declared.c $$(test_dir_$(1))/cmd | deps
+	$$($(1)_cc) -MMD -MP -c $$< -o $$@
+
 $$(test_dir_$(1))/test_%: $$(test_dir_$(1))/test_%.o $$($(1)_harness) \
-		$$(test_dir_$(1))/liblagprobe.a $$(test_dir_$(1))/cmd
-	$$($(1)_link) -o $$@ $$(filter-out %/cmd,$$^) \
+		$$($(1)_declared) $$(test_dir_$(1))/liblagprobe.a $$(test_dir_$(1))/cmd
+	$$($(1)_link) $$(TEST_DECLARED_LINK) -o $$@ $$(filter-out %/cmd,$$^) \
 		$$(TEST_LIBS_test_$$*) $$(CMOCKA_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
 
 # C++ tests: static pattern rules, never competing with the C rules above.
@@ -275,15 +341,19 @@ $$($(1)_cxx_bins:=.o): $$(test_dir_$(1))/%.o: tests/%.cpp \
 	$$($(1)_cxx) $$(TEST_CFLAGS_$$*) -MMD -MP -c $$< -o $$@
 
 $$($(1)_cxx_bins): $$(test_dir_$(1))/%: $$(test_dir_$(1))/%.o \
-		$$($(1)_harness) $$(test_dir_$(1))/liblagprobe.a \
+		$$($(1)_harness) $$($(1)_declared) $$(test_dir_$(1))/liblagprobe.a \
 		$$(test_dir_$(1))/cmd
-	$$($(1)_cxxlink) -o $$@ $$(filter-out %/cmd,$$^) $$(TEST_LIBS_$$*) \
+	$$($(1)_cxxlink) $$(TEST_DECLARED_LINK) -o $$@ $$(filter-out %/cmd,$$^) $$(TEST_LIBS_$$*) \
 		$$(CMOCKA_LIBS) $$(RDKAFKACPP_LIBS) $$(RDKAFKA_LIBS) $$(SYS_LIBS)
 
 test-build-$(1): $$($(1)_bins)
 
 test-$(1): test-build-$(1)
-	@$$(test_env_$(1)) $$(RUN_TESTS) $(1) $$($(1)_bins)
+	@$$(MAKE) --no-print-directory run-$(1)
+
+# Runs what is built, builds nothing (make test runs these side by side).
+run-$(1):
+	@$$(test_env_$(1)) TEST_JOBS=$$(TEST_JOBS_$(1)) $$(RUN_OPTS) $$(RUN_TESTS) $(1) $$($(1)_bins)
 endef
 
 TEST_VARIANTS = normal asan tsan
@@ -298,7 +368,10 @@ E2E_SCRIPTS := $(wildcard tests/e2e_*.sh)
 test-build-e2e: $(EXAMPLES)
 
 test-e2e: test-build-e2e
-	@$(RUN_TESTS) --tap e2e $(E2E_SCRIPTS)
+	@$(MAKE) --no-print-directory run-e2e
+
+run-e2e:
+	@TEST_JOBS=$(TEST_JOBS_e2e) $(RUN_OPTS) $(RUN_TESTS) --tap e2e $(E2E_SCRIPTS)
 
 test-build: $(foreach v,$(TEST_VARIANTS),test-build-$(v)) test-build-e2e
 
@@ -328,19 +401,68 @@ test_env_valgrind = TEST_WRAPPER='$(VALGRIND) $(VALGRIND_OPTS)' \
 	TEST_TIMEOUT=$(VALGRIND_TIMEOUT)
 
 test-valgrind: test-build-normal
-	@$(test_env_valgrind) $(RUN_TESTS) valgrind $(normal_bins)
+	@$(MAKE) --no-print-directory run-valgrind
 
-# Every variant runs even when an earlier one failed; the last line is the
-# total over all of them and decides the exit status. Old counts go first,
-# so a build failure cannot leave an earlier run's total behind.
-test:
+# At nice VALGRIND_NICE: memcheck keeps a core busy per binary, and when
+# every suite runs at once (make test) the native binaries, which time the
+# mock cluster's heartbeats and rebalances, must get the CPU first; valgrind
+# soaks up the rest (its tests widen their waits, h_slow()).
+VALGRIND_NICE ?= 5
+run-valgrind:
+	@$(test_env_valgrind) TEST_JOBS=$(TEST_JOBS_valgrind) $(RUN_OPTS) \
+		BUILD_DIR=$(BUILD) nice -n $(VALGRIND_NICE) scripts/run-tests.sh valgrind $(normal_bins)
+
+# ---- make test, make check ---------------------------------------------------
+# make test builds everything first (BUILD_JOBS compilers at once), then
+# runs every suite at the same time: the variants, valgrind, e2e and fuzz,
+# each with its own TEST_JOBS binaries at once. Every suite runs even when
+# another failed; the last line is the total over all of them and decides
+# the exit status. Old counts go first, so a build failure cannot leave an
+# earlier run's total behind (the times stay: each runner starts the
+# binaries that took longest last time first). scripts/run-tests.sh prints
+# one line per binary as it ends and, with --total, the five slowest.
+BUILD_JOBS ?= $(shell n=$$(nproc 2>/dev/null) && echo $$((n + 1)) || echo 2)
+TEST_SUITES = $(addprefix run-,$(TEST_VARIANTS)) run-valgrind run-e2e run-fuzz
+# The native variants run in two waves next to valgrind, e2e and fuzz: with
+# all three at once, 12 binaries timing the mock cluster's heartbeats,
+# rebalances and producer bursts at the same time on 2 cores failed
+# (test_diagnosis test_producer_burst, test_rebalance
+# test_two_members_eager), while two waves still end before valgrind does.
+TEST_WAVE1 ?= run-normal run-asan
+TEST_WAVE2 ?= run-tsan
+
+test: deps
 	@rm -f $(BUILD)/*-logs/counts
-	@$(MAKE) --no-print-directory check-compile test-build fuzz-build fuzz-corpus
-	@$(foreach v,$(TEST_VARIANTS),$(test_env_$(v)) $(RUN_TESTS) $(v) $($(v)_bins); echo;)
-	@$(test_env_valgrind) $(RUN_TESTS) valgrind $(normal_bins); echo
-	@$(RUN_TESTS) --tap e2e $(E2E_SCRIPTS); echo
-	@FUZZ_DIR=$(FUZZ_DIR) FUZZ_TIME=$(FUZZ_CI_TIME) $(RUN_TESTS) --tap fuzz fuzz/run.sh; echo
-	@$(RUN_TESTS) --total
+	@$(MAKE) --no-print-directory -j$(BUILD_JOBS) check-compile test-build \
+		fuzz-build fuzz-corpus
+	@$(MAKE) --no-print-directory -k -j4 run-valgrind run-e2e run-fuzz run-waves || true
+	@$(RUN_TESTS) --total $(patsubst run-%,%,$(TEST_SUITES))
+
+# (Side by side through the shell: a -jN sub-make under make's jobserver
+# only warns and resets it.)
+run-waves:
+	-@$(foreach t,$(TEST_WAVE1),$(MAKE) --no-print-directory $(t) & ) wait
+	-@$(foreach t,$(TEST_WAVE2),$(MAKE) --no-print-directory $(t) & ) wait
+
+# make check: the edit-compile-test loop. The plain build's tests, every
+# binary at once and the slowest split over several processes
+# (CHECK_SHARDS), side by side with the end-to-end smoke (CHECK_E2E: the
+# Prometheus scrape of the health server, ~30 s); the same lines and total
+# as make test. Not in it: the sanitizers, valgrind, the CMake/install
+# e2e script and fuzzing (make test).
+CHECK_E2E ?= $(wildcard tests/e2e_prometheus.sh)
+CHECK_JOBS ?= 16
+CHECK_SHARDS ?= test_headroom=5 test_diagnosis=3 test_faults=3 test_rebalance=2 test_lag=2
+
+check: deps
+	@rm -f $(BUILD)/*-logs/counts
+	@$(MAKE) --no-print-directory -j$(BUILD_JOBS) test-build-normal test-build-e2e
+	@$(MAKE) --no-print-directory -k -j2 run-normal run-check-e2e \
+		TEST_JOBS_normal=$(CHECK_JOBS) TEST_SHARDS='$(CHECK_SHARDS)' || true
+	@$(RUN_TESTS) --total normal check-e2e
+
+run-check-e2e:
+	@TEST_JOBS=$(TEST_JOBS_e2e) $(RUN_TESTS) --tap check-e2e $(CHECK_E2E)
 
 # ---- bench and fuzz --------------------------------------------------------
 # make bench     builds bench/*.c (probe.c at -O2 -g, whatever CFLAGS say),
@@ -456,7 +578,13 @@ fuzz: fuzz-build fuzz-corpus
 	@$(FUZZ_RUN) $(if $(FUZZ_RUNS),-r $(FUZZ_RUNS),-t $(FUZZ_TIME)) $(FUZZ_TARGETS)
 
 test-fuzz: fuzz-build fuzz-corpus
-	@FUZZ_DIR=$(FUZZ_DIR) FUZZ_TIME=$(FUZZ_CI_TIME) $(RUN_TESTS) --tap fuzz fuzz/run.sh
+	@$(MAKE) --no-print-directory run-fuzz
+
+# At the lowest priority: fuzzing is pure CPU for a fixed time, and under
+# make test it shares the machine with tests that wait on timers.
+run-fuzz:
+	@FUZZ_DIR=$(FUZZ_DIR) FUZZ_TIME=$(FUZZ_CI_TIME) BUILD_DIR=$(BUILD) \
+		nice -n 19 scripts/run-tests.sh --tap fuzz fuzz/run.sh
 
 # ---- install ---------------------------------------------------------------
 # probe.h goes to INCLUDEDIR/lagprobe/; probe.c and probe.h also go to

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# Run cmocka test binaries and count their results.
+# Run cmocka test binaries (or TAP scripts), several at once, and count
+# their results.
 #
 #   scripts/run-tests.sh LABEL BINARY...
-#       Runs each binary (stdin from /dev/null, TEST_TIMEOUT seconds each,
-#       default 300), shows its output and keeps it in
-#       $BUILD_DIR/LABEL-logs/NAME.log, counts the tests from cmocka's own
-#       summary lines, prints "LABEL: N passed, N failed" and writes the
-#       counts to $BUILD_DIR/LABEL-logs/counts. Exits 1 if anything failed.
+#       Runs up to TEST_JOBS binaries at a time (default 4; each makes its
+#       own mock cluster on its own ephemeral port of 127.0.0.1), stdin
+#       from /dev/null, TEST_TIMEOUT seconds each (default 300). A binary's
+#       output goes to $BUILD_DIR/LABEL-logs/NAME.log and is printed in one
+#       piece when the binary ends (TEST_OUTPUT=fail: only when it failed),
+#       followed by one line "LABEL NAME: N passed, N failed, S s". At the
+#       end: "LABEL: N passed, N failed"; the counts go to
+#       $BUILD_DIR/LABEL-logs/counts and the seconds of each binary to
+#       $BUILD_DIR/LABEL-logs/times. Exits 1 if anything failed.
 #       TEST_WRAPPER, when set, is a command line put in front of each
 #       binary (make test-valgrind: "valgrind --error-exitcode=99 ...").
+#       TEST_SHARDS="NAME=N ..." splits binary NAME over N processes run
+#       side by side (LAGPROBE_TEST_SHARD=I/N, see scripts/cmocka_declared.c),
+#       each counted and reported as NAME:I/N, so that one slow binary does
+#       not hold up the end of the run. Binaries start slowest first, by
+#       the times of the previous run of the same LABEL, when there is one.
+#       TEST_NICE="NAME ..." runs those binaries or scripts at nice 10:
+#       ones that burn CPU without timing anything (a compile, a stress
+#       loop), so that the tests that time the mock cluster's timers keep
+#       the CPU when everything runs at once.
 #       A binary for which memcheck reports errors or memory "definitely
 #       lost" counts as failed even when all its tests passed.
 #   scripts/run-tests.sh --tap LABEL SCRIPT...
@@ -17,18 +31,36 @@
 #       one, "# SKIP" and "# TODO" count as failed. A script must end with
 #       its plan "1..N"; a missing or short plan ("Bail out!", a crash, a
 #       timeout) counts one failed test more.
-#   scripts/run-tests.sh --total
-#       Adds up every $BUILD_DIR/*-logs/counts and prints "N passed, N
-#       failed" as its last line. Exits 1 if anything failed or no counts
-#       exist.
+#   scripts/run-tests.sh --total [LABEL...]
+#       Adds up the counts of each LABEL's run ($BUILD_DIR/LABEL-logs/counts;
+#       no LABEL: every $BUILD_DIR/*-logs/counts), prints the five slowest
+#       binaries of those runs and then "N passed, N failed" as its last
+#       line. Exits 1 if anything failed or no counts exist. A LABEL whose
+#       counts are missing (its runner never ran or died) counts one failed
+#       test.
 #
-# A binary that exits non-zero without cmocka reporting a failed test (a
-# crash, a timeout, a sanitizer report at exit) counts one failed test more.
-# Skipped tests count as failed: the project allows none.
+# Every test is known and counted. Each test binary is linked with
+# scripts/cmocka_declared.c, which prints "[ DECLARED ] N test(s)" (the
+# size of the group's test array) before cmocka runs the group; cmocka then
+# prints "Running N test(s)" (what a filter such as HR_FILTER kept), "N
+# test(s) run" and PASSED/FAILED/SKIPPED counts. A binary fails when it
+# declares or runs 0 tests, or when fewer tests pass, fail or skip than it
+# declares (a filter, a crash, a timeout): each missing test counts as
+# failed. A binary with no "Running N test(s)" line at all counts one
+# failed test. A binary that exits non-zero without cmocka reporting a
+# failed test (a crash, a timeout, a sanitizer report at exit) counts one
+# failed test more. Skipped tests count as failed: the project allows none.
+#
+# When several runners run at once (make -j test), each prints a binary's
+# output and line under a lock ($BUILD_DIR/.print.lock), so outputs never
+# interleave.
 set -uo pipefail
 
 build_dir=${BUILD_DIR:-build}
 timeout_s=${TEST_TIMEOUT:-300}
+jobs=${TEST_JOBS:-4}
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || jobs=1
+output=${TEST_OUTPUT:-all}
 wrapper=()
 if [[ -n ${TEST_WRAPPER:-} ]]; then
         read -r -a wrapper <<<"$TEST_WRAPPER"
@@ -36,12 +68,32 @@ fi
 
 if [[ ${1:-} == --total ]]; then
         passed=0 failed=0 found=0
-        for f in "$build_dir"/*-logs/counts; do
+        shift
+        if (($#)); then
+                dirs=()
+                for l in "$@"; do dirs+=("$build_dir/$l-logs"); done
+        else
+                dirs=("$build_dir"/*-logs)
+        fi
+        for f in "${dirs[@]/%//counts}"; do
                 [[ -f $f ]] || continue
                 read -r p q <"$f"
                 passed=$((passed + p)) failed=$((failed + q)) found=1
         done
         ((found)) || failed=1
+        for l in "$@"; do
+                if [[ ! -f $build_dir/$l-logs/counts ]]; then
+                        echo "$l: no results (the suite did not run)"
+                        failed=$((failed + 1))
+                fi
+        done
+        slow=$(cat "${dirs[@]/%//times}" 2>/dev/null | sort -k1,1nr | head -n 5)
+        if [[ -n $slow ]]; then
+                echo "slowest:"
+                while read -r s l n; do
+                        printf '  %6s s  %s %s\n' "$s" "$l" "$n"
+                done <<<"$slow"
+        fi
         echo "$passed passed, $failed failed"
         ((failed == 0))
         exit
@@ -53,16 +105,37 @@ if [[ ${1:-} == --tap ]]; then
         shift
 fi
 if (($# < 1)); then
-        echo "usage: $0 LABEL BINARY... | $0 --tap LABEL SCRIPT... | $0 --total" >&2
+        echo "usage: $0 LABEL BINARY... | $0 --tap LABEL SCRIPT... | $0 --total [LABEL...]" >&2
         exit 2
 fi
 label=$1
 shift
 logdir=$build_dir/$label-logs
+# The previous run's seconds per binary: start the slowest first.
+declare -A prev_secs=()
+if [[ -f $logdir/times ]]; then
+        while read -r s _ n; do
+                [[ $s =~ ^[0-9.]+$ ]] && prev_secs[$n]=$s
+        done <"$logdir/times"
+fi
 rm -rf "$logdir"
 mkdir -p "$logdir"
+: >"$logdir/times"
+# Until the end overwrites it: a runner that dies half-way (killed, a bug)
+# must not leave a green total behind.
+echo "0 1" >"$logdir/counts"
+lock=$build_dir/.print.lock
 
 export CMOCKA_MESSAGE_OUTPUT=stdout
+
+# Prints stdin in one piece, under the lock shared by concurrent runners.
+print_locked() {
+        if command -v flock >/dev/null 2>&1; then
+                flock "$lock" cat
+        else
+                cat
+        fi
+}
 
 total_passed=0 total_failed=0
 report=()
@@ -72,17 +145,14 @@ if (($# == 0)); then
         report+=("FAIL (no test binaries)")
 fi
 
-for bin in "$@"; do
-        name=$(basename "$bin")
-        log=$logdir/$name.log
-        echo "==> $label: $name"
-        timeout -k 10 "$timeout_s" "${wrapper[@]}" "$bin" </dev/null 2>&1 |
-                tee "$log"
-        rc=${PIPESTATUS[0]}
-
+# Counts one finished binary: sets passed, failed and note.
+count() {
+        local log=$1 rc=$2
+        local skipped
         note=""
         if ((tap)); then
                 # TAP: "ok N - desc" / "not ok N - desc", plan "1..N".
+                local planned
                 read -r passed failed skipped planned < <(awk '
                         /^not ok [0-9]+/                     { f += 1; next }
                         /^ok [0-9]+.*# *(SKIP|TODO)/         { s += 1; next }
@@ -98,16 +168,43 @@ for bin in "$@"; do
                         fi
                 fi
         else
-                # cmocka prints one summary per group: "[  PASSED  ] 3
-                # test(s)." and, when some failed, "[  FAILED  ] 1 test(s),
-                # listed below:". A failed group setup or teardown is not in
-                # that count.
-                read -r passed failed skipped < <(awk '
+                # Per group: "[ DECLARED ] 14 test(s) in tests." (ours),
+                # "[==========] Running 14 test(s).", "[==========] 14
+                # test(s) run.", "[  PASSED  ] 3 test(s)." and, when some
+                # failed, "[  FAILED  ] 1 test(s), listed below:". A failed
+                # group setup or teardown is not in that count.
+                local declared running ran expected accounted
+                read -r declared running ran passed failed skipped < <(awk '
+                        /^\[ DECLARED \] [0-9]+ test\(s\)/                { d += $4; hd = 1 }
+                        /^\[==========\] Running [0-9]+ test\(s\)\./       { r += $3; hr = 1 }
+                        /^\[==========\] [0-9]+ test\(s\) run\./          { n += $2 }
                         /^\[  PASSED  \] [0-9]+ test\(s\)\./             { p += $4 }
                         /^\[  FAILED  \] [0-9]+ test\(s\), listed below:/ { f += $4 }
                         /^\[  FAILED  \] GROUP (SETUP|TEARDOWN)$/         { f += 1 }
                         /^\[  SKIPPED \] [0-9]+ test\(s\), listed below:/ { s += $4 }
-                        END { print p + 0, f + 0, s + 0 }' "$log")
+                        END { print (hd ? d : -1), (hr ? r : -1), n + 0, p + 0, f + 0, s + 0 }' "$log")
+                if ((running < 0)); then
+                        failed=$((failed + 1))
+                        note+=" no \"Running N test(s)\" line from cmocka;"
+                else
+                        expected=$running
+                        if ((declared >= 0 && declared != running)); then
+                                note+=" declares $declared test(s), $running selected (a *_FILTER set?);"
+                                ((declared > expected)) && expected=$declared
+                        fi
+                        if ((ran != running)); then
+                                note+=" $ran of $running test(s) run;"
+                        fi
+                        accounted=$((passed + failed + skipped))
+                        if ((accounted < expected)); then
+                                failed=$((failed + expected - accounted))
+                                note+=" $((expected - accounted)) test(s) without a result;"
+                        fi
+                        if ((expected == 0)); then
+                                failed=$((failed + 1))
+                                note+=" 0 tests;"
+                        fi
+                fi
         fi
         failed=$((failed + skipped))
         if ((skipped)); then
@@ -119,6 +216,7 @@ for bin in "$@"; do
                 note+=" killed by signal $((rc - 128));"
         fi
         # memcheck's own summary, when the binary ran under valgrind.
+        local vg_errors vg_lost
         read -r vg_errors vg_lost < <(awk '
                 /^==[0-9]+== ERROR SUMMARY: [0-9]+ errors/ { e += $4 }
                 /^==[0-9]+== +definitely lost: [0-9,]+ bytes/ {
@@ -132,18 +230,107 @@ for bin in "$@"; do
                 failed=1
                 note+=" exit status $rc without a failed test;"
         fi
+}
+
+declare -A job_name job_start job_log
+running_jobs=0
+
+# start BINARY NAME [SHARD]: NAME is what the lines and logs call it.
+start() {
+        local bin=$1 name=$2 shard=${3:-} log
+        log=$logdir/${name//[:\/]/.}.log
+        job_env=()
+        [[ -z $shard ]] || job_env=(env "LAGPROBE_TEST_SHARD=$shard")
+        [[ " ${TEST_NICE:-} " != *" ${name%%:*} "* ]] || job_env=(nice -n 10 "${job_env[@]}")
+        (
+                timeout -k 10 "$timeout_s" "${job_env[@]}" "${wrapper[@]}" "$bin" \
+                        </dev/null >"$log" 2>&1
+                echo $? >"$log.rc"
+        ) &
+        job_log[$!]=$log
+        job_name[$!]=$name
+        job_start[$!]=$EPOCHREALTIME
+        running_jobs=$((running_jobs + 1))
+}
+
+# Waits for one job to end, prints its output and its line, counts it.
+finish_one() {
+        local pid="" name log rc secs line
+        wait -n -p pid
+        if [[ -z $pid ]]; then
+                # No job left to wait for: cannot happen; do not spin.
+                running_jobs=0
+                total_failed=$((total_failed + 1))
+                report+=("FAIL $label: lost track of a job")
+                return
+        fi
+        [[ -n ${job_name[$pid]:-} ]] || return # not one of ours
+        name=${job_name[$pid]}
+        secs=$(awk -v a="${job_start[$pid]}" -v b="$EPOCHREALTIME" \
+                'BEGIN { printf "%.1f", b - a }')
+        log=${job_log[$pid]}
+        unset "job_name[$pid]" "job_start[$pid]" "job_log[$pid]"
+        running_jobs=$((running_jobs - 1))
+        rc=$(cat "$log.rc" 2>/dev/null || echo 125)
+        rm -f "$log.rc"
+        count "$log" "$rc"
         total_passed=$((total_passed + passed))
         total_failed=$((total_failed + failed))
+        echo "$secs $label $name" >>"$logdir/times"
         if ((failed)); then
-                report+=("FAIL $name: $passed passed, $failed failed;$note log: $log")
+                line="FAIL $label $name: $passed passed, $failed failed, $secs s;$note log: $log"
         else
-                report+=("ok   $name: $passed passed")
+                line="ok   $label $name: $passed passed, 0 failed, $secs s"
         fi
+        ((failed == 0)) || report+=("$line")
+        {
+                if [[ $output == all ]] || ((failed)); then
+                        echo "==> $label: $name"
+                        cat "$log"
+                fi
+                echo "$line"
+        } | print_locked
+}
+
+# The jobs: "SECONDS<TAB>BINARY<TAB>NAME<TAB>SHARD", slowest first (a
+# binary not seen before counts as slow: it may be).
+declare -A shards_of=()
+for s in ${TEST_SHARDS:-}; do
+        [[ $s =~ ^([^=]+)=([1-9][0-9]*)$ ]] && shards_of[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+done
+job_list=()
+for bin in "$@"; do
+        name=$(basename "$bin")
+        n=1
+        ((tap)) || n=${shards_of[$name]:-1}
+        if ((n == 1)); then
+                job_list+=("${prev_secs[$name]:-99999}"$'\t'"$bin"$'\t'"$name"$'\t')
+        else
+                for ((i = 0; i < n; i++)); do
+                        job_list+=("${prev_secs[$name:$i/$n]:-99999}"$'\t'"$bin"$'\t'"$name:$i/$n"$'\t'"$i/$n")
+                done
+        fi
+done
+# (No process substitution: wait -n below must see only our jobs.)
+sorted=""
+((${#job_list[@]} == 0)) || sorted=$(printf '%s\n' "${job_list[@]}" | sort -t $'\t' -k1,1gr -s)
+while IFS=$'\t' read -r _ bin name shard; do
+        [[ -n $bin ]] || continue
+        while ((running_jobs >= jobs)); do
+                finish_one
+        done
+        start "$bin" "$name" "$shard"
+done <<<"$sorted"
+while ((running_jobs > 0)); do
+        finish_one
 done
 
 echo "$total_passed $total_failed" >"$logdir/counts"
-echo
-echo "---- $label summary ----"
-printf '%s\n' "${report[@]}"
-echo "$label: $total_passed passed, $total_failed failed"
+{
+        echo
+        echo "---- $label summary ----"
+        ((${#report[@]} == 0)) || printf '%s\n' "${report[@]}"
+        echo "$label: $total_passed passed, $total_failed failed"
+        echo
+} | print_locked
 ((total_failed == 0))

@@ -254,8 +254,13 @@ static void two_consumers(const char *strategy, const char *protocol) {
                 assert_int_equal(hs[0].s.revokes, 1);
         }
         /* Start, join and leave are three membership changes, not a
-         * rebalance storm (more than storm_rebalances = 3). */
-        assert_int_not_equal(hs[0].s.diagnosis, LAGPROBE_DIAG_REBALANCE_STORM);
+         * rebalance storm (more than storm_rebalances = 3). Under EAGER a
+         * loaded mock may take a second round for the join: then the
+         * member really went through four assignments, which is the
+         * storm rule's business; pin the verdict when it took one. */
+        if (coop || hs[0].s.assigns == 3)
+                assert_int_not_equal(hs[0].s.diagnosis,
+                                     LAGPROBE_DIAG_REBALANCE_STORM);
         /* Everything was consumed once between the two. */
         for (int i = 0; i < NPARTS; i++)
                 assert_true(t[0].consumed[i] + t[1].consumed[i] >= PER_PART);
