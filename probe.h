@@ -426,9 +426,12 @@ LAGPROBE_API lagprobe_t *lagprobe_new(const lagprobe_config_t *config,
  *  Registers interceptors (on_new, on_consume, on_commit, on_destroy,
  *  on_conf_dup, on_conf_destroy) and wraps stats_cb, rebalance_cb and
  *  log_cb (and error_cb when the app set one), chaining to the app's
- *  callbacks with the app's own opaque. Sets statistics.interval.ms when it
- *  is 0. The conf stays owned by the caller; copies made with
- *  rd_kafka_conf_dup() carry the probe too.
+ *  callbacks with the app's own opaque. Callbacks and opaque the app (or a
+ *  wrapper such as rdkafkacpp's KafkaConsumer::create()) sets after attach,
+ *  on @p conf or on a copy of it, are taken over inside rd_kafka_new() (the
+ *  on_new interceptor): attach first or last, the result is the same. Sets
+ *  statistics.interval.ms when it is 0. The conf stays owned by the caller;
+ *  copies made with rd_kafka_conf_dup() carry the probe too.
  *  Returns 0, or -1 with @p errstr on: NULL arguments, a conf without
  *  group.id or with a delivery report callback (a producer), a probe that
  *  is already attached, a conf that already carries a probe, or all
