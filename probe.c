@@ -205,9 +205,9 @@ const char *lagprobe_event_name(lagprobe_event_type_t type) {
  * read-modify-write (a locked instruction costs ~20x a plain store).
  * ---------------------------------------------------------------------- */
 
-/* Zero-code processing time samples one delivery pair in this many (see
- * lp_infer). A power of two. */
-#define LP_INFER_EVERY 8
+/* Zero-code processing time: delivery pairs timed per statistics document
+ * (see lp_infer). */
+#define LP_INFER_PAIRS 8
 
 /* A partition sample for the sliding window (writer-private). */
 #define LP_RING 12
@@ -351,14 +351,16 @@ typedef struct lp_whist_s {
 enum { LP_PROTO_NONE = 0, LP_PROTO_EAGER, LP_PROTO_COOPERATIVE };
 
 /* Why consumer_slow: no poll (or nothing moves), per-message or batch time
- * above its baseline, egress below its baseline while lag grows, or lag
- * growing with neither side changed. */
+ * above its baseline, egress below its baseline while lag grows, lag
+ * growing with neither side changed (BEHIND for its first window, then
+ * UNDER: under-provisioned). */
 enum {
         LP_SLOW_NONE = 0,
         LP_SLOW_NO_POLL,
         LP_SLOW_MESSAGE,
         LP_SLOW_BATCH,
         LP_SLOW_EGRESS,
+        LP_SLOW_BEHIND,
         LP_SLOW_UNDER
 };
 /* Which processing-time histogram the verdict compared. */
@@ -462,6 +464,7 @@ struct lagprobe_s {
         int64_t w_lag_ago;            /* lp_lag_window_ago() */
         int w_slow_cause;             /* LP_SLOW_* of the last verdict */
         int64_t w_infer_slow_us;      /* inferred slowdown seen since */
+        int64_t w_grow_us;            /* lag growing since, 0 not */
         int64_t w_base_us;            /* when the baselines last moved */
         int w_diag_sub;
         int64_t win_us;               /* sub-window of the recent view */
@@ -470,6 +473,10 @@ struct lagprobe_s {
         a64_t last_poll_us;          /* last known poll return, 0 never */
         _Atomic int exact;           /* batch hooks in use */
         _Atomic int inferred;        /* lp_infer() recorded a time */
+        _Atomic int infer_arm;       /* pairs lp_infer() may still time:
+                                      * set by the statistics callback
+                                      * under wlock, counted down by the
+                                      * consuming thread (load + store) */
         _Atomic uint32_t bseq;       /* B group: batch hooks' thread */
         _Atomic int b_in_batch;
         a64_t b_size, b_done, b_begin_us, b_last_progress_us;
@@ -875,9 +882,8 @@ typedef struct lp_tcache_s {
         int32_t partition;
         const rd_kafka_topic_t *rkt;
         lp_slot_t *slot;
-        /* Inferred processing time (zero-code): deliveries on this thread
-         * counted, and the clock at a marked one (see lp_infer). */
-        uint32_t tick;
+        /* Inferred processing time (zero-code): the clock at a marked
+         * delivery (see lp_infer). */
         int64_t mark_us;
         const lagprobe_t *mark_p;
 } lp_tcache_t;
@@ -895,8 +901,14 @@ static void lp_new_epoch(lagprobe_t *p) {
         ST(p->cache_epoch, e);
 }
 
+static LP_NOINLINE rd_kafka_resp_err_t lp_infer(lagprobe_t *p,
+                                                 lp_tcache_t *c);
+
 /* The cache missed: find (or make) the slot and refill the cache. Kept out
- * of line so that on_consume's fast path stays a leaf with few registers. */
+ * of line so that on_consume's fast path stays a leaf with few registers.
+ * Also where zero-code processing time is sampled (lp_infer): arming it
+ * moves the epoch, and while it samples the cache is left empty, so the
+ * fast path pays nothing for it. */
 static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
                                               const rd_kafka_message_t *m) {
         uint32_t epoch = LD(p->cache_epoch);
@@ -925,6 +937,11 @@ static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
         c->rkt = m->rkt;
         c->partition = m->partition;
         c->slot = lp_slot_at(p, (uint32_t)i);
+        if (LD(p->infer_arm) > 0) {
+                lp_infer(p, c);
+                if (LD(p->infer_arm) > 0)
+                        c->epoch = 0; /* the next delivery comes here too */
+        }
         return c->slot;
 }
 
@@ -2038,6 +2055,7 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 st = LAGPROBE_PSTATUS_OK;
                 a = lag;
         }
+        if (st != LAGPROBE_PSTATUS_PAUSED && s->w_paused_since_us) fprintf(stderr, "DBG unp st=%d unf=%d fq=%lld plag=%lld mov=%d tot=%lld/%lld hi=%lld q=%lld pos=%lld stale=%d\n", st, unfetched, (long long)fetchq_cnt, (long long)plag, moving, (long long)total, (long long)s->w_paused_total, (long long)shi, (long long)qhi, (long long)n.pos, (int)LD(s->s_stale));
         if (st == LAGPROBE_PSTATUS_PAUSED) {
                 s->w_paused_until_us = ts + win;
         } else {
@@ -2200,24 +2218,27 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         /* Per-message time: with the hooks its median; inferred (time
          * between deliveries, processing plus any wait for data) its lower
          * quartile, which is the processing time whenever a quarter of the
-         * messages were already waiting, and a sample of LP_INFER_EVERY. */
+         * messages were already waiting; at least 10 samples. */
         int exact = LD(p->exact);
         double rm = lp_recent_vs_base(
             p, &p->h_msg, &p->w_msg_base_us, now, dt, exact ? 0.5 : 0.25,
-            exact ? 5 : 5 * LP_INFER_EVERY);
+            exact ? 5 : 10);
         double rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
                                       dt, 0.5, 5);
         /* Rates' baselines, over covered windows only. Ingress rises into
-         * its baseline slowly (six windows) and falls within a window, so
-         * producers speeding up stay visible. Egress is what the consumer
-         * drains while it keeps up (lag within the allowance; a backlog
-         * drained faster is no norm), or its first figure: a consumer
-         * that never kept up keeps that one. */
+         * its baseline slowly (six windows) and falls in three, so
+         * producers speeding up stay visible and production resuming at
+         * its old rate after a short lull is no burst. Egress is what the
+         * consumer drains while the lag does not grow, counted up to
+         * ingress (a backlog drained faster is no norm), or its first
+         * figure: a consumer that never kept pace keeps that one. */
         if (covered > 0 && (dt > 0 || p->w_in_base < 0)) {
                 lp_rate_base(p, &p->w_in_base, in, dt,
-                             (double)in > p->w_in_base ? 6.0 : 1.0);
-                if (p->w_out_base < 0 || total_lag <= p->conf.lag_allowance)
-                        lp_rate_base(p, &p->w_out_base, out, dt, 1.0);
+                             (double)in > p->w_in_base ? 6.0 : 3.0);
+                if (p->w_out_base < 0 ||
+                    (double)in <= p->conf.burst_ratio * (double)out)
+                        lp_rate_base(p, &p->w_out_base, out < in ? out : in,
+                                     dt, 1.0);
         }
         int64_t lag_ago = lp_lag_window_ago(p, doc_ts, total_lag);
         int64_t since = lp_since_poll_us(p, now);
@@ -2244,6 +2265,12 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                          (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
                           prev_cause >= LP_SLOW_EGRESS)) &&
                         in > out));
+        /* Durations below run on the documents' clock. */
+        int64_t dnow = p->w_base_us;
+        if (!growing)
+                p->w_grow_us = 0;
+        else if (!p->w_grow_us && doc_ts > 0)
+                p->w_grow_us = dnow;
         int msg_slow = rm > 0 && p->w_msg_base_us > 0 &&
                        rm >= p->conf.slow_ratio * p->w_msg_base_us &&
                        (exact || in_flat);
@@ -2254,10 +2281,11 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
          * first. */
         if (!msg_slow || exact)
                 p->w_infer_slow_us = 0;
-        else if (!p->w_infer_slow_us)
-                p->w_infer_slow_us = now;
+        else if (!p->w_infer_slow_us && doc_ts > 0)
+                p->w_infer_slow_us = dnow;
         if (msg_slow && !exact &&
-            now - p->w_infer_slow_us < (int64_t)p->conf.window_ms * 1500)
+            (!p->w_infer_slow_us ||
+             dnow - p->w_infer_slow_us < (int64_t)p->conf.window_ms * 1500))
                 msg_slow = 0;
         int batch_slow = rb > 0 && p->w_batch_base_us > 0 &&
                          rb >= p->conf.slow_ratio * p->w_batch_base_us;
@@ -2347,10 +2375,15 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                          * consumer drains less than before, or never
                          * drained enough (under-provisioned). */
                         d = LAGPROBE_DIAG_CONSUMER_SLOW;
+                        /* Chronic only once the lag has grown for a
+                         * window with egress where it always was. */
                         cause = p->w_out_base > 0 &&
                                         (double)out < 0.9 * p->w_out_base
                                     ? LP_SLOW_EGRESS
-                                    : LP_SLOW_UNDER;
+                                : p->w_grow_us && dnow - p->w_grow_us >=
+                                        (int64_t)p->conf.window_ms * 1000
+                                    ? LP_SLOW_UNDER
+                                    : LP_SLOW_BEHIND;
                         /* Named once: a slowdown stays one as the egress
                          * baseline follows it down. */
                         if (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
@@ -2567,6 +2600,12 @@ static int lp_stats_cb(int slot, rd_kafka_t *rk, char *json, size_t len,
         if (lp_mine(p, rk)) {
                 /* Statistics are served inside the app's poll call. */
                 lp_note_poll(p, lp_mono_us());
+                if (!LD(p->exact)) {
+                        pthread_mutex_lock(&p->wlock);
+                        ST(p->infer_arm, LP_INFER_PAIRS);
+                        lp_new_epoch(p); /* deliveries to lp_infer */
+                        pthread_mutex_unlock(&p->wlock);
+                }
                 lagprobe__stats_parse(p, json, len);
         }
         if (p->app_stats_cb)
@@ -2934,37 +2973,43 @@ static const struct lp_tramps_s {
 
 /* Interceptors: their ic_opaque is the probe. */
 
-/* Zero-code processing time. One delivery in LP_INFER_EVERY on the
- * consuming thread is marked with a clock read, and the next delivery's
+/* Zero-code processing time. Each statistics document arms
+ * LP_INFER_PAIRS samples (p->infer_arm, and a new cache epoch so that
+ * deliveries take lp_slot_for_msg); while armed, a delivery on the
+ * consuming thread is marked with a clock read and the next delivery's
  * clock gives the time between them: the app's processing of the marked
  * message plus the poll that handed out the next one (about 300 ns when
- * messages are prefetched, the wait for data otherwise). Each pair is
- * recorded with weight LP_INFER_EVERY into the message and poll-gap
- * histograms, so counts stay in messages. Sampling keeps the per-message
- * cost at one thread-local counter store; the clock is read on 2 deliveries
- * in LP_INFER_EVERY. Assumes one message per poll call
- * (rd_kafka_consumer_poll); messages handed out together by a batch call
- * give near-zero gaps: use the batch hooks there. The histograms have one
- * writer while one thread consumes; apps consuming one consumer from
- * several threads get approximate counts (no torn values: every field is
- * an atomic). Never used once the batch hooks are (they measure exactly). */
-static LP_NOINLINE void lp_infer(lagprobe_t *p, lp_tcache_t *c, uint32_t k) {
-        if (LD(p->exact))
-                return;
+ * messages are prefetched, the wait for data otherwise). Each pair is one
+ * sample of the message and poll-gap histograms (their counts are samples,
+ * not messages). Unarmed, a delivery costs nothing more; armed, a lock
+ * and a lookup. Samples per second follow the statistics interval, not the
+ * message rate.
+ * Assumes one message per poll call (rd_kafka_consumer_poll): messages
+ * handed out together by a batch call give near-zero gaps; use the batch
+ * hooks there. One writer while one thread consumes; apps consuming one
+ * consumer from several threads get approximate figures (no torn values:
+ * every field is an atomic). Off once the batch hooks are used. */
+static LP_NOINLINE rd_kafka_resp_err_t lp_infer(lagprobe_t *p,
+                                                 lp_tcache_t *c) {
+        if (LD(p->exact)) {
+                ST(p->infer_arm, 0);
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
         int64_t now = lp_mono_us();
-        if ((k & (LP_INFER_EVERY - 1)) == 0) {
+        if (c->mark_p != p || c->mark_us <= 0 || now < c->mark_us) {
                 c->mark_us = now;
                 c->mark_p = p;
-                return;
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
         }
-        if (c->mark_p != p || c->mark_us <= 0 || now < c->mark_us)
-                return;
         int64_t gap = now - c->mark_us;
         c->mark_us = 0;
-        lp_whist_add_n(&p->h_msg, p->win_us, now, gap, LP_INFER_EVERY);
-        lp_whist_add_n(&p->h_gap, p->win_us, now, gap, LP_INFER_EVERY);
+        /* Load + store: a re-arm racing this is lost, which is harmless. */
+        ST(p->infer_arm, LD(p->infer_arm) - 1);
+        lp_whist_add(&p->h_msg, p->win_us, now, gap);
+        lp_whist_add(&p->h_gap, p->win_us, now, gap);
         if (!LD(p->inferred))
                 ST(p->inferred, 1);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 static rd_kafka_resp_err_t lp_on_consume(rd_kafka_t *rk,
@@ -2989,10 +3034,6 @@ static rd_kafka_resp_err_t lp_on_consume(rd_kafka_t *rk,
         ST(s->c_last_ts, ts);
         ST(s->c_total, LD(s->c_total) + 1);
         lp_wend(&s->cseq, q);
-        /* Thread-local, plain: the marked delivery and the one after it. */
-        uint32_t k = ++c->tick;
-        if (LP_UNLIKELY((k & (LP_INFER_EVERY - 1)) <= 1))
-                lp_infer(p, c, k);
         return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
@@ -4815,6 +4856,13 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                                  "msg/s, while producers append %.1f msg/s "
                                  "as before; lag %" PRId64 " growing: "
                                  "processing slowed down",
+                                 o->egress_rate, o->egress_baseline,
+                                 o->ingress_rate, o->total_lag);
+                else if (cause == LP_SLOW_BEHIND)
+                        snprintf(r, rn,
+                                 "consumer drains %.1f msg/s (baseline %.1f) "
+                                 "while producers append %.1f msg/s as "
+                                 "before; lag %" PRId64 " growing",
                                  o->egress_rate, o->egress_baseline,
                                  o->ingress_rate, o->total_lag);
                 else if (cause == LP_SLOW_UNDER)
