@@ -2055,7 +2055,6 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 st = LAGPROBE_PSTATUS_OK;
                 a = lag;
         }
-        if (st != LAGPROBE_PSTATUS_PAUSED && s->w_paused_since_us) fprintf(stderr, "DBG unp st=%d unf=%d fq=%lld plag=%lld mov=%d tot=%lld/%lld hi=%lld q=%lld pos=%lld stale=%d\n", st, unfetched, (long long)fetchq_cnt, (long long)plag, moving, (long long)total, (long long)s->w_paused_total, (long long)shi, (long long)qhi, (long long)n.pos, (int)LD(s->s_stale));
         if (st == LAGPROBE_PSTATUS_PAUSED) {
                 s->w_paused_until_us = ts + win;
         } else {
