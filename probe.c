@@ -465,6 +465,7 @@ struct lagprobe_s {
         int w_slow_cause;             /* LP_SLOW_* of the last verdict */
         int64_t w_infer_slow_us;      /* inferred slowdown seen since */
         int64_t w_grow_us;            /* lag growing since, 0 not */
+        int w_base_exact;             /* w_msg_base_us is the hooks' */
         int64_t w_base_us;            /* when the baselines last moved */
         int w_diag_sub;
         int64_t win_us;               /* sub-window of the recent view */
@@ -2219,6 +2220,12 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
          * quartile, which is the processing time whenever a quarter of the
          * messages were already waiting; at least 10 samples. */
         int exact = LD(p->exact);
+        if (exact != p->w_base_exact) {
+                /* Inferred times and the hooks' are different figures. */
+                p->w_base_exact = exact;
+                p->w_msg_base_us = 0;
+                p->w_infer_slow_us = 0;
+        }
         double rm = lp_recent_vs_base(
             p, &p->h_msg, &p->w_msg_base_us, now, dt, exact ? 0.5 : 0.25,
             exact ? 5 : 10);
@@ -3429,8 +3436,21 @@ void lagprobe_batch_end(lagprobe_t *p) {
 
 static void lp_batch_begin(lagprobe_t *p, size_t n) {
         int64_t now = lp_mono_us();
-        if (!LD(p->exact))
+        if (!LD(p->exact)) {
                 ST(p->exact, 1);
+                /* Hooks are the only source from now on: drop what
+                 * lp_infer() recorded before the first batch (this thread
+                 * was its writer; it records no more). */
+                if (LD(p->inferred)) {
+                        lp_whist_t *w[2] = {&p->h_msg, &p->h_gap};
+                        for (int k = 0; k < 2; k++) {
+                                lp_hist_clear(&w[k]->total);
+                                for (int i = 0; i < LP_WIN; i++)
+                                        lp_hist_clear(&w[k]->win[i]);
+                        }
+                        ST(p->inferred, 0);
+                }
+        }
         int64_t prev = LD(p->last_poll_us);
         /* The gap from the previous poll's return to this one's. */
         if (prev > 0)
