@@ -2120,16 +2120,17 @@ static void lp_rate_base(lagprobe_t *p, double *base, int64_t v, double dt_us,
         *base += ((double)v - *base) * (alpha < 1 ? alpha : 1);
 }
 
-/* The verdict's lag one window ago (writer-private ring of documents), to
- * tell a draining backlog from a growing one. -1 when the ring does not
- * reach back half a window. */
+/* The verdict's lag a tenth of a window ago or more (writer-private ring
+ * of documents), to tell a draining backlog from a growing one: the
+ * newest sample at least that old. -1 when there is none. */
 static int64_t lp_lag_window_ago(lagprobe_t *p, int64_t doc_ts,
                                  int64_t total_lag) {
         int64_t win = (int64_t)p->conf.window_ms * 1000;
+        int64_t step = win / (LP_RING - 2);
         if (doc_ts <= 0)
                 return p->w_lag_ago;
         int last = (p->w_lag_head + LP_RING - 1) % LP_RING;
-        if (!p->w_lag_n || doc_ts - p->w_lag_t[last] >= win / (LP_RING - 2)) {
+        if (!p->w_lag_n || doc_ts - p->w_lag_t[last] >= step) {
                 p->w_lag_t[p->w_lag_head] = doc_ts;
                 p->w_lag_v[p->w_lag_head] = total_lag;
                 p->w_lag_head = (p->w_lag_head + 1) % LP_RING;
@@ -2137,11 +2138,10 @@ static int64_t lp_lag_window_ago(lagprobe_t *p, int64_t doc_ts,
                         p->w_lag_n++;
         }
         p->w_lag_ago = -1;
-        for (int k = p->w_lag_n; k >= 1; k--) {
+        for (int k = 1; k <= p->w_lag_n; k++) {
                 int i = (p->w_lag_head + LP_RING - k) % LP_RING;
-                if (p->w_lag_t[i] >= doc_ts - win) {
-                        if (doc_ts - p->w_lag_t[i] >= win / 2)
-                                p->w_lag_ago = p->w_lag_v[i];
+                if (doc_ts - p->w_lag_t[i] >= step) {
+                        p->w_lag_ago = p->w_lag_v[i];
                         break;
                 }
         }
@@ -2401,7 +2401,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         /* c: 0 keeps up, 1 draining a backlog (b: time to
                          * catch up), 2 behind and not gaining. Draining:
                          * positions gain on ingress and the lag is not
-                         * above what it was a window ago. */
+                         * above what it was a tenth of a window ago. */
                         int64_t drain = lp_sat_sub(pos_rate, in);
                         c = total_lag <= allow ? 0
                             : drain > 0 && out > in &&
