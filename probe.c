@@ -134,11 +134,13 @@ static const char *const lp_event_names[LAGPROBE_EVENT__CNT] = {
 
 static const char *const lp_pstatus_names[LAGPROBE_PSTATUS__CNT] = {
     "unknown", "ok",      "idle",   "lagging",
-    "stalled", "stopped", "rewound", "caught_up_with_markers"};
+    "stalled", "stopped", "rewound", "caught_up_with_markers",
+    "paused"};
 
 static const char *const lp_diag_names[LAGPROBE_DIAG__CNT] = {
     "unknown",        "healthy",         "producer_burst", "consumer_slow",
-    "rebalance_storm", "stuck_partition", "hot_partition"};
+    "rebalance_storm", "stuck_partition", "hot_partition",
+    "partition_paused"};
 
 const char *lagprobe_pstatus_name(int st) {
         return st >= 0 && st < LAGPROBE_PSTATUS__CNT ? lp_pstatus_names[st]
@@ -209,10 +211,16 @@ const char *lagprobe_event_name(lagprobe_event_type_t type) {
  * read-modify-write (a locked instruction costs ~20x a plain store).
  * ---------------------------------------------------------------------- */
 
+/* Zero-code processing time: delivery pairs timed per statistics document
+ * (see lp_infer). */
+#define LP_INFER_PAIRS 8
+
 /* A partition sample for the sliding window (writer-private). */
 #define LP_RING 12
 typedef struct lp_sample_s {
         int64_t t_us, hi, pos, committed, total;
+        int64_t hi_us; /* hi is known to hold from then (<= t_us): older
+                        * when the statistics' figure was frozen */
 } lp_sample_t;
 
 typedef struct lp_slot_s {
@@ -278,6 +286,10 @@ typedef struct lp_slot_s {
         uint32_t w_mark;          /* lp_sync_assignment() */
         int64_t w_doc_pos, w_doc_committed, w_doc_ts; /* previous document */
         int64_t w_hi_seen;        /* statistics hi, to see it change */
+        int64_t w_paused_since_us; /* paused status: not fetched since */
+        int64_t w_paused_until_us; /* a resumed partition's backlog is no
+                                    * hot partition until then */
+        int64_t w_paused_total;   /* c_total at the previous document */
 
         /* Watermark refresh (watchdog, under wlock; S group; see also
          * s_hi_ok_us and s_hi_query above). */
@@ -358,6 +370,22 @@ typedef struct lp_whist_s {
 } lp_whist_t;
 
 enum { LP_PROTO_NONE = 0, LP_PROTO_EAGER, LP_PROTO_COOPERATIVE };
+
+/* Why consumer_slow: no poll (or nothing moves), per-message or batch time
+ * above its baseline, egress below its baseline while lag grows, lag
+ * growing with neither side changed (BEHIND for its first window, then
+ * UNDER: under-provisioned). */
+enum {
+        LP_SLOW_NONE = 0,
+        LP_SLOW_NO_POLL,
+        LP_SLOW_MESSAGE,
+        LP_SLOW_BATCH,
+        LP_SLOW_EGRESS,
+        LP_SLOW_BEHIND,
+        LP_SLOW_UNDER
+};
+/* Which processing-time histogram the verdict compared. */
+enum { LP_TSRC_NONE = 0, LP_TSRC_MESSAGE, LP_TSRC_BATCH };
 static const char *const lp_proto_names[] = {"NONE", "EAGER", "COOPERATIVE"};
 
 static const char *const lp_cgrp_states[] = {
@@ -434,6 +462,13 @@ struct lagprobe_s {
         _Atomic int g_diag_slot;      /* named partition, -1 none */
         a64_t g_diag_a, g_diag_b, g_diag_c; /* evidence, see lp_diagnose */
         a64_t g_in_mrate, g_out_mrate, g_total_lag;
+        /* Named evidence of the verdict (see lp_diagnose): rate baselines
+         * (msg/s x 1000, -1 unknown), the processing time compared (us,
+         * -1 none) and its baseline, which histogram (LP_TSRC_*), whether
+         * inferred, and why consumer_slow (LP_SLOW_*). */
+        a64_t g_in_base, g_out_base;
+        a64_t g_time_us, g_time_base_us;
+        _Atomic int g_time_src, g_time_inferred, g_slow_cause;
         _Atomic uint32_t g_diag_changes;
         _Atomic int g_rb_blind;       /* rebalances not reaching the probe */
         /* Needed brokers down (G group, with the statistics). */
@@ -456,6 +491,14 @@ struct lagprobe_s {
         int w_evict_n;
         int64_t w_seen_evictions;
         double w_msg_base_us, w_batch_base_us; /* slow-moving baselines */
+        double w_in_base, w_out_base; /* rates' baselines, -1 unknown */
+        int64_t w_lag_t[LP_RING], w_lag_v[LP_RING]; /* verdict's lag */
+        int w_lag_head, w_lag_n;
+        int64_t w_lag_ago;            /* lp_lag_window_ago() */
+        int w_slow_cause;             /* LP_SLOW_* of the last verdict */
+        int64_t w_infer_slow_us;      /* inferred slowdown seen since */
+        int64_t w_grow_us;            /* lag growing since, 0 not */
+        int w_base_exact;             /* w_msg_base_us is the hooks' */
         int64_t w_base_us;            /* when the baselines last moved */
         int w_diag_sub;
         int64_t win_us;               /* sub-window of the recent view */
@@ -463,6 +506,11 @@ struct lagprobe_s {
         /* Poll evidence and batch state (section 6). */
         a64_t last_poll_us;          /* last known poll return, 0 never */
         _Atomic int exact;           /* batch hooks in use */
+        _Atomic int inferred;        /* lp_infer() recorded a time */
+        _Atomic int infer_arm;       /* pairs lp_infer() may still time:
+                                      * set by the statistics callback
+                                      * under wlock, counted down by the
+                                      * consuming thread (load + store) */
         _Atomic uint32_t bseq;       /* B group: batch hooks' thread */
         _Atomic int b_in_batch;
         a64_t b_size, b_done, b_begin_us, b_last_progress_us;
@@ -885,6 +933,10 @@ typedef struct lp_tcache_s {
         int32_t partition;
         const rd_kafka_topic_t *rkt;
         lp_slot_t *slot;
+        /* Inferred processing time (zero-code): the clock at a marked
+         * delivery (see lp_infer). */
+        int64_t mark_us;
+        const lagprobe_t *mark_p;
 } lp_tcache_t;
 
 static _Thread_local lp_tcache_t lp_tcache;
@@ -900,8 +952,14 @@ static void lp_new_epoch(lagprobe_t *p) {
         ST(p->cache_epoch, e);
 }
 
+static LP_NOINLINE rd_kafka_resp_err_t lp_infer(lagprobe_t *p,
+                                                 lp_tcache_t *c);
+
 /* The cache missed: find (or make) the slot and refill the cache. Kept out
- * of line so that on_consume's fast path stays a leaf with few registers. */
+ * of line so that on_consume's fast path stays a leaf with few registers.
+ * Also where zero-code processing time is sampled (lp_infer): arming it
+ * moves the epoch, and while it samples the cache is left empty, so the
+ * fast path pays nothing for it. */
 static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
                                               const rd_kafka_message_t *m) {
         uint32_t epoch = LD(p->cache_epoch);
@@ -930,6 +988,11 @@ static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
         c->rkt = m->rkt;
         c->partition = m->partition;
         c->slot = lp_slot_at(p, (uint32_t)i);
+        if (LD(p->infer_arm) > 0) {
+                lp_infer(p, c);
+                if (LD(p->infer_arm) > 0)
+                        c->epoch = 0; /* the next delivery comes here too */
+        }
         return c->slot;
 }
 
@@ -1855,6 +1918,37 @@ static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
         return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
 }
 
+/* One definition of each lag figure, used by the evaluation, the verdict's
+ * totals and every renderer. */
+
+/* The log end: the statistics' high watermark, or the broker's when the
+ * watchdog's refresh found the statistics' figure frozen behind it (no
+ * fetch while a partition is paused or its queue is full). */
+static int64_t lp_end(int64_t stats_hi, int64_t query_hi) {
+        return query_hi > stats_hi ? query_hi : stats_hi;
+}
+
+/* Committed lag, as kafka-consumer-groups.sh LAG; -1 unknown. */
+static int64_t lp_lag(int64_t hi, int64_t committed) {
+        return hi >= 0 && committed >= 0 ? (hi > committed ? hi - committed : 0)
+                                         : -1;
+}
+
+/* Messages not yet handed to the app; -1 unknown. */
+static int64_t lp_pos_lag(int64_t hi, int64_t pos) {
+        return hi >= 0 && pos >= 0 ? (hi > pos ? hi - pos : 0) : -1;
+}
+
+/* The lag that counts in alarms and totals: the committed lag, the
+ * position lag before the first commit, 0 for transaction markers. */
+static int64_t lp_eff_lag(int st, int64_t hi, int64_t committed,
+                          int64_t pos) {
+        if (st == LAGPROBE_PSTATUS_MARKERS)
+                return 0;
+        int64_t l = lp_lag(hi, committed);
+        return l >= 0 ? l : lp_pos_lag(hi, pos);
+}
+
 /* Caller holds wlock and is inside the slot's S group write. */
 static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                          int64_t fetchq_cnt) {
@@ -1863,7 +1957,17 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         int64_t pos = total > LD(s->s_c_base) ? LD(s->c_position) : -1;
         if (pos < 0)
                 pos = LD(s->s_app_offset);
-        lp_sample_t n = {ts, LD(s->s_hi), pos, LD(s->s_committed), total};
+        int64_t shi = LD(s->s_hi), qhi = LD(s->s_hi_query);
+        /* Not fetched: the broker's end is ahead of a frozen statistics
+         * figure. The end is known as of the query, or of the last change
+         * of a figure librdkafka says is stale; rates start from then. */
+        int unfetched = qhi > shi && shi >= 0;
+        int64_t hi_us = unfetched ? LD(s->s_hi_query_us)
+                        : LD(s->s_stale) && LD(s->s_hi_changed_us) > 0
+                            ? LD(s->s_hi_changed_us)
+                            : ts;
+        lp_sample_t n = {ts,    lp_end(shi, qhi), pos, LD(s->s_committed),
+                         total, hi_us < ts ? hi_us : ts};
         if (n.hi < 0)
                 return; /* nothing to judge without the high watermark */
 
@@ -1885,7 +1989,8 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 ST(s->s_ev_b, pos_back ? n.pos : n.committed);
                 ST(s->s_ev_c, pos_back ? 0 : 1);
         }
-        ST(s->s_moving, n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos);
+        int moving = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos;
+        ST(s->s_moving, moving);
         s->w_doc_pos = n.pos;
         s->w_doc_committed = n.committed;
         s->w_doc_ts = n.t_us;
@@ -1906,15 +2011,13 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 }
         }
         int64_t dt = o ? n.t_us - o->t_us : 0;
-        int64_t lag = n.committed >= 0 ? n.hi - n.committed
-                      : n.pos >= 0    ? n.hi - n.pos
-                                      : -1;
-        if (lag < 0 && lag != -1)
-                lag = 0;
-        int64_t plag = n.pos >= 0 ? (n.hi > n.pos ? n.hi - n.pos : 0) : -1;
+        int64_t lag = lp_eff_lag(LAGPROBE_PSTATUS_OK, n.hi, n.committed, n.pos);
+        int64_t plag = lp_pos_lag(n.hi, n.pos);
         ST(s->s_eff_lag, lag);
         if (o && dt > 0) {
-                ST(s->s_in_mrate, lp_mrate(n.hi - o->hi, dt));
+                /* Ingress over the time the end was really unknown: a jump
+                 * of a watermark frozen meanwhile is not a burst. */
+                ST(s->s_in_mrate, lp_mrate(n.hi - o->hi, n.t_us - o->hi_us));
                 ST(s->s_out_mrate, lp_mrate(n.total - o->total, dt));
                 ST(s->s_commit_mrate,
                    n.committed >= 0 && o->committed >= 0
@@ -1935,34 +2038,59 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         int st;
         int64_t a = 0, b = 0, c = 0;
         int64_t allow = p->conf.lag_allowance;
+        /* Within a window of a pause the window's start is the paused
+         * stretch: no stall or stop of commits is judged from it. */
+        int resumed = ts < s->w_paused_until_us;
         if (ts < s->w_rewound_until_us) {
                 st = LAGPROBE_PSTATUS_REWOUND; /* evidence set above */
                 a = LD(s->s_ev_a);
                 b = LD(s->s_ev_b);
                 c = LD(s->s_ev_c);
+        } else if ((unfetched || s->w_paused_since_us) &&
+                   (fetchq_cnt <= 0 || n.pos >= shi) && plag > 0 && !moving &&
+                   total == s->w_paused_total) {
+                /* Messages the broker has that nothing fetches: paused by
+                 * the app, or a queue librdkafka deems full. Before the
+                 * window rules: it is neither idle nor stalled. Nothing
+                 * waits in its queue, or nothing the statistics know of
+                 * (librdkafka may count a few ops there). Once seen
+                 * it lasts until the partition is consumed again (the
+                 * statistics' figure may catch up with a refresh between
+                 * two). */
+                st = LAGPROBE_PSTATUS_PAUSED;
+                if (!s->w_paused_since_us)
+                        s->w_paused_since_us = LD(s->s_hi_changed_us) > 0
+                                                   ? LD(s->s_hi_changed_us)
+                                                   : ts;
+                a = lag;
+                b = (ts - s->w_paused_since_us) / 1000;
+                c = o && n.hi > o->hi; /* growing */
         } else if (!o || dt < win / 2) {
                 st = LAGPROBE_PSTATUS_UNKNOWN;
         } else if (lag > 0 && lag <= 2 && n.hi == o->hi && fetchq_cnt == 0 &&
-                   plag >= 0 && plag <= 2 && n.committed == o->committed &&
+                   plag >= 1 && plag <= 2 && n.committed == o->committed &&
                    n.total == o->total) {
                 /* Control records (transaction markers) or compaction
                  * leave the committed offset just short of the end; checked
                  * before the lag rules so a small allowance cannot turn it
                  * into an alarm. A message re-consumed meanwhile (a poison
-                 * message at the very end) is not this. */
+                 * message at the very end) is not this, nor a position at
+                 * the end: then the gap is a message consumed and not yet
+                 * committed. */
                 st = LAGPROBE_PSTATUS_MARKERS;
                 a = lag;
                 b = n.hi;
-                ST(s->s_eff_lag, 0);
+                ST(s->s_eff_lag, lp_eff_lag(LAGPROBE_PSTATUS_MARKERS, n.hi,
+                                            n.committed, n.pos));
         } else if (lag > allow && n.committed == o->committed &&
-                   n.pos <= o->pos) {
+                   n.pos <= o->pos && !resumed) {
                 /* Neither commits nor position move: a poison message
                  * consumed again and again, or a consumer that stopped. */
                 st = LAGPROBE_PSTATUS_STALLED;
                 a = lag;
                 b = n.committed;
                 c = n.total - o->total; /* re-deliveries */
-        } else if (lag > 0 && n.committed == o->committed &&
+        } else if (lag > 0 && n.committed == o->committed && !resumed &&
                    n.total > o->total && n.pos > o->pos &&
                    2 * (n.pos - o->pos) > n.total - o->total) {
                 /* Mostly new messages consumed (not one re-read over and
@@ -1990,6 +2118,12 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 st = LAGPROBE_PSTATUS_OK;
                 a = lag;
         }
+        if (st == LAGPROBE_PSTATUS_PAUSED) {
+                s->w_paused_until_us = ts + win;
+        } else {
+                s->w_paused_since_us = 0;
+        }
+        s->w_paused_total = total;
         if (st != LAGPROBE_PSTATUS_REWOUND) {
                 ST(s->s_ev_a, a);
                 ST(s->s_ev_b, b);
@@ -2008,17 +2142,19 @@ static int lp_count_since(const int64_t *t, int n, int64_t since) {
         return c;
 }
 
-/* p50 of the newest two sub-windows of @p w (0 when fewer than 5 values),
- * and a slow-moving baseline of it: it follows fast while the figure is
- * normal and slowly while it is high, so a slowdown stays visible for
- * several windows instead of becoming the new normal at once. */
+/* Quantile @p q of the newest two sub-windows of @p w (0 when they hold
+ * fewer than @p min_count values), and a slow-moving baseline of it: it
+ * follows fast while the figure is normal and slowly while it is high, so a
+ * slowdown stays visible for several windows instead of becoming the new
+ * normal at once. */
 static double lp_recent_vs_base(lagprobe_t *p, lp_whist_t *w, double *base,
-                                int64_t now, double dt_us) {
+                                int64_t now, double dt_us, double q,
+                                uint64_t min_count) {
         lp_hsum_t recent;
         lp_whist_range(w, p->win_us, now, 0, 1, &recent);
-        if (recent.count < 5)
+        if (recent.count < min_count)
                 return 0;
-        double rp = lp_hsum_pct(&recent, 0.5);
+        double rp = lp_hsum_pct(&recent, q);
         if (dt_us > 0) {
                 /* Time constants: half a window while normal, six windows
                  * while slow (a doubling then shows for about two
@@ -2034,6 +2170,46 @@ static double lp_recent_vs_base(lagprobe_t *p, lp_whist_t *w, double *base,
         return rp;
 }
 
+/* Moves a rate's baseline @p base (msg/s x 1000, < 0 unknown) towards
+ * @p v with time constant @p k windows. */
+static void lp_rate_base(lagprobe_t *p, double *base, int64_t v, double dt_us,
+                         double k) {
+        if (*base < 0) {
+                *base = (double)v;
+                return;
+        }
+        double alpha = dt_us / (k * (double)p->conf.window_ms * 1000.0);
+        *base += ((double)v - *base) * (alpha < 1 ? alpha : 1);
+}
+
+/* The verdict's lag a tenth of a window ago or more (writer-private ring
+ * of documents), to tell a draining backlog from a growing one: the
+ * newest sample at least that old. -1 when there is none. */
+static int64_t lp_lag_window_ago(lagprobe_t *p, int64_t doc_ts,
+                                 int64_t total_lag) {
+        int64_t win = (int64_t)p->conf.window_ms * 1000;
+        int64_t step = win / (LP_RING - 2);
+        if (doc_ts <= 0)
+                return p->w_lag_ago;
+        int last = (p->w_lag_head + LP_RING - 1) % LP_RING;
+        if (!p->w_lag_n || doc_ts - p->w_lag_t[last] >= step) {
+                p->w_lag_t[p->w_lag_head] = doc_ts;
+                p->w_lag_v[p->w_lag_head] = total_lag;
+                p->w_lag_head = (p->w_lag_head + 1) % LP_RING;
+                if (p->w_lag_n < LP_RING)
+                        p->w_lag_n++;
+        }
+        p->w_lag_ago = -1;
+        for (int k = 1; k <= p->w_lag_n; k++) {
+                int i = (p->w_lag_head + LP_RING - k) % LP_RING;
+                if (doc_ts - p->w_lag_t[i] >= step) {
+                        p->w_lag_ago = p->w_lag_v[i];
+                        break;
+                }
+        }
+        return p->w_lag_ago;
+}
+
 /* Consumer-level verdict from the partitions' figures. Caller holds wlock
  * and is inside the G group write. @p doc_ts: the statistics document's
  * ts when called with one (baselines move), 0 from elsewhere. */
@@ -2043,7 +2219,9 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         int64_t in = 0, out = 0, total_lag = 0, nassigned = 0, covered = 0;
         int64_t top_in = -1, top_lag = -1, progressing = 0, stalled = 0;
         int top_in_slot = -1, top_lag_slot = -1, stuck_slot = -1;
-        int64_t stuck_lag = -1, stuck_redeliv = 0;
+        int64_t stuck_lag = -1, stuck_redeliv = 0, pos_rate = 0;
+        int64_t paused_lag = 0, top_paused_lag = -1;
+        int top_paused_slot = -1;
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
                 if (!LD(s->assigned))
@@ -2055,6 +2233,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
                 in = lp_sat_add(in, r);
                 out = lp_sat_add(out, LD(s->s_out_mrate));
+                pos_rate = lp_sat_add(pos_rate, LD(s->s_pos_mrate));
                 if (LD(s->s_pos_mrate) > 0)
                         progressing++;
                 if (l > 0)
@@ -2075,6 +2254,13 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                                 stuck_redeliv = LD(s->s_ev_c);
                         }
                 }
+                if (st == LAGPROBE_PSTATUS_PAUSED && l > 0) {
+                        paused_lag = lp_sat_add(paused_lag, l);
+                        if (l > top_paused_lag) {
+                                top_paused_lag = l;
+                                top_paused_slot = (int)i;
+                        }
+                }
         }
         /* Evictions are counted by the log callback; note when. */
         int64_t ev = LD(p->evictions);
@@ -2091,9 +2277,38 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         : 0;
         if (doc_ts > p->w_base_us)
                 p->w_base_us = doc_ts;
-        double rm = lp_recent_vs_base(p, &p->h_msg, &p->w_msg_base_us, now, dt);
-        double rb =
-            lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now, dt);
+        /* Per-message time: with the hooks its median; inferred (time
+         * between deliveries, processing plus any wait for data) its lower
+         * quartile, which is the processing time whenever a quarter of the
+         * messages were already waiting; at least 10 samples. */
+        int exact = LD(p->exact);
+        if (exact != p->w_base_exact) {
+                /* Inferred times and the hooks' are different figures. */
+                p->w_base_exact = exact;
+                p->w_msg_base_us = 0;
+                p->w_infer_slow_us = 0;
+        }
+        double rm = lp_recent_vs_base(
+            p, &p->h_msg, &p->w_msg_base_us, now, dt, exact ? 0.5 : 0.25,
+            exact ? 5 : 10);
+        double rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
+                                      dt, 0.5, 5);
+        /* Rates' baselines, over covered windows only. Ingress rises into
+         * its baseline slowly (six windows) and falls in three, so
+         * producers speeding up stay visible and production resuming at
+         * its old rate after a short lull is no burst. Egress is what the
+         * consumer drains while the lag does not grow, counted up to
+         * ingress (a backlog drained faster is no norm), or its first
+         * figure: a consumer that never kept pace keeps that one. */
+        if (covered > 0 && (dt > 0 || p->w_in_base < 0)) {
+                lp_rate_base(p, &p->w_in_base, in, dt,
+                             (double)in > p->w_in_base ? 6.0 : 3.0);
+                if (p->w_out_base < 0 ||
+                    (double)in <= p->conf.burst_ratio * (double)out)
+                        lp_rate_base(p, &p->w_out_base, out < in ? out : in,
+                                     dt, 1.0);
+        }
+        int64_t lag_ago = lp_lag_window_ago(p, doc_ts, total_lag);
         int64_t since = lp_since_poll_us(p, now);
         int64_t limit_us = p->max_poll_interval_ms * 1000;
         int gap_warn = since > 0 && limit_us > 0 &&
@@ -2103,9 +2318,48 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
          * with nothing re-read, the whole consumer is stuck in processing. */
         int stuck = stuck_slot >= 0 && (stuck_redeliv > 0 || progressing > 0);
         int frozen = stuck_slot >= 0 && !stuck && stalled == nassigned;
+        int64_t allow = p->conf.lag_allowance;
+        double burst = p->conf.burst_ratio;
+        /* Producers sped up: ingress above its own baseline. Ingress flat:
+         * not below it either (fewer arrivals also lengthen the time
+         * between deliveries, which is then no slowdown). */
+        int sped_up = p->w_in_base >= 0 && (double)in > burst * p->w_in_base;
+        int in_flat = !sped_up && p->w_in_base >= 0 &&
+                      (double)in * burst >= p->w_in_base;
+        int prev = LD(p->g_diag), prev_cause = p->w_slow_cause;
+        int growing = total_lag > allow &&
+                      ((double)in > burst * (double)out ||
+                       ((prev == LAGPROBE_DIAG_PRODUCER_BURST ||
+                         (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
+                          prev_cause >= LP_SLOW_EGRESS)) &&
+                        in > out));
+        /* Durations below run on the documents' clock. */
+        int64_t dnow = p->w_base_us;
+        if (!growing)
+                p->w_grow_us = 0;
+        else if (!p->w_grow_us && doc_ts > 0)
+                p->w_grow_us = dnow;
+        int msg_slow = rm > 0 && p->w_msg_base_us > 0 &&
+                       rm >= p->conf.slow_ratio * p->w_msg_base_us &&
+                       (exact || in_flat);
+        /* Inferred times are weaker evidence: a poison message retried
+         * (seek, refetch) lengthens the gaps as much as a slow handler. It
+         * must hold for one and a half windows, longer than a stalled
+         * partition takes to show (one window), so the stall is named
+         * first. */
+        if (!msg_slow || exact)
+                p->w_infer_slow_us = 0;
+        else if (!p->w_infer_slow_us && doc_ts > 0)
+                p->w_infer_slow_us = dnow;
+        if (msg_slow && !exact &&
+            (!p->w_infer_slow_us ||
+             dnow - p->w_infer_slow_us < (int64_t)p->conf.window_ms * 1500))
+                msg_slow = 0;
+        int batch_slow = rb > 0 && p->w_batch_base_us > 0 &&
+                         rb >= p->conf.slow_ratio * p->w_batch_base_us;
 
         lp_hsum_t recent;
-        int d, slot = -1;
+        int d, slot = -1, cause = 0;
         int64_t a = 0, b = 0, c = 0;
         if (assigns > p->conf.storm_rebalances || evicts > 1) {
                 d = LAGPROBE_DIAG_REBALANCE_STORM;
@@ -2114,12 +2368,13 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 a = assigns;
                 b = evicts;
                 /* No batch finished in the window yet (they are that long):
-                 * the all-time p99, or the batch under way if longer. */
+                 * the all-time p99, or the batch under way if longer; -1
+                 * when no batch was ever measured (no hooks). */
                 if (!recent.count)
                         lp_whist_read(&p->h_batch, p->win_us, now, &recent,
                                       NULL);
                 c = recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
-                int64_t cur = LD(p->b_in_batch) ? now - LD(p->b_begin_us) : 0;
+                int64_t cur = LD(p->b_in_batch) ? now - LD(p->b_begin_us) : -1;
                 if (cur > c)
                         c = cur;
         } else if (stuck) {
@@ -2129,21 +2384,24 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 b = stuck_redeliv;
         } else if (gap_warn || frozen) {
                 d = LAGPROBE_DIAG_CONSUMER_SLOW;
+                cause = LP_SLOW_NO_POLL;
                 a = since > 0 ? since : 0;
                 b = -1; /* detail: no poll / no progress */
         } else if (nassigned == 0 || covered == 0) {
                 d = LAGPROBE_DIAG_UNKNOWN;
-        } else if (rm > 0 && p->w_msg_base_us > 0 &&
-                   rm >= p->conf.slow_ratio * p->w_msg_base_us) {
+        } else if (top_paused_slot >= 0 && total_lag > allow &&
+                   2 * paused_lag >= total_lag) {
+                /* Before the rates: a paused partition also lowers
+                 * egress, which is no slowdown. */
+                d = LAGPROBE_DIAG_PARTITION_PAUSED;
+                slot = top_paused_slot;
+                a = paused_lag;
+        } else if (msg_slow) {
                 d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                a = (int64_t)rm;
-                b = (int64_t)p->w_msg_base_us;
-        } else if (rb > 0 && p->w_batch_base_us > 0 &&
-                   rb >= p->conf.slow_ratio * p->w_batch_base_us) {
+                cause = LP_SLOW_MESSAGE;
+        } else if (batch_slow) {
                 d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                a = (int64_t)rb;
-                b = (int64_t)p->w_batch_base_us;
-                c = 1; /* detail: batch time */
+                cause = LP_SLOW_BATCH;
         } else {
                 double fair = 1.0 / (double)nassigned;
                 double in_share = in > 0 ? (double)top_in / (double)in : 0;
@@ -2153,51 +2411,90 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                                                            : 2 * fair;
                 int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
                 /* Lag piling up on a partition that still moves: hot. One
-                 * that does not move is a stall, judged above. */
+                 * that does not move is a stall, judged above; one that
+                 * was not fetched until lately drains its backlog. */
                 lp_slot_t *tl = top_lag_slot >= 0
                                     ? lp_slot_at(p, (uint32_t)top_lag_slot)
                                     : NULL;
                 int tls = tl ? LD(tl->s_status) : 0;
                 int hot_lag = nassigned >= 2 && tl &&
-                              top_lag > p->conf.lag_allowance &&
+                              top_lag > allow &&
                               lag_share >= need && LD(tl->s_moving) &&
                               tls != LAGPROBE_PSTATUS_STALLED &&
                               tls != LAGPROBE_PSTATUS_STOPPED &&
-                              tls != LAGPROBE_PSTATUS_REWOUND;
+                              tls != LAGPROBE_PSTATUS_REWOUND &&
+                              tls != LAGPROBE_PSTATUS_PAUSED &&
+                              LD(tl->s_stats_us) >= tl->w_paused_until_us;
                 if (hot_in || hot_lag) {
                         d = LAGPROBE_DIAG_HOT_PARTITION;
                         slot = hot_in ? top_in_slot : top_lag_slot;
                         a = (int64_t)((hot_in ? in_share : lag_share) * 1000);
                         b = hot_in ? 0 : 1;
-                } else if (total_lag > p->conf.lag_allowance &&
-                           ((double)in > p->conf.burst_ratio * (double)out ||
-                            (LD(p->g_diag) == LAGPROBE_DIAG_PRODUCER_BURST &&
-                             in > out))) {
-                        /* Entered above burst_ratio, kept while ingress
-                         * stays above egress: no gap in between. */
+                } else if (growing &&
+                           (sped_up ||
+                            (prev == LAGPROBE_DIAG_PRODUCER_BURST &&
+                             (double)in > p->w_in_base))) {
+                        /* Producers above their own baseline: entered above
+                         * burst_ratio, kept while ingress stays above its
+                         * baseline and above egress. */
                         d = LAGPROBE_DIAG_PRODUCER_BURST;
-                        a = in;
-                        b = out;
-                        c = total_lag;
+                } else if (growing) {
+                        /* Lag grows and producers did not speed up: the
+                         * consumer drains less than before, or never
+                         * drained enough (under-provisioned). */
+                        d = LAGPROBE_DIAG_CONSUMER_SLOW;
+                        /* Chronic only once the lag has grown for a
+                         * window with egress where it always was. */
+                        cause = p->w_out_base > 0 &&
+                                        (double)out < 0.9 * p->w_out_base
+                                    ? LP_SLOW_EGRESS
+                                : p->w_grow_us && dnow - p->w_grow_us >=
+                                        (int64_t)p->conf.window_ms * 1000
+                                    ? LP_SLOW_UNDER
+                                    : LP_SLOW_BEHIND;
+                        /* Named once: a slowdown stays one as the egress
+                         * baseline follows it down. */
+                        if (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
+                            prev_cause == LP_SLOW_EGRESS)
+                                cause = LP_SLOW_EGRESS;
                 } else {
                         d = LAGPROBE_DIAG_HEALTHY;
                         a = total_lag;
                         /* c: 0 keeps up, 1 draining a backlog (b: time to
-                         * catch up), 2 behind and not gaining. */
-                        c = total_lag <= p->conf.lag_allowance ? 0
-                            : out > in                         ? 1
-                                                               : 2;
-                        b = c == 1 ? lp_muldiv(total_lag, 1000000,
-                                               lp_sat_sub(out, in))
-                                   : -1;
+                         * catch up), 2 behind and not gaining. Draining:
+                         * positions gain on ingress and the lag is not
+                         * above what it was a tenth of a window ago. */
+                        int64_t drain = lp_sat_sub(pos_rate, in);
+                        c = total_lag <= allow ? 0
+                            : drain > 0 && out > in &&
+                                    (lag_ago < 0 || total_lag <= lag_ago)
+                                ? 1
+                                : 2;
+                        b = c == 1 ? lp_muldiv(total_lag, 1000000, drain) : -1;
                 }
         }
+        /* Named evidence (readers turn it into text). */
         ST(p->g_in_mrate, in);
         ST(p->g_out_mrate, out);
         ST(p->g_total_lag, total_lag);
+        ST(p->g_in_base, p->w_in_base >= 0 ? (int64_t)p->w_in_base : -1);
+        ST(p->g_out_base, p->w_out_base >= 0 ? (int64_t)p->w_out_base : -1);
+        int tsrc = rm > 0 ? LP_TSRC_MESSAGE : rb > 0 ? LP_TSRC_BATCH
+                                                     : LP_TSRC_NONE;
+        ST(p->g_time_src, tsrc);
+        ST(p->g_time_us, (int64_t)(tsrc == LP_TSRC_MESSAGE ? rm
+                                   : tsrc == LP_TSRC_BATCH ? rb
+                                                           : -1));
+        ST(p->g_time_base_us,
+           (int64_t)(tsrc == LP_TSRC_MESSAGE ? p->w_msg_base_us
+                     : tsrc == LP_TSRC_BATCH ? p->w_batch_base_us
+                                             : -1));
+        ST(p->g_time_inferred, tsrc == LP_TSRC_MESSAGE && !exact);
+        ST(p->g_slow_cause, cause);
         ST(p->g_diag_a, a);
         ST(p->g_diag_b, b);
         ST(p->g_diag_c, c);
+        p->w_slow_cause = cause;
         /* A change of verdict, of the partition it names, or of the
          * healthy sub-state is an event. */
         int sub = d == LAGPROBE_DIAG_HEALTHY ? (int)c : 0;
@@ -2432,6 +2729,12 @@ static int lp_stats_cb(int slot, rd_kafka_t *rk, char *json, size_t len,
         if (lp_mine(p, rk)) {
                 /* Statistics are served inside the app's poll call. */
                 lp_note_poll(p, lp_mono_us());
+                if (!LD(p->exact)) {
+                        pthread_mutex_lock(&p->wlock);
+                        ST(p->infer_arm, LP_INFER_PAIRS);
+                        lp_new_epoch(p); /* deliveries to lp_infer */
+                        pthread_mutex_unlock(&p->wlock);
+                }
                 lagprobe__stats_parse(p, json, len);
         }
         if (p->app_stats_cb)
@@ -2515,6 +2818,7 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                 s->w_prev_position = -1;
                 s->w_ring_n = 0;
                 s->w_rewound_until_us = 0;
+                s->w_paused_since_us = s->w_paused_until_us = 0;
                 ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
                 ST(s->s_eff_lag, -1);
                 ST(s->s_in_mrate, 0);
@@ -2802,6 +3106,45 @@ static const struct lp_tramps_s {
 
 /* Interceptors: their ic_opaque is the probe. */
 
+/* Zero-code processing time. Each statistics document arms
+ * LP_INFER_PAIRS samples (p->infer_arm, and a new cache epoch so that
+ * deliveries take lp_slot_for_msg); while armed, a delivery on the
+ * consuming thread is marked with a clock read and the next delivery's
+ * clock gives the time between them: the app's processing of the marked
+ * message plus the poll that handed out the next one (about 300 ns when
+ * messages are prefetched, the wait for data otherwise). Each pair is one
+ * sample of the message and poll-gap histograms (their counts are samples,
+ * not messages). Unarmed, a delivery costs nothing more; armed, a lock
+ * and a lookup. Samples per second follow the statistics interval, not the
+ * message rate.
+ * Assumes one message per poll call (rd_kafka_consumer_poll): messages
+ * handed out together by a batch call give near-zero gaps; use the batch
+ * hooks there. One writer while one thread consumes; apps consuming one
+ * consumer from several threads get approximate figures (no torn values:
+ * every field is an atomic). Off once the batch hooks are used. */
+static LP_NOINLINE rd_kafka_resp_err_t lp_infer(lagprobe_t *p,
+                                                 lp_tcache_t *c) {
+        if (LD(p->exact)) {
+                ST(p->infer_arm, 0);
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
+        int64_t now = lp_mono_us();
+        if (c->mark_p != p || c->mark_us <= 0 || now < c->mark_us) {
+                c->mark_us = now;
+                c->mark_p = p;
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
+        int64_t gap = now - c->mark_us;
+        c->mark_us = 0;
+        /* Load + store: a re-arm racing this is lost, which is harmless. */
+        ST(p->infer_arm, LD(p->infer_arm) - 1);
+        lp_whist_add(&p->h_msg, p->win_us, now, gap);
+        lp_whist_add(&p->h_gap, p->win_us, now, gap);
+        if (!LD(p->inferred))
+                ST(p->inferred, 1);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 static rd_kafka_resp_err_t lp_on_consume(rd_kafka_t *rk,
                                          rd_kafka_message_t *m, void *ic) {
         lagprobe_t *p = ic;
@@ -2811,7 +3154,7 @@ static rd_kafka_resp_err_t lp_on_consume(rd_kafka_t *rk,
         /* Hot path: one cache check, then plain atomic loads and stores
          * (ordinary moves on x86), no read-modify-write: this thread is
          * the only writer of the slot's C group. */
-        const lp_tcache_t *c = &lp_tcache;
+        lp_tcache_t *c = &lp_tcache;
         lp_slot_t *s = c->slot;
         if (LP_UNLIKELY(c->epoch != LD(p->cache_epoch) || c->rkt != m->rkt ||
                         c->partition != m->partition)) {
@@ -3220,8 +3563,21 @@ void lagprobe_batch_end(lagprobe_t *p) {
 
 static void lp_batch_begin(lagprobe_t *p, size_t n) {
         int64_t now = lp_mono_us();
-        if (!LD(p->exact))
+        if (!LD(p->exact)) {
                 ST(p->exact, 1);
+                /* Hooks are the only source from now on: drop what
+                 * lp_infer() recorded before the first batch (this thread
+                 * was its writer; it records no more). */
+                if (LD(p->inferred)) {
+                        lp_whist_t *w[2] = {&p->h_msg, &p->h_gap};
+                        for (int k = 0; k < 2; k++) {
+                                lp_hist_clear(&w[k]->total);
+                                for (int i = 0; i < LP_WIN; i++)
+                                        lp_hist_clear(&w[k]->win[i]);
+                        }
+                        ST(p->inferred, 0);
+                }
+        }
         int64_t prev = LD(p->last_poll_us);
         /* The gap from the previous poll's return to this one's. */
         if (prev > 0)
@@ -3497,6 +3853,7 @@ static int lp_check_diagnosis(lagprobe_t *p) {
                         continue;
                 int bad = x.status == LAGPROBE_PSTATUS_STALLED ||
                           x.status == LAGPROBE_PSTATUS_STOPPED ||
+                          x.status == LAGPROBE_PSTATUS_PAUSED ||
                           x.status == LAGPROBE_PSTATUS_LAGGING ||
                           x.status == LAGPROBE_PSTATUS_REWOUND;
                 lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
@@ -4244,6 +4601,12 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         }
         p->conf = c;
         p->win_us = (int64_t)c.window_ms * 1000 / LP_WIN;
+        p->w_in_base = p->w_out_base = -1;
+        p->w_lag_ago = -1;
+        ST(p->g_in_base, -1);
+        ST(p->g_out_base, -1);
+        ST(p->g_time_us, -1);
+        ST(p->g_time_base_us, -1);
         pthread_mutex_lock(&lp_stb_seed_lock);
         shput(p->topic_map, "", -1);
         shdel(p->topic_map, "");
@@ -4665,12 +5028,9 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 eta = LD(s->s_eta_ms);
                 hiq = LD(s->s_hi_query);
         } while (lp_rretry(&s->sseq, q));
-        if (hiq > hi) {
-                /* The broker's end is ahead of the statistics' frozen one:
-                 * use it, and say the statistics figure was stale. */
-                hi = hiq;
+        if (hiq > hi) /* the statistics' figure is frozen behind */
                 stale = 1;
-        }
+        hi = lp_end(hi, hiq);
 
         memset(o, 0, sizeof *o);
         o->topic = s->topic;
@@ -4689,13 +5049,8 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
         }
         o->position = pos >= 0 ? pos : -1;
         o->committed_offset = committed >= 0 ? committed : -1;
-        o->lag = hi >= 0 && committed >= 0
-                     ? (hi > committed ? hi - committed : 0)
-                     : -1;
-        o->position_lag =
-            hi >= 0 && o->position >= 0
-                ? (hi > o->position ? hi - o->position : 0)
-                : -1;
+        o->lag = lp_lag(hi, committed);
+        o->position_lag = lp_pos_lag(hi, o->position);
         o->consumed = consumed;
         o->last_message_ts_ms = last_ts > 0 ? last_ts : -1;
         if (o->position_lag == 0)
@@ -4724,7 +5079,7 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                         ? (lagprobe_pstatus_t)st
                         : LAGPROBE_PSTATUS_UNKNOWN;
         o->status_name = lp_pstatus_names[o->status];
-        o->effective_lag = st == LAGPROBE_PSTATUS_MARKERS ? 0 : o->lag;
+        o->effective_lag = lp_eff_lag(o->status, hi, committed, o->position);
         (void)eff;
         o->ingress_rate = (double)inr / 1000.0;
         o->egress_rate = (double)outr / 1000.0;
@@ -4790,6 +5145,15 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 lp_puts(&r, " to ");
                 lp_put_i64(&r, ev_b);
                 break;
+        case LAGPROBE_PSTATUS_PAUSED:
+                lp_puts(&r, "not fetched for ");
+                lp_put_secs(&r, (int)(ev_b < INT32_MAX ? ev_b : INT32_MAX));
+                lp_puts(&r, " s: paused by the app or its queue is full; "
+                            "lag ");
+                lp_put_i64(&r, ev_a);
+                if (ev_c)
+                        lp_puts(&r, " and growing");
+                break;
         case LAGPROBE_PSTATUS_MARKERS:
                 lp_puts(&r, "committed ");
                 lp_put_i64(&r, ev_a);
@@ -4814,8 +5178,26 @@ void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
         snap->partitions_size = parts ? parts_size : 0;
 }
 
+/* What the verdict knows of processing time, for texts that would
+ * otherwise claim it is fine. */
+static void lp_time_clause(const lagprobe_snapshot_t *o, char *r, size_t rn) {
+        if (!strcmp(o->time_source, "none"))
+                snprintf(r, rn,
+                         "processing time not measured (%s)",
+                         o->exact ? "no batch timed yet"
+                                  : "no batch hooks, too few deliveries");
+        else
+                snprintf(r, rn, "%s time p%s %.1f ms as before (%.1f ms, %s)",
+                         strcmp(o->time_source, "batch") ? "per-message"
+                                                         : "batch",
+                         o->time_inferred ? "25" : "50", o->time_recent_ms,
+                         o->time_baseline_ms,
+                         o->time_inferred ? "inferred" : "hooks");
+}
+
 static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
-                         int slot, int64_t a, int64_t b, int64_t c) {
+                         int slot, int64_t a, int64_t b, int64_t c,
+                         int cause) {
         o->diagnosis = dg >= 0 && dg < LAGPROBE_DIAG__CNT
                            ? (lagprobe_diagnosis_t)dg
                            : LAGPROBE_DIAG_UNKNOWN;
@@ -4836,6 +5218,13 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
         case LAGPROBE_DIAG_UNKNOWN:
                 snprintf(r, rn, "not enough data yet");
                 break;
+        case LAGPROBE_DIAG_PARTITION_PAUSED:
+                snprintf(r, rn,
+                         "%s [%" PRId32 "] not fetched (paused by the app or "
+                         "its queue is full) while producers append; lag "
+                         "%" PRId64 " on paused partitions",
+                         t, pt, a);
+                break;
         case LAGPROBE_DIAG_HEALTHY:
                 if (c == 1)
                         snprintf(r, rn,
@@ -4850,15 +5239,42 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                 else
                         snprintf(r, rn, "consumer keeps up");
                 break;
-        case LAGPROBE_DIAG_PRODUCER_BURST:
+        case LAGPROBE_DIAG_PRODUCER_BURST: {
+                char tc[96];
+                lp_time_clause(o, tc, sizeof tc);
                 snprintf(r, rn,
-                         "producers append %.1f msg/s, consumer drains %.1f "
-                         "msg/s; lag %" PRId64 "; processing time and "
-                         "headroom are fine",
-                         (double)a / 1000.0, (double)b / 1000.0, c);
+                         "producers append %.1f msg/s, up from %.1f msg/s; "
+                         "consumer drains %.1f msg/s; lag %" PRId64 "; %s",
+                         o->ingress_rate, o->ingress_baseline, o->egress_rate,
+                         o->total_lag, tc);
                 break;
+        }
         case LAGPROBE_DIAG_CONSUMER_SLOW:
-                if (b < 0)
+                if (cause == LP_SLOW_EGRESS)
+                        snprintf(r, rn,
+                                 "consumer drains %.1f msg/s, down from %.1f "
+                                 "msg/s, while producers append %.1f msg/s "
+                                 "as before; lag %" PRId64 " growing: "
+                                 "processing slowed down",
+                                 o->egress_rate, o->egress_baseline,
+                                 o->ingress_rate, o->total_lag);
+                else if (cause == LP_SLOW_BEHIND)
+                        snprintf(r, rn,
+                                 "consumer drains %.1f msg/s (baseline %.1f) "
+                                 "while producers append %.1f msg/s as "
+                                 "before; lag %" PRId64 " growing",
+                                 o->egress_rate, o->egress_baseline,
+                                 o->ingress_rate, o->total_lag);
+                else if (cause == LP_SLOW_UNDER)
+                        snprintf(r, rn,
+                                 "under-provisioned: producers append %.1f "
+                                 "msg/s as before, consumer drains only %.1f "
+                                 "msg/s as before; lag %" PRId64 " growing: "
+                                 "add consumers (and partitions) or speed up "
+                                 "processing",
+                                 o->ingress_rate, o->egress_rate,
+                                 o->total_lag);
+                else if (cause == LP_SLOW_NO_POLL)
                         snprintf(r, rn,
                                  "no poll for %" PRId64 " ms of "
                                  "max.poll.interval.ms=%" PRId64 " and no "
@@ -4867,13 +5283,18 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                                  a / 1000, p->max_poll_interval_ms);
                 else
                         snprintf(r, rn,
-                                 "%s time p50 %.1f ms, was %.1f ms: "
+                                 "%s time p%s %.1f ms, was %.1f ms%s: "
                                  "processing slowed down",
-                                 c ? "batch" : "per-message",
-                                 (double)a / 1000.0, (double)b / 1000.0);
+                                 cause == LP_SLOW_BATCH ? "batch"
+                                                        : "per-message",
+                                 o->time_inferred ? "25" : "50",
+                                 o->time_recent_ms, o->time_baseline_ms,
+                                 o->time_inferred
+                                     ? " (inferred from deliveries)"
+                                     : "");
                 break;
         case LAGPROBE_DIAG_REBALANCE_STORM:
-                if (b > 0)
+                if (b > 0 && c >= 0)
                         snprintf(r, rn,
                                  "%" PRId64 " assignments and %" PRId64
                                  " evictions in %d s: batch time (p99 %.0f "
@@ -4881,7 +5302,16 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                                  "; process fewer messages per poll or raise "
                                  "max.poll.interval.ms",
                                  a, b, p->conf.storm_window_ms / 1000,
-                                 c >= 0 ? (double)c / 1000.0 : 0.0,
+                                 (double)c / 1000.0, p->max_poll_interval_ms);
+                else if (b > 0)
+                        snprintf(r, rn,
+                                 "%" PRId64 " assignments and %" PRId64
+                                 " evictions in %d s: time between polls "
+                                 "exceeded max.poll.interval.ms=%" PRId64
+                                 " (batch time not measured: no batch "
+                                 "hooks); process fewer messages per poll or "
+                                 "raise max.poll.interval.ms",
+                                 a, b, p->conf.storm_window_ms / 1000,
                                  p->max_poll_interval_ms);
                 else
                         snprintf(r, rn,
@@ -4917,8 +5347,10 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         uint32_t q;
         int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
             asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
-            last_assign, last_cerr_us, dg_a, dg_b, dg_c, in_mr, out_mr, tlag;
-        int proto, rberr, cstate, lcerr, dg, dg_slot, rb_blind, bdown_n;
+            last_assign, last_cerr_us, dg_a, dg_b, dg_c, in_mr, out_mr, tlag,
+            in_base, out_base, t_us, t_base_us;
+        int proto, rberr, cstate, lcerr, dg, dg_slot, tsrc, tinf, cause,
+            rb_blind, bdown_n;
         int32_t bdown[LP_BDOWN_MAX];
         do {
                 q = lp_rbegin(&p->gseq);
@@ -4956,16 +5388,30 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                         bdown_n = 0;
                 for (int i = 0; i < bdown_n; i++)
                         bdown[i] = LD(p->g_bdown[i]);
+                in_base = LD(p->g_in_base);
+                out_base = LD(p->g_out_base);
+                t_us = LD(p->g_time_us);
+                t_base_us = LD(p->g_time_base_us);
+                tsrc = LD(p->g_time_src);
+                tinf = LD(p->g_time_inferred);
+                cause = LD(p->g_slow_cause);
         } while (lp_rretry(&p->gseq, q));
         o->brokers_down_cnt = bdown_n;
         o->hwm_queries = LD(p->rf_queries);
         o->hwm_query_failures = LD(p->rf_failures);
         for (int i = 0; i < bdown_n; i++)
                 o->brokers_down[i] = bdown[i];
-        lp_read_diag(p, o, dg, dg_slot, dg_a, dg_b, dg_c);
         o->ingress_rate = (double)in_mr / 1000.0;
         o->egress_rate = (double)out_mr / 1000.0;
         o->total_lag = tlag;
+        o->ingress_baseline = in_base >= 0 ? (double)in_base / 1000.0 : -1;
+        o->egress_baseline = out_base >= 0 ? (double)out_base / 1000.0 : -1;
+        o->time_source = tsrc == LP_TSRC_MESSAGE ? "message"
+                         : tsrc == LP_TSRC_BATCH ? "batch"
+                                                 : "none";
+        o->time_recent_ms = tsrc ? (double)t_us / 1000.0 : -1;
+        o->time_baseline_ms = tsrc ? (double)t_base_us / 1000.0 : -1;
+        o->time_inferred = tsrc == LP_TSRC_MESSAGE && tinf;
 
         int bound = LD_ACQ(p->bound);
         int seen = LD_ACQ(p->rk_seen);
@@ -5069,6 +5515,16 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 lp_hsum_summary(&t[0], &o->poll_gap);
                 lp_hsum_summary(&t[1], &o->poll_gap_recent);
         }
+        /* Hooks once used are the only source; before that, on_consume's
+         * inference (lp_infer) when it has recorded anything. */
+        const char *src = o->exact           ? "hooks"
+                          : LD(p->inferred) ? "inferred"
+                                            : "none";
+        o->batch_source = o->exact && o->batch.count ? "hooks" : "none";
+        o->message_source = o->message.count ? src : "none";
+        o->poll_gap_source = o->poll_gap.count ? src : "none";
+        /* Last: the detail text reads the figures above. */
+        lp_read_diag(p, o, dg, dg_slot, dg_a, dg_b, dg_c, cause);
         o->consumed = 0;
         uint32_t n = consumed ? LD_ACQ(p->nslots) : 0;
         for (uint32_t i = 0; i < n; i++)
@@ -5130,6 +5586,14 @@ static void lp_json_num(lp_out_t *o, double v) {
                 char t[32];
                 lp_put(o, t, lp_fmt_f3(t, v));
         }
+}
+
+/* A figure that is -1 when unknown: null. */
+static void lp_json_num_opt(lp_out_t *o, double v) {
+        if (v >= 0)
+                lp_json_num(o, v);
+        else
+                lp_puts(o, "null");
 }
 
 static void lp_json_hist(lp_out_t *o, const char *key,
@@ -5343,7 +5807,13 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_json_hist(&o, "poll_gap", &g.poll_gap);
         lp_puts(&o, ",");
         lp_json_hist(&o, "poll_gap_recent", &g.poll_gap_recent);
-        lp_puts(&o, "}");
+        lp_puts(&o, ",\"source\":{\"batch\":");
+        lp_json_str(&o, g.batch_source);
+        lp_puts(&o, ",\"message\":");
+        lp_json_str(&o, g.message_source);
+        lp_puts(&o, ",\"poll_gap\":");
+        lp_json_str(&o, g.poll_gap_source);
+        lp_puts(&o, "}}");
         lp_printf(&o, ",\"stats\":{\"docs\":%" PRId64 ",\"errors\":%" PRId64
                       ",\"field_errors\":%" PRId64 ",\"last_ms_ago\":",
                   g.stats_docs, g.stats_errors, g.stats_field_errors);
@@ -5384,7 +5854,23 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_json_num(&o, g.ingress_rate);
         lp_puts(&o, ",\"egress_per_s\":");
         lp_json_num(&o, g.egress_rate);
-        lp_printf(&o, ",\"total_lag\":%" PRId64 "}", g.total_lag);
+        lp_printf(&o, ",\"total_lag\":%" PRId64, g.total_lag);
+        /* The evidence behind the verdict, as the detail text uses it. */
+        lp_puts(&o, ",\"ingress_baseline_per_s\":");
+        lp_json_num_opt(&o, g.ingress_baseline);
+        lp_puts(&o, ",\"egress_baseline_per_s\":");
+        lp_json_num_opt(&o, g.egress_baseline);
+        lp_puts(&o, ",\"time\":");
+        lp_json_str(&o, g.time_source);
+        lp_puts(&o, ",\"time_source\":");
+        lp_json_str(&o, !strcmp(g.time_source, "none") ? "none"
+                        : g.time_inferred             ? "inferred"
+                                                      : "hooks");
+        lp_puts(&o, ",\"time_recent_ms\":");
+        lp_json_num_opt(&o, g.time_recent_ms);
+        lp_puts(&o, ",\"time_baseline_ms\":");
+        lp_json_num_opt(&o, g.time_baseline_ms);
+        lp_puts(&o, "}");
         lp_puts(&o, ",\"events\":{");
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
                 lp_printf(&o, "%s\"%s\":%" PRId64, i ? "," : "",

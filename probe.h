@@ -209,6 +209,9 @@ typedef enum lagprobe_pstatus_e {
         LAGPROBE_PSTATUS_STOPPED,      /* "stopped" */
         LAGPROBE_PSTATUS_REWOUND,      /* "rewound" */
         LAGPROBE_PSTATUS_MARKERS,      /* "caught_up_with_markers" */
+        LAGPROBE_PSTATUS_PAUSED,       /* "paused": not fetched (paused by
+                                        * the app or its queue is full)
+                                        * while the log grows */
         LAGPROBE_PSTATUS__CNT
 } lagprobe_pstatus_t;
 
@@ -221,6 +224,8 @@ typedef enum lagprobe_diagnosis_e {
         LAGPROBE_DIAG_REBALANCE_STORM,  /* "rebalance_storm" */
         LAGPROBE_DIAG_STUCK_PARTITION,  /* "stuck_partition" */
         LAGPROBE_DIAG_HOT_PARTITION,    /* "hot_partition" */
+        LAGPROBE_DIAG_PARTITION_PAUSED, /* "partition_paused": most of the
+                                         * lag is on partitions not fetched */
         LAGPROBE_DIAG__CNT
 } lagprobe_diagnosis_t;
 
@@ -404,6 +409,22 @@ typedef struct lagprobe_snapshot_s {
         /* Log end offset queries for frozen high watermarks (see
          * hwm_refresh_ms): sent, and failed or timed out. */
         int64_t hwm_queries, hwm_query_failures;
+
+        /* Where the processing-time figures come from: "hooks" (batch
+         * hooks), "inferred" (time between deliveries on the consuming
+         * thread, zero-code mode) or "none" (nothing measured). Static
+         * strings. */
+        const char *batch_source, *message_source, *poll_gap_source;
+        /* Evidence behind the verdict: the slow-moving baselines of the
+         * rates above (msg/s, -1 not yet known), and the recent median of
+         * per-message (or, with batch hooks only, batch) time with its
+         * baseline in ms (-1 not measured); time_source names the
+         * histogram ("message", "batch", "none") and time_inferred is 1
+         * when that figure is inferred. */
+        double ingress_baseline, egress_baseline;
+        double time_recent_ms, time_baseline_ms;
+        const char *time_source;
+        int time_inferred;
 } lagprobe_snapshot_t;
 
 /* ------------------------------------------------------------------------
