@@ -497,6 +497,8 @@ struct lagprobe_s {
         int64_t w_lag_ago;            /* lp_lag_window_ago() */
         int w_slow_cause;             /* LP_SLOW_* of the last verdict */
         int64_t w_infer_slow_us;      /* inferred slowdown seen since */
+        int w_hot_docs;               /* documents in a row that found a
+                                       * hot partition */
         int64_t w_grow_us;            /* lag growing since, 0 not */
         int w_base_exact;             /* w_msg_base_us is the hooks' */
         int64_t w_base_us;            /* when the baselines last moved */
@@ -2213,6 +2215,9 @@ static int64_t lp_lag_window_ago(lagprobe_t *p, int64_t doc_ts,
 /* Consumer-level verdict from the partitions' figures. Caller holds wlock
  * and is inside the G group write. @p doc_ts: the statistics document's
  * ts when called with one (baselines move), 0 from elsewhere. */
+#define LP_SLOW_MIN_US 500 /* see msg_slow in lp_diagnose */
+#define LP_HOT_DOCS 3       /* see hot_partition in lp_diagnose */
+
 static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         int64_t now = lp_mono_us();
         uint32_t n = LD(p->nslots);
@@ -2339,8 +2344,12 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 p->w_grow_us = 0;
         else if (!p->w_grow_us && doc_ts > 0)
                 p->w_grow_us = dnow;
+        /* Slower by slow_ratio and by LP_SLOW_MIN_US at least: gaps between
+         * deliveries of one fetch are microseconds, and their ratios are
+         * noise, not a slowdown. */
         int msg_slow = rm > 0 && p->w_msg_base_us > 0 &&
                        rm >= p->conf.slow_ratio * p->w_msg_base_us &&
+                       rm - p->w_msg_base_us >= LP_SLOW_MIN_US &&
                        (exact || in_flat);
         /* Inferred times are weaker evidence: a poison message retried
          * (seek, refetch) lengthens the gaps as much as a slow handler. It
@@ -2356,10 +2365,11 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
              dnow - p->w_infer_slow_us < (int64_t)p->conf.window_ms * 1500))
                 msg_slow = 0;
         int batch_slow = rb > 0 && p->w_batch_base_us > 0 &&
-                         rb >= p->conf.slow_ratio * p->w_batch_base_us;
+                         rb >= p->conf.slow_ratio * p->w_batch_base_us &&
+                         rb - p->w_batch_base_us >= LP_SLOW_MIN_US;
 
         lp_hsum_t recent;
-        int d, slot = -1, cause = 0;
+        int d, slot = -1, cause = 0, hot_seen = 0;
         int64_t a = 0, b = 0, c = 0;
         if (assigns > p->conf.storm_rebalances || evicts > 1) {
                 d = LAGPROBE_DIAG_REBALANCE_STORM;
@@ -2425,7 +2435,14 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                               tls != LAGPROBE_PSTATUS_REWOUND &&
                               tls != LAGPROBE_PSTATUS_PAUSED &&
                               LD(tl->s_stats_us) >= tl->w_paused_until_us;
-                if (hot_in || hot_lag) {
+                /* Partitions' watermarks reach the documents at different
+                 * moments: when production stops, one partition can look
+                 * like the only one still growing for a document. Hot only
+                 * after LP_HOT_DOCS documents in a row. */
+                hot_seen = hot_in || hot_lag;
+                if (hot_seen && doc_ts > 0 && p->w_hot_docs < LP_HOT_DOCS)
+                        p->w_hot_docs++;
+                if ((hot_in || hot_lag) && p->w_hot_docs >= LP_HOT_DOCS) {
                         d = LAGPROBE_DIAG_HOT_PARTITION;
                         slot = hot_in ? top_in_slot : top_lag_slot;
                         a = (int64_t)((hot_in ? in_share : lag_share) * 1000);
@@ -2473,6 +2490,8 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         b = c == 1 ? lp_muldiv(total_lag, 1000000, drain) : -1;
                 }
         }
+        if (!hot_seen)
+                p->w_hot_docs = 0;
         /* Named evidence (readers turn it into text). */
         ST(p->g_in_mrate, in);
         ST(p->g_out_mrate, out);
