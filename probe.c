@@ -2236,8 +2236,15 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 if (st != LAGPROBE_PSTATUS_UNKNOWN)
                         covered++;
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
+                /* A paused partition's lag counts in every total, but not
+                 * its rates: its egress is 0 by the app's choice, which is
+                 * no slowdown of the consumer, and its ingress is no
+                 * burst (the partition_paused verdict names it). */
+                if (st == LAGPROBE_PSTATUS_PAUSED)
+                        r = 0;
+                else
+                        out = lp_sat_add(out, LD(s->s_out_mrate));
                 in = lp_sat_add(in, r);
-                out = lp_sat_add(out, LD(s->s_out_mrate));
                 pos_rate = lp_sat_add(pos_rate, LD(s->s_pos_mrate));
                 if (LD(s->s_pos_mrate) > 0)
                         progressing++;

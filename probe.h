@@ -392,7 +392,8 @@ typedef struct lagprobe_snapshot_s {
         const char *diagnosis_topic; /* named partition, NULL if none */
         int32_t diagnosis_partition; /* -1 if none */
         double diagnosis_share;      /* hot_partition: its share, else 0 */
-        double ingress_rate;         /* msg/s over all assigned partitions */
+        double ingress_rate;         /* msg/s over assigned partitions that
+                                      * are fetched (not paused) */
         double egress_rate;
         int64_t total_lag;           /* sum of known effective lags */
 

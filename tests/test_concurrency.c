@@ -83,6 +83,7 @@ typedef struct reader_s {
         int json;               /* 1: lagprobe_snapshot_json + parse */
         atomic_int *stop;
         int64_t iterations, partitions_seen, pairs_checked;
+        atomic_int saw_pair; /* pairs_checked > 0, for other threads */
         int64_t violations;
         char first[512];        /* first violation, for the report */
         /* Per partition: last position seen and the rebalance count it
@@ -112,7 +113,8 @@ static void check_part(reader_t *r, const char *t, int32_t part, int64_t pos,
                 return;
         }
         if (pos > 0 && last_ts > 0) {
-                r->pairs_checked++;
+                if (r->pairs_checked++ == 0)
+                        atomic_store(&r->saw_pair, 1);
                 if (last_ts != ts_of(part, pos - 1))
                         violation(r,
                                   "[%d] torn pair: position %" PRId64
@@ -312,6 +314,11 @@ static int member_busy(void *arg) {
         return atomic_load(&c->m->total) >= c->total_min;
 }
 
+static int saw_pair(void *arg) {
+        reader_t *r = arg;
+        return atomic_load(&r->saw_pair);
+}
+
 static int all_done(void *arg) {
         mainctx_t *c = arg;
         h_snap_t hs;
@@ -387,6 +394,9 @@ static void test_readers_during_consume_and_rebalance(void **state) {
         atomic_store(&prod.go_on, 1);
         c.total_min = 1000;
         int busy = h_poll_until(c1, &t1, member_busy, &c, h_slow_ms(20000));
+        /* The second member leaves only once its reader has seen it at
+         * work (on a loaded machine its share can be gone in a moment). */
+        int r2_saw = h_poll_until(c1, &t1, saw_pair, &r2, h_slow_ms(20000));
 
         /* It leaves again: the first member gets everything back. */
         atomic_store(&m->leave, 1);
@@ -423,6 +433,7 @@ static void test_readers_during_consume_and_rebalance(void **state) {
 
         assert_true(was_split);
         assert_true(busy);
+        assert_true(r2_saw);
         assert_true(back);
         assert_true(done);
         for (int i = 0; i < NREADERS; i++) {
