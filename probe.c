@@ -3629,12 +3629,14 @@ static void lp_batch_progress(lagprobe_t *p, size_t n_done) {
         if (inc <= 0)
                 return;
         int64_t per = (now - LD(p->b_last_progress_us)) / inc;
-        /* One histogram update for the lot, whatever the batch size. */
-        lp_whist_add_n(&p->h_msg, p->win_us, now, per, inc);
         uint32_t q = lp_wbegin(&p->bseq);
         ST(p->b_done, (int64_t)n_done);
         ST(p->b_last_progress_us, now);
         lp_wend(&p->bseq, q);
+        /* One histogram update for the lot, whatever the batch size; after
+         * b_done, so that lp_check_predict(), which reads the histogram
+         * first, never counts these messages as not done yet. */
+        lp_whist_add_n(&p->h_msg, p->win_us, now, per, inc);
 }
 
 static void lp_batch_end(lagprobe_t *p) {
@@ -4051,6 +4053,12 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         uint32_t q;
         int in;
         int64_t size, done, begin, lastp, batch_id;
+        if (!LD(p->b_in_batch))
+                return 0;
+        /* Before the batch figures (see lp_batch_progress()): the recent
+         * per-message median, for a batch with nothing done yet. */
+        lp_hsum_t recent;
+        lp_whist_read(&p->h_msg, p->win_us, now_us, NULL, &recent);
         do {
                 q = lp_rbegin(&p->bseq);
                 in = LD(p->b_in_batch);
@@ -4072,8 +4080,6 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         if (done > 0) {
                 per_us = (double)(lastp - begin) / (double)done;
         } else {
-                lp_hsum_t recent;
-                lp_whist_read(&p->h_msg, p->win_us, now_us, NULL, &recent);
                 if (recent.count == 0)
                         return 0;
                 per_us = lp_hsum_pct(&recent, 0.50);
