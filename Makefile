@@ -451,8 +451,9 @@ run-waves:
 # as make test. Not in it: the sanitizers, valgrind, the CMake/install
 # e2e script and fuzzing (make test).
 CHECK_E2E ?= $(wildcard tests/e2e_prometheus.sh)
-CHECK_JOBS ?= 16
-CHECK_SHARDS ?= test_headroom=5 test_diagnosis=3 test_faults=3 test_rebalance=2 test_lag=2
+CHECK_JOBS ?= 32
+CHECK_SHARDS ?= test_headroom=5 test_diagnosis=6 test_faults=3 test_rebalance=2 test_lag=2 \
+	test_outage=4 test_cpp=3 test_compat=2
 
 check: deps
 	@rm -f $(BUILD)/*-logs/counts
