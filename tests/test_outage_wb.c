@@ -13,27 +13,7 @@
 
 #include "../probe.c"
 
-#include "harness.h"
-
-static lagprobe_t *wb_probe(void) {
-        char errstr[256];
-        lagprobe_config_t pc;
-        lagprobe_config_init(&pc);
-        pc.watchdog_interval_ms = 0;
-        lagprobe_t *p = lagprobe_new(&pc, errstr, sizeof errstr);
-        if (!p)
-                fail_msg("lagprobe_new: %s", errstr);
-        return p;
-}
-
-static void wb_assign(lagprobe_t *p, const char *topic, int32_t partition) {
-        pthread_mutex_lock(&p->wlock);
-        int i = lp_slot_find(p, topic, partition, 1);
-        if (i >= 0)
-                ST_REL(lp_slot_at(p, (uint32_t)i)->assigned, 1);
-        pthread_mutex_unlock(&p->wlock);
-        assert_true(i >= 0);
-}
+#include "wb.h"
 
 /* A document at statistics time ts_s seconds: brokers 1 and 2 in the
  * given states, the coordinator (id coord, -1 unknown) in its state;

@@ -11,7 +11,7 @@
 
 #include "../probe.c"
 
-#include "harness.h"
+#include "wb.h"
 
 static char *real_doc;     /* a statistics document from the mock cluster */
 static size_t real_len;
@@ -94,27 +94,6 @@ static int teardown(void **state) {
 }
 
 /* ---- helpers ---------------------------------------------------------- */
-
-static lagprobe_t *wb_probe(void) {
-        char errstr[256];
-        lagprobe_config_t pc;
-        lagprobe_config_init(&pc);
-        pc.watchdog_interval_ms = 0;
-        lagprobe_t *p = lagprobe_new(&pc, errstr, sizeof errstr);
-        if (!p)
-                fail_msg("lagprobe_new: %s", errstr);
-        return p;
-}
-
-/* Mark (topic, partition) assigned, as a rebalance would. White-box. */
-static void wb_assign(lagprobe_t *p, const char *topic, int32_t partition) {
-        pthread_mutex_lock(&p->wlock);
-        int i = lp_slot_find(p, topic, partition, 1);
-        if (i >= 0)
-                ST_REL(lp_slot_at(p, (uint32_t)i)->assigned, 1);
-        pthread_mutex_unlock(&p->wlock);
-        assert_true(i >= 0);
-}
 
 typedef struct counts_s {
         int64_t docs, errors, field_errors;
