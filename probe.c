@@ -2883,6 +2883,7 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
  * round is the same change. Caller holds wlock. */
 #define LP_ROUND_US 5000000
 static int lp_count_change(lagprobe_t *p, int assign, int cnt, int64_t now) {
+        p->w_rb_callbacks++; /* every callback: see no_rebalances */
         if (lp_protocol(p) != LP_PROTO_COOPERATIVE) {
                 if (assign)
                         p->w_assign_t[p->w_assign_n++ % 16] = now;
@@ -2904,7 +2905,6 @@ static void lp_record_assign(lagprobe_t *p,
         pthread_mutex_lock(&p->wlock);
         int64_t added = lp_mark_assigned(p, parts);
         int counts = lp_count_change(p, 1, parts ? parts->cnt : 0, now);
-        p->w_rb_callbacks++;
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_assigns, LD(p->g_assigns) + counts);
         ST(p->g_last_rebalance_us, now);
@@ -2940,7 +2940,6 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
                 }
         }
         int counts = lp_count_change(p, 0, parts ? parts->cnt : 0, now);
-        p->w_rb_callbacks++;
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_revokes, LD(p->g_revokes) + counts);
         if (lost)
@@ -3634,8 +3633,8 @@ static void lp_batch_progress(lagprobe_t *p, size_t n_done) {
         ST(p->b_last_progress_us, now);
         lp_wend(&p->bseq, q);
         /* One histogram update for the lot, whatever the batch size; after
-         * b_done, so that lp_check_predict(), which reads the histogram
-         * first, never counts these messages as not done yet. */
+         * b_done, so that lp_check_predict() never reads these messages'
+         * time with b_done still 0 (it checks b_done again). */
         lp_whist_add_n(&p->h_msg, p->win_us, now, per, inc);
 }
 
@@ -4053,12 +4052,6 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         uint32_t q;
         int in;
         int64_t size, done, begin, lastp, batch_id;
-        if (!LD(p->b_in_batch))
-                return 0;
-        /* Before the batch figures (see lp_batch_progress()): the recent
-         * per-message median, for a batch with nothing done yet. */
-        lp_hsum_t recent;
-        lp_whist_read(&p->h_msg, p->win_us, now_us, NULL, &recent);
         do {
                 q = lp_rbegin(&p->bseq);
                 in = LD(p->b_in_batch);
@@ -4080,7 +4073,12 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         if (done > 0) {
                 per_us = (double)(lastp - begin) / (double)done;
         } else {
-                if (recent.count == 0)
+                lp_hsum_t recent;
+                lp_whist_read(&p->h_msg, p->win_us, now_us, NULL, &recent);
+                /* lp_batch_progress() publishes b_done before it adds the
+                 * finished messages to the histogram: if this read saw
+                 * them, b_done is no longer 0 and this pass skips. */
+                if (recent.count == 0 || LD(p->b_done) != 0)
                         return 0;
                 per_us = lp_hsum_pct(&recent, 0.50);
         }
