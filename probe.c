@@ -425,7 +425,6 @@ struct lagprobe_s {
         int64_t stats_interval_ms;
         char bind_error[160];        /* why on_new refused, or "" */
         int proto;                   /* LP_PROTO_*, from the conf */
-        int kip848;                  /* group.protocol=consumer */
         int64_t bound_us;            /* when on_new bound the probe */
 
         /* Writers' lock: index, S groups, G group. See the contract. */
@@ -3300,23 +3299,20 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         }
         lp_conf_str(conf, "group.id", p->group_id, sizeof p->group_id);
         lp_conf_str(conf, "client.id", p->client_id, sizeof p->client_id);
-        {
-                char strat[256], gproto[32];
-                lp_conf_str(conf, "partition.assignment.strategy", strat,
-                            sizeof strat);
-                /* Unknown to librdkafka < 2.4: "" and so classic. */
-                lp_conf_str(conf, "group.protocol", gproto, sizeof gproto);
-                p->kip848 = !strcmp(gproto, "consumer");
-                p->proto = lp_protocol_of(strat, p->kip848);
-        }
+        char strat[256], gproto[32];
+        lp_conf_str(conf, "partition.assignment.strategy", strat, sizeof strat);
+        /* Unknown to librdkafka < 2.4: "" and so classic. */
+        lp_conf_str(conf, "group.protocol", gproto, sizeof gproto);
+        int kip848 = !strcmp(gproto, "consumer");
+        p->proto = lp_protocol_of(strat, kip848);
         p->max_poll_interval_ms =
             lp_conf_int(conf, "max.poll.interval.ms", 300000);
         /* Under KIP-848 the session and heartbeat are the broker's (the
          * client refuses both properties): unknown here, not defaults. */
         p->session_timeout_ms =
-            p->kip848 ? -1 : lp_conf_int(conf, "session.timeout.ms", 45000);
+            kip848 ? -1 : lp_conf_int(conf, "session.timeout.ms", 45000);
         p->heartbeat_interval_ms =
-            p->kip848 ? -1 : lp_conf_int(conf, "heartbeat.interval.ms", 3000);
+            kip848 ? -1 : lp_conf_int(conf, "heartbeat.interval.ms", 3000);
         p->stats_interval_ms =
             lp_conf_int(conf, "statistics.interval.ms", 0);
         /* rk->rk_conf, the client's own copy of the final conf: librdkafka
