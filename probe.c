@@ -2047,15 +2047,17 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 a = LD(s->s_ev_a);
                 b = LD(s->s_ev_b);
                 c = LD(s->s_ev_c);
-        } else if ((unfetched || s->w_paused_since_us) &&
-                   (fetchq_cnt <= 0 || n.pos >= shi) && plag > 0 && !moving &&
-                   total == s->w_paused_total) {
+        } else if (plag > 0 && total == s->w_paused_total &&
+                   (s->w_paused_since_us ||
+                    (unfetched && (fetchq_cnt <= 0 || n.pos >= shi) &&
+                     !moving))) {
                 /* Messages the broker has that nothing fetches: paused by
                  * the app, or a queue librdkafka deems full. Before the
                  * window rules: it is neither idle nor stalled. Nothing
                  * waits in its queue, or nothing the statistics know of
                  * (librdkafka may count a few ops there). Once seen
-                 * it lasts until the partition is consumed again (the
+                 * it lasts until the partition is consumed again, whatever
+                 * one document says of its queue or watermarks (the
                  * statistics' figure may catch up with a refresh between
                  * two). */
                 st = LAGPROBE_PSTATUS_PAUSED;
