@@ -1,7 +1,8 @@
 # lagprobe Makefile
 # SPDX-License-Identifier: BSD-2-Clause
 #
-#   make                  build/liblagprobe.a and build/examples/* (only
+#   make                  build/liblagprobe.a, build/examples/* and the
+#                         plugin build/lagprobe.so (only
 #                         builds: installs nothing)
 #   make deps             scripts/deps.sh: installs the missing Debian
 #                         packages (apt-get; SKIP_DEPS=1 skips it,
@@ -112,7 +113,7 @@ TEST_LIBS_test_output = $(shell $(PKG_CONFIG) --libs libcjson)
 # Keep the intermediate objects of the test chains for incremental builds.
 .SECONDARY:
 
-all: $(LIB) $(EXAMPLES)
+all: $(LIB) $(EXAMPLES) $(PLUGIN)
 
 FORCE:
 
@@ -203,6 +204,43 @@ $(CXX_EXAMPLES): $(BUILD)/examples/%: examples/%.cpp $(LIB) \
 
 demo: $(BUILD)/examples/demo
 	$(BUILD)/examples/demo $(DEMO_ARGS)
+
+# ---- plugin ----------------------------------------------------------------
+# make plugin: build/lagprobe.so, lagprobe as a librdkafka plugin
+# (plugin.library.paths=...; README.md, "Zero-code mode"): probe.c and the
+# front end in plugin/, compiled -fPIC with hidden visibility; the export
+# map leaves conf_init() as its only dynamic symbol. It is linked with
+# librdkafka so that the loader reuses the host's copy (same soname) even
+# when that was loaded RTLD_LOCAL (Python extension modules).
+# build/plugin/plugin_app: a plain consumer for the end-to-end tests, with
+# -v for the vendored probe (linked with the normal build's probe.o).
+
+PLUGIN = $(BUILD)/lagprobe.so
+PLUGIN_DIR = $(BUILD)/plugin
+PLUGIN_OBJS = $(addprefix $(PLUGIN_DIR)/,probe.o plugin.o http.o)
+PLUGIN_CC = $(CC) $(CPPFLAGS) $(CSTD) $(WARN) $(CFLAGS) -fPIC \
+	-fvisibility=hidden $(RDKAFKA_CFLAGS)
+PLUGIN_LINK = -shared -Wl,--version-script=plugin/exports.map -Wl,-z,defs \
+	$(LDFLAGS) $(RDKAFKA_RPATH) $(RDKAFKA_LIBS) $(SYS_LIBS) -ldl
+
+.PHONY: plugin
+plugin: $(PLUGIN)
+
+$(PLUGIN_DIR)/cmd: FORCE | deps
+	$(call record_cmd,$(PLUGIN_CC) $(PLUGIN_LINK))
+
+$(PLUGIN_DIR)/probe.o: probe.c $(PLUGIN_DIR)/cmd | deps
+	$(PLUGIN_CC) -MMD -MP -c $< -o $@
+
+$(PLUGIN_DIR)/%.o: plugin/%.c $(PLUGIN_DIR)/cmd | deps
+	$(PLUGIN_CC) -MMD -MP -c $< -o $@
+
+$(PLUGIN): $(PLUGIN_OBJS) plugin/exports.map
+	$(CC) $(CFLAGS) -o $@ $(PLUGIN_OBJS) $(PLUGIN_LINK)
+
+$(PLUGIN_DIR)/plugin_app: tests/plugin_app.c $(LIB) $(BUILD)/examples/cmd | deps
+	@mkdir -p $(@D)
+	$(EX_CC) -MMD -MP -o $@ $< $(LIB) $(EX_LINK)
 
 # ---- compile checks --------------------------------------------------------
 # The drop-in must compile cleanly with every compiler users have, and
@@ -365,7 +403,7 @@ $(foreach v,$(TEST_VARIANTS),$(eval $(call test_variant,$(v))))
 # "e2e" (one test per check line).
 E2E_SCRIPTS := $(wildcard tests/e2e_*.sh)
 
-test-build-e2e: $(EXAMPLES)
+test-build-e2e: $(EXAMPLES) $(PLUGIN) $(PLUGIN_DIR)/plugin_app $(BENCH_DIR)/mock_broker
 
 test-e2e: test-build-e2e
 	@$(MAKE) --no-print-directory run-e2e
@@ -616,12 +654,13 @@ $(BUILD)/lagprobe.pc: FORCE
 	@mkdir -p $(@D)
 	@printf '%s\n' "$$LAGPROBE_PC" > $@
 
-install: $(LIB) $(BUILD)/lagprobe.pc
+install: $(LIB) $(PLUGIN) $(BUILD)/lagprobe.pc
 	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR)/lagprobe $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(DATADIR)/lagprobe
 	$(INSTALL) -m 644 probe.h $(DESTDIR)$(INCLUDEDIR)/lagprobe/
 	$(INSTALL) -m 644 probe.c probe.h $(DESTDIR)$(DATADIR)/lagprobe/
 	$(INSTALL) -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 755 $(PLUGIN) $(DESTDIR)$(LIBDIR)/
 	$(INSTALL) -m 644 $(BUILD)/lagprobe.pc $(DESTDIR)$(PKGCONFIGDIR)/
 
 uninstall:
@@ -629,6 +668,7 @@ uninstall:
 		$(DESTDIR)$(DATADIR)/lagprobe/probe.c \
 		$(DESTDIR)$(DATADIR)/lagprobe/probe.h \
 		$(DESTDIR)$(LIBDIR)/liblagprobe.a \
+		$(DESTDIR)$(LIBDIR)/lagprobe.so \
 		$(DESTDIR)$(PKGCONFIGDIR)/lagprobe.pc
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/lagprobe $(DESTDIR)$(DATADIR)/lagprobe 2>/dev/null
 
