@@ -25,7 +25,8 @@ packages=(
         python3           # end-to-end test: JSON comparisons
         python3-yaml      # end-to-end test: reads the shipped alert rules
         curl              # end-to-end test: HTTP client
-        kcat
+        kcat              # end-to-end test: the plugin in a real client
+        python3-confluent-kafka # end-to-end test: the plugin in Python (/usr/bin/python3)
         prometheus        # end-to-end scrape test (prometheus, promtool)
         "$@"
 )
