@@ -430,8 +430,41 @@ static lpp_family_t *lpp_family(lpp_family_t **fams, size_t *n, size_t *cap,
         return f;
 }
 
+/* A lagprobe_* sample with the label consumer="NAME" first: two consumers
+ * of one process may share client.id and group, and Prometheus refuses a
+ * scrape with duplicate series. kafka_consumergroup_* keep kafka_exporter's
+ * labels: partitions of one group are never assigned to two members. */
+static void lpp_put_sample(lpp_buf_t *b, const char *l, size_t ll,
+                           const char *consumer) {
+        size_t nl = strcspn(l, "{ ");
+        if (nl >= ll || strncmp(l, "lagprobe_", 9)) {
+                lpp_put(b, l, ll);
+                return;
+        }
+        lpp_put(b, l, nl);
+        lpp_puts(b, "{consumer=\"");
+        for (const char *c = consumer; *c; c++) {
+                if (*c == '"' || *c == '\\')
+                        lpp_put(b, "\\", 1);
+                if (*c == '\n')
+                        lpp_puts(b, "\\n");
+                else
+                        lpp_put(b, c, 1);
+        }
+        lpp_puts(b, "\"");
+        if (l[nl] == '{') {
+                if (l[nl + 1] != '}')
+                        lpp_puts(b, ",");
+                nl++;
+        } else {
+                lpp_puts(b, "}");
+        }
+        lpp_put(b, l + nl, ll - nl);
+}
+
 static int lpp_merge_metrics(lpp_family_t **fams, size_t *n, size_t *cap,
-                             const char *text, size_t len) {
+                             const char *text, size_t len,
+                             const char *consumer) {
         lpp_family_t *cur = NULL;
         int fresh = 0; /* cur's header comes from this probe */
         const char *end = text + len;
@@ -454,7 +487,7 @@ static int lpp_merge_metrics(lpp_family_t **fams, size_t *n, size_t *cap,
                 } else if (l[0] != '#' && ll > 1) {
                         if (!cur && !(cur = lpp_family(fams, n, cap, "", 0)))
                                 return -1;
-                        lpp_put(&cur->samples, l, ll);
+                        lpp_put_sample(&cur->samples, l, ll, consumer);
                 }
                 l += ll;
         }
@@ -467,7 +500,8 @@ static void lpp_render_metrics(lpp_buf_t *b) {
         for (lpp_entry_t *e = lpp_entries; e && !b->oom; e = e->next) {
                 size_t len = 0;
                 char *text = lpp_render_probe(e->probe, 1, &len);
-                if (!text || lpp_merge_metrics(&fams, &n, &cap, text, len))
+                if (!text || lpp_merge_metrics(&fams, &n, &cap, text, len,
+                                               rd_kafka_name(e->rk)))
                         b->oom = 1;
                 free(text);
         }
