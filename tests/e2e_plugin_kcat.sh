@@ -26,8 +26,7 @@ fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/tests/lib_e2e.sh"
 . "$root/tests/lib_plugin.sh"
-e2e_init e2e-plugin-kcat
-plugin_init
+plugin_start e2e-plugin-kcat
 if ! command -v kcat >/dev/null; then
         echo "Bail out! no kcat (Debian package kcat; make deps)"
         exit 1
@@ -205,10 +204,4 @@ stops() { # PID: SIGTERM, gone within 10 s
 check "kcat with the plugin and its listener exits on SIGTERM within 10 s" stops "$kcat_pid"
 check "kcat without the listener exits on SIGTERM within 10 s" stops "$quiet_pid"
 
-if ((failed)); then
-        note "kcat stderr (last 15 lines):"
-        tail -n 15 "$tmp/kcat.err" | sed 's/^/#   /'
-fi
-echo "1..$n"
-echo "# e2e_plugin_kcat: $((n - failed)) passed, $failed failed"
-((failed == 0))
+plugin_end e2e_plugin_kcat "$tmp/kcat.err"

@@ -22,8 +22,7 @@ fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/tests/lib_e2e.sh"
 . "$root/tests/lib_plugin.sh"
-e2e_init e2e-plugin-python
-plugin_init
+plugin_start e2e-plugin-python
 
 topic=plugin.python-1
 group=plugin-python-group
@@ -95,10 +94,4 @@ check "lagprobe.log=jsonl: a headroom_warn line before the evicted line" warn_be
 check "every log line is one JSON object with event, severity, group_id and message" \
         $py -c 'import json,sys; ev=[json.loads(l) for l in open(sys.argv[1])]; sys.exit(0 if ev and all({"event","severity","group_id","message","ts_ms"} <= set(e) for e in ev) else 1)' "$log"
 
-if ((failed)); then
-        note "python stderr (last 15 lines):"
-        tail -n 15 "$tmp/python.err" | sed 's/^/#   /'
-fi
-echo "1..$n"
-echo "# e2e_plugin_python: $((n - failed)) passed, $failed failed"
-((failed == 0))
+plugin_end e2e_plugin_python "$tmp/python.err"

@@ -2,7 +2,7 @@
 # tests/e2e_plugin_*.sh, on top of tests/lib_e2e.sh. Sourced, not run.
 #
 #   . "$root/tests/lib_e2e.sh"; . "$root/tests/lib_plugin.sh"
-#   e2e_init NAME; plugin_init
+#   plugin_start NAME ... checks ... plugin_end NAME LOGFILE
 #
 # sets plugin_so (build/lagprobe.so), dpy (Debian's /usr/bin/python3, where
 # python3-confluent-kafka lives) and kafka (tests/plugin_kafka.py through
@@ -15,7 +15,10 @@ kafka() { "$dpy" "$root/tests/plugin_kafka.py" "$@"; }
 mock_bin=$build/bench/mock_broker
 bg_pids=""
 
-plugin_init() {
+# plugin_start NAME: e2e_init NAME, then bail out unless the plugin, the
+# mock broker and confluent_kafka are there.
+plugin_start() {
+        e2e_init "$1"
         trap plugin_cleanup EXIT
         local f
         for f in "$plugin_so" "$mock_bin"; do
@@ -64,4 +67,16 @@ json_ok() {
 # listening_sockets PID: how many TCP sockets in LISTEN state PID holds.
 listening_sockets() {
         ss -H -ltnp 2>/dev/null | grep -c "pid=$1," || true
+}
+
+# plugin_end NAME LOG: after a failure the tail of LOG; the TAP plan and
+# summary; the exit status.
+plugin_end() {
+        if ((failed)); then
+                note "$2 (last 15 lines):"
+                tail -n 15 "$2" 2>/dev/null | sed 's/^/#   /'
+        fi
+        echo "1..$n"
+        echo "# $1: $((n - failed)) passed, $failed failed"
+        ((failed == 0))
 }
