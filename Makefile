@@ -563,7 +563,8 @@ $(BENCH_DIR)/bench_snapshot: bench/bench_snapshot.c probe.c $(BENCH_DIR)/cmd | d
 $(BENCH_DIR)/stats_%.json: $(BENCH_DIR)/gen_stats
 	$(BENCH_DIR)/gen_stats -p $* -o $@
 
-bench-build: $(BENCH_BINS) $(BENCH_DOCS)
+# The plugin too: bench_consume holds it against the vendored probe.
+bench-build: $(BENCH_BINS) $(BENCH_DOCS) $(PLUGIN)
 
 bench: bench-build
 	python3 bench/run.py $(BENCH_DIR) \

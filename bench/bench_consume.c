@@ -3,7 +3,7 @@
  * SPDX-License-Identifier: BSD-2-Clause
  *
  *   bench_consume -B MOCK_BROKER_PATH [-m MESSAGES] [-p PARTITIONS]
- *                 [-r RUNS] [-n BATCH] [-c CHUNK] [-x MODE]
+ *                 [-r RUNS] [-n BATCH] [-c CHUNK] [-x MODE] [-L PLUGIN]
  *
  * The broker child (bench/mock_broker.c) holds one topic with MESSAGES
  * messages of 100 B spread over PARTITIONS partitions (its log keeps only
@@ -17,6 +17,10 @@
  *   batch_noop   the same with the do-nothing on_consume interceptor
  *   batch_zero   the same, probe attached
  *   batch_hooks  the same, plus lagprobe_batch_begin(n)/batch_end per batch
+ *   poll_plugin  poll_none with the probe loaded as a librdkafka plugin
+ *                (-L PATH: plugin.library.paths=PATH, nothing else): the
+ *                zero-code mode of README "Zero-code mode", to hold
+ *                against poll_zero, the vendored probe. Only with -L.
  *
  * Each run creates one consumer per mode of a family (poll_*, batch_*),
  * assigns each the whole topic from the beginning, waits until all of them
@@ -45,11 +49,13 @@ enum {
         M_BATCH_NOOP,
         M_BATCH_ZERO,
         M_BATCH_HOOKS,
+        M_POLL_PLUGIN,
         M__CNT
 };
 static const char *const mode_names[M__CNT] = {
     "poll_none", "poll_noop", "poll_zero", "poll_hooks",
-    "batch_none", "batch_noop", "batch_zero", "batch_hooks"};
+    "batch_none", "batch_noop", "batch_zero", "batch_hooks", "poll_plugin"};
+static const char *g_plugin; /* -L */
 
 static const char *g_boot;
 static const char *g_topic = "bench";
@@ -100,7 +106,8 @@ static void cons_new(cons_t *c, int mode) {
         memset(c, 0, sizeof *c);
         c->mode = mode;
         int noop = mode == M_POLL_NOOP || mode == M_BATCH_NOOP;
-        int with_probe = !noop && mode != M_POLL_NONE && mode != M_BATCH_NONE;
+        int with_probe = !noop && mode != M_POLL_NONE &&
+                         mode != M_BATCH_NONE && mode != M_POLL_PLUGIN;
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         snprintf(group, sizeof group, "bench-%d-%d", (int)getpid(), g_group_n++);
         set(conf, "bootstrap.servers", g_boot);
@@ -114,6 +121,8 @@ static void cons_new(cons_t *c, int mode) {
         if (noop)
                 rd_kafka_conf_interceptor_add_on_new(conf, "noop", noop_on_new,
                                                      NULL);
+        if (mode == M_POLL_PLUGIN)
+                set(conf, "plugin.library.paths", g_plugin);
         if (with_probe) {
                 lagprobe_config_t pc;
                 lagprobe_config_init(&pc); /* defaults: stats 1 s, wd 100 ms */
@@ -225,8 +234,9 @@ __attribute__((noinline)) static long consume_batch(rd_kafka_queue_t *q,
 }
 
 __attribute__((noinline)) static long consume_loop(cons_t *c, long want) {
-        return c->mode < M_BATCH_NONE ? consume_poll(c->rk, c->hooks, want)
-                                      : consume_batch(c->q, c->hooks, want);
+        return c->mode < M_BATCH_NONE || c->mode == M_POLL_PLUGIN
+                   ? consume_poll(c->rk, c->hooks, want)
+                   : consume_batch(c->q, c->hooks, want);
 }
 
 static void cons_destroy(cons_t *c) {
@@ -289,9 +299,10 @@ int main(int argc, char **argv) {
         const char *broker = NULL;
         int runs = 5, only = -1, opt;
         long chunk = 5000;
-        while ((opt = getopt(argc, argv, "B:m:p:r:n:c:x:")) != -1) {
+        while ((opt = getopt(argc, argv, "B:m:p:r:n:c:x:L:")) != -1) {
                 switch (opt) {
                 case 'B': broker = optarg; break;
+                case 'L': g_plugin = optarg; break;
                 case 'm': g_msgs = atol(optarg); break;
                 case 'p': g_parts = atoi(optarg); break;
                 case 'r': runs = atoi(optarg); break;
@@ -309,10 +320,15 @@ int main(int argc, char **argv) {
                 default:
                         fprintf(stderr,
                                 "usage: %s -B mock_broker [-m msgs] [-p parts] "
-                                "[-r runs] [-n batch] [-c chunk] [-x mode]\n",
+                                "[-r runs] [-n batch] [-c chunk] [-x mode] "
+                                "[-L plugin]\n",
                                 argv[0]);
                         return 1;
                 }
+        }
+        if (only == M_POLL_PLUGIN && !g_plugin) {
+                fprintf(stderr, "bench_consume: poll_plugin needs -L\n");
+                return 1;
         }
         if (!broker || runs < 1 || runs > 100 || g_msgs < 1 || g_batch < 1 ||
             g_parts < 1 || g_parts > 1000 || chunk < 1) {
@@ -340,14 +356,14 @@ int main(int argc, char **argv) {
                 return 0;
         }
 
-        static const int fam[2][4] = {
-            {M_POLL_NONE, M_POLL_NOOP, M_POLL_ZERO, M_POLL_HOOKS},
+        static const int fam[2][5] = {
+            {M_POLL_NONE, M_POLL_NOOP, M_POLL_ZERO, M_POLL_HOOKS, M_POLL_PLUGIN},
             {M_BATCH_NONE, M_BATCH_NOOP, M_BATCH_ZERO, M_BATCH_HOOKS}};
-        static const int fam_n[2] = {4, 4};
+        const int fam_n[2] = {g_plugin ? 5 : 4, 4};
         static double ns[M__CNT][100], ratio[M__CNT][100];
         for (int r = 0; r < runs; r++) {
                 for (int f = 0; f < 2; f++) {
-                        double out[4];
+                        double out[5];
                         run_family(fam[f], fam_n[f], chunk, out);
                         for (int i = 0; i < fam_n[f]; i++) {
                                 int m = fam[f][i];
@@ -360,7 +376,7 @@ int main(int argc, char **argv) {
                 }
         }
         bu_broker_stop(&b);
-        for (int m = 0; m < M__CNT; m++)
+        for (int m = 0; m < M__CNT - (g_plugin ? 0 : 1); m++)
                 printf("MEDIAN %s ns_per_msg=%.2f ratio=%.4f "
                        "ratio_min=%.4f ratio_max=%.4f\n",
                        mode_names[m], bu_median(ns[m], runs),

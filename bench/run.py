@@ -117,6 +117,7 @@ def main():
     if "--write" in args:
         write = args[args.index("--write") + 1]
     B = lambda n: os.path.join(bd, n)
+    plugin = os.path.join(bd, "..", "lagprobe.so")  # make plugin
     docs = [B("stats_10.json"), B("stats_1000.json"), B("stats_10000.json")]
     runs = "3" if quick else "5"
     crun = "3" if quick else "15"
@@ -128,7 +129,8 @@ def main():
     res = {}
     steps = [
         ("consume", lambda: run([B("bench_consume"), "-B", B("mock_broker"),
-                                 "-m", "200000", "-p", "8", "-r", crun],
+                                 "-m", "200000", "-p", "8", "-r", crun] +
+                                (["-L", plugin] if os.path.exists(plugin) else []),
                                 B("consume.log"))),
         ("stats", lambda: run([B("bench_stats"), "-r", runs] + docs,
                               B("stats.log"))),
@@ -205,6 +207,17 @@ def main():
                  "probe + batch_begin(1)/batch_end per message")
         cpu_rows("batch", "def", "consume_batch_queue of 100, probe attached",
                  "probe + batch_begin(n)/batch_end per batch")
+        if "poll_plugin" in med:
+            # Zero-code mode as a plugin against the vendored probe, both in
+            # the same runs (per-run ratio, like the do-nothing comparison).
+            r = over_noop("poll_plugin", "poll_zero")
+            rows.append(("1l. same poll loop, the probe loaded as a plugin "
+                         "(lagprobe.so by plugin.library.paths) vs vendored "
+                         "(1a)", "%.0f ns" % f("poll_zero", "ns_per_msg"),
+                         "%.0f ns" % f("poll_plugin", "ns_per_msg"),
+                         "%.3f (%s); vs no probe %.3f" %
+                         (r, pct(r), f("poll_plugin", "ratio")),
+                         "<= 1.02", yes(r <= 1.02)))
     if cg:
         if "poll_zero" in cg and "poll_none" in cg:
             z, n0 = cg["poll_zero"], cg["poll_none"]
