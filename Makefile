@@ -403,7 +403,9 @@ $(foreach v,$(TEST_VARIANTS),$(eval $(call test_variant,$(v))))
 # "e2e" (one test per check line).
 E2E_SCRIPTS := $(wildcard tests/e2e_*.sh)
 
-test-build-e2e: $(EXAMPLES) $(PLUGIN) $(PLUGIN_DIR)/plugin_app $(BENCH_DIR)/mock_broker
+# The plugin scripts (tests/e2e_plugin_*.sh) need the plugin, tests/plugin_app.c
+# and the mock cluster process of bench/ (BENCH_DIR is defined further down).
+test-build-e2e: $(EXAMPLES) $(PLUGIN) $(PLUGIN_DIR)/plugin_app $(BUILD)/bench/mock_broker
 
 test-e2e: test-build-e2e
 	@$(MAKE) --no-print-directory run-e2e
