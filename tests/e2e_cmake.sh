@@ -186,9 +186,9 @@ check "make install DESTDIR=... PREFIX=$prefix" \
 installed() {
         ls -R "$dest"
         [[ -f $dest$prefix/include/lagprobe/probe.h && -f $dest$prefix/lib/liblagprobe.a &&
-                -f $dest$prefix/lib/pkgconfig/lagprobe.pc ]]
+                -f $dest$prefix/lib/pkgconfig/lagprobe.pc && -x $dest$prefix/lib/lagprobe.so ]]
 }
-check "probe.h in include/lagprobe/, liblagprobe.a and lagprobe.pc in lib/" installed
+check "probe.h in include/lagprobe/; liblagprobe.a, lagprobe.pc and the plugin lagprobe.so in lib/" installed
 
 pc_path=$dest$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 # pkg_app SPELLING: a program including probe.h that way, built with
