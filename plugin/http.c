@@ -389,11 +389,20 @@ static void lpp_conn_write(lpp_conn_t *c) {
         }
 }
 
+/* Out of descriptors (or memory) the listener stays readable and every
+ * accept fails: the listeners sit out one tick instead of spinning. */
+static int64_t lpp_accept_pause_until_ms;
+
 static void lpp_accept(int lfd) {
         for (int k = 0; k < LPP_HTTP_MAX_CONN; k++) {
                 int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd < 0)
+                if (fd < 0) {
+                        if (errno == EMFILE || errno == ENFILE ||
+                            errno == ENOBUFS || errno == ENOMEM)
+                                lpp_accept_pause_until_ms =
+                                    lpp_mono_ms() + LPP_SERVICE_TICK_MS;
                         return;
+                }
                 lpp_conn_t *c = NULL;
                 for (int i = 0; i < LPP_HTTP_MAX_CONN && !c; i++)
                         if (lpp_conns[i].fd < 0)
@@ -426,9 +435,10 @@ static void *lpp_service(void *arg) {
                 lpp_conns[i].fd = -1;
         while (!atomic_load(&lpp_svc_quit)) {
                 nfds_t n = 0;
+                int accepting = lpp_mono_ms() >= lpp_accept_pause_until_ms;
                 lpp_ls_reap();
                 pthread_mutex_lock(&lpp_http_lock);
-                for (int i = 0; i < LPP_HTTP_MAX_LISTENERS; i++)
+                for (int i = 0; i < LPP_HTTP_MAX_LISTENERS && accepting; i++)
                         if (lpp_ls[i].spec[0]) {
                                 pfd[n] = (struct pollfd){lpp_ls[i].fd, POLLIN, 0};
                                 who[n++] = -1;
