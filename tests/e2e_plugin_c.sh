@@ -123,6 +123,53 @@ check "http: after the battery the consumer is alive and /healthz answers 200" \
 check "http: only 127.0.0.1 listens (the default host)" \
         test "$(ss -H -ltnp 2>/dev/null | grep "pid=${app_pid[plugin]}," | awk '{print $4}')" = "127.0.0.1:$port"
 
+# Out of file descriptors, accept() keeps failing on a readable listener:
+# the service thread must not spin. The limit is lowered on the running
+# process (prlimit), 10 clients connect, its CPU time is read over 2 s.
+no_spin() {
+        local pid=${app_pid[plugin]} nfd soft
+        nfd=$(ls "/proc/$pid/fd" | wc -l)
+        soft=$(prlimit --nofile --pid "$pid" -o SOFT --noheadings | tr -d ' ')
+        prlimit --nofile=$((nfd + 4)): --pid "$pid" || return 1
+        "$dpy" - "$pid" "$port" <<'EOF'
+import os, socket, sys, time
+pid, port = sys.argv[1], int(sys.argv[2])
+def cpu():
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / float(os.sysconf("SC_CLK_TCK"))
+idle = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(10)]
+time.sleep(0.5)
+c0 = cpu()
+time.sleep(2)
+used = cpu() - c0
+for s in idle:
+    s.close()
+print("#   CPU seconds in 2 s with descriptors exhausted: %.2f" % used)
+sys.exit(0 if used < 0.5 else 1)
+EOF
+        local rc=$?
+        prlimit --nofile="$soft": --pid "$pid" || return 1
+        return $rc
+}
+if command -v prlimit >/dev/null; then
+        check "http: out of descriptors, the listener does not spin" no_spin
+        check "http: ... and answers again once descriptors are back" \
+                wait_for 8 eval '[[ $(get "$base/healthz" "$tmp/h.txt") == 200* ]]'
+fi
+
+# The port is taken (by the plugin run): a consumer asking for it says so on
+# stderr and runs without an endpoint.
+run_app busy -g plugin-c-busy -X plugin.library.paths="$plugin_so" \
+        -X lagprobe.http.listen=127.0.0.1:"$port"
+busy_said() {
+        grep -q "lagprobe: no HTTP endpoint for group=plugin-c-busy: lagprobe.http.listen=127.0.0.1:$port: cannot listen" \
+                "$tmp/busy.err" && kill -0 "${app_pid[busy]}"
+}
+check "port in use: one lagprobe line on stderr naming it, the consumer runs on" \
+        wait_for 10 busy_said
+check "... and the endpoint still shows only the plugin run's consumer" \
+        eval '[[ $(get "$base/lag" "$tmp/lag2.json") == 200* ]] && json_ok "$tmp/lag2.json" "len(d[\"consumers\"]) == 1"'
+
 # ---- producer in the same process, consumer from a conf copy, file output ----
 snap=$tmp/snapshot.json
 run_app quiet -g plugin-c-quiet -c "$commit_at" -P plugin.c_out \
@@ -150,6 +197,7 @@ exits_ok() { # NAME
 }
 check "plugin run (listener, shared consumer registry) closes and exits 0" exits_ok plugin
 check "vendored run exits 0" exits_ok vendored
+check "run without its endpoint (port in use) exits 0" exits_ok busy
 check "producer + consumer run exits 0" exits_ok quiet
 
 plugin_end e2e_plugin_c "$tmp/plugin.err"

@@ -62,6 +62,16 @@ check "lagprobe.http.listen with a host name: kcat fails" \
 check "unknown lagprobe.log sink: kcat fails" \
         conf_fails lagprobe.log=file 'expected stderr, syslog, none or jsonl:PATH'
 
+# A producer with the plugin and a listener configured is left alone: no
+# probe, no listener, its messages delivered.
+produce_alone() {
+        printf 'p1\np2\n' | timeout 20 kcat -P -b "$boot" -t plugin.kcat_out \
+                -X plugin.library.paths="$plugin_so" \
+                -X lagprobe.http.listen=127.0.0.1:"$(free_port)" 2>"$tmp/producer.err" &&
+                ! grep -q 'lagprobe' "$tmp/producer.err"
+}
+check "kcat -P with the plugin: delivered, no lagprobe line, no listener" produce_alone
+
 # ---- 2. kcat with the plugin ------------------------------------------------
 port=$(free_port)
 base=http://127.0.0.1:$port
