@@ -217,7 +217,8 @@ demo: $(BUILD)/examples/demo
 
 PLUGIN = $(BUILD)/lagprobe.so
 PLUGIN_DIR = $(BUILD)/plugin
-PLUGIN_OBJS = $(addprefix $(PLUGIN_DIR)/,probe.o plugin.o http.o)
+PLUGIN_SRCS = $(wildcard plugin/*.c)
+PLUGIN_OBJS = $(PLUGIN_DIR)/probe.o $(patsubst plugin/%.c,$(PLUGIN_DIR)/%.o,$(PLUGIN_SRCS))
 PLUGIN_CC = $(CC) $(CPPFLAGS) $(CSTD) $(WARN) $(CFLAGS) -fPIC \
 	-fvisibility=hidden $(RDKAFKA_CFLAGS)
 PLUGIN_LINK = -shared -Wl,--version-script=plugin/exports.map -Wl,-z,defs \
@@ -244,7 +245,7 @@ $(PLUGIN_DIR)/plugin_app: tests/plugin_app.c $(LIB) $(BUILD)/examples/cmd | deps
 
 # ---- compile checks --------------------------------------------------------
 # The drop-in must compile cleanly with every compiler users have, and
-# probe.h must parse as C++.
+# probe.h must parse as C++. The plugin front end (plugin/*.c) too.
 
 CHECK_CCS = gcc clang
 CHECK_CXXS = g++ clang++
@@ -254,6 +255,11 @@ check-compile: | deps
 	@set -e; for cc in $(CHECK_CCS); do \
 		echo "check-compile: $$cc $(CSTD) $(WARN) -c probe.c"; \
 		$$cc $(CSTD) $(WARN) $(RDKAFKA_CFLAGS) -c probe.c -o $(BUILD)/check/probe-$$cc.o; \
+		for f in $(PLUGIN_SRCS); do \
+			echo "check-compile: $$cc $(CSTD) $(WARN) -fPIC -c $$f"; \
+			$$cc $(CSTD) $(WARN) -fPIC -fvisibility=hidden $(RDKAFKA_CFLAGS) -c $$f \
+				-o $(BUILD)/check/$$(basename $$f .c)-$$cc.o; \
+		done; \
 	done; \
 	for cxx in $(CHECK_CXXS); do \
 		echo "check-compile: $$cxx $(WARN) -fsyntax-only probe.h"; \
