@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------
@@ -426,6 +427,10 @@ static void lpp_accept(int lfd) {
 static pthread_t lpp_svc;
 static int lpp_svc_running;
 static atomic_int lpp_svc_quit;
+/* 1 from start until the thread's last instruction on our data: a thread
+ * left behind by a bounded stop (below) keeps it until it gets out. */
+static atomic_int lpp_svc_alive;
+#define LPP_SERVICE_STOP_WAIT_MS 2000
 
 static void *lpp_service(void *arg) {
         (void)arg;
@@ -483,19 +488,28 @@ static void *lpp_service(void *arg) {
         for (int i = 0; i < LPP_HTTP_MAX_CONN; i++)
                 if (lpp_conns[i].fd >= 0)
                         lpp_conn_close(&lpp_conns[i]);
+        atomic_store(&lpp_svc_alive, 0);
         return NULL;
 }
 
 int lpp_service_start(char *errstr, size_t errstr_size) {
         if (lpp_svc_running)
                 return 0;
+        if (atomic_load(&lpp_svc_alive)) {
+                snprintf(errstr, errstr_size,
+                         "the previous service thread is still stuck in a "
+                         "snapshot write (lagprobe.snapshot.path)");
+                return -1;
+        }
         atomic_store(&lpp_svc_quit, 0);
+        atomic_store(&lpp_svc_alive, 1);
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
         int e = pthread_create(&lpp_svc, NULL, lpp_service, NULL);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (e) {
+                atomic_store(&lpp_svc_alive, 0);
                 snprintf(errstr, errstr_size, "cannot start thread: %s",
                          strerror(e));
                 return -1;
@@ -504,10 +518,21 @@ int lpp_service_start(char *errstr, size_t errstr_size) {
         return 0;
 }
 
+/* Bounded, because it runs inside the app's rd_kafka_destroy(): the thread
+ * sees the flag within a tick unless a snapshot write() hangs (a dead
+ * network filesystem). Then it is left to finish on its own, detached;
+ * the library stays mapped (plugin.c pins it). */
 void lpp_service_stop(void) {
         if (lpp_svc_running) {
                 atomic_store(&lpp_svc_quit, 1);
-                pthread_join(lpp_svc, NULL);
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += LPP_SERVICE_STOP_WAIT_MS / 1000;
+                if (pthread_timedjoin_np(lpp_svc, NULL, &until)) {
+                        lpp_warn("service thread stuck (snapshot write?): "
+                                 "left behind");
+                        pthread_detach(lpp_svc);
+                }
                 lpp_svc_running = 0;
         }
         lpp_ls_reap();
