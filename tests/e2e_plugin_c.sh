@@ -189,6 +189,24 @@ check "... no listening socket without lagprobe.http.listen" \
 check "... lagprobe.log=none: no event line on stderr" \
         eval '! grep -q "lagprobe event=" "$tmp/quiet.err"'
 
+# A snapshot write that never returns (a FIFO where the temporary file
+# goes: open() blocks) must not hold up rd_kafka_destroy(): the service
+# thread is waited for 2 s, then left behind.
+run_app stuck -g plugin-c-stuck -X plugin.library.paths="$plugin_so" \
+        -X lagprobe.log=none -X lagprobe.snapshot.path="$tmp/stuck.json" \
+        -X lagprobe.snapshot.interval.ms=1000
+mkfifo "$tmp/stuck.json.tmp${app_pid[stuck]}"
+sleep 2
+stuck_exits() {
+        local pid=${app_pid[stuck]} fd=${app_fd[stuck]} t0=$SECONDS
+        exec {fd}>&-
+        wait_for 8 eval "! kill -0 $pid 2>/dev/null" && wait "$pid" &&
+                grep -q 'lagprobe: service thread stuck (snapshot write?): left behind' "$tmp/stuck.err" ||
+                return 1
+        note "exited $((SECONDS - t0)) s after EOF"
+}
+check "a snapshot write stuck for good: the consumer still closes and exits 0, saying so" stuck_exits
+
 # ---- shutdown: EOF on stdin, each exits 0 within 10 s ---------------------------
 exits_ok() { # NAME
         local pid=${app_pid[$1]} fd=${app_fd[$1]}
