@@ -196,7 +196,10 @@ run_app stuck -g plugin-c-stuck -X plugin.library.paths="$plugin_so" \
         -X lagprobe.log=none -X lagprobe.snapshot.path="$tmp/stuck.json" \
         -X lagprobe.snapshot.interval.ms=1000
 mkfifo "$tmp/stuck.json.tmp${app_pid[stuck]}"
-sleep 2
+# "ready" comes after rd_kafka_new(), so after on_new: the first snapshot is
+# due 1 s later.
+wait_for 20 grep -q '^ready$' "$tmp/stuck.out"
+sleep 2.5
 stuck_exits() {
         local pid=${app_pid[stuck]} fd=${app_fd[stuck]} t0=$SECONDS
         exec {fd}>&-
