@@ -213,7 +213,8 @@ demo: $(BUILD)/examples/demo
 # librdkafka so that the loader reuses the host's copy (same soname) even
 # when that was loaded RTLD_LOCAL (Python extension modules).
 # build/plugin/plugin_app: a plain consumer for the end-to-end tests, with
-# -v for the vendored probe (linked with the normal build's probe.o).
+# -v for the vendored probe (linked with the normal build's probe.o);
+# build/plugin/plugin_app_cpp: an RdKafka::KafkaConsumer, no probe.
 
 PLUGIN = $(BUILD)/lagprobe.so
 PLUGIN_DIR = $(BUILD)/plugin
@@ -242,6 +243,11 @@ $(PLUGIN): $(PLUGIN_OBJS) plugin/exports.map
 $(PLUGIN_DIR)/plugin_app: tests/plugin_app.c $(LIB) $(BUILD)/examples/cmd | deps
 	@mkdir -p $(@D)
 	$(EX_CC) -MMD -MP -o $@ $< $(LIB) $(EX_LINK)
+
+# The same for the C++ wrapper, which duplicates the conf: no probe linked.
+$(PLUGIN_DIR)/plugin_app_cpp: tests/plugin_app_cpp.cpp $(BUILD)/examples/cmd | deps
+	@mkdir -p $(@D)
+	$(EX_CXX) -MMD -MP -o $@ $< $(EX_CXX_LINK)
 
 # ---- compile checks --------------------------------------------------------
 # The drop-in must compile cleanly with every compiler users have, and
@@ -409,9 +415,10 @@ $(foreach v,$(TEST_VARIANTS),$(eval $(call test_variant,$(v))))
 # "e2e" (one test per check line).
 E2E_SCRIPTS := $(wildcard tests/e2e_*.sh)
 
-# The plugin scripts (tests/e2e_plugin_*.sh) need the plugin, tests/plugin_app.c
-# and the mock cluster process of bench/ (BENCH_DIR is defined further down).
-test-build-e2e: $(EXAMPLES) $(PLUGIN) $(PLUGIN_DIR)/plugin_app $(BUILD)/bench/mock_broker
+# The plugin scripts (tests/e2e_plugin_*.sh) need the plugin, the programs of
+# tests/plugin_app*.c* and the mock cluster process of bench/ (BENCH_DIR is defined further down).
+test-build-e2e: $(EXAMPLES) $(PLUGIN) $(PLUGIN_DIR)/plugin_app \
+	$(PLUGIN_DIR)/plugin_app_cpp $(BUILD)/bench/mock_broker
 
 test-e2e: test-build-e2e
 	@$(MAKE) --no-print-directory run-e2e

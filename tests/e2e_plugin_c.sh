@@ -6,8 +6,9 @@
 # listener takes a battery of bad and hostile requests
 # (tests/plugin_http_battery.py) and must still answer; a third run, with
 # a producer in the same process and the consumer made from a conf copy,
-# writes the snapshot file and opens no socket. Also: lagprobe.so exports
-# conf_init only. 127.0.0.1 only, 120 s at most.
+# writes the snapshot file and opens no socket; an rdkafkacpp consumer
+# (tests/plugin_app_cpp.cpp) keeps the plugin and its own callbacks. Also:
+# lagprobe.so exports conf_init only. 127.0.0.1 only, 120 s at most.
 #
 #   tests/e2e_plugin_c.sh    (after make test-build-e2e; BUILD_DIR)
 #
@@ -38,18 +39,23 @@ check "lagprobe.so exports conf_init and nothing else" exports
 check "mock cluster up on 127.0.0.1" start_mock "$topic" 3 301
 bail_if_failed "no mock cluster ($mock_bin)"
 
-# run_app NAME ARGS...: plugin_app in the background, commands through
-# $tmp/NAME.in (held open on a new fd), stdout to NAME.out, stderr NAME.err.
+# run_cmd NAME COMMAND...: in the background, its stdin from $tmp/NAME.in
+# (held open on a new fd), stdout to NAME.out, stderr NAME.err.
+# run_app NAME ARGS...: run_cmd with plugin_app on the mock cluster's topic.
 declare -A app_pid app_fd
 run_app() {
+        local name=$1
+        shift
+        run_cmd "$name" "$app" -b "$boot" -t "$topic" "$@"
+}
+run_cmd() {
         local name=$1 fd
         shift
         mkfifo "$tmp/$name.in"
         # Without the other runs' command fds: each must see its own EOF.
         (
                 for fd in "${app_fd[@]}"; do exec {fd}>&-; done
-                exec "$app" -b "$boot" -t "$topic" "$@" <"$tmp/$name.in" \
-                        >"$tmp/$name.out" 2>"$tmp/$name.err"
+                exec "$@" <"$tmp/$name.in" >"$tmp/$name.out" 2>"$tmp/$name.err"
         ) &
         app_pid[$name]=$!
         bg_pids+=" $!"
@@ -209,6 +215,29 @@ stuck_exits() {
         note "exited $((SECONDS - t0)) s after EOF"
 }
 check "a snapshot write stuck for good: the consumer still closes and exits 0, saying so" stuck_exits
+
+# ---- C++: KafkaConsumer::create() sets its callbacks, then copies the conf ----
+cpp_port=$(free_port)
+run_cmd cpp "$build/plugin/plugin_app_cpp" "$boot" plugin-c-cpp "$topic" \
+        plugin.library.paths="$plugin_so" lagprobe.http.listen=127.0.0.1:"$cpp_port"
+cpp_settled() {
+        [[ $(get "http://127.0.0.1:$cpp_port/lag" "$tmp/cpp.json") == 200* ]] &&
+                json_ok "$tmp/cpp.json" "len(d['consumers']) == 1 and [P := d['consumers'][0]['partitions']] and len(P) == 3 and sum(p['high_watermark'] or 0 for p in P) == 301 and all(p['position'] == p['high_watermark'] for p in P)"
+}
+check "C++ (rdkafkacpp, conf duplicated by create()): the plugin watches it, all consumed" \
+        wait_for 30 cpp_settled
+cpp_callbacks() {
+        local fd=${app_fd[cpp]} line
+        exec {fd}>&-
+        wait_for 10 eval "! kill -0 ${app_pid[cpp]} 2>/dev/null" && wait "${app_pid[cpp]}" ||
+                return 1
+        line=$(tail -n 1 "$tmp/cpp.out")
+        note "C++ app: $line; probe: $($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["consumers"][0]["rebalances"]["assigns"])' "$tmp/cpp.json") assigns"
+        [[ $line =~ ^stats=([0-9]+)\ assigns=([0-9]+)$ ]] && ((BASH_REMATCH[1] > 0)) &&
+                json_ok "$tmp/cpp.json" "d['consumers'][0]['rebalances']['assigns'] == ${BASH_REMATCH[2]}"
+}
+check "... its EventCb got statistics, its RebalanceCb's assigns equal the probe's; exits 0" \
+        cpp_callbacks
 
 # ---- shutdown: EOF on stdin, each exits 0 within 10 s ---------------------------
 exits_ok() { # NAME
