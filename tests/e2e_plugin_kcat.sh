@@ -61,6 +61,14 @@ check "lagprobe.http.listen with a host name: kcat fails" \
         conf_fails lagprobe.http.listen=example.com:80 'numeric address or localhost'
 check "unknown lagprobe.log sink: kcat fails" \
         conf_fails lagprobe.log=file 'expected stderr, syslog, none or jsonl:PATH'
+before_plugin_fails() {
+        local out rc
+        out=$(timeout 10 kcat -C -G g -b "$boot" -X lagprobe.window.ms=6000 \
+                -X plugin.library.paths="$plugin_so" "$topic" 2>&1 </dev/null)
+        rc=$?
+        [[ $rc != 0 && $rc != 124 && $out == *'No such configuration property: "lagprobe.window.ms"'* ]]
+}
+check "lagprobe.* set before plugin.library.paths: librdkafka's own refusal" before_plugin_fails
 
 # A producer with the plugin and a listener configured is left alone: no
 # probe, no listener, its messages delivered.

@@ -94,4 +94,12 @@ check "lagprobe.log=jsonl: a headroom_warn line before the evicted line" warn_be
 check "every log line is one JSON object with event, severity, group_id and message" \
         $py -c 'import json,sys; ev=[json.loads(l) for l in open(sys.argv[1])]; sys.exit(0 if ev and all({"event","severity","group_id","message","ts_ms"} <= set(e) for e in ev) else 1)' "$log"
 
+# Every lagprobe.* property, good and bad values, through the binding.
+"$dpy" "$root/tests/plugin_conf_check.py" "$boot" "$plugin_so" >"$tmp/conf.out" 2>"$tmp/conf.err"
+while read -r verdict rest; do
+        [[ $verdict == FAIL ]] && note "${rest#*: }"
+        check "property: ${rest%%: *}" test "$verdict" = PASS
+done < <(grep -E '^(PASS|FAIL) ' "$tmp/conf.out")
+check "property: every case ran" test "$(grep -cE '^(PASS|FAIL) ' "$tmp/conf.out")" -ge 38
+
 plugin_end e2e_plugin_python "$tmp/python.err"
