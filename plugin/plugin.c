@@ -767,6 +767,28 @@ static rd_kafka_resp_err_t lpp_on_destroy(rd_kafka_t *rk, void *ic) {
         return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
+/* The probe binds in its own on_new, which lagprobe_attach() appends to the
+ * list librdkafka is going through (lpp_on_new below): librdkafka 2.0 to
+ * 2.15 run it in the same pass. Should one not, the consumer would go
+ * unwatched in silence; this per-instance interceptor says so once, when
+ * librdkafka's main thread starts, after on_new. A lock-free read. */
+static rd_kafka_resp_err_t lpp_on_thread_start(rd_kafka_t *rk,
+                                               rd_kafka_thread_type_t type,
+                                               const char *name, void *ic) {
+        lpp_entry_t *e = ic;
+        (void)name;
+        if (type != RD_KAFKA_THREAD_MAIN)
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        lagprobe_snapshot_t snap;
+        lagprobe_snapshot_init(&snap, NULL, 0);
+        if (!lagprobe_snapshot(e->probe, &snap) && !snap.bound)
+                lpp_warn("%s: the probe did not bind (this librdkafka did not "
+                         "run the on_new interceptor added during on_new): "
+                         "consumer not watched",
+                         rd_kafka_name(rk));
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
 static void lpp_conf_str(const rd_kafka_conf_t *conf, const char *name,
                          char *out, size_t size) {
         size_t n = size;
@@ -835,6 +857,8 @@ static rd_kafka_resp_err_t lpp_on_new(rd_kafka_t *rk,
         }
         rd_kafka_interceptor_add_on_destroy(rk, "lagprobe-plugin",
                                             lpp_on_destroy, e);
+        rd_kafka_interceptor_add_on_thread_start(rk, "lagprobe-plugin",
+                                                 lpp_on_thread_start, e);
 
         pthread_mutex_lock(&lpp_ctl_lock);
         if (s->http_listen[0]) {

@@ -115,6 +115,8 @@ EOF
 }
 check "same figures: partitions (watermarks, committed, lag, position, consumed), rebalances, limits" \
         same_figures
+check "the probe bound inside rd_kafka_new() (no 'did not bind' line)" \
+        eval '! grep -q "did not bind" "$tmp/plugin.err"'
 
 # ---- the HTTP listener under bad requests ------------------------------------
 "$dpy" "$root/tests/plugin_http_battery.py" "$port" >"$tmp/battery.out" 2>&1
