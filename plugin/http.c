@@ -272,9 +272,10 @@ static char *lpp_error(int status, size_t *outlen) {
                             (size_t)n, outlen);
 }
 
-/* The end of the request head, or NULL while incomplete. */
-static const char *lpp_head_end(const char *in, size_t len) {
-        for (size_t i = 0; i + 1 < len; i++) {
+/* The end of the request head, or NULL while incomplete. Only from @p from
+ * on: a client sending a byte at a time costs no rescans. */
+static const char *lpp_head_end(const char *in, size_t len, size_t from) {
+        for (size_t i = from; i + 1 < len; i++) {
                 if (in[i] == '\n' && in[i + 1] == '\n')
                         return in + i + 2;
                 if (i + 3 < len && !memcmp(in + i, "\r\n\r\n", 4))
@@ -365,8 +366,9 @@ static void lpp_conn_read(lpp_conn_t *c) {
                          MSG_DONTWAIT);
         if (lpp_moved(c, n))
                 return;
+        size_t from = c->in_len > 3 ? c->in_len - 3 : 0;
         c->in_len += (size_t)n;
-        if (lpp_head_end(c->in, c->in_len))
+        if (lpp_head_end(c->in, c->in_len, from))
                 c->out = lpp_answer(c->in, c->in_len, &c->out_len);
         else if (c->in_len == sizeof c->in)
                 c->out = lpp_error(memchr(c->in, '\n', c->in_len) ? 431 : 414,
