@@ -361,22 +361,32 @@ static int lpp_moved(lpp_conn_t *c, ssize_t n) {
         return -1;
 }
 
+/* @p n more bytes are in c->in: returns 1 once the connection has its
+ * answer in c->out (NULL when out of memory), 0 while the head is still
+ * incomplete. No I/O, so that fuzz/fuzz_http.c runs exactly this. */
+static int lpp_conn_take(lpp_conn_t *c, size_t n) {
+        size_t from = c->in_len > 3 ? c->in_len - 3 : 0;
+        c->in_len += n;
+        const char *end = lpp_head_end(c->in, c->in_len, from);
+        /* The head alone: whatever came after it (a body, a pipelined
+         * request) depends on how the bytes arrived and is not read. */
+        if (end)
+                c->out = lpp_answer(c->in, (size_t)(end - c->in), &c->out_len);
+        else if (c->in_len == sizeof c->in)
+                c->out = lpp_error(memchr(c->in, '\n', c->in_len) ? 431 : 414,
+                                   &c->out_len);
+        else
+                return 0;
+        c->out_off = 0;
+        return 1;
+}
+
 static void lpp_conn_read(lpp_conn_t *c) {
         ssize_t n = recv(c->fd, c->in + c->in_len, sizeof c->in - c->in_len,
                          MSG_DONTWAIT);
         if (lpp_moved(c, n))
                 return;
-        size_t from = c->in_len > 3 ? c->in_len - 3 : 0;
-        c->in_len += (size_t)n;
-        if (lpp_head_end(c->in, c->in_len, from))
-                c->out = lpp_answer(c->in, c->in_len, &c->out_len);
-        else if (c->in_len == sizeof c->in)
-                c->out = lpp_error(memchr(c->in, '\n', c->in_len) ? 431 : 414,
-                                   &c->out_len);
-        else
-                return;
-        c->out_off = 0;
-        if (!c->out)
+        if (lpp_conn_take(c, (size_t)n) && !c->out)
                 lpp_conn_close(c);
 }
 
