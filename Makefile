@@ -590,7 +590,7 @@ FUZZ_CC ?= clang
 FUZZ_TIME ?= 600
 FUZZ_CI_TIME ?= 30
 FUZZ_RUNS ?=
-FUZZ_TARGETS = stats render
+FUZZ_TARGETS = stats render http
 FUZZ_SAN = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer -fsanitize-coverage-ignorelist=fuzz/coverage.ignore
 FUZZ_BUILD = $(FUZZ_CC) $(CPPFLAGS) -I. $(CSTD) $(WARN) -g -O2 $(FUZZ_SAN) \
@@ -602,14 +602,16 @@ $(FUZZ_DIR)/cmd: FORCE | deps
 FUZZ_IGNORE_stats = -fsanitize-coverage-ignorelist=fuzz/coverage-stats.ignore
 
 $(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h fuzz/coverage.ignore \
-		fuzz/coverage-stats.ignore probe.c probe.h $(FUZZ_DIR)/cmd | deps
+		fuzz/coverage-stats.ignore probe.c probe.h plugin/http.c \
+		plugin/plugin.h $(FUZZ_DIR)/cmd | deps
 	$(FUZZ_BUILD) $(FUZZ_IGNORE_$*) -o $@ $< $(LDFLAGS) $(RDKAFKA_RPATH) \
 		$(RDKAFKA_LIBS) $(SYS_LIBS)
 
 # Seeds: real documents from the mock cluster, their truncations and
-# mutations (fuzz/make_corpus.py); rewritten when the generator changes.
+# mutations (fuzz/make_corpus.py) for stats and render, rewritten when the
+# generator changes; fuzz_http starts from its regression inputs.
 $(FUZZ_DIR)/seed.stamp: $(BENCH_DIR)/gen_stats $(BENCH_DIR)/stats_10.json \
-		fuzz/make_corpus.py
+		fuzz/make_corpus.py $(wildcard fuzz/regressions/http/*)
 	rm -rf $(FUZZ_DIR)/seed $(FUZZ_DIR)/corpus
 	mkdir -p $(FUZZ_DIR)/seed
 	$(BENCH_DIR)/gen_stats -p 1 -o $(FUZZ_DIR)/seed/stats_p1.json
@@ -617,6 +619,8 @@ $(FUZZ_DIR)/seed.stamp: $(BENCH_DIR)/gen_stats $(BENCH_DIR)/stats_10.json \
 	cp $(BENCH_DIR)/stats_10.json $(FUZZ_DIR)/seed/stats_p10.json
 	python3 fuzz/make_corpus.py $(FUZZ_DIR)/corpus/stats \
 		$(FUZZ_DIR)/corpus/render $(FUZZ_DIR)/seed/*.json
+	mkdir -p $(FUZZ_DIR)/corpus/http
+	cp fuzz/regressions/http/* $(FUZZ_DIR)/corpus/http/
 	touch $@
 
 fuzz-build: $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))

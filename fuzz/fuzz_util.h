@@ -250,7 +250,7 @@ static inline int fz_value(fz_json_t *j) {
 }
 
 /* NULL when s[0..n) is one valid JSON document, else the reason. */
-__attribute__((noinline)) static const char *fz_json_check(const char *s, size_t n, size_t *at) {
+__attribute__((noinline, unused)) static const char *fz_json_check(const char *s, size_t n, size_t *at) {
         if (fz_known_f5ff < 0)
                 fz_known_f5ff = getenv("FUZZ_KNOWN_UTF8_F5FF") != NULL;
         fz_json_t j = {(const unsigned char *)s, (const unsigned char *)s + n,
@@ -273,7 +273,7 @@ static inline int fz_prom_name_char(unsigned c, int first) {
 }
 
 /* NULL when every line is a comment or a well-formed sample line. */
-__attribute__((noinline)) static const char *fz_prom_check(const char *s, size_t n, size_t *at) {
+__attribute__((noinline, unused)) static const char *fz_prom_check(const char *s, size_t n, size_t *at) {
         const char *p = s, *end = s + n;
         while (p < end) {
                 const char *eol = memchr(p, '\n', (size_t)(end - p));

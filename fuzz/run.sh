@@ -25,11 +25,12 @@ while getopts "t:r:" o; do
 done
 shift $((OPTIND - 1))
 targets=("$@")
-((${#targets[@]})) || targets=(stats render)
+((${#targets[@]})) || targets=(stats render http)
 
 # Per target: libFuzzer options.
 opts_stats=(-max_len=16384 -dict=fuzz/stats.dict)
 opts_render=(-max_len=4096)
+opts_http=(-max_len=9000)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
