@@ -187,7 +187,7 @@ check "/healthz answers 200 while kcat polls" healthz_is 200
 # Stop reading kcat's output and give it more than the pipe holds: kcat
 # blocks in write(), outside any poll call.
 kill -STOP "$reader_pid"
-kafka produce "$boot" "$topic" 6000 200
+kafka produce "$boot" "$topic" 2000 200 # 400 KB: far more than the pipe holds
 stall_start=$SECONDS
 check "/healthz answers 503 while kcat is stuck between polls" \
         wait_for $((max_poll_ms / 2000 + 4)) healthz_is 503
