@@ -288,9 +288,10 @@ TEST_JOBS_tsan ?= 4
 TEST_JOBS_valgrind ?= 2
 TEST_JOBS_e2e ?= 2
 # Binaries (or scripts) split over several processes (NAME=N, see
-# scripts/run-tests.sh TEST_SHARDS): none in make test, where the slowest
-# binary is no longer than the valgrind suite; make check sets its own.
-TEST_SHARDS ?=
+# scripts/run-tests.sh TEST_SHARDS): in make test only test_diagnosis,
+# whose quiet-consumer tests (60 s and 20 s of steady traffic) would make
+# it longer than the valgrind suite; make check sets its own.
+TEST_SHARDS ?= test_diagnosis=2
 # Run at nice 10 (scripts/run-tests.sh TEST_NICE): they burn CPU and time
 # nothing (a C++ CMake build; a 200k-message stress loop with generous
 # bounds), while test_diagnosis's scenarios need the CPU at the right time.
@@ -452,7 +453,7 @@ run-waves:
 # e2e script and fuzzing (make test).
 CHECK_E2E ?= $(wildcard tests/e2e_prometheus.sh)
 CHECK_JOBS ?= 32
-CHECK_SHARDS ?= test_headroom=5 test_diagnosis=6 test_faults=3 test_rebalance=2 test_lag=2 \
+CHECK_SHARDS ?= test_headroom=5 test_diagnosis=7 test_faults=3 test_rebalance=2 test_lag=2 \
 	test_outage=4 test_cpp=3 test_compat=2
 
 check: deps

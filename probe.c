@@ -215,13 +215,45 @@ const char *lagprobe_event_name(lagprobe_event_type_t type) {
  * (see lp_infer). */
 #define LP_INFER_PAIRS 8
 
+/* What the watchdog last reported of a partition (watchdog-private):
+ * status and when; due: the status to report in this pass, -1 none. */
+typedef struct lp_wd_part_s {
+        int said, due;
+        int64_t said_us;
+} lp_wd_part_t;
+
 /* A partition sample for the sliding window (writer-private). */
 #define LP_RING 12
 typedef struct lp_sample_s {
         int64_t t_us, hi, pos, committed, total;
         int64_t hi_us; /* hi is known to hold from then (<= t_us): older
                         * when the statistics' figure was frozen */
+        int64_t lag_min; /* lowest effective lag of the documents since the
+                          * previous sample (this one's included), -1
+                          * unknown: a commit saw-tooth shows as its
+                          * troughs, not as a trend */
 } lp_sample_t;
+
+/* The evidence behind a partition's status, by name. lp_eval_slot() writes
+ * every figure with every document, whatever the status; the reason text
+ * is rendered from them. -1 unknown. */
+enum {
+        LP_SEV_RAW,        /* status the newest document gives; s_status
+                            * shows it once it held for the dwell */
+        LP_SEV_RAW_US,     /* since when (statistics clock) */
+        LP_SEV_SPAN_MS,    /* time the window's samples really cover */
+        LP_SEV_LAG_MIN,    /* lowest effective lag over the window's
+                            * newer half */
+        LP_SEV_LAG_AGO,    /* effective lag at the window's start */
+        LP_SEV_CONSUMED,   /* messages handed to the app over the window */
+        LP_SEV_HI_SAME_MS, /* end unchanged for (caught up, nothing new) */
+        LP_SEV_PAUSED_MS,  /* not fetched for */
+        LP_SEV_GROWING,    /* 1: the end moved over the window */
+        LP_SEV_RW_FROM,    /* last backwards move: from, to, and 1 when */
+        LP_SEV_RW_TO,      /* it was the committed offset, 0 the */
+        LP_SEV_RW_COMMIT,  /* position */
+        LP_SEV__CNT
+};
 
 typedef struct lp_slot_s {
         /* Identity: written once before the slot is published through
@@ -264,7 +296,7 @@ typedef struct lp_slot_s {
 
         /* S group, diagnosis results (see lp_eval_slot; s_status is at
          * the top of the group). */
-        a64_t s_ev_a, s_ev_b, s_ev_c;   /* the numbers behind s_status */
+        a64_t s_ev[LP_SEV__CNT];        /* the evidence, LP_SEV_* */
         a64_t s_eff_lag;
         a64_t s_in_mrate, s_out_mrate, s_commit_mrate; /* msg/s x 1000 */
         a64_t s_pos_mrate;              /* position growth */
@@ -290,6 +322,7 @@ typedef struct lp_slot_s {
         int64_t w_paused_until_us; /* a resumed partition's backlog is no
                                     * hot partition until then */
         int64_t w_paused_total;   /* c_total at the previous document */
+        int64_t w_lag_acc;        /* lowest lag since the last sample */
 
         /* Watermark refresh (watchdog, under wlock; S group; see also
          * s_hi_ok_us and s_hi_query above). */
@@ -384,6 +417,28 @@ enum {
         LP_SLOW_BEHIND,
         LP_SLOW_UNDER
 };
+/* The evidence behind the consumer's verdict, by name (lp_diagnose()
+ * writes those of the verdict it reaches, -1 the others; the detail text is
+ * rendered from them). */
+enum {
+        LP_DEV_RAW,         /* verdict of the newest document; g_diag shows
+                             * it once it held for the dwell */
+        LP_DEV_RAW_SLOT,    /* the partition it names, -1 none */
+        LP_DEV_HELD_US,     /* for how long (the documents' clock) */
+        LP_DEV_ASSIGNS,     /* rebalance_storm: membership changes, */
+        LP_DEV_EVICTS,      /* evictions in storm_window_ms, and */
+        LP_DEV_BATCH_US,    /* batch p99 (or the one under way), -1 none */
+        LP_DEV_STUCK_LAG,   /* stuck_partition: its lag and */
+        LP_DEV_REDELIVERED, /* messages re-consumed over the window */
+        LP_DEV_NO_POLL_US,  /* consumer_slow (no poll): time since it */
+        LP_DEV_PAUSED_LAG,  /* partition_paused: lag on paused partitions */
+        LP_DEV_SHARE,       /* hot_partition: share x 1000 of */
+        LP_DEV_HOT_BY_LAG,  /* the lag (1) or of the ingress (0) */
+        LP_DEV_CATCHING,    /* healthy: 0 keeps up, 1 drains a backlog, 2
+                             * behind and not gaining */
+        LP_DEV_DRAIN_MS,    /* healthy, draining: time to catch up */
+        LP_DEV__CNT
+};
 /* Which processing-time histogram the verdict compared. */
 enum { LP_TSRC_NONE = 0, LP_TSRC_MESSAGE, LP_TSRC_BATCH };
 static const char *const lp_proto_names[] = {"NONE", "EAGER", "COOPERATIVE"};
@@ -459,7 +514,7 @@ struct lagprobe_s {
         /* Consumer diagnosis, written with the statistics (G group). */
         _Atomic int g_diag;
         _Atomic int g_diag_slot;      /* named partition, -1 none */
-        a64_t g_diag_a, g_diag_b, g_diag_c; /* evidence, see lp_diagnose */
+        a64_t g_dev[LP_DEV__CNT];     /* the evidence, LP_DEV_* */
         a64_t g_in_mrate, g_out_mrate, g_total_lag;
         /* Named evidence of the verdict (see lp_diagnose): rate baselines
          * (msg/s x 1000, -1 unknown), the processing time compared (us,
@@ -501,8 +556,10 @@ struct lagprobe_s {
         int64_t w_grow_us;            /* lag growing since, 0 not */
         int w_base_exact;             /* w_msg_base_us is the hooks' */
         int64_t w_base_us;            /* when the baselines last moved */
-        int w_diag_sub;
+        int w_diag_raw, w_diag_raw_slot; /* the newest document's verdict */
+        int64_t w_diag_raw_us;        /* since when */
         int64_t win_us;               /* sub-window of the recent view */
+        int64_t dwell_us;             /* config.dwell_ms, resolved */
 
         /* Poll evidence and batch state (section 6). */
         a64_t last_poll_us;          /* last known poll return, 0 never */
@@ -538,7 +595,10 @@ struct lagprobe_s {
         int64_t wd_seen_rebalances, wd_seen_commit_errors,
             wd_seen_stats_errors;
         uint32_t wd_seen_diag;
-        uint32_t *wd_seen_status;     /* stb_ds array, per slot */
+        int wd_said_diag;             /* verdict last reported, its */
+        int32_t wd_said_diag_part;    /* partition and topic */
+        const char *wd_said_diag_topic;
+        lp_wd_part_t *wd_parts;       /* stb_ds array, per slot */
         int wd_predicted;            /* predicted_exceed said for batch */
         a64_t predicted_batch_us;    /* b_begin_us of that batch */
         int64_t wd_predicted_batch;
@@ -913,6 +973,7 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         s->w_prev_position = -1;
         s->w_hi_seen = -1;
         s->w_doc_pos = s->w_doc_committed = -1;
+        s->w_lag_acc = -1;
         while (arrlen(t->parts) <= partition)
                 arrput(t->parts, -1);
         t->parts[partition] = (int32_t)n;
@@ -1950,6 +2011,20 @@ static int64_t lp_eff_lag(int st, int64_t hi, int64_t committed,
         return l >= 0 ? l : lp_pos_lag(hi, pos);
 }
 
+/* Lowers *m to v (v >= 0; -1 in *m is unknown). */
+static void lp_min_into(int64_t *m, int64_t v) {
+        if (v >= 0 && (*m < 0 || v < *m))
+                *m = v;
+}
+
+/* Statuses shown at once: their rules already span a window (stalled,
+ * stopped) or report a single fact (rewound). */
+static int lp_pstatus_immediate(int st) {
+        return st == LAGPROBE_PSTATUS_STALLED ||
+               st == LAGPROBE_PSTATUS_STOPPED ||
+               st == LAGPROBE_PSTATUS_REWOUND;
+}
+
 /* Caller holds wlock and is inside the slot's S group write. */
 static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                          int64_t fetchq_cnt) {
@@ -1968,7 +2043,7 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                             ? LD(s->s_hi_changed_us)
                             : ts;
         lp_sample_t n = {ts,    lp_end(shi, qhi), pos, LD(s->s_committed),
-                         total, hi_us < ts ? hi_us : ts};
+                         total, hi_us < ts ? hi_us : ts, -1};
         if (n.hi < 0)
                 return; /* nothing to judge without the high watermark */
 
@@ -1986,35 +2061,48 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                        n.committed < s->w_doc_committed;
         if (pos_back || com_back) {
                 s->w_rewound_until_us = ts + win;
-                ST(s->s_ev_a, pos_back ? s->w_doc_pos : s->w_doc_committed);
-                ST(s->s_ev_b, pos_back ? n.pos : n.committed);
-                ST(s->s_ev_c, pos_back ? 0 : 1);
+                ST(s->s_ev[LP_SEV_RW_FROM],
+                   pos_back ? s->w_doc_pos : s->w_doc_committed);
+                ST(s->s_ev[LP_SEV_RW_TO], pos_back ? n.pos : n.committed);
+                ST(s->s_ev[LP_SEV_RW_COMMIT], !pos_back);
         }
         int moving = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos;
         ST(s->s_moving, moving);
         s->w_doc_pos = n.pos;
         s->w_doc_committed = n.committed;
         s->w_doc_ts = n.t_us;
+        int64_t lag = lp_eff_lag(LAGPROBE_PSTATUS_OK, n.hi, n.committed, n.pos);
+        int64_t plag = lp_pos_lag(n.hi, n.pos);
+        ST(s->s_eff_lag, lag);
+        /* Every document's lag counts in the window's minimum, also those
+         * the ring does not keep. */
+        lp_min_into(&s->w_lag_acc, lag);
         if (!prev || n.t_us - prev->t_us >= win / (LP_RING - 2)) {
+                n.lag_min = s->w_lag_acc;
+                s->w_lag_acc = -1;
                 s->w_ring[s->w_ring_head] = n;
                 s->w_ring_head = (s->w_ring_head + 1) % LP_RING;
                 if (s->w_ring_n < LP_RING)
                         s->w_ring_n++;
         }
-        /* Oldest sample inside the window. */
+        /* Oldest sample inside the window, and the lowest lag over the
+         * window's older half and its newer half. */
         const lp_sample_t *o = NULL;
+        int64_t min_new = s->w_lag_acc, min_old = -1;
         for (int k = s->w_ring_n; k >= 1; k--) {
                 const lp_sample_t *c =
                     &s->w_ring[(s->w_ring_head + LP_RING - k) % LP_RING];
-                if (c->t_us >= ts - win) {
+                if (c->t_us < ts - win)
+                        continue;
+                if (!o)
                         o = c;
-                        break;
-                }
+                lp_min_into(c->t_us < ts - win / 2 ? &min_old : &min_new,
+                            c->lag_min);
         }
         int64_t dt = o ? n.t_us - o->t_us : 0;
-        int64_t lag = lp_eff_lag(LAGPROBE_PSTATUS_OK, n.hi, n.committed, n.pos);
-        int64_t plag = lp_pos_lag(n.hi, n.pos);
-        ST(s->s_eff_lag, lag);
+        int64_t lag_ago =
+            o ? lp_eff_lag(LAGPROBE_PSTATUS_OK, o->hi, o->committed, o->pos)
+              : -1;
         if (o && dt > 0) {
                 /* Ingress over the time the end was really unknown: a jump
                  * of a watermark frozen meanwhile is not a burst. */
@@ -2037,16 +2125,12 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                                : -1);
         }
         int st;
-        int64_t a = 0, b = 0, c = 0;
         int64_t allow = p->conf.lag_allowance;
         /* Within a window of a pause the window's start is the paused
          * stretch: no stall or stop of commits is judged from it. */
         int resumed = ts < s->w_paused_until_us;
         if (ts < s->w_rewound_until_us) {
                 st = LAGPROBE_PSTATUS_REWOUND; /* evidence set above */
-                a = LD(s->s_ev_a);
-                b = LD(s->s_ev_b);
-                c = LD(s->s_ev_c);
         } else if (plag > 0 && total == s->w_paused_total &&
                    (s->w_paused_since_us ||
                     (unfetched && (fetchq_cnt <= 0 || n.pos >= shi) &&
@@ -2065,9 +2149,6 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                         s->w_paused_since_us = LD(s->s_hi_changed_us) > 0
                                                    ? LD(s->s_hi_changed_us)
                                                    : ts;
-                a = lag;
-                b = (ts - s->w_paused_since_us) / 1000;
-                c = o && n.hi > o->hi; /* growing */
         } else if (!o || dt < win / 2) {
                 st = LAGPROBE_PSTATUS_UNKNOWN;
         } else if (lag > 0 && lag <= 2 && n.hi == o->hi && fetchq_cnt == 0 &&
@@ -2081,8 +2162,6 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                  * the end: then the gap is a message consumed and not yet
                  * committed. */
                 st = LAGPROBE_PSTATUS_MARKERS;
-                a = lag;
-                b = n.hi;
                 ST(s->s_eff_lag, lp_eff_lag(LAGPROBE_PSTATUS_MARKERS, n.hi,
                                             n.committed, n.pos));
         } else if (lag > allow && n.committed == o->committed &&
@@ -2090,36 +2169,24 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 /* Neither commits nor position move: a poison message
                  * consumed again and again, or a consumer that stopped. */
                 st = LAGPROBE_PSTATUS_STALLED;
-                a = lag;
-                b = n.committed;
-                c = n.total - o->total; /* re-deliveries */
         } else if (lag > 0 && n.committed == o->committed && !resumed &&
                    n.total > o->total && n.pos > o->pos &&
                    2 * (n.pos - o->pos) > n.total - o->total) {
                 /* Mostly new messages consumed (not one re-read over and
                  * over), yet no commit. */
                 st = LAGPROBE_PSTATUS_STOPPED;
-                a = n.committed;
-                b = n.total - o->total;
-                c = lag;
-        } else if (lag > allow &&
-                   lag >= (o->committed >= 0 ? o->hi - o->committed
-                           : o->pos >= 0     ? o->hi - o->pos
-                                             : 0)) {
-                /* Above the allowance and not shrinking over the window. */
+        } else if (min_new > allow && (min_old < 0 || min_new >= min_old)) {
+                /* Above the allowance all through the window's newer half,
+                 * and no lower there than in its older half: judged by the
+                 * lowest values, so the saw-tooth of periodic commits
+                 * shows as its troughs and is no trend. */
                 st = LAGPROBE_PSTATUS_LAGGING;
-                a = lag;
-                b = o->committed >= 0 ? o->hi - o->committed
-                    : o->pos >= 0     ? o->hi - o->pos
-                                      : -1;
         } else if (n.hi == o->hi && lag <= allow &&
                    (plag == 0 || (plag < 0 && n.hi <= LD(s->s_lo)))) {
                 /* Caught up, or nothing ever written to consume. */
                 st = LAGPROBE_PSTATUS_IDLE;
-                a = n.hi;
         } else {
                 st = LAGPROBE_PSTATUS_OK;
-                a = lag;
         }
         if (st == LAGPROBE_PSTATUS_PAUSED) {
                 s->w_paused_until_us = ts + win;
@@ -2127,12 +2194,24 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 s->w_paused_since_us = 0;
         }
         s->w_paused_total = total;
-        if (st != LAGPROBE_PSTATUS_REWOUND) {
-                ST(s->s_ev_a, a);
-                ST(s->s_ev_b, b);
-                ST(s->s_ev_c, c);
+        /* The evidence, whatever the status. */
+        ST(s->s_ev[LP_SEV_SPAN_MS], dt / 1000);
+        ST(s->s_ev[LP_SEV_LAG_MIN], min_new);
+        ST(s->s_ev[LP_SEV_LAG_AGO], lag_ago);
+        ST(s->s_ev[LP_SEV_CONSUMED], o ? n.total - o->total : 0);
+        ST(s->s_ev[LP_SEV_PAUSED_MS],
+           s->w_paused_since_us ? (ts - s->w_paused_since_us) / 1000 : -1);
+        ST(s->s_ev[LP_SEV_GROWING], o && n.hi > o->hi);
+        /* Hysteresis: the status shown changes once the new one held for
+         * the dwell, except for the first one and the immediate ones. */
+        if (st != LD(s->s_ev[LP_SEV_RAW])) {
+                ST(s->s_ev[LP_SEV_RAW], st);
+                ST(s->s_ev[LP_SEV_RAW_US], ts);
         }
-        if (st != LD(s->s_status)) {
+        int shown = LD(s->s_status);
+        if (st != shown &&
+            (shown == LAGPROBE_PSTATUS_UNKNOWN || lp_pstatus_immediate(st) ||
+             ts - LD(s->s_ev[LP_SEV_RAW_US]) >= p->dwell_us)) {
                 ST(s->s_status, st);
                 ST(s->s_status_changes, LD(s->s_status_changes) + 1);
         }
@@ -2233,7 +2312,9 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 if (!LD(s->assigned))
                         continue;
                 nassigned++;
-                int st = LD(s->s_status);
+                /* The statuses of the newest document: the verdict has a
+                 * dwell of its own. */
+                int st = (int)LD(s->s_ev[LP_SEV_RAW]);
                 if (st != LAGPROBE_PSTATUS_UNKNOWN)
                         covered++;
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
@@ -2264,7 +2345,8 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         if (l > stuck_lag) {
                                 stuck_lag = l;
                                 stuck_slot = (int)i;
-                                stuck_redeliv = LD(s->s_ev_c);
+                                stuck_redeliv =
+                                    LD(s->s_ev[LP_SEV_CONSUMED]);
                         }
                 }
                 if (st == LAGPROBE_PSTATUS_PAUSED && l > 0) {
@@ -2276,9 +2358,9 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 }
         }
         /* Evictions are counted by the log callback; note when. */
-        int64_t ev = LD(p->evictions);
-        if (ev != p->w_seen_evictions) {
-                p->w_seen_evictions = ev;
+        int64_t evictions = LD(p->evictions);
+        if (evictions != p->w_seen_evictions) {
+                p->w_seen_evictions = evictions;
                 p->w_evict_t[p->w_evict_n++ % 16] = LD(p->last_eviction_us);
         }
         int64_t storm_since = now - (int64_t)p->conf.storm_window_ms * 1000;
@@ -2339,7 +2421,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         int sped_up = p->w_in_base >= 0 && (double)in > burst * p->w_in_base;
         int in_flat = !sped_up && p->w_in_base >= 0 &&
                       (double)in * burst >= p->w_in_base;
-        int prev = LD(p->g_diag), prev_cause = p->w_slow_cause;
+        int prev = p->w_diag_raw, prev_cause = p->w_slow_cause;
         int growing = total_lag > allow &&
                       ((double)in > burst * (double)out ||
                        ((prev == LAGPROBE_DIAG_PRODUCER_BURST ||
@@ -2378,33 +2460,34 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
 
         lp_hsum_t recent;
         int d, slot = -1, cause = 0, hot_seen = 0;
-        int64_t a = 0, b = 0, c = 0;
+        int64_t ev[LP_DEV__CNT];
+        for (int k = 0; k < LP_DEV__CNT; k++)
+                ev[k] = -1;
         if (assigns > p->conf.storm_rebalances || evicts > 1) {
                 d = LAGPROBE_DIAG_REBALANCE_STORM;
                 lp_whist_range(&p->h_batch, p->win_us, now, 0, LP_WIN - 1,
                                &recent);
-                a = assigns;
-                b = evicts;
+                ev[LP_DEV_ASSIGNS] = assigns;
+                ev[LP_DEV_EVICTS] = evicts;
                 /* No batch finished in the window yet (they are that long):
                  * the all-time p99, or the batch under way if longer; -1
                  * when no batch was ever measured (no hooks). */
                 if (!recent.count)
                         lp_whist_read(&p->h_batch, p->win_us, now, &recent,
                                       NULL);
-                c = recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
+                int64_t p99 =
+                    recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
                 int64_t cur = LD(p->b_in_batch) ? now - LD(p->b_begin_us) : -1;
-                if (cur > c)
-                        c = cur;
+                ev[LP_DEV_BATCH_US] = cur > p99 ? cur : p99;
         } else if (stuck) {
                 d = LAGPROBE_DIAG_STUCK_PARTITION;
                 slot = stuck_slot;
-                a = stuck_lag;
-                b = stuck_redeliv;
+                ev[LP_DEV_STUCK_LAG] = stuck_lag;
+                ev[LP_DEV_REDELIVERED] = stuck_redeliv;
         } else if (gap_warn || frozen) {
                 d = LAGPROBE_DIAG_CONSUMER_SLOW;
                 cause = LP_SLOW_NO_POLL;
-                a = since > 0 ? since : 0;
-                b = -1; /* detail: no poll / no progress */
+                ev[LP_DEV_NO_POLL_US] = since > 0 ? since : 0;
         } else if (nassigned == 0 || covered == 0) {
                 d = LAGPROBE_DIAG_UNKNOWN;
         } else if (top_paused_slot >= 0 && total_lag > allow &&
@@ -2413,7 +2496,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                  * egress, which is no slowdown. */
                 d = LAGPROBE_DIAG_PARTITION_PAUSED;
                 slot = top_paused_slot;
-                a = paused_lag;
+                ev[LP_DEV_PAUSED_LAG] = paused_lag;
         } else if (msg_slow) {
                 d = LAGPROBE_DIAG_CONSUMER_SLOW;
                 cause = LP_SLOW_MESSAGE;
@@ -2434,7 +2517,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 lp_slot_t *tl = top_lag_slot >= 0
                                     ? lp_slot_at(p, (uint32_t)top_lag_slot)
                                     : NULL;
-                int tls = tl ? LD(tl->s_status) : 0;
+                int tls = tl ? (int)LD(tl->s_ev[LP_SEV_RAW]) : 0;
                 int hot_lag = nassigned >= 2 && tl &&
                               top_lag > allow &&
                               lag_share >= need && LD(tl->s_moving) &&
@@ -2453,8 +2536,9 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 if ((hot_in || hot_lag) && p->w_hot_docs >= LP_HOT_DOCS) {
                         d = LAGPROBE_DIAG_HOT_PARTITION;
                         slot = hot_in ? top_in_slot : top_lag_slot;
-                        a = (int64_t)((hot_in ? in_share : lag_share) * 1000);
-                        b = hot_in ? 0 : 1;
+                        ev[LP_DEV_SHARE] = (int64_t)(
+                            (hot_in ? in_share : lag_share) * 1000);
+                        ev[LP_DEV_HOT_BY_LAG] = !hot_in;
                 } else if (growing &&
                            (sped_up ||
                             (prev == LAGPROBE_DIAG_PRODUCER_BURST &&
@@ -2484,18 +2568,19 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                                 cause = LP_SLOW_EGRESS;
                 } else {
                         d = LAGPROBE_DIAG_HEALTHY;
-                        a = total_lag;
-                        /* c: 0 keeps up, 1 draining a backlog (b: time to
-                         * catch up), 2 behind and not gaining. Draining:
-                         * positions gain on ingress and the lag is not
-                         * above what it was a tenth of a window ago. */
+                        /* Draining: positions gain on ingress and the lag
+                         * is not above what it was a tenth of a window
+                         * ago. */
                         int64_t drain = lp_sat_sub(pos_rate, in);
-                        c = total_lag <= allow ? 0
-                            : drain > 0 && out > in &&
-                                    (lag_ago < 0 || total_lag <= lag_ago)
-                                ? 1
-                                : 2;
-                        b = c == 1 ? lp_muldiv(total_lag, 1000000, drain) : -1;
+                        int c = total_lag <= allow ? 0
+                                : drain > 0 && out > in &&
+                                        (lag_ago < 0 || total_lag <= lag_ago)
+                                    ? 1
+                                    : 2;
+                        ev[LP_DEV_CATCHING] = c;
+                        if (c == 1)
+                                ev[LP_DEV_DRAIN_MS] =
+                                    lp_muldiv(total_lag, 1000000, drain);
                 }
         }
         if (!hot_seen)
@@ -2518,19 +2603,31 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                                              : -1));
         ST(p->g_time_inferred, tsrc == LP_TSRC_MESSAGE && !exact);
         ST(p->g_slow_cause, cause);
-        ST(p->g_diag_a, a);
-        ST(p->g_diag_b, b);
-        ST(p->g_diag_c, c);
         p->w_slow_cause = cause;
-        /* A change of verdict, of the partition it names, or of the
-         * healthy sub-state is an event. */
-        int sub = d == LAGPROBE_DIAG_HEALTHY ? (int)c : 0;
-        if (d != LD(p->g_diag) || slot != LD(p->g_diag_slot) ||
-            sub != p->w_diag_sub) {
+        /* Hysteresis: the verdict shown (and its event) changes once the
+         * new verdict, naming the same partition, held for the dwell;
+         * at once for the first one, for no data, and for what cannot
+         * wait: evictions and storms, a stuck partition, a consumer that
+         * stopped polling. */
+        if (d != p->w_diag_raw || slot != p->w_diag_raw_slot) {
+                p->w_diag_raw = d;
+                p->w_diag_raw_slot = slot;
+                p->w_diag_raw_us = dnow;
+        }
+        ev[LP_DEV_RAW] = d;
+        ev[LP_DEV_RAW_SLOT] = slot;
+        ev[LP_DEV_HELD_US] = dnow - p->w_diag_raw_us;
+        for (int k = 0; k < LP_DEV__CNT; k++)
+                ST(p->g_dev[k], ev[k]);
+        int shown = LD(p->g_diag);
+        if ((d != shown || slot != LD(p->g_diag_slot)) &&
+            (shown == LAGPROBE_DIAG_UNKNOWN || d == LAGPROBE_DIAG_UNKNOWN ||
+             d == LAGPROBE_DIAG_REBALANCE_STORM ||
+             d == LAGPROBE_DIAG_STUCK_PARTITION || cause == LP_SLOW_NO_POLL ||
+             ev[LP_DEV_HELD_US] >= p->dwell_us)) {
                 ST(p->g_diag, d);
                 ST(p->g_diag_slot, slot);
                 ST(p->g_diag_changes, LD(p->g_diag_changes) + 1);
-                p->w_diag_sub = sub;
         }
 }
 
@@ -2844,9 +2941,11 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                 s->w_committed_us = 0;
                 s->w_prev_position = -1;
                 s->w_ring_n = 0;
+                s->w_lag_acc = -1;
                 s->w_rewound_until_us = 0;
                 s->w_paused_since_us = s->w_paused_until_us = 0;
                 ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
+                ST(s->s_ev[LP_SEV_RAW], LAGPROBE_PSTATUS_UNKNOWN);
                 ST(s->s_eff_lag, -1);
                 ST(s->s_in_mrate, 0);
                 ST(s->s_out_mrate, 0);
@@ -3704,10 +3803,14 @@ static void lp_default_sink(const lagprobe_event_t *e) {
                 fprintf(f, " predicted_ms=%" PRId64, e->predicted_ms);
         if (e->count >= 0)
                 fprintf(f, " count=%" PRId64, e->count);
-        if (e->topic) {
+        if (e->topic)
                 lp_logfmt_str(f, "topic", e->topic);
+        if (e->partition >= 0)
                 fprintf(f, " partition=%" PRId32, e->partition);
-        }
+        if (e->state)
+                fprintf(f, " state=%s", e->state);
+        if (e->lag >= 0)
+                fprintf(f, " lag=%" PRId64, e->lag);
         lp_logfmt_str(f, "msg", e->message);
         fputc('\n', f);
         fclose(f);
@@ -3728,6 +3831,7 @@ static void lp_event_init(lagprobe_t *p, lagprobe_event_t *e,
         e->client_id = bound ? p->client_id : "";
         e->since_poll_ms = e->max_poll_interval_ms = e->headroom_ms = -1;
         e->batch_size = e->batch_done = e->predicted_ms = e->count = -1;
+        e->lag = -1;
         e->partition = -1;
 }
 
@@ -3848,70 +3952,178 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         return emitted;
 }
 
-static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
-                         int64_t stats_interval_ms, int window_ms,
+static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
+                         int64_t now_wall_ms, int reason,
                          lagprobe_partition_t *o);
 static void lp_read_global(lagprobe_t *p, int64_t now_us,
                            lagprobe_snapshot_t *o);
 
-/* partition_status and diagnosis events, from change counters. */
-static int lp_check_diagnosis(lagprobe_t *p) {
-        int emitted = 0;
+/* More partitions than this changing to one status in one pass: one
+ * summary event instead of one each. */
+#define LP_EV_SUMMARY 4
+
+static int lp_pstatus_bad(int st) {
+        return st == LAGPROBE_PSTATUS_STALLED ||
+               st == LAGPROBE_PSTATUS_STOPPED ||
+               st == LAGPROBE_PSTATUS_PAUSED ||
+               st == LAGPROBE_PSTATUS_LAGGING ||
+               st == LAGPROBE_PSTATUS_REWOUND;
+}
+
+/* One partition_status event about slot @p i. */
+static int lp_emit_status(lagprobe_t *p, lp_slot_t *s, int64_t now_us,
+                          int64_t now_ms) {
         char msg[320];
         lagprobe_event_t e;
+        lagprobe_partition_t x;
+        lp_read_slot(p, s, now_us, now_ms, 1, &x);
+        lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
+                      lp_pstatus_bad(x.status) ? 4 : 6);
+        e.topic = x.topic;
+        e.partition = x.partition;
+        e.state = x.status_name;
+        e.lag = x.effective_lag;
+        e.count = x.effective_lag;
+        snprintf(msg, sizeof msg, "%s [%" PRId32 "] is %s: %s", x.topic,
+                 x.partition, x.status_name, x.status_reason);
+        e.message = msg;
+        return lp_emit(p, &e, 0);
+}
+
+/* One partition_status event for the @p cnt partitions due to report
+ * status @p st: "12 of 40 assigned partitions now lagging: t [0, 3, 5]". */
+static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
+        char msg[320];
+        size_t len = 0;
+        lagprobe_event_t e;
+        uint32_t n = (uint32_t)arrlen(p->wd_parts);
+        int64_t assigned = 0, lag = 0;
+        const char *topic = NULL, *prev = NULL;
+        int one_topic = 1;
+        for (uint32_t i = 0; i < n; i++)
+                assigned += LD(lp_slot_at(p, i)->assigned) != 0;
+#define LP_CAT(...)                                                            \
+        do {                                                                   \
+                int w_ = snprintf(msg + len, sizeof msg - len, __VA_ARGS__);   \
+                len = w_ < 0 ? len                                             \
+                      : (size_t)w_ < sizeof msg - len ? len + (size_t)w_       \
+                                                      : sizeof msg - 1;        \
+        } while (0)
+        LP_CAT("%d of %" PRId64 " assigned partitions now %s:", cnt, assigned,
+               lp_pstatus_names[st]);
+        for (uint32_t i = 0; i < n; i++) {
+                if (p->wd_parts[i].due != st)
+                        continue;
+                lp_slot_t *s = lp_slot_at(p, i);
+                int64_t l = LD(s->s_eff_lag);
+                if (l > 0)
+                        lag = lp_sat_add(lag, l);
+                if (!topic)
+                        topic = s->topic;
+                else if (strcmp(topic, s->topic))
+                        one_topic = 0;
+                if (!prev || strcmp(prev, s->topic))
+                        LP_CAT("%s%s [%" PRId32, prev ? "], " : " ", s->topic,
+                               s->partition);
+                else
+                        LP_CAT(", %" PRId32, s->partition);
+                prev = s->topic;
+        }
+        LP_CAT("]");
+#undef LP_CAT
+        if (len >= sizeof msg - 1)
+                memcpy(msg + sizeof msg - 4, "...", 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
+                      lp_pstatus_bad(st) ? 4 : 6);
+        e.topic = one_topic ? topic : NULL;
+        e.state = lp_pstatus_names[st];
+        e.count = cnt;
+        e.lag = lag;
+        e.message = msg;
+        return lp_emit(p, &e, 0);
+}
+
+/* partition_status events: a partition's shown status (already held for
+ * the dwell) when it differs from the one last reported, at most one per
+ * partition per window_ms (the latest status once that has passed), except
+ * for the immediate statuses; many partitions turning to one status at
+ * once are one summary event. */
+static int lp_check_statuses(lagprobe_t *p, int64_t now_us, int64_t now_ms) {
+        int emitted = 0;
         uint32_t n = LD_ACQ(p->nslots);
-        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
-        while ((uint32_t)arrlen(p->wd_seen_status) < n)
-                arrput(p->wd_seen_status, 0);
+        int cnt[LAGPROBE_PSTATUS__CNT] = {0};
+        int64_t win = (int64_t)p->conf.window_ms * 1000;
+        while ((uint32_t)arrlen(p->wd_parts) < n) {
+                lp_wd_part_t z = {LAGPROBE_PSTATUS_UNKNOWN, -1, 0};
+                arrput(p->wd_parts, z);
+        }
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
-                uint32_t ch = LD(s->s_status_changes);
-                if (ch == p->wd_seen_status[i])
+                lp_wd_part_t *w = &p->wd_parts[i];
+                w->due = -1;
+                if (!LD(s->assigned)) {
+                        w->said = LAGPROBE_PSTATUS_UNKNOWN;
                         continue;
-                p->wd_seen_status[i] = ch;
-                if (!LD(s->assigned))
-                        continue;
-                lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                             p->conf.window_ms, &x);
-                if (x.status == LAGPROBE_PSTATUS_UNKNOWN)
-                        continue;
-                int bad = x.status == LAGPROBE_PSTATUS_STALLED ||
-                          x.status == LAGPROBE_PSTATUS_STOPPED ||
-                          x.status == LAGPROBE_PSTATUS_PAUSED ||
-                          x.status == LAGPROBE_PSTATUS_LAGGING ||
-                          x.status == LAGPROBE_PSTATUS_REWOUND;
-                lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
-                              bad ? 4 : 6);
-                e.topic = x.topic;
-                e.partition = x.partition;
-                e.count = x.effective_lag;
-                snprintf(msg, sizeof msg, "%s [%" PRId32 "] is %s: %s",
-                         x.topic, x.partition, x.status_name,
-                         x.status_reason);
-                e.message = msg;
-                emitted += lp_emit(p, &e, 0);
-        }
-        uint32_t dc = LD(p->g_diag_changes);
-        if (dc != p->wd_seen_diag) {
-                p->wd_seen_diag = dc;
-                lagprobe_snapshot_t g;
-                lagprobe_snapshot_init(&g, NULL, 0);
-                lp_read_global(p, now_us, &g);
-                if (g.diagnosis != LAGPROBE_DIAG_UNKNOWN) {
-                        int bad = g.diagnosis != LAGPROBE_DIAG_HEALTHY;
-                        lp_event_init(p, &e, LAGPROBE_EVENT_DIAGNOSIS,
-                                      bad ? 4 : 5);
-                        e.topic = g.diagnosis_topic;
-                        e.partition = g.diagnosis_partition;
-                        e.count = g.total_lag;
-                        snprintf(msg, sizeof msg, "diagnosis %s: %s",
-                                 g.diagnosis_name, g.diagnosis_detail);
-                        e.message = msg;
-                        emitted += lp_emit(p, &e, 0);
                 }
+                /* On the documents' clock, as the statuses. */
+                int st = LD(s->s_status);
+                int64_t doc_us = LD(s->s_stats_us);
+                if (st == LAGPROBE_PSTATUS_UNKNOWN || st == w->said ||
+                    (w->said != LAGPROBE_PSTATUS_UNKNOWN &&
+                     !lp_pstatus_immediate(st) && doc_us - w->said_us < win))
+                        continue;
+                w->due = st;
+                w->said = st;
+                w->said_us = doc_us;
+                cnt[st]++;
+        }
+        for (int st = 0; st < LAGPROBE_PSTATUS__CNT; st++) {
+                if (cnt[st] > LP_EV_SUMMARY) {
+                        emitted += lp_emit_status_summary(p, st, cnt[st]);
+                        continue;
+                }
+                for (uint32_t i = 0; cnt[st] && i < n; i++)
+                        if (p->wd_parts[i].due == st)
+                                emitted += lp_emit_status(
+                                    p, lp_slot_at(p, i), now_us, now_ms);
         }
         return emitted;
+}
+
+/* partition_status and diagnosis events. A diagnosis event when the verdict
+ * shown (held for the dwell) or the partition it names differs from the
+ * one last reported; its detail text changing is none. */
+static int lp_check_diagnosis(lagprobe_t *p) {
+        char msg[320];
+        lagprobe_event_t e;
+        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        int emitted = lp_check_statuses(p, now_us, now_ms);
+        uint32_t dc = LD(p->g_diag_changes);
+        if (dc == p->wd_seen_diag)
+                return emitted;
+        p->wd_seen_diag = dc;
+        lagprobe_snapshot_t g;
+        lagprobe_snapshot_init(&g, NULL, 0);
+        lp_read_global(p, now_us, &g);
+        if (g.diagnosis == LAGPROBE_DIAG_UNKNOWN ||
+            ((int)g.diagnosis == p->wd_said_diag &&
+             g.diagnosis_partition == p->wd_said_diag_part &&
+             g.diagnosis_topic == p->wd_said_diag_topic))
+                return emitted;
+        p->wd_said_diag = (int)g.diagnosis;
+        p->wd_said_diag_part = g.diagnosis_partition;
+        p->wd_said_diag_topic = g.diagnosis_topic;
+        lp_event_init(p, &e, LAGPROBE_EVENT_DIAGNOSIS,
+                      g.diagnosis != LAGPROBE_DIAG_HEALTHY ? 4 : 5);
+        e.topic = g.diagnosis_topic;
+        e.partition = g.diagnosis_partition;
+        e.state = g.diagnosis_name;
+        e.lag = g.total_lag;
+        e.count = g.total_lag;
+        snprintf(msg, sizeof msg, "diagnosis %s: %s", g.diagnosis_name,
+                 g.diagnosis_detail);
+        e.message = msg;
+        return emitted + lp_emit(p, &e, 0);
 }
 
 /* Whether the probe has lost its view: lag, watermarks and the verdict
@@ -4534,6 +4746,7 @@ void lagprobe_config_init(lagprobe_config_t *c) {
         c->slow_ratio = 1.5;
         c->burst_ratio = 1.1;
         c->hwm_refresh_ms = 5000;
+        c->dwell_ms = -1;
 }
 
 static void lp_free(lagprobe_t *p) {
@@ -4549,7 +4762,7 @@ static void lp_free(lagprobe_t *p) {
         arrfree(p->scr_parts);
         arrfree(p->scr_topics);
         arrfree(p->scr_brokers);
-        arrfree(p->wd_seen_status);
+        arrfree(p->wd_parts);
         pthread_mutex_destroy(&p->wlock);
         pthread_mutex_destroy(&p->plock);
         pthread_mutex_destroy(&p->wd_lock);
@@ -4612,6 +4825,13 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
                        "lagprobe_new: hwm_refresh_ms must be >= 0");
                 return NULL;
         }
+        if (c.dwell_ms < -1 || c.dwell_ms > c.window_ms) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: dwell_ms=%d out of range -1..window_ms "
+                       "(%d)",
+                       c.dwell_ms, c.window_ms);
+                return NULL;
+        }
         if (c.unassigned_unhealthy_ms < 0) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_new: unassigned_unhealthy_ms must be >= 0");
@@ -4629,6 +4849,10 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         }
         p->conf = c;
         p->win_us = (int64_t)c.window_ms * 1000 / LP_WIN;
+        p->dwell_us = (int64_t)(c.dwell_ms < 0 ? c.window_ms / 10 : c.dwell_ms) *
+                      1000;
+        p->w_diag_raw_slot = -1;
+        ST(p->g_dev[LP_DEV_RAW_SLOT], -1);
         p->w_in_base = p->w_out_base = -1;
         p->w_lag_ago = -1;
         ST(p->g_in_base, -1);
@@ -5010,14 +5234,131 @@ static void lp_put_secs(lp_out_t *o, int ms) {
                 lp_printf(o, "%.0f", (double)ms / 1000.0);
 }
 
-/* window_ms for lp_read_slot() when the caller needs no status_reason (the
- * metrics): the text stays empty. Real windows are >= 60 ms. */
-#define LP_NO_REASON 0
+/* A duration in seconds: whole seconds from 10 s on, else one decimal
+ * (truncated: never more time than there was). */
+static void lp_put_span(lp_out_t *o, int64_t ms) {
+        if (ms < 0)
+                ms = 0;
+        lp_put_i64(o, ms / 1000);
+        if (ms < 10000 && ms % 1000) {
+                char d[2] = {'.', (char)('0' + ms % 1000 / 100)};
+                lp_put(o, d, 2);
+        }
+}
+
+/* "lag N" with the figure the snapshot shows, or "lag unknown". */
+static void lp_put_lag(lp_out_t *o, int64_t lag) {
+        lp_puts(o, "lag ");
+        if (lag >= 0)
+                lp_put_i64(o, lag);
+        else
+                lp_puts(o, "unknown");
+}
+
+/* The reason of partition status @p st, from the slot's evidence @p ev
+ * (LP_SEV_*) and the figures already in @p o, so the text and the snapshot
+ * agree. */
+static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
+                          const int64_t *ev, const lagprobe_partition_t *o) {
+        int64_t span = ev[LP_SEV_SPAN_MS];
+        switch (st) {
+        case LAGPROBE_PSTATUS_UNKNOWN:
+                lp_puts(r, "not enough samples yet (window ");
+                lp_put_secs(r, p->conf.window_ms);
+                lp_puts(r, " s)");
+                break;
+        case LAGPROBE_PSTATUS_OK:
+                lp_put_lag(r, o->effective_lag);
+                if (o->effective_lag <= p->conf.lag_allowance) {
+                        lp_puts(r, ", within the allowance of ");
+                        lp_put_i64(r, p->conf.lag_allowance);
+                        break;
+                }
+                lp_puts(r, ", above the allowance of ");
+                lp_put_i64(r, p->conf.lag_allowance);
+                lp_puts(r, ev[LP_SEV_LAG_MIN] > p->conf.lag_allowance
+                               ? " and shrinking (lowest "
+                               : " but within it at times (lowest ");
+                lp_put_i64(r, ev[LP_SEV_LAG_MIN]);
+                lp_puts(r, " in the last ");
+                lp_put_span(r, p->conf.window_ms / 2);
+                lp_puts(r, " s)");
+                break;
+        case LAGPROBE_PSTATUS_IDLE:
+                lp_puts(r, "caught up at offset ");
+                lp_put_i64(r, o->high_watermark);
+                lp_puts(r, ", no new messages in the last ");
+                lp_put_span(r, span);
+                lp_puts(r, " s");
+                break;
+        case LAGPROBE_PSTATUS_LAGGING:
+                lp_put_lag(r, o->effective_lag);
+                lp_puts(r, ", above the allowance of ");
+                lp_put_i64(r, p->conf.lag_allowance);
+                lp_puts(r, " all through the last ");
+                lp_put_span(r, p->conf.window_ms / 2);
+                lp_puts(r, " s (lowest ");
+                lp_put_i64(r, ev[LP_SEV_LAG_MIN]);
+                if (ev[LP_SEV_LAG_AGO] >= 0) {
+                        lp_puts(r, ", ");
+                        lp_put_i64(r, ev[LP_SEV_LAG_AGO]);
+                        lp_puts(r, " at the start");
+                }
+                lp_puts(r, ") and not shrinking");
+                break;
+        case LAGPROBE_PSTATUS_STALLED:
+                lp_put_lag(r, o->effective_lag);
+                lp_puts(r, "; committed offset ");
+                lp_put_i64(r, o->committed_offset);
+                lp_puts(r, " and position not moving for ");
+                lp_put_span(r, span);
+                lp_puts(r, " s; ");
+                lp_put_i64(r, ev[LP_SEV_CONSUMED]);
+                lp_puts(r, " message(s) re-consumed");
+                break;
+        case LAGPROBE_PSTATUS_STOPPED:
+                lp_puts(r, "no commit for ");
+                lp_put_span(r, span);
+                lp_puts(r, " s (committed ");
+                lp_put_i64(r, o->committed_offset);
+                lp_puts(r, ") while ");
+                lp_put_i64(r, ev[LP_SEV_CONSUMED]);
+                lp_puts(r, " message(s) were consumed; ");
+                lp_put_lag(r, o->effective_lag);
+                break;
+        case LAGPROBE_PSTATUS_REWOUND:
+                lp_puts(r, ev[LP_SEV_RW_COMMIT] ? "committed offset"
+                                                : "position");
+                lp_puts(r, " moved backwards from ");
+                lp_put_i64(r, ev[LP_SEV_RW_FROM]);
+                lp_puts(r, " to ");
+                lp_put_i64(r, ev[LP_SEV_RW_TO]);
+                break;
+        case LAGPROBE_PSTATUS_PAUSED:
+                lp_puts(r, "not fetched for ");
+                lp_put_span(r, ev[LP_SEV_PAUSED_MS]);
+                lp_puts(r, " s: paused by the app or its queue is full; ");
+                lp_put_lag(r, o->effective_lag);
+                if (ev[LP_SEV_GROWING] > 0)
+                        lp_puts(r, " and growing");
+                break;
+        case LAGPROBE_PSTATUS_MARKERS:
+                lp_puts(r, "committed ");
+                lp_put_i64(r, o->committed_offset);
+                lp_puts(r, " behind high watermark ");
+                lp_put_i64(r, o->high_watermark);
+                lp_puts(r, " with nothing left to consume: transaction "
+                           "markers or compaction; effective lag 0");
+                break;
+        default:
+                break;
+        }
+}
 
 /* Consistent copy of one slot (C and S groups each read under their own
  * sequence counter). */
-static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
-                         int64_t stats_interval_ms, int window_ms,
+static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
+                         int64_t now_wall_ms, int reason,
                          lagprobe_partition_t *o) {
         int64_t pos, consumed, last_ts, total, base;
         uint32_t q;
@@ -5028,7 +5369,7 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 total = LD(s->c_total);
         } while (lp_rretry(&s->cseq, q));
         int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
-        int64_t ev_a, ev_b, ev_c, eff, inr, outr, cmr, eta, hiq;
+        int64_t ev[LP_SEV__CNT], inr, outr, cmr, eta, hiq;
         int lcerr, stale, st;
         do {
                 q = lp_rbegin(&s->sseq);
@@ -5046,10 +5387,8 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                 stale = LD(s->s_stale);
                 base = LD(s->s_c_base);
                 st = LD(s->s_status);
-                ev_a = LD(s->s_ev_a);
-                ev_b = LD(s->s_ev_b);
-                ev_c = LD(s->s_ev_c);
-                eff = LD(s->s_eff_lag);
+                for (int k = 0; k < LP_SEV__CNT; k++)
+                        ev[k] = LD(s->s_ev[k]);
                 inr = LD(s->s_in_mrate);
                 outr = LD(s->s_out_mrate);
                 cmr = LD(s->s_commit_mrate);
@@ -5097,8 +5436,8 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
             stats_us > 0 && hi >= 0 ? (now_us - stats_us) / 1000 : -1;
         /* Statistics stop while the app is stuck in a batch (they are served
          * inside poll): an old figure is as stale as a stopped fetcher's. */
-        o->stale = stale || (o->hwm_age_ms >= 0 && stats_interval_ms > 0 &&
-                             o->hwm_age_ms > 3 * stats_interval_ms);
+        o->stale = stale || (o->hwm_age_ms >= 0 && p->stats_interval_ms > 0 &&
+                             o->hwm_age_ms > 3 * p->stats_interval_ms);
         o->commit_errors = cerrs;
         o->last_commit_err = lcerr;
         o->consumed_total = total;
@@ -5108,91 +5447,31 @@ static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
                         : LAGPROBE_PSTATUS_UNKNOWN;
         o->status_name = lp_pstatus_names[o->status];
         o->effective_lag = lp_eff_lag(o->status, hi, committed, o->position);
-        (void)eff;
         o->ingress_rate = (double)inr / 1000.0;
         o->egress_rate = (double)outr / 1000.0;
         o->commit_rate = (double)cmr / 1000.0;
         o->eta_seconds = eta >= 0 ? (double)eta / 1000.0 : -1;
-        if (window_ms == LP_NO_REASON)
+        if (!reason)
                 return;
         /* The reason text without printf: JSON renders write one for every
-         * partition. Truncated like snprintf() at the field's size. */
+         * partition. Truncated like snprintf() at the field's size. It
+         * tells the newest document's status; while that waits out the
+         * dwell, it says so first. */
         lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
-        switch (o->status) {
-        case LAGPROBE_PSTATUS_UNKNOWN:
-                lp_puts(&r, "not enough samples yet (window ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s)");
-                break;
-        case LAGPROBE_PSTATUS_OK:
-                lp_puts(&r, "lag ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, ", within the allowance or shrinking");
-                break;
-        case LAGPROBE_PSTATUS_IDLE:
-                lp_puts(&r, "caught up at offset ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, ", no new messages for ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s");
-                break;
-        case LAGPROBE_PSTATUS_LAGGING:
-                lp_puts(&r, "lag ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, " above allowance and not shrinking (");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s ago)");
-                break;
-        case LAGPROBE_PSTATUS_STALLED:
-                lp_puts(&r, "lag ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, "; committed offset ");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " and position not moving for ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s; ");
-                lp_put_i64(&r, ev_c);
-                lp_puts(&r, " messages re-consumed");
-                break;
-        case LAGPROBE_PSTATUS_STOPPED:
-                lp_puts(&r, "no commit for ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s (committed ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, ") while ");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " messages were consumed; lag ");
-                lp_put_i64(&r, ev_c);
-                break;
-        case LAGPROBE_PSTATUS_REWOUND:
-                lp_puts(&r, ev_c ? "committed offset" : "position");
-                lp_puts(&r, " moved backwards from ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, " to ");
-                lp_put_i64(&r, ev_b);
-                break;
-        case LAGPROBE_PSTATUS_PAUSED:
-                lp_puts(&r, "not fetched for ");
-                lp_put_secs(&r, (int)(ev_b < INT32_MAX ? ev_b : INT32_MAX));
-                lp_puts(&r, " s: paused by the app or its queue is full; "
-                            "lag ");
-                lp_put_i64(&r, ev_a);
-                if (ev_c)
-                        lp_puts(&r, " and growing");
-                break;
-        case LAGPROBE_PSTATUS_MARKERS:
-                lp_puts(&r, "committed ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, " behind high watermark ");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " with nothing left to consume: transaction "
-                            "markers or compaction; effective lag 0");
-                break;
-        default:
-                break;
+        int raw = ev[LP_SEV_RAW] >= 0 && ev[LP_SEV_RAW] < LAGPROBE_PSTATUS__CNT
+                      ? (int)ev[LP_SEV_RAW]
+                      : LAGPROBE_PSTATUS_UNKNOWN;
+        if (raw != (int)o->status) {
+                int64_t held = LD(s->s_stats_us) - ev[LP_SEV_RAW_US];
+                lp_puts(&r, "now ");
+                lp_puts(&r, lp_pstatus_names[raw]);
+                lp_puts(&r, " for ");
+                lp_put_span(&r, held / 1000);
+                lp_puts(&r, " s of ");
+                lp_put_span(&r, p->dwell_us / 1000);
+                lp_puts(&r, " s: ");
         }
+        lp_put_reason(p, &r, raw, ev, o);
         lp_render_end(&r);
 }
 
@@ -5223,26 +5502,53 @@ static void lp_time_clause(const lagprobe_snapshot_t *o, char *r, size_t rn) {
                          o->time_inferred ? "inferred" : "hooks");
 }
 
+static lagprobe_diagnosis_t lp_diag_of(int64_t dg) {
+        return dg >= 0 && dg < LAGPROBE_DIAG__CNT ? (lagprobe_diagnosis_t)dg
+                                                  : LAGPROBE_DIAG_UNKNOWN;
+}
+
+/* The partition a verdict names: its slot's topic (NULL none) and number. */
+static const char *lp_diag_part(lagprobe_t *p, int64_t slot, int32_t *pt) {
+        *pt = -1;
+        if (slot < 0 || slot >= (int64_t)LD(p->nslots))
+                return NULL;
+        lp_slot_t *s = lp_slot_at(p, (uint32_t)slot);
+        *pt = s->partition;
+        return s->topic;
+}
+
+/* The verdict shown (@p dg, naming @p slot) and the detail of the newest
+ * document's verdict, from the evidence @p ev (LP_DEV_*): the same while
+ * no change waits out the dwell, else the detail says what is coming. */
 static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
-                         int slot, int64_t a, int64_t b, int64_t c,
-                         int cause) {
-        o->diagnosis = dg >= 0 && dg < LAGPROBE_DIAG__CNT
-                           ? (lagprobe_diagnosis_t)dg
-                           : LAGPROBE_DIAG_UNKNOWN;
+                         int slot, const int64_t *ev, int cause) {
+        o->diagnosis = lp_diag_of(dg);
         o->diagnosis_name = lp_diag_names[o->diagnosis];
-        o->diagnosis_topic = NULL;
-        o->diagnosis_partition = -1;
-        o->diagnosis_share = 0;
-        if (slot >= 0 && (uint32_t)slot < LD(p->nslots)) {
-                lp_slot_t *s = lp_slot_at(p, (uint32_t)slot);
-                o->diagnosis_topic = s->topic;
-                o->diagnosis_partition = s->partition;
-        }
+        o->diagnosis_topic = lp_diag_part(p, slot, &o->diagnosis_partition);
+        lagprobe_diagnosis_t raw = lp_diag_of(ev[LP_DEV_RAW]);
+        int32_t pt;
+        const char *t = lp_diag_part(p, ev[LP_DEV_RAW_SLOT], &pt);
+        int pending = raw != o->diagnosis || ev[LP_DEV_RAW_SLOT] != slot;
+        o->diagnosis_share = !pending && raw == LAGPROBE_DIAG_HOT_PARTITION
+                                 ? (double)ev[LP_DEV_SHARE] / 1000.0
+                                 : 0;
         char *r = o->diagnosis_detail;
         size_t rn = sizeof o->diagnosis_detail;
-        const char *t = o->diagnosis_topic ? o->diagnosis_topic : "";
-        int32_t pt = o->diagnosis_partition;
-        switch (o->diagnosis) {
+        if (pending) {
+                /* "now X for 0.2 s of 0.6 s: ..." */
+                int64_t held = ev[LP_DEV_HELD_US];
+                int w = snprintf(r, rn, "now %s for %.1f s of %.1f s: ",
+                                 lp_diag_names[raw],
+                                 (double)(held > 0 ? held : 0) / 1e6,
+                                 (double)p->dwell_us / 1e6);
+                if (w > 0 && (size_t)w < rn) {
+                        r += w;
+                        rn -= (size_t)w;
+                }
+        }
+        if (!t)
+                t = "";
+        switch (raw) {
         case LAGPROBE_DIAG_UNKNOWN:
                 snprintf(r, rn, "not enough data yet");
                 break;
@@ -5251,19 +5557,21 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                          "%s [%" PRId32 "] not fetched (paused by the app or "
                          "its queue is full) while producers append; lag "
                          "%" PRId64 " on paused partitions",
-                         t, pt, a);
+                         t, pt, ev[LP_DEV_PAUSED_LAG]);
                 break;
         case LAGPROBE_DIAG_HEALTHY:
-                if (c == 1)
+                if (ev[LP_DEV_CATCHING] == 1)
                         snprintf(r, rn,
                                  "catching up: lag %" PRId64 ", about %.0f s "
                                  "to drain",
-                                 a, (double)b / 1000.0);
-                else if (c == 2)
+                                 o->total_lag,
+                                 (double)ev[LP_DEV_DRAIN_MS] / 1000.0);
+                else if (ev[LP_DEV_CATCHING] == 2)
                         snprintf(r, rn,
-                                 "lag %" PRId64 " above the allowance, not "
-                                 "shrinking; ingress about equal to egress",
-                                 a);
+                                 "total lag %" PRId64 " above the "
+                                 "allowance of %" PRId64 ", not shrinking; "
+                                 "ingress about equal to egress",
+                                 o->total_lag, p->conf.lag_allowance);
                 else
                         snprintf(r, rn, "consumer keeps up");
                 break;
@@ -5308,7 +5616,8 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                                  "max.poll.interval.ms=%" PRId64 " and no "
                                  "partition progressing: processing is "
                                  "blocked or far too slow",
-                                 a / 1000, p->max_poll_interval_ms);
+                                 ev[LP_DEV_NO_POLL_US] / 1000,
+                                 p->max_poll_interval_ms);
                 else
                         snprintf(r, rn,
                                  "%s time p%s %.1f ms, was %.1f ms%s: "
@@ -5322,16 +5631,18 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                                      : "");
                 break;
         case LAGPROBE_DIAG_REBALANCE_STORM:
-                if (b > 0 && c >= 0)
+                if (ev[LP_DEV_EVICTS] > 0 && ev[LP_DEV_BATCH_US] >= 0)
                         snprintf(r, rn,
                                  "%" PRId64 " assignments and %" PRId64
                                  " evictions in %d s: batch time (p99 %.0f "
                                  "ms) near max.poll.interval.ms=%" PRId64
                                  "; process fewer messages per poll or raise "
                                  "max.poll.interval.ms",
-                                 a, b, p->conf.storm_window_ms / 1000,
-                                 (double)c / 1000.0, p->max_poll_interval_ms);
-                else if (b > 0)
+                                 ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
+                                 p->conf.storm_window_ms / 1000,
+                                 (double)ev[LP_DEV_BATCH_US] / 1000.0,
+                                 p->max_poll_interval_ms);
+                else if (ev[LP_DEV_EVICTS] > 0)
                         snprintf(r, rn,
                                  "%" PRId64 " assignments and %" PRId64
                                  " evictions in %d s: time between polls "
@@ -5339,7 +5650,8 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                                  " (batch time not measured: no batch "
                                  "hooks); process fewer messages per poll or "
                                  "raise max.poll.interval.ms",
-                                 a, b, p->conf.storm_window_ms / 1000,
+                                 ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
+                                 p->conf.storm_window_ms / 1000,
                                  p->max_poll_interval_ms);
                 else
                         snprintf(r, rn,
@@ -5347,20 +5659,20 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                                  "evictions: group members joining and "
                                  "leaving (deploys, crashes, session "
                                  "timeouts)",
-                                 a, p->conf.storm_window_ms / 1000);
+                                 ev[LP_DEV_ASSIGNS],
+                                 p->conf.storm_window_ms / 1000);
                 break;
         case LAGPROBE_DIAG_STUCK_PARTITION:
                 snprintf(r, rn,
                          "%s [%" PRId32 "] stalled with lag %" PRId64
                          " (%" PRId64 " messages re-consumed): likely a "
                          "poison message",
-                         t, pt, a, b);
+                         t, pt, ev[LP_DEV_STUCK_LAG], ev[LP_DEV_REDELIVERED]);
                 break;
         case LAGPROBE_DIAG_HOT_PARTITION:
-                o->diagnosis_share = (double)a / 1000.0;
                 snprintf(r, rn, "%s [%" PRId32 "] carries %.0f %% of the %s",
-                         t, pt, (double)a / 10.0,
-                         b ? "lag" : "incoming messages");
+                         t, pt, (double)ev[LP_DEV_SHARE] / 10.0,
+                         ev[LP_DEV_HOT_BY_LAG] ? "lag" : "incoming messages");
                 break;
         default:
                 r[0] = 0;
@@ -5375,11 +5687,12 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         uint32_t q;
         int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
             asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
-            last_assign, last_cerr_us, dg_a, dg_b, dg_c, in_mr, out_mr, tlag,
+            last_assign, last_cerr_us, in_mr, out_mr, tlag,
             in_base, out_base, t_us, t_base_us;
         int proto, rberr, cstate, lcerr, dg, dg_slot, tsrc, tinf, cause,
             rb_blind, bdown_n;
         int32_t bdown[LP_BDOWN_MAX];
+        int64_t dev[LP_DEV__CNT];
         do {
                 q = lp_rbegin(&p->gseq);
                 assigns = LD(p->g_assigns);
@@ -5404,9 +5717,8 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 last_cerr_us = LD(p->g_last_commit_err_us);
                 dg = LD(p->g_diag);
                 dg_slot = LD(p->g_diag_slot);
-                dg_a = LD(p->g_diag_a);
-                dg_b = LD(p->g_diag_b);
-                dg_c = LD(p->g_diag_c);
+                for (int k = 0; k < LP_DEV__CNT; k++)
+                        dev[k] = LD(p->g_dev[k]);
                 in_mr = LD(p->g_in_mrate);
                 out_mr = LD(p->g_out_mrate);
                 tlag = LD(p->g_total_lag);
@@ -5552,7 +5864,7 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         o->message_source = o->message.count ? src : "none";
         o->poll_gap_source = o->poll_gap.count ? src : "none";
         /* Last: the detail text reads the figures above. */
-        lp_read_diag(p, o, dg, dg_slot, dg_a, dg_b, dg_c, cause);
+        lp_read_diag(p, o, dg, dg_slot, dev, cause);
         o->consumed = 0;
         uint32_t n = consumed ? LD_ACQ(p->nslots) : 0;
         for (uint32_t i = 0; i < n; i++)
@@ -5581,8 +5893,7 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
                 lp_slot_t *s = lp_slot_at(p, l - 1);
                 if (LD_ACQ(s->assigned) && filled < snap->partitions_size) {
                         lagprobe_partition_t *x = &snap->partitions[filled++];
-                        lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                                     p->conf.window_ms, x);
+                        lp_read_slot(p, s, now_us, now_ms, 1, x);
                         consumed += x->consumed_total;
                         cnt++;
                         continue;
@@ -5915,8 +6226,7 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                         continue;
                 }
                 lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                             p->conf.window_ms, &x);
+                lp_read_slot(p, s, now_us, now_ms, 1, &x);
                 consumed += x.consumed_total;
                 if (!first)
                         lp_puts(&o, ",");
@@ -6170,8 +6480,7 @@ static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
                         continue;
                 }
                 lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                             LP_NO_REASON, &x);
+                lp_read_slot(p, s, now_us, now_ms, 0, &x);
                 pr->consumed += x.consumed_total;
                 lp_prow_t *r = &pr->rows[pr->n++];
                 r->has = 0;
@@ -6309,9 +6618,7 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                                 double v;
                                 if (!LD_ACQ(s->assigned))
                                         continue;
-                                lp_read_slot(s, now_us, now_ms,
-                                             p->stats_interval_ms,
-                                             LP_NO_REASON, &x);
+                                lp_read_slot(p, s, now_us, now_ms, 0, &x);
                                 if (!lp_pfam_value(f, &x, &v))
                                         continue;
                                 lp_puts(&o, lp_pfam[f].name);

@@ -120,8 +120,16 @@ typedef struct lagprobe_event_s {
         int64_t batch_done;           /* messages of it finished */
         int64_t predicted_ms;         /* predicted batch total (predicted_exceed) */
         int64_t count;                /* e.g. evictions so far, partitions */
-        const char *topic;            /* NULL when not about one partition */
+        const char *topic;            /* NULL when not about one partition
+                                       * (a summary of partitions of one
+                                       * topic names it, partition -1) */
         int32_t partition;            /* -1 when not about one partition */
+        const char *state;            /* partition_status: the status
+                                       * name; diagnosis: the verdict name;
+                                       * NULL otherwise */
+        int64_t lag;                  /* partition_status: the partition's
+                                       * effective lag; diagnosis: the
+                                       * total lag; -1 unknown or n/a */
 } lagprobe_event_t;
 
 /** Event sink. Called from the probe's watchdog thread, or from the thread
@@ -148,9 +156,13 @@ typedef struct lagprobe_config_s {
         /** Minimum time between two deliveries of headroom_warn,
          *  headroom_recovered, commit_failed or stats_error (each counted
          *  anyway). Other events are not rate-limited: headroom_critical
-         *  and evicted always get through; config_advice, rebalance,
-         *  partition_status and diagnosis fire only on change. Default
-         *  10000. */
+         *  and evicted always get through; config_advice and rebalance
+         *  fire only on change; diagnosis only when the verdict shown (see
+         *  dwell_ms) or the partition it names changes; partition_status
+         *  at most once per partition per window_ms (the latest status
+         *  once that has passed; stalled, stopped and rewound at once),
+         *  as one summary event when more than 4 partitions turn to one
+         *  status at once. Default 10000. */
         int event_min_interval_ms;
         /** Event sink; NULL (default) writes one logfmt line per event to
          *  stderr. */
@@ -197,6 +209,15 @@ typedef struct lagprobe_config_s {
          *  outages"). 0: never ask. Default 5000. Only with the watchdog
          *  thread (not in lagprobe_tick() mode). */
         int hwm_refresh_ms;
+        /** Hysteresis: a new partition status or verdict replaces the one
+         *  shown (snapshot, metrics, events) only once it has held this
+         *  long, so a figure hovering at a threshold does not flap. Not
+         *  for what must be immediate: statuses stalled, stopped and
+         *  rewound, verdicts rebalance_storm, stuck_partition and
+         *  consumer_slow for a consumer that stopped polling, and the
+         *  first status or verdict. -1 (default): window_ms / 10.
+         *  0: none. */
+        int dwell_ms;
 } lagprobe_config_t;
 
 /** Partition status over the sliding window (see README.md for rules). */
