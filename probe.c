@@ -3918,7 +3918,8 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
                 e.count = asize;
                 snprintf(msg, sizeof msg,
                          "rebalance: %" PRId64 " partition(s) now assigned "
-                         "(assign/revoke event %" PRId64 ")%s%s",
+                         "(assign and revoke callbacks so far: %" PRId64
+                         ")%s%s",
                          asize, rb, rberr ? "; last error " : "",
                          rberr ? rd_kafka_err2name((rd_kafka_resp_err_t)rberr)
                                : "");
@@ -4675,8 +4676,8 @@ static int lp_check(lagprobe_t *p) {
                 lp_event_init(p, &e, LAGPROBE_EVENT_HEADROOM_RECOVERED, 5);
                 lp_event_poll_figures(p, &e, since);
                 snprintf(msg, sizeof msg,
-                         "consumer polled again after %s; headroom %" PRId64
-                         " ms",
+                         "consumer polled again after the headroom %s; "
+                         "headroom now %" PRId64 " ms",
                          p->wd_level == 2 ? "critical" : "warning",
                          e.headroom_ms);
                 e.message = msg;
