@@ -70,9 +70,20 @@
 #define LP_MAX_CHUNKS ((LAGPROBE_MAX_PARTITIONS + LP_CHUNK - 1) / LP_CHUNK)
 #define LP_TOPIC_MAX 512 /* Kafka allows 249; room for odd documents */
 #define LP_RF_BATCH 64   /* partitions asked in one watermark query */
+/* Membership changes and evictions remembered for the rebalance_storm
+ * window (storm_rebalances counts at most this many). */
+#define LP_RB_TIMES 16
+/* A commit failed within this long: health reason commit_failing. */
+#define LP_COMMIT_FAILING_US 60000000
+/* Batches in the window before config_advice judges their p99. */
+#define LP_ADVICE_MIN_BATCHES 5
 #define LP_RF_WAIT_MS 1500      /* offsets_for_times() deadline (< 2.3.0) */
 #define LP_RF_POLL_MS 100       /* admin result queue poll step (>= 2.3.0) */
 #define LP_DESTROY_WAIT_MS 3000 /* on_destroy's bound on the refresher */
+/* librdkafka's defaults, for what the consumer's conf leaves unset. */
+#define LP_RDK_MAX_POLL_MS 300000 /* max.poll.interval.ms */
+#define LP_RDK_SESSION_MS 45000   /* session.timeout.ms */
+#define LP_RDK_HEARTBEAT_MS 3000  /* heartbeat.interval.ms */
 
 /* ------------------------------------------------------------------------
  * 1. Utilities
@@ -84,10 +95,17 @@
  * cannot model. */
 #define LD(x) atomic_load_explicit(&(x), memory_order_acquire)
 #define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
-#define LD_ACQ(x) LD(x)
-#define ST_REL(x, v) ST(x, v)
 
 typedef _Atomic int64_t a64_t;
+
+/* Event severities: syslog(3) levels, as lagprobe_event_t.severity. */
+enum {
+        LP_LOG_CRIT = 2,
+        LP_LOG_ERR = 3,
+        LP_LOG_WARNING = 4,
+        LP_LOG_NOTICE = 5,
+        LP_LOG_INFO = 6
+};
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LP_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -305,7 +323,7 @@ typedef struct lp_slot_s {
         _Atomic uint32_t s_status_changes;
         a64_t s_eta_ms;                 /* -1 not catching up */
         /* Watermark refresh fields readers load, here so that readers
-         * load the S group's first three lines and no other. */
+         * load the S group's first lines (272 bytes) and no other. */
         a64_t s_hi_ok_us;         /* last document with the leader up */
         a64_t s_hi_query;         /* broker's hi from the refresh, -1 */
 
@@ -330,7 +348,8 @@ typedef struct lp_slot_s {
         a64_t s_hi_query_us;      /* when it was queried, 0 never */
         /* Leader of the partition and whether its connection was UP in
          * the latest statistics (under wlock; the watchdog reads them to
-         * pick what to refresh, one relaxed-consistency load each). */
+         * pick what to refresh, one load each, not a consistent
+         * copy). */
         _Atomic int32_t s_leader;  /* broker id, -1 unknown */
         _Atomic int s_leader_up;
 } lp_slot_t;
@@ -380,7 +399,7 @@ typedef struct lp_tref_s {
 /* Log-linear histogram of microseconds: LP_HSUB sub-buckets per power of
  * two, so a bucket's width is at most 1/LP_HSUB of its lower bound and a
  * percentile read as the bucket's midpoint is within 1/(2*LP_HSUB) = 3.1 %
- * of the true value. Single writer (relaxed load + store, no RMW); readers
+ * of the true value. Single writer (load + store, no RMW); readers
  * may see a count that is one update ahead of sum: fine for metrics. */
 #define LP_HSUB_BITS 4
 #define LP_HSUB (1 << LP_HSUB_BITS)
@@ -534,14 +553,14 @@ struct lagprobe_s {
         int64_t w_bdown_since[LP_BDOWN_MAX];
         int w_bdown_n;
         /* Writer-private (wlock): recent assignment and eviction times. */
-        int64_t w_assign_t[16];      /* membership changes, see
+        int64_t w_assign_t[LP_RB_TIMES]; /* membership changes, see
                                       * lp_count_change() */
         int w_assign_n;
         int64_t w_revoke_round_us;   /* last incremental revoke round */
         int64_t w_rb_callbacks;      /* rebalance callbacks seen */
         int w_rb_behind;             /* documents in a row whose
                                       * rebalance_cnt is ahead of them */
-        int64_t w_evict_t[16];
+        int64_t w_evict_t[LP_RB_TIMES];
         int w_evict_n;
         int64_t w_seen_evictions;
         double w_msg_base_us, w_batch_base_us; /* slow-moving baselines */
@@ -634,8 +653,10 @@ struct lagprobe_s {
 static pthread_mutex_t lp_stb_seed_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ------------------------------------------------------------------------
- * Seqlock helpers. Writers: lp_wbegin/lp_wend around relaxed stores.
- * Readers: lp_rbegin/lp_rretry around relaxed loads.
+ * Seqlock helpers. Writers: lp_wbegin/lp_wend around the field stores
+ * (releases). Readers: lp_rbegin/lp_rretry around the field loads
+ * (acquires). Only the counter's own first load and odd store are
+ * relaxed: see the concurrency contract in section 2.
  * ---------------------------------------------------------------------- */
 
 static inline uint32_t lp_wbegin(_Atomic uint32_t *seq) {
@@ -871,7 +892,7 @@ static void lp_chunk_free(lp_slot_t *c) {
  * one cache miss after another. */
 static inline uint32_t lp_sorted_from(lagprobe_t *p, uint32_t l, uint32_t n) {
         while (l > n)
-                l = LD_ACQ(lp_slot_at(p, l - 1)->sorted_next);
+                l = LD(lp_slot_at(p, l - 1)->sorted_next);
 #if defined(__GNUC__)
         if (l) {
                 const char *c = (const char *)lp_slot_at(p, l - 1);
@@ -887,11 +908,11 @@ static inline uint32_t lp_sorted_from(lagprobe_t *p, uint32_t l, uint32_t n) {
  *           nx = lp_sorted_next(p, l, n);
  *           ... slot l - 1 ...                                          */
 static inline uint32_t lp_sorted_first(lagprobe_t *p, uint32_t n) {
-        return lp_sorted_from(p, LD_ACQ(p->sorted_head), n);
+        return lp_sorted_from(p, LD(p->sorted_head), n);
 }
 
 static inline uint32_t lp_sorted_next(lagprobe_t *p, uint32_t l, uint32_t n) {
-        return lp_sorted_from(p, LD_ACQ(lp_slot_at(p, l - 1)->sorted_next), n);
+        return lp_sorted_from(p, LD(lp_slot_at(p, l - 1)->sorted_next), n);
 }
 
 static int lp_slot_before(lagprobe_t *p, uint32_t i, const char *topic,
@@ -917,10 +938,56 @@ static void lp_sorted_insert(lagprobe_t *p, uint32_t n) {
                                ? p->w_sorted[lo] + 1
                                : 0);
         if (lo > 0)
-                ST_REL(lp_slot_at(p, p->w_sorted[lo - 1])->sorted_next, n + 1);
+                ST(lp_slot_at(p, p->w_sorted[lo - 1])->sorted_next, n + 1);
         else
-                ST_REL(p->sorted_head, n + 1);
+                ST(p->sorted_head, n + 1);
         arrins(p->w_sorted, lo, n);
+}
+
+/* A slot's S group and writer-private state as before any figure: for a
+ * new slot, and for one assigned again (what an earlier assignment left is
+ * not trusted). Caller holds wlock; the slot is not assigned. */
+static void lp_slot_reset(lp_slot_t *s) {
+        uint32_t q = lp_wbegin(&s->sseq);
+        ST(s->s_hi, -1);
+        ST(s->s_lo, -1);
+        ST(s->s_ls, -1);
+        ST(s->s_app_offset, -1);
+        ST(s->s_committed, -1);
+        ST(s->s_fetchq_cnt, 0);
+        ST(s->s_fetchq_size, 0);
+        ST(s->s_stats_us, 0);
+        ST(s->s_progress_us, 0);
+        ST(s->s_stale, 0);
+        s->w_committed_us = 0;
+        s->w_prev_position = -1;
+        s->w_ring_n = 0;
+        s->w_lag_acc = -1;
+        s->w_rewound_until_us = 0;
+        s->w_paused_since_us = s->w_paused_until_us = 0;
+        ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
+        ST(s->s_ev[LP_SEV_RAW], LAGPROBE_PSTATUS_UNKNOWN);
+        ST(s->s_eff_lag, -1);
+        ST(s->s_in_mrate, 0);
+        ST(s->s_out_mrate, 0);
+        ST(s->s_commit_mrate, 0);
+        ST(s->s_pos_mrate, 0);
+        ST(s->s_eta_ms, -1);
+        ST(s->s_moving, 0);
+        s->w_doc_pos = s->w_doc_committed = -1;
+        s->w_doc_ts = 0;
+        ST(s->s_hi_changed_us, 0);
+        ST(s->s_hi_ok_us, 0);
+        ST(s->s_hi_query, -1);
+        ST(s->s_hi_query_us, 0);
+        ST(s->s_leader, -1);
+        ST(s->s_leader_up, 0);
+        s->w_hi_seen = -1;
+        /* What the consuming thread counted so far belongs to the
+         * earlier assignment. (Rebalances are served on that
+         * thread, between messages, so the figure is exact.) */
+        ST(s->s_c_base, LD(s->c_total));
+        lp_wend(&s->sseq, q);
 }
 
 /* Returns the slot index of (topic, partition), creating it when @p create;
@@ -959,21 +1026,9 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         lp_slot_t *s = lp_slot_at(p, n);
         s->topic = t->name;
         s->partition = partition;
-        ST(s->s_hi, -1);
-        ST(s->s_lo, -1);
-        ST(s->s_ls, -1);
-        ST(s->s_app_offset, -1);
-        ST(s->s_committed, -1);
         ST(s->c_position, -1);
         ST(s->c_last_ts, -1);
-        ST(s->s_hi_query, -1);
-        ST(s->s_leader, -1);
-        ST(s->s_eff_lag, -1);
-        ST(s->s_eta_ms, -1);
-        s->w_prev_position = -1;
-        s->w_hi_seen = -1;
-        s->w_doc_pos = s->w_doc_committed = -1;
-        s->w_lag_acc = -1;
+        lp_slot_reset(s);
         while (arrlen(t->parts) <= partition)
                 arrput(t->parts, -1);
         t->parts[partition] = (int32_t)n;
@@ -981,6 +1036,25 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         /* Release: identity and initial figures before readers count it. */
         atomic_store_explicit(&p->nslots, n + 1, memory_order_release);
         return (int)n;
+}
+
+/* The assignment grew by @p added and shrank by @p removed partitions at
+ * @p now: its size, and since when it has been empty (@p empty_since when
+ * it became empty now). Caller holds wlock and is inside the G group
+ * write. */
+static void lp_assignment_moved(lagprobe_t *p, int64_t added, int64_t removed,
+                                int64_t now, int64_t empty_since) {
+        int64_t size = LD(p->g_assignment_size) - removed + added;
+        if (size < 0)
+                size = 0;
+        ST(p->g_assignment_size, size);
+        int64_t since = LD(p->g_unassigned_since_us);
+        if (size == 0 && since == 0) {
+                ST(p->g_unassigned_since_us, empty_since);
+        } else if (size > 0 && since > 0) {
+                ST(p->g_last_unassigned_us, now - since);
+                ST(p->g_unassigned_since_us, 0);
+        }
 }
 
 /* Per-thread cache for on_consume: the slot of the last (rkt, partition)
@@ -1036,9 +1110,7 @@ static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
                 if (!LD(s->assigned)) {
                         ST(s->assigned, 1);
                         uint32_t g = lp_wbegin(&p->gseq);
-                        ST(p->g_assignment_size,
-                           LD(p->g_assignment_size) + 1);
-                        ST(p->g_unassigned_since_us, 0);
+                        lp_assignment_moved(p, 1, 0, lp_mono_us(), 0);
                         lp_wend(&p->gseq, g);
                 }
         }
@@ -1512,7 +1584,8 @@ LP_JQ int jp_enter(lp_jp_t *j, const char **q, int *more) {
 static const char *jp_partition(lp_jp_t *j, const char *q, lagprobe_t *p,
                                 uint32_t topic_ref, const char *key,
                                 uint32_t keylen) {
-        lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1, -1001, -1, -1, -1, -1};
+        lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1, RD_KAFKA_OFFSET_INVALID,
+                     -1, -1, -1, -1};
         const char *end = j->end;
         int depth = j->depth + 1, more = 1;
         if (depth > LP_JSON_MAX_DEPTH)
@@ -1944,6 +2017,20 @@ static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
 
 static int64_t lp_since_poll_us(lagprobe_t *p, int64_t now_us);
 
+/* Headroom level for @p since_us without a poll (-1 unknown): 0 fine, 1
+ * past warn_ratio of max.poll.interval.ms, 2 past critical_ratio. The one
+ * definition for the watchdog's events, the verdict and the health. */
+static int lp_headroom_level(const lagprobe_t *p, int64_t since_us) {
+        int64_t limit_us = p->max_poll_interval_ms * 1000;
+        if (since_us <= 0 || limit_us <= 0)
+                return 0;
+        return since_us >= (int64_t)(p->conf.critical_ratio * (double)limit_us)
+                   ? 2
+               : since_us >= (int64_t)(p->conf.warn_ratio * (double)limit_us)
+                   ? 1
+                   : 0;
+}
+
 /* Saturating arithmetic for figures that come from outside (statistics
  * documents): offsets near INT64_MAX must not overflow (undefined
  * behaviour) in rates, sums and times to catch up. */
@@ -2219,7 +2306,7 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
 
 static int lp_count_since(const int64_t *t, int n, int64_t since) {
         int c = 0;
-        for (int i = 0; i < (n < 16 ? n : 16); i++)
+        for (int i = 0; i < (n < LP_RB_TIMES ? n : LP_RB_TIMES); i++)
                 c += t[i] >= since;
         return c;
 }
@@ -2361,7 +2448,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         int64_t evictions = LD(p->evictions);
         if (evictions != p->w_seen_evictions) {
                 p->w_seen_evictions = evictions;
-                p->w_evict_t[p->w_evict_n++ % 16] = LD(p->last_eviction_us);
+                p->w_evict_t[p->w_evict_n++ % LP_RB_TIMES] = LD(p->last_eviction_us);
         }
         int64_t storm_since = now - (int64_t)p->conf.storm_window_ms * 1000;
         int assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
@@ -2405,9 +2492,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
         }
         int64_t lag_ago = lp_lag_window_ago(p, doc_ts, total_lag);
         int64_t since = lp_since_poll_us(p, now);
-        int64_t limit_us = p->max_poll_interval_ms * 1000;
-        int gap_warn = since > 0 && limit_us > 0 &&
-                       since >= (int64_t)(p->conf.warn_ratio * (double)limit_us);
+        int gap_warn = lp_headroom_level(p, since) >= 1;
         /* A stalled partition is a stuck one when the app keeps re-reading
          * it, or when others move on; when every partition stands still
          * with nothing re-read, the whole consumer is stuck in processing. */
@@ -2692,14 +2777,14 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
         int32_t *parts = NULL;
         ptrdiff_t nparts = 0;
 
-        if (d->name && d->name_len > 0 && !LD_ACQ(p->name_set)) {
+        if (d->name && d->name_len > 0 && !LD(p->name_set)) {
                 size_t n = d->name_len < sizeof p->name - 1
                                ? d->name_len
                                : sizeof p->name - 1;
                 memcpy(p->name, d->name, n);
                 p->name[n] = 0;
                 /* Release: the name is complete before readers use it. */
-                ST_REL(p->name_set, 1);
+                ST(p->name_set, 1);
         }
 
         pthread_mutex_lock(&p->wlock);
@@ -2723,7 +2808,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                                 }
                         }
                 }
-                /* Slots are 840 B apart and a large assignment's do not
+                /* Slots are over 1 KB apart and a large assignment's do not
                  * stay in cache from one document to the next: fetch the
                  * slot of a record a few ahead (same topic, the common
                  * case) while this one is applied. */
@@ -2739,7 +2824,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 lp_slot_t *s = lp_slot_at(p, (uint32_t)parts[r->partition]);
                 int64_t pos = LD(s->c_position);
                 uint32_t q = lp_wbegin(&s->sseq);
-                if (r->hi >= 0 || r->hi == -1001)
+                if (r->hi >= 0 || r->hi == RD_KAFKA_OFFSET_INVALID)
                         ST(s->s_hi, r->hi >= 0 ? r->hi : -1);
                 if (r->hi >= 0 && r->hi != s->w_hi_seen) {
                         s->w_hi_seen = r->hi;
@@ -2747,9 +2832,9 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                         if (r->hi >= LD(s->s_hi_query))
                                 ST(s->s_hi_query, -1); /* fresh again */
                 }
-                if (r->lo >= 0 || r->lo == -1001)
+                if (r->lo >= 0 || r->lo == RD_KAFKA_OFFSET_INVALID)
                         ST(s->s_lo, r->lo >= 0 ? r->lo : -1);
-                if (r->ls >= 0 || r->ls == -1001)
+                if (r->ls >= 0 || r->ls == RD_KAFKA_OFFSET_INVALID)
                         ST(s->s_ls, r->ls >= 0 ? r->ls : -1);
                 ST(s->s_app_offset, r->app_offset >= 0 ? r->app_offset : -1);
                 /* The statistics' committed offset is newer than the last
@@ -2841,7 +2926,7 @@ static inline lagprobe_t *lp_slot_probe(int i) {
 /* The probe's own consumer, not a second client made from a copy of the
  * conf, a producer, nor a consumer whose probe the app destroyed. */
 static inline int lp_mine(lagprobe_t *p, const rd_kafka_t *rk) {
-        return p && LD_ACQ(p->bound) && LD(p->rk) == rk &&
+        return p && LD(p->bound) && LD(p->rk) == rk &&
                !LD(p->user_destroyed);
 }
 
@@ -2927,47 +3012,8 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                         continue; /* kept across an incremental rebalance */
                 /* Figures from an earlier assignment are not trusted: the
                  * group may have moved on while another member owned it. */
-                uint32_t q = lp_wbegin(&s->sseq);
-                ST(s->s_hi, -1);
-                ST(s->s_lo, -1);
-                ST(s->s_ls, -1);
-                ST(s->s_app_offset, -1);
-                ST(s->s_committed, -1);
-                ST(s->s_fetchq_cnt, 0);
-                ST(s->s_fetchq_size, 0);
-                ST(s->s_stats_us, 0);
-                ST(s->s_progress_us, 0);
-                ST(s->s_stale, 0);
-                s->w_committed_us = 0;
-                s->w_prev_position = -1;
-                s->w_ring_n = 0;
-                s->w_lag_acc = -1;
-                s->w_rewound_until_us = 0;
-                s->w_paused_since_us = s->w_paused_until_us = 0;
-                ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
-                ST(s->s_ev[LP_SEV_RAW], LAGPROBE_PSTATUS_UNKNOWN);
-                ST(s->s_eff_lag, -1);
-                ST(s->s_in_mrate, 0);
-                ST(s->s_out_mrate, 0);
-                ST(s->s_commit_mrate, 0);
-                ST(s->s_pos_mrate, 0);
-                ST(s->s_eta_ms, -1);
-                ST(s->s_moving, 0);
-                s->w_doc_pos = s->w_doc_committed = -1;
-                s->w_doc_ts = 0;
-                ST(s->s_hi_changed_us, 0);
-                ST(s->s_hi_ok_us, 0);
-                ST(s->s_hi_query, -1);
-                ST(s->s_hi_query_us, 0);
-                ST(s->s_leader, -1);
-                ST(s->s_leader_up, 0);
-                s->w_hi_seen = -1;
-                /* What the consuming thread counted so far belongs to the
-                 * earlier assignment. (Rebalances are served on that
-                 * thread, between messages, so the figure is exact.) */
-                ST(s->s_c_base, LD(s->c_total));
-                lp_wend(&s->sseq, q);
-                ST_REL(s->assigned, 1);
+                lp_slot_reset(s);
+                ST(s->assigned, 1);
                 added++;
         }
         return added;
@@ -2986,13 +3032,13 @@ static int lp_count_change(lagprobe_t *p, int assign, int cnt, int64_t now) {
         p->w_rb_callbacks++; /* every callback: see no_rebalances */
         if (lp_protocol(p) != LP_PROTO_COOPERATIVE) {
                 if (assign)
-                        p->w_assign_t[p->w_assign_n++ % 16] = now;
+                        p->w_assign_t[p->w_assign_n++ % LP_RB_TIMES] = now;
                 return 1;
         }
         if (cnt <= 0)
                 return 0;
         if (!assign || now - p->w_revoke_round_us >= LP_ROUND_US)
-                p->w_assign_t[p->w_assign_n++ % 16] = now;
+                p->w_assign_t[p->w_assign_n++ % LP_RB_TIMES] = now;
         if (!assign)
                 p->w_revoke_round_us = now;
         return 1;
@@ -3010,12 +3056,7 @@ static void lp_record_assign(lagprobe_t *p,
         ST(p->g_last_rebalance_us, now);
         ST(p->g_last_assign_us, now);
         ST(p->g_protocol, proto);
-        int64_t since = LD(p->g_unassigned_since_us);
-        if (since > 0 && added > 0) {
-                ST(p->g_last_unassigned_us, now - since);
-                ST(p->g_unassigned_since_us, 0);
-        }
-        ST(p->g_assignment_size, LD(p->g_assignment_size) + added);
+        lp_assignment_moved(p, added, 0, now, now);
         lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
         lp_new_epoch(p);
@@ -3035,7 +3076,7 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
                         continue;
                 lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
                 if (LD(s->assigned)) {
-                        ST_REL(s->assigned, 0);
+                        ST(s->assigned, 0);
                         removed++;
                 }
         }
@@ -3046,19 +3087,13 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
                 ST(p->g_lost, LD(p->g_lost) + 1);
         ST(p->g_last_rebalance_us, now);
         ST(p->g_protocol, proto);
-        int64_t size = LD(p->g_assignment_size) - removed;
-        if (size < 0)
-                size = 0;
-        ST(p->g_assignment_size, size);
-        if (size == 0 && LD(p->g_unassigned_since_us) == 0) {
-                /* A lost assignment after an eviction was gone from the
-                 * moment librdkafka left the group, not from this callback. */
-                int64_t ev = LD(p->last_eviction_us);
-                ST(p->g_unassigned_since_us,
-                   lost && ev > 0 && now - ev < p->max_poll_interval_ms * 1000
-                       ? ev
-                       : now);
-        }
+        /* A lost assignment after an eviction was gone from the moment
+         * librdkafka left the group, not from this callback. */
+        int64_t ev = LD(p->last_eviction_us);
+        lp_assignment_moved(
+            p, 0, removed, now,
+            lost && ev > 0 && now - ev < p->max_poll_interval_ms * 1000 ? ev
+                                                                        : now);
         lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
         lp_new_epoch(p);
@@ -3099,7 +3134,7 @@ static void lp_sync_assignment(lagprobe_t *p,
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
                 if (LD(s->assigned) && s->w_mark != mark) {
-                        ST_REL(s->assigned, 0);
+                        ST(s->assigned, 0);
                         removed++;
                 }
         }
@@ -3107,15 +3142,7 @@ static void lp_sync_assignment(lagprobe_t *p,
         if (removed || added) {
                 int64_t now = lp_mono_us();
                 uint32_t g = lp_wbegin(&p->gseq);
-                int64_t size = LD(p->g_assignment_size) - removed + added;
-                ST(p->g_assignment_size, size > 0 ? size : 0);
-                if (size <= 0 && LD(p->g_unassigned_since_us) == 0)
-                        ST(p->g_unassigned_since_us, now);
-                if (size > 0 && LD(p->g_unassigned_since_us) > 0) {
-                        ST(p->g_last_unassigned_us,
-                           now - LD(p->g_unassigned_since_us));
-                        ST(p->g_unassigned_since_us, 0);
-                }
+                lp_assignment_moved(p, added, removed, now, now);
                 lp_diagnose(p, 0);
                 lp_wend(&p->gseq, g);
                 lp_new_epoch(p);
@@ -3228,6 +3255,9 @@ static const struct lp_tramps_s {
         void (*error)(rd_kafka_t *, int, const char *, void *);
         void (*log)(const rd_kafka_t *, int, const char *, const char *);
 } lp_tramps[64] = {LP_X64(LP_TRAMP_ENTRY)};
+/* One set of trampolines per probe slot. */
+_Static_assert(sizeof lp_tramps / sizeof lp_tramps[0] >= LAGPROBE_MAX_PROBES,
+               "a set of trampolines for every probe slot");
 
 /* Interceptors: their ic_opaque is the probe. */
 
@@ -3407,13 +3437,16 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         int kip848 = !strcmp(gproto, "consumer");
         p->proto = lp_protocol_of(strat, kip848);
         p->max_poll_interval_ms =
-            lp_conf_int(conf, "max.poll.interval.ms", 300000);
+            lp_conf_int(conf, "max.poll.interval.ms", LP_RDK_MAX_POLL_MS);
         /* Under KIP-848 the session and heartbeat are the broker's (the
          * client refuses both properties): unknown here, not defaults. */
         p->session_timeout_ms =
-            kip848 ? -1 : lp_conf_int(conf, "session.timeout.ms", 45000);
+            kip848 ? -1
+                   : lp_conf_int(conf, "session.timeout.ms", LP_RDK_SESSION_MS);
         p->heartbeat_interval_ms =
-            kip848 ? -1 : lp_conf_int(conf, "heartbeat.interval.ms", 3000);
+            kip848 ? -1
+                   : lp_conf_int(conf, "heartbeat.interval.ms",
+                                 LP_RDK_HEARTBEAT_MS);
         p->stats_interval_ms =
             lp_conf_int(conf, "statistics.interval.ms", 0);
         /* rk->rk_conf, the client's own copy of the final conf: librdkafka
@@ -3439,7 +3472,7 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         p->bound_us = lp_mono_us();
         ST(p->rk, rk);
         /* Release: group_id, limits and rk are visible once bound is. */
-        ST_REL(p->bound, 1);
+        ST(p->bound, 1);
         return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
@@ -3622,7 +3655,7 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                 return -1;
         }
         lp_take_callbacks(probe, conf, 0);
-        ST_REL(probe->attached, 1);
+        ST(probe->attached, 1);
         return 0;
 }
 
@@ -3826,7 +3859,7 @@ static void lp_event_init(lagprobe_t *p, lagprobe_event_t *e,
         e->name = lp_event_names[type];
         e->severity = severity;
         e->ts_ms = lp_wall_ms();
-        int bound = LD_ACQ(p->bound) || LD(p->rk_seen);
+        int bound = LD(p->bound) || LD(p->rk_seen);
         e->group_id = bound ? p->group_id : "";
         e->client_id = bound ? p->client_id : "";
         e->since_poll_ms = e->max_poll_interval_ms = e->headroom_ms = -1;
@@ -3849,7 +3882,7 @@ static int lp_emit(lagprobe_t *p, lagprobe_event_t *e, int rate_limit) {
         if (e->severity > p->conf.log_level)
                 return 0;
         atomic_fetch_add(&p->emitting, 1);
-        if (!LD_ACQ(p->user_destroyed)) {
+        if (!LD(p->user_destroyed)) {
                 if (p->conf.log_cb)
                         p->conf.log_cb(e, p->conf.log_opaque);
                 else
@@ -3913,7 +3946,7 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         } while (lp_rretry(&p->gseq, q));
         if (rb != p->wd_seen_rebalances) {
                 p->wd_seen_rebalances = rb;
-                lp_event_init(p, &e, LAGPROBE_EVENT_REBALANCE, 6);
+                lp_event_init(p, &e, LAGPROBE_EVENT_REBALANCE, LP_LOG_INFO);
                 lp_event_poll_figures(p, &e, since);
                 e.count = asize;
                 snprintf(msg, sizeof msg,
@@ -3928,7 +3961,7 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         }
         if (cerr != p->wd_seen_commit_errors) {
                 p->wd_seen_commit_errors = cerr;
-                lp_event_init(p, &e, LAGPROBE_EVENT_COMMIT_FAILED, 4);
+                lp_event_init(p, &e, LAGPROBE_EVENT_COMMIT_FAILED, LP_LOG_WARNING);
                 e.count = cerr;
                 snprintf(msg, sizeof msg,
                          "offset commit failed (%" PRId64 " so far), last "
@@ -3941,7 +3974,7 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         }
         if (serr != p->wd_seen_stats_errors) {
                 p->wd_seen_stats_errors = serr;
-                lp_event_init(p, &e, LAGPROBE_EVENT_STATS_ERROR, 4);
+                lp_event_init(p, &e, LAGPROBE_EVENT_STATS_ERROR, LP_LOG_WARNING);
                 e.count = serr;
                 snprintf(msg, sizeof msg,
                          "malformed statistics document rejected (%" PRId64
@@ -3979,7 +4012,8 @@ static int lp_emit_status(lagprobe_t *p, lp_slot_t *s, int64_t now_us,
         lagprobe_partition_t x;
         lp_read_slot(p, s, now_us, now_ms, 1, &x);
         lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
-                      lp_pstatus_bad(x.status) ? 4 : 6);
+                      lp_pstatus_bad(x.status) ? LP_LOG_WARNING
+                                                : LP_LOG_INFO);
         e.topic = x.topic;
         e.partition = x.partition;
         e.state = x.status_name;
@@ -4035,7 +4069,7 @@ static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
         if (len >= sizeof msg - 1)
                 memcpy(msg + sizeof msg - 4, "...", 4);
         lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
-                      lp_pstatus_bad(st) ? 4 : 6);
+                      lp_pstatus_bad(st) ? LP_LOG_WARNING : LP_LOG_INFO);
         e.topic = one_topic ? topic : NULL;
         e.state = lp_pstatus_names[st];
         e.count = cnt;
@@ -4051,7 +4085,7 @@ static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
  * once are one summary event. */
 static int lp_check_statuses(lagprobe_t *p, int64_t now_us, int64_t now_ms) {
         int emitted = 0;
-        uint32_t n = LD_ACQ(p->nslots);
+        uint32_t n = LD(p->nslots);
         int cnt[LAGPROBE_PSTATUS__CNT] = {0};
         int64_t win = (int64_t)p->conf.window_ms * 1000;
         while ((uint32_t)arrlen(p->wd_parts) < n) {
@@ -4115,7 +4149,8 @@ static int lp_check_diagnosis(lagprobe_t *p) {
         p->wd_said_diag_part = g.diagnosis_partition;
         p->wd_said_diag_topic = g.diagnosis_topic;
         lp_event_init(p, &e, LAGPROBE_EVENT_DIAGNOSIS,
-                      g.diagnosis != LAGPROBE_DIAG_HEALTHY ? 4 : 5);
+                      g.diagnosis != LAGPROBE_DIAG_HEALTHY ? LP_LOG_WARNING
+                                                         : LP_LOG_NOTICE);
         e.topic = g.diagnosis_topic;
         e.partition = g.diagnosis_partition;
         e.state = g.diagnosis_name;
@@ -4164,7 +4199,7 @@ static int lp_check_rb_blind(lagprobe_t *p) {
                 return 0;
         char msg[320];
         lagprobe_event_t e;
-        lp_event_init(p, &e, LAGPROBE_EVENT_NO_REBALANCES, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_NO_REBALANCES, LP_LOG_WARNING);
         e.count = LD(p->g_cgrp_rebalance_cnt);
         snprintf(msg, sizeof msg,
                  "librdkafka delivered %" PRId64 " rebalance(s) that never "
@@ -4187,7 +4222,7 @@ static int lp_check_blind(lagprobe_t *p, int64_t now_us, int64_t since) {
         p->wd_blind = 1;
         char msg[400];
         lagprobe_event_t e;
-        lp_event_init(p, &e, LAGPROBE_EVENT_NO_STATISTICS, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_NO_STATISTICS, LP_LOG_WARNING);
         int64_t last = LD(p->g_stats_last_us);
         e.count = last > 0 ? (now_us - last) / 1000 : -1;
         if (why == LP_BLIND_OFF)
@@ -4219,7 +4254,7 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
         if (!p->wd_hb_advised && p->session_timeout_ms > 0 &&
             p->heartbeat_interval_ms * 3 > p->session_timeout_ms) {
                 p->wd_hb_advised = 1;
-                lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, 4);
+                lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, LP_LOG_WARNING);
                 snprintf(msg, sizeof msg,
                          "heartbeat.interval.ms=%" PRId64 " is more than a "
                          "third of session.timeout.ms=%" PRId64 ": two lost "
@@ -4234,7 +4269,7 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
                 return emitted;
         lp_hsum_t recent;
         lp_whist_read(&p->h_batch, p->win_us, now_us, NULL, &recent);
-        if (recent.count < 5)
+        if (recent.count < LP_ADVICE_MIN_BATCHES)
                 return emitted;
         double p99_ms = lp_hsum_pct(&recent, 0.99) / 1000.0;
         double ratio = p99_ms / (double)p->max_poll_interval_ms;
@@ -4243,7 +4278,7 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
             ratio < p->wd_advice_ratio * 1.10)
                 return emitted;
         p->wd_advice_ratio = ratio;
-        lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, LP_LOG_WARNING);
         lp_event_poll_figures(p, &e, lp_since_poll_us(p, now_us));
         e.predicted_ms = (int64_t)p99_ms;
         snprintf(msg, sizeof msg,
@@ -4307,7 +4342,7 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         ST(p->predicted_batch_us, batch_id);
         lagprobe_event_t e;
         char msg[320];
-        lp_event_init(p, &e, LAGPROBE_EVENT_PREDICTED_EXCEED, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_PREDICTED_EXCEED, LP_LOG_WARNING);
         lp_event_poll_figures(p, &e, elapsed);
         e.batch_size = size;
         e.batch_done = done;
@@ -4510,7 +4545,7 @@ static void *lp_refresher(void *arg) {
                 pthread_mutex_lock(&p->rf_lock);
         }
         pthread_mutex_unlock(&p->rf_lock);
-        ST_REL(p->rf_exited, 1);
+        ST(p->rf_exited, 1);
         /* The thread holds a reference: the probe outlives it even when
          * lagprobe_destroy() stopped waiting for it. Nothing after this. */
         lp_unref(p);
@@ -4522,8 +4557,8 @@ static void *lp_refresher(void *arg) {
  * network. */
 static void lp_refresh_hwm(lagprobe_t *p, int64_t now) {
         int64_t ivl = (int64_t)p->conf.hwm_refresh_ms * 1000;
-        uint32_t n = LD_ACQ(p->nslots);
-        if (ivl <= 0 || n == 0 || LD(p->rf_busy) || !LD_ACQ(p->bound))
+        uint32_t n = LD(p->nslots);
+        if (ivl <= 0 || n == 0 || LD(p->rf_busy) || !LD(p->bound))
                 return;
         /* Broker states come from the statistics: without a recent
          * document (the app is not polling) they are unknown. */
@@ -4584,7 +4619,7 @@ static void lp_refresh_hwm(lagprobe_t *p, int64_t now) {
 static int lp_check(lagprobe_t *p) {
         int emitted = 0;
         int64_t now = lp_mono_us();
-        if (!LD_ACQ(p->bound)) {
+        if (!LD(p->bound)) {
                 /* The consumer is gone (or not there yet): still report what
                  * its last callbacks counted, e.g. the revoke inside
                  * rd_kafka_consumer_close(), then nothing time-based. */
@@ -4600,7 +4635,7 @@ static int lp_check(lagprobe_t *p) {
          * were handed out by a poll call that has returned since. */
         if (!LD(p->exact)) {
                 int64_t total = 0;
-                uint32_t n = LD_ACQ(p->nslots);
+                uint32_t n = LD(p->nslots);
                 for (uint32_t i = 0; i < n; i++)
                         total += LD(lp_slot_at(p, i)->c_total);
                 if (total != p->wd_prev_total) {
@@ -4616,7 +4651,7 @@ static int lp_check(lagprobe_t *p) {
         int64_t ev = LD(p->evictions);
         if (ev != p->wd_seen_evictions) {
                 p->wd_seen_evictions = ev;
-                lp_event_init(p, &e, LAGPROBE_EVENT_EVICTED, 3);
+                lp_event_init(p, &e, LAGPROBE_EVENT_EVICTED, LP_LOG_ERR);
                 lp_event_poll_figures(p, &e, since);
                 e.count = ev;
                 snprintf(msg, sizeof msg,
@@ -4646,10 +4681,7 @@ static int lp_check(lagprobe_t *p) {
         }
         emitted += lp_check_predict(p, now);
 
-        int level =
-            since >= (int64_t)(p->conf.critical_ratio * (double)limit_us) ? 2
-            : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)    ? 1
-                                                                           : 0;
+        int level = lp_headroom_level(p, since);
         /* Hysteresis: a level is left only when the app polls (since falls
          * under the warning share), never by drifting between levels. */
         if (level > p->wd_level) {
@@ -4657,7 +4689,7 @@ static int lp_check(lagprobe_t *p) {
                 lp_event_init(p, &e,
                               crit ? LAGPROBE_EVENT_HEADROOM_CRITICAL
                                    : LAGPROBE_EVENT_HEADROOM_WARN,
-                              crit ? 2 : 4);
+                              crit ? LP_LOG_CRIT : LP_LOG_WARNING);
                 lp_event_poll_figures(p, &e, since);
                 snprintf(msg, sizeof msg,
                          "no poll for %" PRId64 " ms, %.0f %% of "
@@ -4673,7 +4705,7 @@ static int lp_check(lagprobe_t *p) {
                 emitted += lp_emit(p, &e, !crit);
                 p->wd_level = level;
         } else if (level == 0 && p->wd_level > 0) {
-                lp_event_init(p, &e, LAGPROBE_EVENT_HEADROOM_RECOVERED, 5);
+                lp_event_init(p, &e, LAGPROBE_EVENT_HEADROOM_RECOVERED, LP_LOG_NOTICE);
                 lp_event_poll_figures(p, &e, since);
                 snprintf(msg, sizeof msg,
                          "consumer polled again after the headroom %s; "
@@ -4867,9 +4899,9 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         lp_new_epoch(p);
         p->slot = -1;
         atomic_init(&p->refcnt, 1);
-        p->max_poll_interval_ms = 300000;
-        p->session_timeout_ms = 45000;
-        p->heartbeat_interval_ms = 3000;
+        p->max_poll_interval_ms = LP_RDK_MAX_POLL_MS;
+        p->session_timeout_ms = LP_RDK_SESSION_MS;
+        p->heartbeat_interval_ms = LP_RDK_HEARTBEAT_MS;
         pthread_mutex_init(&p->wlock, NULL);
         pthread_mutex_init(&p->plock, NULL);
         pthread_mutex_init(&p->wd_lock, NULL);
@@ -4919,14 +4951,14 @@ void lagprobe_destroy(lagprobe_t *p) {
         pthread_cond_signal(&p->rf_cond);
         pthread_mutex_unlock(&p->rf_lock);
         int64_t rf_end = lp_mono_us() + LP_DESTROY_WAIT_MS * 1000;
-        while (rf && !LD_ACQ(p->rf_exited) && lp_mono_us() < rf_end) {
+        while (rf && !LD(p->rf_exited) && lp_mono_us() < rf_end) {
                 struct timespec ts = {0, 1000000};
                 nanosleep(&ts, NULL);
         }
-        ST_REL(p->user_destroyed, 1);
+        ST(p->user_destroyed, 1);
         /* An event already inside the app's sink finishes before we return;
          * later ones see user_destroyed and stay silent. */
-        while (LD_ACQ(p->emitting) > 0) {
+        while (LD(p->emitting) > 0) {
                 struct timespec ts = {0, 100000};
                 nanosleep(&ts, NULL);
         }
@@ -5754,12 +5786,12 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         o->time_baseline_ms = tsrc ? (double)t_base_us / 1000.0 : -1;
         o->time_inferred = tsrc == LP_TSRC_MESSAGE && tinf;
 
-        int bound = LD_ACQ(p->bound);
-        int seen = LD_ACQ(p->rk_seen);
+        int bound = LD(p->bound);
+        int seen = LD(p->rk_seen);
         o->bound = bound;
         o->group_id = seen ? p->group_id : "";
         o->client_id = seen ? p->client_id : "";
-        o->name = LD_ACQ(p->name_set) ? p->name : "";
+        o->name = LD(p->name_set) ? p->name : "";
         o->assigns = assigns;
         o->revokes = revokes;
         o->lost = lost;
@@ -5805,12 +5837,7 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         o->hook_errors = LD(p->hook_errors);
         /* Computed here, not taken from the watchdog, so the verdict holds
          * in tick mode too and matches the figures beside it. */
-        int64_t limit_us = p->max_poll_interval_ms * 1000;
-        o->headroom_level =
-            since < 0 || limit_us <= 0 ? 0
-            : since >= (int64_t)(p->conf.critical_ratio * (double)limit_us) ? 2
-            : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)      ? 1
-                                                                              : 0;
+        o->headroom_level = lp_headroom_level(p, since);
         unsigned r = 0;
         if (!bound)
                 r |= LAGPROBE_REASON_NOT_RUNNING;
@@ -5826,7 +5853,7 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                 r |= LAGPROBE_REASON_NO_ASSIGNMENT;
         if (o->in_batch && LD(p->predicted_batch_us) == batch_begin)
                 r |= LAGPROBE_REASON_PREDICTED_EXCEED;
-        if (last_cerr_us > 0 && now_us - last_cerr_us < 60000000)
+        if (last_cerr_us > 0 && now_us - last_cerr_us < LP_COMMIT_FAILING_US)
                 r |= LAGPROBE_REASON_COMMIT_FAILING;
         if (lp_blind(p, now_us, slast, since, asize))
                 r |= LAGPROBE_REASON_NO_STATISTICS;
@@ -5867,7 +5894,7 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         /* Last: the detail text reads the figures above. */
         lp_read_diag(p, o, dg, dg_slot, dev, cause);
         o->consumed = 0;
-        uint32_t n = consumed ? LD_ACQ(p->nslots) : 0;
+        uint32_t n = consumed ? LD(p->nslots) : 0;
         for (uint32_t i = 0; i < n; i++)
                 o->consumed += LD(lp_slot_at(p, i)->c_total);
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
@@ -5888,18 +5915,18 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
         snap->ts_ms = now_ms;
         size_t cnt = 0, filled = 0;
         int64_t consumed = 0;
-        uint32_t n = LD_ACQ(p->nslots);
+        uint32_t n = LD(p->nslots);
         for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
                 nx = lp_sorted_next(p, l, n);
                 lp_slot_t *s = lp_slot_at(p, l - 1);
-                if (LD_ACQ(s->assigned) && filled < snap->partitions_size) {
+                if (LD(s->assigned) && filled < snap->partitions_size) {
                         lagprobe_partition_t *x = &snap->partitions[filled++];
                         lp_read_slot(p, s, now_us, now_ms, 1, x);
                         consumed += x->consumed_total;
                         cnt++;
                         continue;
                 }
-                if (LD_ACQ(s->assigned))
+                if (LD(s->assigned))
                         cnt++;
                 consumed += LD(s->c_total);
         }
@@ -6216,13 +6243,13 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
                 lp_printf(&o, "%s\"%s\":%" PRId64, i ? "," : "",
                           lp_event_names[i], g.events[i]);
         lp_puts(&o, "},\"partitions\":[");
-        uint32_t n = LD_ACQ(p->nslots);
+        uint32_t n = LD(p->nslots);
         int first = 1;
         int64_t consumed = 0;
         for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
                 nx = lp_sorted_next(p, l, n);
                 lp_slot_t *s = lp_slot_at(p, l - 1);
-                if (!LD_ACQ(s->assigned)) {
+                if (!LD(s->assigned)) {
                         consumed += LD(s->c_total);
                         continue;
                 }
@@ -6461,7 +6488,7 @@ typedef struct lp_prows_s {
  * 0 when out of memory. */
 static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
                         lp_prows_t *pr) {
-        uint32_t n = LD_ACQ(p->nslots);
+        uint32_t n = LD(p->nslots);
         memset(pr, 0, sizeof *pr);
         if (!n)
                 return 1;
@@ -6476,7 +6503,7 @@ static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
         for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
                 nx = lp_sorted_next(p, l, n);
                 lp_slot_t *s = lp_slot_at(p, l - 1);
-                if (!LD_ACQ(s->assigned)) {
+                if (!LD(s->assigned)) {
                         pr->consumed += LD(s->c_total);
                         continue;
                 }
@@ -6596,56 +6623,19 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         /* One reading per partition serves every family, so a partition's
          * lag and offsets in one scrape come from the same update (and the
          * render is one pass of reads, not one per family). The copy lives
-         * on the calling thread; without memory, read per family. */
+         * on the calling thread. */
         lp_prows_t pr;
-        size_t at = o.len;
-        if (lp_prom_rows(p, now_us, now_ms, &pr) &&
-            lp_prom_partitions(&o, &g, &pr)) {
-                g.consumed = pr.consumed;
-        } else {
-                o.len = at;
-                g.consumed = 0;
-                uint32_t n = LD_ACQ(p->nslots);
-                for (uint32_t i = 0; i < n; i++)
-                        g.consumed += LD(lp_slot_at(p, i)->c_total);
-                for (int f = 0; f < LP_PF__CNT; f++) {
-                        lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
-                                     lp_pfam[f].help);
-                        for (uint32_t l = lp_sorted_first(p, n), nx; l;
-                             l = nx) {
-                                nx = lp_sorted_next(p, l, n);
-                                lp_slot_t *s = lp_slot_at(p, l - 1);
-                                lagprobe_partition_t x;
-                                double v;
-                                if (!LD_ACQ(s->assigned))
-                                        continue;
-                                lp_read_slot(p, s, now_us, now_ms, 0, &x);
-                                if (!lp_pfam_value(f, &x, &v))
-                                        continue;
-                                lp_puts(&o, lp_pfam[f].name);
-                                lp_puts(&o, "{");
-                                if (!lp_pfam[f].exporter) {
-                                        lp_prom_label(&o, "client_id",
-                                                      g.client_id);
-                                        lp_puts(&o, ",");
-                                }
-                                lp_prom_label(&o, "consumergroup", g.group_id);
-                                lp_puts(&o, ",topic=\"");
-                                lp_prom_esc(&o, x.topic);
-                                lp_puts(&o, "\",partition=\"");
-                                lp_put_i64(&o, x.partition);
-                                lp_puts(&o, "\"");
-                                if (f == LP_PF_STATUS) {
-                                        lp_puts(&o, ",");
-                                        lp_prom_label(&o, "status",
-                                                      x.status_name);
-                                }
-                                lp_puts(&o, "} ");
-                                lp_prom_num(&o, v);
-                                lp_puts(&o, "\n");
-                        }
-                }
+        if (!lp_prom_rows(p, now_us, now_ms, &pr) ||
+            !lp_prom_partitions(&o, &g, &pr)) {
+                /* Out of memory: no text rather than one without its
+                 * partitions, which would read as a consumer with none. */
+                free(pr.rows);
+                free(pr.lbl.buf);
+                if (o.size > 0)
+                        buf[0] = 0;
+                return 0;
         }
+        g.consumed = pr.consumed;
         free(pr.rows);
         free(pr.lbl.buf);
 

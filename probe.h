@@ -560,7 +560,8 @@ LAGPROBE_API size_t lagprobe_snapshot_json(lagprobe_t *probe, char *buf,
  *  lagprobe_* families with a client_id label (table in README.md). Same
  *  size contract as lagprobe_snapshot_json(). Reads each partition once
  *  into a temporary array allocated on the calling thread (about 170
- *  bytes per assigned partition). Any thread. */
+ *  bytes per assigned partition); 0 (and "" in @p buf) when that
+ *  allocation fails. Any thread. */
 LAGPROBE_API size_t lagprobe_metrics_prometheus(lagprobe_t *probe, char *buf,
                                                 size_t size);
 

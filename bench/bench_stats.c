@@ -275,7 +275,7 @@ static long assign_all(lagprobe_t *p, const char *doc, size_t len) {
                         if (si < 0)
                                 continue;
                         lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
-                        ST_REL(s->assigned, 1);
+                        ST(s->assigned, 1);
                         n++;
                 }
         }
