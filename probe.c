@@ -2379,31 +2379,51 @@ static int64_t lp_lag_window_ago(lagprobe_t *p, int64_t doc_ts,
         return p->w_lag_ago;
 }
 
-/* Consumer-level verdict from the partitions' figures. Caller holds wlock
- * and is inside the G group write. @p doc_ts: the statistics document's
- * ts when called with one (baselines move), 0 from elsewhere. */
-#define LP_SLOW_MIN_US 500 /* see msg_slow in lp_diagnose */
-#define LP_HOT_DOCS 3       /* see hot_partition in lp_diagnose */
+/* Consumer-level verdict from the partitions' figures, in four steps:
+ * sum the partitions (lp_diag_sum), derive the facts and move the
+ * baselines (lp_diag_derive), decide (lp_diag_decide), publish with the
+ * dwell (lp_diag_publish). Caller holds wlock and is inside the G group
+ * write. @p doc_ts: the statistics document's ts when called with one
+ * (baselines move), 0 from elsewhere. */
+#define LP_SLOW_MIN_US 500 /* see msg_slow in lp_diag_derive */
+#define LP_HOT_DOCS 3       /* see lp_diag_hot */
 
-static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
-        int64_t now = lp_mono_us();
+/* The assigned partitions, summed (rates msg/s x 1000). */
+typedef struct lp_dsum_s {
+        int64_t in, out, pos_rate, total_lag;
+        int64_t nassigned, covered, progressing, stalled;
+        int64_t top_in, top_lag, stuck_lag, stuck_redeliv;
+        int64_t paused_lag, top_paused_lag;
+        int top_in_slot, top_lag_slot, stuck_slot, top_paused_slot;
+} lp_dsum_t;
+
+/* What the rules read besides the sums. */
+typedef struct lp_dfacts_s {
+        int64_t now, dnow;    /* monotonic; the documents' clock */
+        int assigns, evicts;  /* within storm_window_ms */
+        int64_t since;        /* since the last poll, -1 unknown */
+        int64_t lag_ago;      /* total lag a tenth of a window ago */
+        int exact;            /* batch hooks */
+        double rm, rb;        /* recent per-message and batch time, us */
+        int stuck, frozen, sped_up, growing, msg_slow, batch_slow;
+} lp_dfacts_t;
+
+static void lp_diag_sum(lagprobe_t *p, lp_dsum_t *m) {
+        memset(m, 0, sizeof *m);
+        m->top_in = m->top_lag = m->stuck_lag = m->top_paused_lag = -1;
+        m->top_in_slot = m->top_lag_slot = m->stuck_slot = -1;
+        m->top_paused_slot = -1;
         uint32_t n = LD(p->nslots);
-        int64_t in = 0, out = 0, total_lag = 0, nassigned = 0, covered = 0;
-        int64_t top_in = -1, top_lag = -1, progressing = 0, stalled = 0;
-        int top_in_slot = -1, top_lag_slot = -1, stuck_slot = -1;
-        int64_t stuck_lag = -1, stuck_redeliv = 0, pos_rate = 0;
-        int64_t paused_lag = 0, top_paused_lag = -1;
-        int top_paused_slot = -1;
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
                 if (!LD(s->assigned))
                         continue;
-                nassigned++;
+                m->nassigned++;
                 /* The statuses of the newest document: the verdict has a
                  * dwell of its own. */
                 int st = (int)LD(s->s_ev[LP_SEV_RAW]);
                 if (st != LAGPROBE_PSTATUS_UNKNOWN)
-                        covered++;
+                        m->covered++;
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
                 /* A paused partition's lag counts in every total, but not
                  * its rates: its egress is 0 by the app's choice, which is
@@ -2412,47 +2432,54 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 if (st == LAGPROBE_PSTATUS_PAUSED)
                         r = 0;
                 else
-                        out = lp_sat_add(out, LD(s->s_out_mrate));
-                in = lp_sat_add(in, r);
-                pos_rate = lp_sat_add(pos_rate, LD(s->s_pos_mrate));
+                        m->out = lp_sat_add(m->out, LD(s->s_out_mrate));
+                m->in = lp_sat_add(m->in, r);
+                m->pos_rate = lp_sat_add(m->pos_rate, LD(s->s_pos_mrate));
                 if (LD(s->s_pos_mrate) > 0)
-                        progressing++;
+                        m->progressing++;
                 if (l > 0)
-                        total_lag = lp_sat_add(total_lag, l);
-                if (r > top_in) {
-                        top_in = r;
-                        top_in_slot = (int)i;
+                        m->total_lag = lp_sat_add(m->total_lag, l);
+                if (r > m->top_in) {
+                        m->top_in = r;
+                        m->top_in_slot = (int)i;
                 }
-                if (l > top_lag) {
-                        top_lag = l;
-                        top_lag_slot = (int)i;
+                if (l > m->top_lag) {
+                        m->top_lag = l;
+                        m->top_lag_slot = (int)i;
                 }
                 if (st == LAGPROBE_PSTATUS_STALLED) {
-                        stalled++;
-                        if (l > stuck_lag) {
-                                stuck_lag = l;
-                                stuck_slot = (int)i;
-                                stuck_redeliv =
+                        m->stalled++;
+                        if (l > m->stuck_lag) {
+                                m->stuck_lag = l;
+                                m->stuck_slot = (int)i;
+                                m->stuck_redeliv =
                                     LD(s->s_ev[LP_SEV_CONSUMED]);
                         }
                 }
                 if (st == LAGPROBE_PSTATUS_PAUSED && l > 0) {
-                        paused_lag = lp_sat_add(paused_lag, l);
-                        if (l > top_paused_lag) {
-                                top_paused_lag = l;
-                                top_paused_slot = (int)i;
+                        m->paused_lag = lp_sat_add(m->paused_lag, l);
+                        if (l > m->top_paused_lag) {
+                                m->top_paused_lag = l;
+                                m->top_paused_slot = (int)i;
                         }
                 }
         }
+}
+
+/* The facts the rules read; moves the baselines with the documents. */
+static void lp_diag_derive(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
+                           lp_dfacts_t *f) {
+        int64_t now = f->now = lp_mono_us();
         /* Evictions are counted by the log callback; note when. */
         int64_t evictions = LD(p->evictions);
         if (evictions != p->w_seen_evictions) {
                 p->w_seen_evictions = evictions;
-                p->w_evict_t[p->w_evict_n++ % LP_RB_TIMES] = LD(p->last_eviction_us);
+                p->w_evict_t[p->w_evict_n++ % LP_RB_TIMES] =
+                    LD(p->last_eviction_us);
         }
         int64_t storm_since = now - (int64_t)p->conf.storm_window_ms * 1000;
-        int assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
-        int evicts = lp_count_since(p->w_evict_t, p->w_evict_n, storm_since);
+        f->assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
+        f->evicts = lp_count_since(p->w_evict_t, p->w_evict_n, storm_since);
         /* Baselines move with the documents' own clock. */
         double dt = doc_ts > p->w_base_us && p->w_base_us > 0
                         ? (double)(doc_ts - p->w_base_us)
@@ -2463,18 +2490,18 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
          * between deliveries, processing plus any wait for data) its lower
          * quartile, which is the processing time whenever a quarter of the
          * messages were already waiting; at least 10 samples. */
-        int exact = LD(p->exact);
+        int exact = f->exact = LD(p->exact);
         if (exact != p->w_base_exact) {
                 /* Inferred times and the hooks' are different figures. */
                 p->w_base_exact = exact;
                 p->w_msg_base_us = 0;
                 p->w_infer_slow_us = 0;
         }
-        double rm = lp_recent_vs_base(
-            p, &p->h_msg, &p->w_msg_base_us, now, dt, exact ? 0.5 : 0.25,
-            exact ? 5 : 10);
-        double rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
-                                      dt, 0.5, 5);
+        f->rm = lp_recent_vs_base(p, &p->h_msg, &p->w_msg_base_us, now, dt,
+                                  exact ? 0.5 : 0.25, exact ? 5 : 10);
+        f->rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
+                                  dt, 0.5, 5);
+        int64_t in = m->in, out = m->out;
         /* Rates' baselines, over covered windows only. Ingress rises into
          * its baseline slowly (six windows) and falls in three, so
          * producers speeding up stay visible and production resuming at
@@ -2482,7 +2509,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
          * consumer drains while the lag does not grow, counted up to
          * ingress (a backlog drained faster is no norm), or its first
          * figure: a consumer that never kept pace keeps that one. */
-        if (covered > 0 && (dt > 0 || p->w_in_base < 0)) {
+        if (m->covered > 0 && (dt > 0 || p->w_in_base < 0)) {
                 lp_rate_base(p, &p->w_in_base, in, dt,
                              (double)in > p->w_in_base ? 6.0 : 3.0);
                 if (p->w_out_base < 0 ||
@@ -2490,218 +2517,235 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         lp_rate_base(p, &p->w_out_base, out < in ? out : in,
                                      dt, 1.0);
         }
-        int64_t lag_ago = lp_lag_window_ago(p, doc_ts, total_lag);
-        int64_t since = lp_since_poll_us(p, now);
-        int gap_warn = lp_headroom_level(p, since) >= 1;
+        f->lag_ago = lp_lag_window_ago(p, doc_ts, m->total_lag);
+        f->since = lp_since_poll_us(p, now);
         /* A stalled partition is a stuck one when the app keeps re-reading
          * it, or when others move on; when every partition stands still
          * with nothing re-read, the whole consumer is stuck in processing. */
-        int stuck = stuck_slot >= 0 && (stuck_redeliv > 0 || progressing > 0);
-        int frozen = stuck_slot >= 0 && !stuck && stalled == nassigned;
-        int64_t allow = p->conf.lag_allowance;
+        f->stuck = m->stuck_slot >= 0 &&
+                   (m->stuck_redeliv > 0 || m->progressing > 0);
+        f->frozen = m->stuck_slot >= 0 && !f->stuck &&
+                    m->stalled == m->nassigned;
         double burst = p->conf.burst_ratio;
         /* Producers sped up: ingress above its own baseline. Ingress flat:
          * not below it either (fewer arrivals also lengthen the time
          * between deliveries, which is then no slowdown). */
-        int sped_up = p->w_in_base >= 0 && (double)in > burst * p->w_in_base;
-        int in_flat = !sped_up && p->w_in_base >= 0 &&
+        f->sped_up = p->w_in_base >= 0 && (double)in > burst * p->w_in_base;
+        int in_flat = !f->sped_up && p->w_in_base >= 0 &&
                       (double)in * burst >= p->w_in_base;
         int prev = p->w_diag_raw, prev_cause = p->w_slow_cause;
-        int growing = total_lag > allow &&
-                      ((double)in > burst * (double)out ||
-                       ((prev == LAGPROBE_DIAG_PRODUCER_BURST ||
-                         (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
-                          prev_cause >= LP_SLOW_EGRESS)) &&
-                        in > out));
+        f->growing = m->total_lag > p->conf.lag_allowance &&
+                     ((double)in > burst * (double)out ||
+                      ((prev == LAGPROBE_DIAG_PRODUCER_BURST ||
+                        (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
+                         prev_cause >= LP_SLOW_EGRESS)) &&
+                       in > out));
         /* Durations below run on the documents' clock. */
-        int64_t dnow = p->w_base_us;
-        if (!growing)
+        int64_t dnow = f->dnow = p->w_base_us;
+        if (!f->growing)
                 p->w_grow_us = 0;
         else if (!p->w_grow_us && doc_ts > 0)
                 p->w_grow_us = dnow;
         /* Slower by slow_ratio and by LP_SLOW_MIN_US at least: gaps between
          * deliveries of one fetch are microseconds, and their ratios are
          * noise, not a slowdown. */
-        int msg_slow = rm > 0 && p->w_msg_base_us > 0 &&
-                       rm >= p->conf.slow_ratio * p->w_msg_base_us &&
-                       rm - p->w_msg_base_us >= LP_SLOW_MIN_US &&
-                       (exact || in_flat);
+        double rm = f->rm, rb = f->rb;
+        f->msg_slow = rm > 0 && p->w_msg_base_us > 0 &&
+                      rm >= p->conf.slow_ratio * p->w_msg_base_us &&
+                      rm - p->w_msg_base_us >= LP_SLOW_MIN_US &&
+                      (exact || in_flat);
         /* Inferred times are weaker evidence: a poison message retried
          * (seek, refetch) lengthens the gaps as much as a slow handler. It
          * must hold for one and a half windows, longer than a stalled
          * partition takes to show (one window), so the stall is named
          * first. */
-        if (!msg_slow || exact)
+        if (!f->msg_slow || exact)
                 p->w_infer_slow_us = 0;
         else if (!p->w_infer_slow_us && doc_ts > 0)
                 p->w_infer_slow_us = dnow;
-        if (msg_slow && !exact &&
+        if (f->msg_slow && !exact &&
             (!p->w_infer_slow_us ||
              dnow - p->w_infer_slow_us < (int64_t)p->conf.window_ms * 1500))
-                msg_slow = 0;
-        int batch_slow = rb > 0 && p->w_batch_base_us > 0 &&
-                         rb >= p->conf.slow_ratio * p->w_batch_base_us &&
-                         rb - p->w_batch_base_us >= LP_SLOW_MIN_US;
+                f->msg_slow = 0;
+        f->batch_slow = rb > 0 && p->w_batch_base_us > 0 &&
+                        rb >= p->conf.slow_ratio * p->w_batch_base_us &&
+                        rb - p->w_batch_base_us >= LP_SLOW_MIN_US;
+}
 
-        lp_hsum_t recent;
-        int d, slot = -1, cause = 0, hot_seen = 0;
-        int64_t ev[LP_DEV__CNT];
-        for (int k = 0; k < LP_DEV__CNT; k++)
-                ev[k] = -1;
-        if (assigns > p->conf.storm_rebalances || evicts > 1) {
-                d = LAGPROBE_DIAG_REBALANCE_STORM;
-                lp_whist_range(&p->h_batch, p->win_us, now, 0, LP_WIN - 1,
+/* hot_partition: with two or more partitions, one carries at least
+ * hot_share and twice its fair share of the ingress, or of the lag while
+ * its position still moves. Sets *slot and the evidence; 1 when hot.
+ * Partitions' watermarks reach the documents at different moments: when
+ * production stops, one partition can look like the only one still
+ * growing for a document, so hot only after LP_HOT_DOCS documents in a
+ * row (p->w_hot_docs; *seen says whether one looked hot in this one). */
+static int lp_diag_hot(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
+                       int *slot, int64_t *ev, int *seen) {
+        int64_t in = m->in, total_lag = m->total_lag, nassigned = m->nassigned;
+        double fair = 1.0 / (double)nassigned;
+        double in_share = in > 0 ? (double)m->top_in / (double)in : 0;
+        double lag_share =
+            total_lag > 0 ? (double)m->top_lag / (double)total_lag : 0;
+        double need =
+            p->conf.hot_share > 2 * fair ? p->conf.hot_share : 2 * fair;
+        int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
+        /* Lag piling up on a partition that still moves: hot. One that
+         * does not move is a stall, judged before; one that was not
+         * fetched until lately drains its backlog. */
+        lp_slot_t *tl = m->top_lag_slot >= 0
+                            ? lp_slot_at(p, (uint32_t)m->top_lag_slot)
+                            : NULL;
+        int tls = tl ? (int)LD(tl->s_ev[LP_SEV_RAW]) : 0;
+        int hot_lag = nassigned >= 2 && tl &&
+                      m->top_lag > p->conf.lag_allowance &&
+                      lag_share >= need && LD(tl->s_moving) &&
+                      tls != LAGPROBE_PSTATUS_STALLED &&
+                      tls != LAGPROBE_PSTATUS_STOPPED &&
+                      tls != LAGPROBE_PSTATUS_REWOUND &&
+                      tls != LAGPROBE_PSTATUS_PAUSED &&
+                      LD(tl->s_stats_us) >= tl->w_paused_until_us;
+        *seen = hot_in || hot_lag;
+        if (!*seen)
+                return 0;
+        if (doc_ts > 0 && p->w_hot_docs < LP_HOT_DOCS)
+                p->w_hot_docs++;
+        if (p->w_hot_docs < LP_HOT_DOCS)
+                return 0;
+        *slot = hot_in ? m->top_in_slot : m->top_lag_slot;
+        ev[LP_DEV_SHARE] = (int64_t)((hot_in ? in_share : lag_share) * 1000);
+        ev[LP_DEV_HOT_BY_LAG] = !hot_in;
+        return 1;
+}
+
+/* The verdict of the rules, first that applies (README's table, in the
+ * same order); its partition in *slot, consumer_slow's cause in *cause,
+ * its evidence in @p ev (LP_DEV_*). */
+static int lp_diag_decide(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
+                          const lp_dfacts_t *f, int *slot, int *cause,
+                          int64_t *ev, int *hot_seen) {
+        int64_t allow = p->conf.lag_allowance;
+        int prev = p->w_diag_raw, prev_cause = p->w_slow_cause;
+        if (f->assigns > p->conf.storm_rebalances || f->evicts > 1) {
+                lp_hsum_t recent;
+                lp_whist_range(&p->h_batch, p->win_us, f->now, 0, LP_WIN - 1,
                                &recent);
-                ev[LP_DEV_ASSIGNS] = assigns;
-                ev[LP_DEV_EVICTS] = evicts;
+                ev[LP_DEV_ASSIGNS] = f->assigns;
+                ev[LP_DEV_EVICTS] = f->evicts;
                 /* No batch finished in the window yet (they are that long):
                  * the all-time p99, or the batch under way if longer; -1
                  * when no batch was ever measured (no hooks). */
                 if (!recent.count)
-                        lp_whist_read(&p->h_batch, p->win_us, now, &recent,
+                        lp_whist_read(&p->h_batch, p->win_us, f->now, &recent,
                                       NULL);
                 int64_t p99 =
                     recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
-                int64_t cur = LD(p->b_in_batch) ? now - LD(p->b_begin_us) : -1;
+                int64_t cur =
+                    LD(p->b_in_batch) ? f->now - LD(p->b_begin_us) : -1;
                 ev[LP_DEV_BATCH_US] = cur > p99 ? cur : p99;
-        } else if (stuck) {
-                d = LAGPROBE_DIAG_STUCK_PARTITION;
-                slot = stuck_slot;
-                ev[LP_DEV_STUCK_LAG] = stuck_lag;
-                ev[LP_DEV_REDELIVERED] = stuck_redeliv;
-        } else if (gap_warn || frozen) {
-                d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                cause = LP_SLOW_NO_POLL;
-                ev[LP_DEV_NO_POLL_US] = since > 0 ? since : 0;
-        } else if (nassigned == 0 || covered == 0) {
-                d = LAGPROBE_DIAG_UNKNOWN;
-        } else if (top_paused_slot >= 0 && total_lag > allow &&
-                   2 * paused_lag >= total_lag) {
+                return LAGPROBE_DIAG_REBALANCE_STORM;
+        }
+        if (f->stuck) {
+                *slot = m->stuck_slot;
+                ev[LP_DEV_STUCK_LAG] = m->stuck_lag;
+                ev[LP_DEV_REDELIVERED] = m->stuck_redeliv;
+                return LAGPROBE_DIAG_STUCK_PARTITION;
+        }
+        if (lp_headroom_level(p, f->since) >= 1 || f->frozen) {
+                *cause = LP_SLOW_NO_POLL;
+                ev[LP_DEV_NO_POLL_US] = f->since > 0 ? f->since : 0;
+                return LAGPROBE_DIAG_CONSUMER_SLOW;
+        }
+        if (m->nassigned == 0 || m->covered == 0)
+                return LAGPROBE_DIAG_UNKNOWN;
+        if (m->top_paused_slot >= 0 && m->total_lag > allow &&
+            2 * m->paused_lag >= m->total_lag) {
                 /* Before the rates: a paused partition also lowers
                  * egress, which is no slowdown. */
-                d = LAGPROBE_DIAG_PARTITION_PAUSED;
-                slot = top_paused_slot;
-                ev[LP_DEV_PAUSED_LAG] = paused_lag;
-        } else if (msg_slow) {
-                d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                cause = LP_SLOW_MESSAGE;
-        } else if (batch_slow) {
-                d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                cause = LP_SLOW_BATCH;
-        } else {
-                double fair = 1.0 / (double)nassigned;
-                double in_share = in > 0 ? (double)top_in / (double)in : 0;
-                double lag_share =
-                    total_lag > 0 ? (double)top_lag / (double)total_lag : 0;
-                double need = p->conf.hot_share > 2 * fair ? p->conf.hot_share
-                                                           : 2 * fair;
-                int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
-                /* Lag piling up on a partition that still moves: hot. One
-                 * that does not move is a stall, judged above; one that
-                 * was not fetched until lately drains its backlog. */
-                lp_slot_t *tl = top_lag_slot >= 0
-                                    ? lp_slot_at(p, (uint32_t)top_lag_slot)
-                                    : NULL;
-                int tls = tl ? (int)LD(tl->s_ev[LP_SEV_RAW]) : 0;
-                int hot_lag = nassigned >= 2 && tl &&
-                              top_lag > allow &&
-                              lag_share >= need && LD(tl->s_moving) &&
-                              tls != LAGPROBE_PSTATUS_STALLED &&
-                              tls != LAGPROBE_PSTATUS_STOPPED &&
-                              tls != LAGPROBE_PSTATUS_REWOUND &&
-                              tls != LAGPROBE_PSTATUS_PAUSED &&
-                              LD(tl->s_stats_us) >= tl->w_paused_until_us;
-                /* Partitions' watermarks reach the documents at different
-                 * moments: when production stops, one partition can look
-                 * like the only one still growing for a document. Hot only
-                 * after LP_HOT_DOCS documents in a row. */
-                hot_seen = hot_in || hot_lag;
-                if (hot_seen && doc_ts > 0 && p->w_hot_docs < LP_HOT_DOCS)
-                        p->w_hot_docs++;
-                if ((hot_in || hot_lag) && p->w_hot_docs >= LP_HOT_DOCS) {
-                        d = LAGPROBE_DIAG_HOT_PARTITION;
-                        slot = hot_in ? top_in_slot : top_lag_slot;
-                        ev[LP_DEV_SHARE] = (int64_t)(
-                            (hot_in ? in_share : lag_share) * 1000);
-                        ev[LP_DEV_HOT_BY_LAG] = !hot_in;
-                } else if (growing &&
-                           (sped_up ||
-                            (prev == LAGPROBE_DIAG_PRODUCER_BURST &&
-                             (double)in > p->w_in_base))) {
-                        /* Producers above their own baseline: entered above
-                         * burst_ratio, kept while ingress stays above its
-                         * baseline and above egress. */
-                        d = LAGPROBE_DIAG_PRODUCER_BURST;
-                } else if (growing) {
-                        /* Lag grows and producers did not speed up: the
-                         * consumer drains less than before, or never
-                         * drained enough (under-provisioned). */
-                        d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                        /* Chronic only once the lag has grown for a
-                         * window with egress where it always was. */
-                        cause = p->w_out_base > 0 &&
-                                        (double)out < 0.9 * p->w_out_base
-                                    ? LP_SLOW_EGRESS
-                                : p->w_grow_us && dnow - p->w_grow_us >=
-                                        (int64_t)p->conf.window_ms * 1000
-                                    ? LP_SLOW_UNDER
-                                    : LP_SLOW_BEHIND;
-                        /* Named once: a slowdown stays one as the egress
-                         * baseline follows it down. */
-                        if (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
-                            prev_cause == LP_SLOW_EGRESS)
-                                cause = LP_SLOW_EGRESS;
-                } else {
-                        d = LAGPROBE_DIAG_HEALTHY;
-                        /* Draining: positions gain on ingress and the lag
-                         * is not above what it was a tenth of a window
-                         * ago. */
-                        int64_t drain = lp_sat_sub(pos_rate, in);
-                        int c = total_lag <= allow ? 0
-                                : drain > 0 && out > in &&
-                                        (lag_ago < 0 || total_lag <= lag_ago)
-                                    ? 1
-                                    : 2;
-                        ev[LP_DEV_CATCHING] = c;
-                        if (c == 1)
-                                ev[LP_DEV_DRAIN_MS] =
-                                    lp_muldiv(total_lag, 1000000, drain);
-                }
+                *slot = m->top_paused_slot;
+                ev[LP_DEV_PAUSED_LAG] = m->paused_lag;
+                return LAGPROBE_DIAG_PARTITION_PAUSED;
         }
-        if (!hot_seen)
-                p->w_hot_docs = 0;
-        /* Named evidence (readers turn it into text). */
-        ST(p->g_in_mrate, in);
-        ST(p->g_out_mrate, out);
-        ST(p->g_total_lag, total_lag);
+        if (f->msg_slow || f->batch_slow) {
+                *cause = f->msg_slow ? LP_SLOW_MESSAGE : LP_SLOW_BATCH;
+                return LAGPROBE_DIAG_CONSUMER_SLOW;
+        }
+        if (lp_diag_hot(p, doc_ts, m, slot, ev, hot_seen))
+                return LAGPROBE_DIAG_HOT_PARTITION;
+        if (f->growing &&
+            (f->sped_up || (prev == LAGPROBE_DIAG_PRODUCER_BURST &&
+                            (double)m->in > p->w_in_base))) {
+                /* Producers above their own baseline: entered above
+                 * burst_ratio, kept while ingress stays above its baseline
+                 * and above egress. */
+                return LAGPROBE_DIAG_PRODUCER_BURST;
+        }
+        if (f->growing) {
+                /* Lag grows and producers did not speed up: the consumer
+                 * drains less than before, or never drained enough
+                 * (under-provisioned, only once the lag has grown for a
+                 * window with egress where it always was). Named once: a
+                 * slowdown stays one as the egress baseline follows it
+                 * down. */
+                *cause = (p->w_out_base > 0 &&
+                          (double)m->out < 0.9 * p->w_out_base) ||
+                                 (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
+                                  prev_cause == LP_SLOW_EGRESS)
+                             ? LP_SLOW_EGRESS
+                         : p->w_grow_us && f->dnow - p->w_grow_us >=
+                                               (int64_t)p->conf.window_ms * 1000
+                             ? LP_SLOW_UNDER
+                             : LP_SLOW_BEHIND;
+                return LAGPROBE_DIAG_CONSUMER_SLOW;
+        }
+        /* Healthy. Draining: positions gain on ingress and the lag is not
+         * above what it was a tenth of a window ago. */
+        int64_t drain = lp_sat_sub(m->pos_rate, m->in);
+        int c = m->total_lag <= allow ? 0
+                : drain > 0 && m->out > m->in &&
+                        (f->lag_ago < 0 || m->total_lag <= f->lag_ago)
+                    ? 1
+                    : 2;
+        ev[LP_DEV_CATCHING] = c;
+        if (c == 1)
+                ev[LP_DEV_DRAIN_MS] = lp_muldiv(m->total_lag, 1000000, drain);
+        return LAGPROBE_DIAG_HEALTHY;
+}
+
+/* Publishes the figures and evidence, and the verdict shown. Hysteresis:
+ * the verdict shown (and its event) changes once the new verdict, naming
+ * the same partition, held for the dwell; at once for the first one, for
+ * no data, and for what cannot wait: evictions and storms, a stuck
+ * partition, a consumer that stopped polling. */
+static void lp_diag_publish(lagprobe_t *p, const lp_dsum_t *m,
+                            const lp_dfacts_t *f, int d, int slot, int cause,
+                            int64_t *ev) {
+        ST(p->g_in_mrate, m->in);
+        ST(p->g_out_mrate, m->out);
+        ST(p->g_total_lag, m->total_lag);
         ST(p->g_in_base, p->w_in_base >= 0 ? (int64_t)p->w_in_base : -1);
         ST(p->g_out_base, p->w_out_base >= 0 ? (int64_t)p->w_out_base : -1);
-        int tsrc = rm > 0 ? LP_TSRC_MESSAGE : rb > 0 ? LP_TSRC_BATCH
-                                                     : LP_TSRC_NONE;
+        int tsrc = f->rm > 0 ? LP_TSRC_MESSAGE
+                   : f->rb > 0 ? LP_TSRC_BATCH
+                               : LP_TSRC_NONE;
         ST(p->g_time_src, tsrc);
-        ST(p->g_time_us, (int64_t)(tsrc == LP_TSRC_MESSAGE ? rm
-                                   : tsrc == LP_TSRC_BATCH ? rb
+        ST(p->g_time_us, (int64_t)(tsrc == LP_TSRC_MESSAGE ? f->rm
+                                   : tsrc == LP_TSRC_BATCH ? f->rb
                                                            : -1));
         ST(p->g_time_base_us,
            (int64_t)(tsrc == LP_TSRC_MESSAGE ? p->w_msg_base_us
                      : tsrc == LP_TSRC_BATCH ? p->w_batch_base_us
                                              : -1));
-        ST(p->g_time_inferred, tsrc == LP_TSRC_MESSAGE && !exact);
+        ST(p->g_time_inferred, tsrc == LP_TSRC_MESSAGE && !f->exact);
         ST(p->g_slow_cause, cause);
         p->w_slow_cause = cause;
-        /* Hysteresis: the verdict shown (and its event) changes once the
-         * new verdict, naming the same partition, held for the dwell;
-         * at once for the first one, for no data, and for what cannot
-         * wait: evictions and storms, a stuck partition, a consumer that
-         * stopped polling. */
         if (d != p->w_diag_raw || slot != p->w_diag_raw_slot) {
                 p->w_diag_raw = d;
                 p->w_diag_raw_slot = slot;
-                p->w_diag_raw_us = dnow;
+                p->w_diag_raw_us = f->dnow;
         }
         ev[LP_DEV_RAW] = d;
         ev[LP_DEV_RAW_SLOT] = slot;
-        ev[LP_DEV_HELD_US] = dnow - p->w_diag_raw_us;
+        ev[LP_DEV_HELD_US] = f->dnow - p->w_diag_raw_us;
         for (int k = 0; k < LP_DEV__CNT; k++)
                 ST(p->g_dev[k], ev[k]);
         int shown = LD(p->g_diag);
@@ -2714,6 +2758,22 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 ST(p->g_diag_slot, slot);
                 ST(p->g_diag_changes, LD(p->g_diag_changes) + 1);
         }
+}
+
+static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
+        lp_dsum_t m;
+        lp_dfacts_t f;
+        lp_diag_sum(p, &m);
+        lp_diag_derive(p, doc_ts, &m, &f);
+        int slot = -1, cause = LP_SLOW_NONE, hot_seen = 0;
+        int64_t ev[LP_DEV__CNT];
+        for (int k = 0; k < LP_DEV__CNT; k++)
+                ev[k] = -1;
+        int d = lp_diag_decide(p, doc_ts, &m, &f, &slot, &cause, ev, &hot_seen);
+        /* LP_HOT_DOCS counts documents in a row that found one hot. */
+        if (!hot_seen)
+                p->w_hot_docs = 0;
+        lp_diag_publish(p, &m, &f, d, slot, cause, ev);
 }
 
 #define LP_APPLY_AHEAD 4
