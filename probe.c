@@ -2112,9 +2112,25 @@ static int lp_pstatus_immediate(int st) {
                st == LAGPROBE_PSTATUS_REWOUND;
 }
 
-/* Caller holds wlock and is inside the slot's S group write. */
-static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
-                         int64_t fetchq_cnt) {
+/* A partition's window at one document (lp_eval_window). */
+typedef struct lp_win_s {
+        lp_sample_t n;        /* the newest sample */
+        const lp_sample_t *o; /* the oldest inside window_ms, NULL none */
+        int64_t dt;           /* n.t_us - o->t_us, 0 without o */
+        int64_t min_new, min_old; /* lowest lag over the window's newer
+                                   * and older half, -1 unknown */
+        int64_t lag, plag;    /* effective and position lag now */
+        int64_t fetchq_cnt;
+        int unfetched;        /* the broker's end is ahead of a frozen
+                               * statistics figure */
+        int moving;           /* position moved since the last document */
+} lp_win_t;
+
+/* Takes the document's sample into the slot's ring and finds the window
+ * it closes; notes a backwards move. 0 when there is nothing to judge (no
+ * high watermark, or an older document than one seen). */
+static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
+                          lp_win_t *w) {
         int64_t win = (int64_t)p->conf.window_ms * 1000;
         int64_t total = LD(s->c_total);
         int64_t pos = total > LD(s->s_c_base) ? LD(s->c_position) : -1;
@@ -2124,23 +2140,22 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         /* Not fetched: the broker's end is ahead of a frozen statistics
          * figure. The end is known as of the query, or of the last change
          * of a figure librdkafka says is stale; rates start from then. */
-        int unfetched = qhi > shi && shi >= 0;
-        int64_t hi_us = unfetched ? LD(s->s_hi_query_us)
+        w->unfetched = qhi > shi && shi >= 0;
+        int64_t hi_us = w->unfetched ? LD(s->s_hi_query_us)
                         : LD(s->s_stale) && LD(s->s_hi_changed_us) > 0
                             ? LD(s->s_hi_changed_us)
                             : ts;
         lp_sample_t n = {ts,    lp_end(shi, qhi), pos, LD(s->s_committed),
                          total, hi_us < ts ? hi_us : ts, -1};
         if (n.hi < 0)
-                return; /* nothing to judge without the high watermark */
-
+                return 0; /* nothing to judge without the high watermark */
+        if (n.t_us < s->w_doc_ts)
+                return 0; /* an older document than one already seen */
         /* Store the sample: at most ~LP_RING-2 per window so the ring
          * always spans a full window. */
         lp_sample_t *prev =
             s->w_ring_n ? &s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING]
                         : NULL;
-        if (n.t_us < s->w_doc_ts)
-                return; /* an older document than one already seen */
         /* Backwards moves and recent movement: against the previous
          * document, not the (sparser) ring, so a small seek shows. */
         int pos_back = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos < s->w_doc_pos;
@@ -2153,17 +2168,17 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 ST(s->s_ev[LP_SEV_RW_TO], pos_back ? n.pos : n.committed);
                 ST(s->s_ev[LP_SEV_RW_COMMIT], !pos_back);
         }
-        int moving = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos;
-        ST(s->s_moving, moving);
+        w->moving = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos;
+        ST(s->s_moving, w->moving);
         s->w_doc_pos = n.pos;
         s->w_doc_committed = n.committed;
         s->w_doc_ts = n.t_us;
-        int64_t lag = lp_eff_lag(LAGPROBE_PSTATUS_OK, n.hi, n.committed, n.pos);
-        int64_t plag = lp_pos_lag(n.hi, n.pos);
-        ST(s->s_eff_lag, lag);
+        w->lag = lp_eff_lag(LAGPROBE_PSTATUS_OK, n.hi, n.committed, n.pos);
+        w->plag = lp_pos_lag(n.hi, n.pos);
+        ST(s->s_eff_lag, w->lag);
         /* Every document's lag counts in the window's minimum, also those
          * the ring does not keep. */
-        lp_min_into(&s->w_lag_acc, lag);
+        lp_min_into(&s->w_lag_acc, w->lag);
         if (!prev || n.t_us - prev->t_us >= win / (LP_RING - 2)) {
                 n.lag_min = s->w_lag_acc;
                 s->w_lag_acc = -1;
@@ -2174,73 +2189,84 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         }
         /* Oldest sample inside the window, and the lowest lag over the
          * window's older half and its newer half. */
-        const lp_sample_t *o = NULL;
-        int64_t min_new = s->w_lag_acc, min_old = -1;
+        w->n = n;
+        w->o = NULL;
+        w->min_new = s->w_lag_acc;
+        w->min_old = -1;
         for (int k = s->w_ring_n; k >= 1; k--) {
                 const lp_sample_t *c =
                     &s->w_ring[(s->w_ring_head + LP_RING - k) % LP_RING];
                 if (c->t_us < ts - win)
                         continue;
-                if (!o)
-                        o = c;
-                lp_min_into(c->t_us < ts - win / 2 ? &min_old : &min_new,
+                if (!w->o)
+                        w->o = c;
+                lp_min_into(c->t_us < ts - win / 2 ? &w->min_old : &w->min_new,
                             c->lag_min);
         }
-        int64_t dt = o ? n.t_us - o->t_us : 0;
-        int64_t lag_ago =
-            o ? lp_eff_lag(LAGPROBE_PSTATUS_OK, o->hi, o->committed, o->pos)
-              : -1;
-        if (o && dt > 0) {
-                /* Ingress over the time the end was really unknown: a jump
-                 * of a watermark frozen meanwhile is not a burst. */
-                ST(s->s_in_mrate, lp_mrate(n.hi - o->hi, n.t_us - o->hi_us));
-                ST(s->s_out_mrate, lp_mrate(n.total - o->total, dt));
-                ST(s->s_commit_mrate,
-                   n.committed >= 0 && o->committed >= 0
-                       ? lp_mrate(n.committed - o->committed, dt)
-                       : 0);
-                ST(s->s_pos_mrate, n.pos >= 0 && o->pos >= 0
-                                       ? lp_mrate(n.pos - o->pos, dt)
-                                       : 0);
-                int64_t drain = n.pos >= 0 && o->pos >= 0
-                                    ? lp_sat_sub(lp_mrate(n.pos - o->pos, dt),
-                                                 lp_mrate(n.hi - o->hi, dt))
-                                    : 0;
-                ST(s->s_eta_ms,
-                   plag >= 0 && plag <= p->conf.lag_allowance ? 0
-                   : drain > 0 ? lp_muldiv(plag, 1000000, drain)
-                               : -1);
-        }
-        int st;
+        w->dt = w->o ? n.t_us - w->o->t_us : 0;
+        return 1;
+}
+
+/* The partition's rates over the window (msg/s x 1000) and its time to
+ * catch up. */
+static void lp_eval_rates(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
+        const lp_sample_t *o = w->o, *n = &w->n;
+        int64_t dt = w->dt;
+        if (!o || dt <= 0)
+                return;
+        /* Ingress over the time the end was really unknown: a jump of a
+         * watermark frozen meanwhile is not a burst. */
+        ST(s->s_in_mrate, lp_mrate(n->hi - o->hi, n->t_us - o->hi_us));
+        ST(s->s_out_mrate, lp_mrate(n->total - o->total, dt));
+        ST(s->s_commit_mrate, n->committed >= 0 && o->committed >= 0
+                                  ? lp_mrate(n->committed - o->committed, dt)
+                                  : 0);
+        ST(s->s_pos_mrate,
+           n->pos >= 0 && o->pos >= 0 ? lp_mrate(n->pos - o->pos, dt) : 0);
+        int64_t drain = n->pos >= 0 && o->pos >= 0
+                            ? lp_sat_sub(lp_mrate(n->pos - o->pos, dt),
+                                         lp_mrate(n->hi - o->hi, dt))
+                            : 0;
+        ST(s->s_eta_ms, w->plag >= 0 && w->plag <= p->conf.lag_allowance ? 0
+                        : drain > 0 ? lp_muldiv(w->plag, 1000000, drain)
+                                    : -1);
+}
+
+/* The status rules, first that matches (README's table, same order). */
+static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
+        const lp_sample_t *o = w->o, *n = &w->n;
+        int64_t win = (int64_t)p->conf.window_ms * 1000;
+        int64_t ts = n->t_us, lag = w->lag, plag = w->plag;
         int64_t allow = p->conf.lag_allowance;
         /* Within a window of a pause the window's start is the paused
          * stretch: no stall or stop of commits is judged from it. */
         int resumed = ts < s->w_paused_until_us;
-        if (ts < s->w_rewound_until_us) {
-                st = LAGPROBE_PSTATUS_REWOUND; /* evidence set above */
-        } else if (plag > 0 && total == s->w_paused_total &&
-                   (s->w_paused_since_us ||
-                    (unfetched && (fetchq_cnt <= 0 || n.pos >= shi) &&
-                     !moving))) {
+        if (ts < s->w_rewound_until_us)
+                return LAGPROBE_PSTATUS_REWOUND; /* evidence set before */
+        if (plag > 0 && n->total == s->w_paused_total &&
+            (s->w_paused_since_us ||
+             (w->unfetched && (w->fetchq_cnt <= 0 || n->pos >= LD(s->s_hi)) &&
+              !w->moving))) {
                 /* Messages the broker has that nothing fetches: paused by
                  * the app, or a queue librdkafka deems full. Before the
                  * window rules: it is neither idle nor stalled. Nothing
                  * waits in its queue, or nothing the statistics know of
-                 * (librdkafka may count a few ops there). Once seen
-                 * it lasts until the partition is consumed again, whatever
+                 * (librdkafka may count a few ops there). Once seen it
+                 * lasts until the partition is consumed again, whatever
                  * one document says of its queue or watermarks (the
                  * statistics' figure may catch up with a refresh between
                  * two). */
-                st = LAGPROBE_PSTATUS_PAUSED;
                 if (!s->w_paused_since_us)
                         s->w_paused_since_us = LD(s->s_hi_changed_us) > 0
                                                    ? LD(s->s_hi_changed_us)
                                                    : ts;
-        } else if (!o || dt < win / 2) {
-                st = LAGPROBE_PSTATUS_UNKNOWN;
-        } else if (lag > 0 && lag <= 2 && n.hi == o->hi && fetchq_cnt == 0 &&
-                   plag >= 1 && plag <= 2 && n.committed == o->committed &&
-                   n.total == o->total) {
+                return LAGPROBE_PSTATUS_PAUSED;
+        }
+        if (!o || w->dt < win / 2)
+                return LAGPROBE_PSTATUS_UNKNOWN;
+        if (lag > 0 && lag <= 2 && n->hi == o->hi && w->fetchq_cnt == 0 &&
+            plag >= 1 && plag <= 2 && n->committed == o->committed &&
+            n->total == o->total) {
                 /* Control records (transaction markers) or compaction
                  * leave the committed offset just short of the end; checked
                  * before the lag rules so a small allowance cannot turn it
@@ -2248,47 +2274,63 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                  * message at the very end) is not this, nor a position at
                  * the end: then the gap is a message consumed and not yet
                  * committed. */
-                st = LAGPROBE_PSTATUS_MARKERS;
-                ST(s->s_eff_lag, lp_eff_lag(LAGPROBE_PSTATUS_MARKERS, n.hi,
-                                            n.committed, n.pos));
-        } else if (lag > allow && n.committed == o->committed &&
-                   n.pos <= o->pos && !resumed) {
+                ST(s->s_eff_lag, lp_eff_lag(LAGPROBE_PSTATUS_MARKERS, n->hi,
+                                            n->committed, n->pos));
+                return LAGPROBE_PSTATUS_MARKERS;
+        }
+        if (lag > allow && n->committed == o->committed && n->pos <= o->pos &&
+            !resumed) {
                 /* Neither commits nor position move: a poison message
                  * consumed again and again, or a consumer that stopped. */
-                st = LAGPROBE_PSTATUS_STALLED;
-        } else if (lag > 0 && n.committed == o->committed && !resumed &&
-                   n.total > o->total && n.pos > o->pos &&
-                   2 * (n.pos - o->pos) > n.total - o->total) {
+                return LAGPROBE_PSTATUS_STALLED;
+        }
+        if (lag > 0 && n->committed == o->committed && !resumed &&
+            n->total > o->total && n->pos > o->pos &&
+            2 * (n->pos - o->pos) > n->total - o->total) {
                 /* Mostly new messages consumed (not one re-read over and
                  * over), yet no commit. */
-                st = LAGPROBE_PSTATUS_STOPPED;
-        } else if (min_new > allow && (min_old < 0 || min_new >= min_old)) {
+                return LAGPROBE_PSTATUS_STOPPED;
+        }
+        if (w->min_new > allow && (w->min_old < 0 || w->min_new >= w->min_old)) {
                 /* Above the allowance all through the window's newer half,
                  * and no lower there than in its older half: judged by the
                  * lowest values, so the saw-tooth of periodic commits
                  * shows as its troughs and is no trend. */
-                st = LAGPROBE_PSTATUS_LAGGING;
-        } else if (n.hi == o->hi && lag <= allow &&
-                   (plag == 0 || (plag < 0 && n.hi <= LD(s->s_lo)))) {
+                return LAGPROBE_PSTATUS_LAGGING;
+        }
+        if (n->hi == o->hi && lag <= allow &&
+            (plag == 0 || (plag < 0 && n->hi <= LD(s->s_lo)))) {
                 /* Caught up, or nothing ever written to consume. */
-                st = LAGPROBE_PSTATUS_IDLE;
-        } else {
-                st = LAGPROBE_PSTATUS_OK;
+                return LAGPROBE_PSTATUS_IDLE;
         }
-        if (st == LAGPROBE_PSTATUS_PAUSED) {
-                s->w_paused_until_us = ts + win;
-        } else {
+        return LAGPROBE_PSTATUS_OK;
+}
+
+/* Caller holds wlock and is inside the slot's S group write. */
+static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
+                         int64_t fetchq_cnt) {
+        lp_win_t w;
+        w.fetchq_cnt = fetchq_cnt;
+        if (!lp_eval_window(p, s, ts, &w))
+                return;
+        lp_eval_rates(p, s, &w);
+        int st = lp_status_rule(p, s, &w);
+        if (st == LAGPROBE_PSTATUS_PAUSED)
+                s->w_paused_until_us = ts + (int64_t)p->conf.window_ms * 1000;
+        else
                 s->w_paused_since_us = 0;
-        }
-        s->w_paused_total = total;
+        s->w_paused_total = w.n.total;
         /* The evidence, whatever the status. */
-        ST(s->s_ev[LP_SEV_SPAN_MS], dt / 1000);
-        ST(s->s_ev[LP_SEV_LAG_MIN], min_new);
-        ST(s->s_ev[LP_SEV_LAG_AGO], lag_ago);
-        ST(s->s_ev[LP_SEV_CONSUMED], o ? n.total - o->total : 0);
+        ST(s->s_ev[LP_SEV_SPAN_MS], w.dt / 1000);
+        ST(s->s_ev[LP_SEV_LAG_MIN], w.min_new);
+        ST(s->s_ev[LP_SEV_LAG_AGO],
+           w.o ? lp_eff_lag(LAGPROBE_PSTATUS_OK, w.o->hi, w.o->committed,
+                            w.o->pos)
+               : -1);
+        ST(s->s_ev[LP_SEV_CONSUMED], w.o ? w.n.total - w.o->total : 0);
         ST(s->s_ev[LP_SEV_PAUSED_MS],
            s->w_paused_since_us ? (ts - s->w_paused_since_us) / 1000 : -1);
-        ST(s->s_ev[LP_SEV_GROWING], o && n.hi > o->hi);
+        ST(s->s_ev[LP_SEV_GROWING], w.o && w.n.hi > w.o->hi);
         /* Hysteresis: the status shown changes once the new one held for
          * the dwell, except for the first one and the immediate ones. */
         if (st != LD(s->s_ev[LP_SEV_RAW])) {
