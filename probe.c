@@ -5814,6 +5814,72 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
         }
 }
 
+/* The health verdict and its reasons (README "Health"), from the figures
+ * lp_read_global_x() copied. */
+static void lp_health_fill(lagprobe_t *p, lagprobe_snapshot_t *o,
+                           int64_t now_us, int bound, int64_t last_assign,
+                           int64_t batch_begin, int64_t last_cerr_us,
+                           int64_t slast, int64_t since, int rb_blind,
+                           int bdown_n) {
+        int64_t asize = o->assignment_size;
+        unsigned r = 0;
+        if (!bound)
+                r |= LAGPROBE_REASON_NOT_RUNNING;
+        if (o->headroom_level == 2)
+                r |= LAGPROBE_REASON_HEADROOM_CRITICAL;
+        if (o->headroom_level == 1)
+                r |= LAGPROBE_REASON_HEADROOM_WARN;
+        int64_t last_ev = LD(p->last_eviction_us);
+        if (last_ev > 0 && last_ev >= last_assign)
+                r |= LAGPROBE_REASON_EVICTED;
+        if (bound && asize == 0 && p->conf.unassigned_unhealthy_ms > 0 &&
+            o->unassigned_ms > p->conf.unassigned_unhealthy_ms)
+                r |= LAGPROBE_REASON_NO_ASSIGNMENT;
+        if (o->in_batch && LD(p->predicted_batch_us) == batch_begin)
+                r |= LAGPROBE_REASON_PREDICTED_EXCEED;
+        if (last_cerr_us > 0 && now_us - last_cerr_us < LP_COMMIT_FAILING_US)
+                r |= LAGPROBE_REASON_COMMIT_FAILING;
+        if (lp_blind(p, now_us, slast, since, asize))
+                r |= LAGPROBE_REASON_NO_STATISTICS;
+        if (bound && rb_blind)
+                r |= LAGPROBE_REASON_NO_REBALANCES;
+        /* Degraded, not unhealthy: restarting the app does not bring a
+         * broker back, and librdkafka reconnects by itself. */
+        if (bound && bdown_n > 0)
+                r |= LAGPROBE_REASON_BROKERS_DOWN;
+        o->health_reasons = r;
+        o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
+                         LAGPROBE_REASON_HEADROOM_CRITICAL |
+                         LAGPROBE_REASON_EVICTED | LAGPROBE_REASON_NO_ASSIGNMENT)
+                        ? LAGPROBE_HEALTH_UNHEALTHY
+                    : r ? LAGPROBE_HEALTH_DEGRADED
+                        : LAGPROBE_HEALTH_OK;
+}
+
+/* The processing-time histograms (all time and recent) and their
+ * sources. */
+static void lp_read_hists(lagprobe_t *p, int64_t now_us,
+                          lagprobe_snapshot_t *o) {
+        lp_hsum_t t[2];
+        lp_whist_read(&p->h_batch, p->win_us, now_us, &t[0], &t[1]);
+        lp_hsum_summary(&t[0], &o->batch);
+        lp_hsum_summary(&t[1], &o->batch_recent);
+        lp_whist_read(&p->h_msg, p->win_us, now_us, &t[0], &t[1]);
+        lp_hsum_summary(&t[0], &o->message);
+        lp_hsum_summary(&t[1], &o->message_recent);
+        lp_whist_read(&p->h_gap, p->win_us, now_us, &t[0], &t[1]);
+        lp_hsum_summary(&t[0], &o->poll_gap);
+        lp_hsum_summary(&t[1], &o->poll_gap_recent);
+        /* Hooks once used are the only source; before that, on_consume's
+         * inference (lp_infer) when it has recorded anything. */
+        const char *src = o->exact           ? "hooks"
+                          : LD(p->inferred) ? "inferred"
+                                            : "none";
+        o->batch_source = o->exact && o->batch.count ? "hooks" : "none";
+        o->message_source = o->message.count ? src : "none";
+        o->poll_gap_source = o->poll_gap.count ? src : "none";
+}
+
 /* Everything but the partition array; o->consumed only when @p consumed
  * (a sum over every slot's C group, which renders take from their own pass
  * over the slots instead). */
@@ -5940,59 +6006,9 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         /* Computed here, not taken from the watchdog, so the verdict holds
          * in tick mode too and matches the figures beside it. */
         o->headroom_level = lp_headroom_level(p, since);
-        unsigned r = 0;
-        if (!bound)
-                r |= LAGPROBE_REASON_NOT_RUNNING;
-        if (o->headroom_level == 2)
-                r |= LAGPROBE_REASON_HEADROOM_CRITICAL;
-        if (o->headroom_level == 1)
-                r |= LAGPROBE_REASON_HEADROOM_WARN;
-        int64_t last_ev = LD(p->last_eviction_us);
-        if (last_ev > 0 && last_ev >= last_assign)
-                r |= LAGPROBE_REASON_EVICTED;
-        if (bound && asize == 0 && p->conf.unassigned_unhealthy_ms > 0 &&
-            o->unassigned_ms > p->conf.unassigned_unhealthy_ms)
-                r |= LAGPROBE_REASON_NO_ASSIGNMENT;
-        if (o->in_batch && LD(p->predicted_batch_us) == batch_begin)
-                r |= LAGPROBE_REASON_PREDICTED_EXCEED;
-        if (last_cerr_us > 0 && now_us - last_cerr_us < LP_COMMIT_FAILING_US)
-                r |= LAGPROBE_REASON_COMMIT_FAILING;
-        if (lp_blind(p, now_us, slast, since, asize))
-                r |= LAGPROBE_REASON_NO_STATISTICS;
-        if (bound && rb_blind)
-                r |= LAGPROBE_REASON_NO_REBALANCES;
-        /* Degraded, not unhealthy: restarting the app does not bring a
-         * broker back, and librdkafka reconnects by itself. */
-        if (bound && bdown_n > 0)
-                r |= LAGPROBE_REASON_BROKERS_DOWN;
-        o->health_reasons = r;
-        o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
-                         LAGPROBE_REASON_HEADROOM_CRITICAL |
-                         LAGPROBE_REASON_EVICTED | LAGPROBE_REASON_NO_ASSIGNMENT)
-                        ? LAGPROBE_HEALTH_UNHEALTHY
-                    : r ? LAGPROBE_HEALTH_DEGRADED
-                        : LAGPROBE_HEALTH_OK;
-
-        lp_hsum_t t[2];
-        {
-                lp_whist_read(&p->h_batch, p->win_us, now_us, &t[0], &t[1]);
-                lp_hsum_summary(&t[0], &o->batch);
-                lp_hsum_summary(&t[1], &o->batch_recent);
-                lp_whist_read(&p->h_msg, p->win_us, now_us, &t[0], &t[1]);
-                lp_hsum_summary(&t[0], &o->message);
-                lp_hsum_summary(&t[1], &o->message_recent);
-                lp_whist_read(&p->h_gap, p->win_us, now_us, &t[0], &t[1]);
-                lp_hsum_summary(&t[0], &o->poll_gap);
-                lp_hsum_summary(&t[1], &o->poll_gap_recent);
-        }
-        /* Hooks once used are the only source; before that, on_consume's
-         * inference (lp_infer) when it has recorded anything. */
-        const char *src = o->exact           ? "hooks"
-                          : LD(p->inferred) ? "inferred"
-                                            : "none";
-        o->batch_source = o->exact && o->batch.count ? "hooks" : "none";
-        o->message_source = o->message.count ? src : "none";
-        o->poll_gap_source = o->poll_gap.count ? src : "none";
+        lp_health_fill(p, o, now_us, bound, last_assign, batch_begin,
+                       last_cerr_us, slast, since, rb_blind, bdown_n);
+        lp_read_hists(p, now_us, o);
         /* Last: the detail text reads the figures above. */
         lp_read_diag(p, o, dg, dg_slot, dev, cause);
         o->consumed = 0;
@@ -6195,6 +6211,21 @@ static void lp_json_fill(lp_out_t *o, size_t at, const char *d, size_t k) {
         o->len = end;
 }
 
+/* The names of the reasons in @p r, comma-separated; as JSON strings
+ * when @p json. */
+static void lp_put_reasons(lp_out_t *o, unsigned r, int json) {
+        for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++) {
+                if (!(r & (1u << i)))
+                        continue;
+                if (k++)
+                        lp_puts(o, ",");
+                if (json)
+                        lp_json_str(o, lp_reason_names[i]);
+                else
+                        lp_puts(o, lp_reason_names[i]);
+        }
+}
+
 size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_out_t o;
         lagprobe_snapshot_t g;
@@ -6207,12 +6238,7 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_puts(&o, "{\"status\":");
         lp_json_str(&o, lagprobe_health_name(g.health));
         lp_puts(&o, ",\"reasons\":[");
-        for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++)
-                if (g.health_reasons & (1u << i)) {
-                        if (k++)
-                                lp_puts(&o, ",");
-                        lp_json_str(&o, lp_reason_names[i]);
-                }
+        lp_put_reasons(&o, g.health_reasons, 1);
         lp_puts(&o, "],\"brokers_down\":[");
         for (int i = 0; i < g.brokers_down_cnt; i++)
                 lp_printf(&o, "%s%" PRId32, i ? "," : "", g.brokers_down[i]);
@@ -6379,12 +6405,7 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
         lp_read_global_x(p, lp_mono_us(), &g, 0);
         if (reasons && reasons_size) {
                 lp_out_t o = {reasons, reasons_size, 0, NULL};
-                for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++)
-                        if (g.health_reasons & (1u << i)) {
-                                if (k++)
-                                        lp_puts(&o, ",");
-                                lp_puts(&o, lp_reason_names[i]);
-                        }
+                lp_put_reasons(&o, g.health_reasons, 0);
                 lp_render_end(&o);
         }
         return (int)g.health;
