@@ -638,7 +638,7 @@ struct lagprobe_s {
         lagprobe_config_t conf;
         _Atomic int refcnt;         /* handle + confs carrying the probe */
         _Atomic int user_destroyed; /* lagprobe_destroy() was called */
-        int slot;                   /* trampoline slot, -1 none */
+        int reg;                    /* lp_registry index, -1 none */
         _Atomic int attached;       /* lagprobe_attach() succeeded */
 
         /* The app's callbacks: set at attach, taken again from the final
@@ -2240,6 +2240,74 @@ static void lp_bdown_end(lagprobe_t *p, int64_t ts) {
         ST(p->g_bdown_n, n);
 }
 
+/* One partition record of a document into its slot's S group, then the
+ * slot's evaluation (section 7). Caller holds wlock. */
+static void lp_apply_part(lagprobe_t *p, lp_slot_t *s, const lp_prec_t *r,
+                          int64_t ts) {
+        int64_t pos = LD(s->c_position);
+        uint32_t q = lp_wbegin(&s->sseq);
+        if (r->hi >= 0 || r->hi == RD_KAFKA_OFFSET_INVALID)
+                ST(s->s_hi, r->hi >= 0 ? r->hi : -1);
+        if (r->hi >= 0 && r->hi != s->w_hi_seen) {
+                s->w_hi_seen = r->hi;
+                ST(s->s_hi_changed_us, ts);
+                if (r->hi >= LD(s->s_hi_query))
+                        ST(s->s_hi_query, -1); /* fresh again */
+        }
+        if (r->lo >= 0 || r->lo == RD_KAFKA_OFFSET_INVALID)
+                ST(s->s_lo, r->lo >= 0 ? r->lo : -1);
+        if (r->ls >= 0 || r->ls == RD_KAFKA_OFFSET_INVALID)
+                ST(s->s_ls, r->ls >= 0 ? r->ls : -1);
+        ST(s->s_app_offset, r->app_offset >= 0 ? r->app_offset : -1);
+        /* The statistics' committed offset is newer than the last
+         * on_commit only if the document was made after it. */
+        if (r->committed >= 0 && ts >= s->w_committed_us) {
+                if (r->committed != LD(s->s_committed) &&
+                    LD(s->s_committed) >= 0)
+                        ST(s->s_progress_us, ts);
+                ST(s->s_committed, r->committed);
+                s->w_committed_us = ts;
+        }
+        if (r->fetchq_cnt >= 0)
+                ST(s->s_fetchq_cnt, r->fetchq_cnt);
+        if (r->fetchq_size >= 0)
+                ST(s->s_fetchq_size, r->fetchq_size);
+        int stale = r->fetch_active == 0;
+        /* librdkafka keeps "active" while the leader is unreachable:
+         * the figure is as old as the last document with the leader
+         * up. */
+        int leader_up = 0;
+        for (ptrdiff_t b = 0; r->leader >= 0 &&
+                              b < arrlen(p->scr_brokers);
+             b++)
+                if (p->scr_brokers[b].nodeid == r->leader)
+                        leader_up = p->scr_brokers[b].up;
+        if (r->leader >= 0 && !leader_up)
+                stale = 1;
+        ST(s->s_leader, r->leader);
+        ST(s->s_leader_up, leader_up);
+        if (LD(s->assigned) && r->leader >= 0 && !leader_up)
+                lp_bdown_note(p, r->leader, ts);
+        if (!stale || LD(s->s_hi_ok_us) == 0)
+                ST(s->s_hi_ok_us, ts);
+        if (p->queued_min_messages > 0 &&
+            r->fetchq_cnt >= p->queued_min_messages)
+                stale = 1;
+        if (p->queued_max_kbytes > 0 &&
+            r->fetchq_size >= p->queued_max_kbytes * 1024 * 9 / 10)
+                stale = 1;
+        ST(s->s_stale, stale);
+        if (pos != s->w_prev_position) {
+                if (s->w_prev_position >= 0)
+                        ST(s->s_progress_us, ts);
+                s->w_prev_position = pos;
+        }
+        ST(s->s_stats_us, ts);
+        if (LD(s->assigned))
+                lp_eval_slot(p, s, ts, r->fetchq_cnt);
+        lp_wend(&s->sseq, q);
+}
+
 /* Caller holds plock (scratch). Takes wlock for the index and S groups. */
 static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                            int64_t field_errors) {
@@ -2293,69 +2361,8 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                             p, (uint32_t)parts[p->scr_parts[ah].partition]));
                 if (!parts || r->partition >= nparts || parts[r->partition] < 0)
                         continue; /* not a partition this consumer tracks */
-                lp_slot_t *s = lp_slot_at(p, (uint32_t)parts[r->partition]);
-                int64_t pos = LD(s->c_position);
-                uint32_t q = lp_wbegin(&s->sseq);
-                if (r->hi >= 0 || r->hi == RD_KAFKA_OFFSET_INVALID)
-                        ST(s->s_hi, r->hi >= 0 ? r->hi : -1);
-                if (r->hi >= 0 && r->hi != s->w_hi_seen) {
-                        s->w_hi_seen = r->hi;
-                        ST(s->s_hi_changed_us, ts);
-                        if (r->hi >= LD(s->s_hi_query))
-                                ST(s->s_hi_query, -1); /* fresh again */
-                }
-                if (r->lo >= 0 || r->lo == RD_KAFKA_OFFSET_INVALID)
-                        ST(s->s_lo, r->lo >= 0 ? r->lo : -1);
-                if (r->ls >= 0 || r->ls == RD_KAFKA_OFFSET_INVALID)
-                        ST(s->s_ls, r->ls >= 0 ? r->ls : -1);
-                ST(s->s_app_offset, r->app_offset >= 0 ? r->app_offset : -1);
-                /* The statistics' committed offset is newer than the last
-                 * on_commit only if the document was made after it. */
-                if (r->committed >= 0 && ts >= s->w_committed_us) {
-                        if (r->committed != LD(s->s_committed) &&
-                            LD(s->s_committed) >= 0)
-                                ST(s->s_progress_us, ts);
-                        ST(s->s_committed, r->committed);
-                        s->w_committed_us = ts;
-                }
-                if (r->fetchq_cnt >= 0)
-                        ST(s->s_fetchq_cnt, r->fetchq_cnt);
-                if (r->fetchq_size >= 0)
-                        ST(s->s_fetchq_size, r->fetchq_size);
-                int stale = r->fetch_active == 0;
-                /* librdkafka keeps "active" while the leader is unreachable:
-                 * the figure is as old as the last document with the leader
-                 * up. */
-                int leader_up = 0;
-                for (ptrdiff_t b = 0; r->leader >= 0 &&
-                                      b < arrlen(p->scr_brokers);
-                     b++)
-                        if (p->scr_brokers[b].nodeid == r->leader)
-                                leader_up = p->scr_brokers[b].up;
-                if (r->leader >= 0 && !leader_up)
-                        stale = 1;
-                ST(s->s_leader, r->leader);
-                ST(s->s_leader_up, leader_up);
-                if (LD(s->assigned) && r->leader >= 0 && !leader_up)
-                        lp_bdown_note(p, r->leader, ts);
-                if (!stale || LD(s->s_hi_ok_us) == 0)
-                        ST(s->s_hi_ok_us, ts);
-                if (p->queued_min_messages > 0 &&
-                    r->fetchq_cnt >= p->queued_min_messages)
-                        stale = 1;
-                if (p->queued_max_kbytes > 0 &&
-                    r->fetchq_size >= p->queued_max_kbytes * 1024 * 9 / 10)
-                        stale = 1;
-                ST(s->s_stale, stale);
-                if (pos != s->w_prev_position) {
-                        if (s->w_prev_position >= 0)
-                                ST(s->s_progress_us, ts);
-                        s->w_prev_position = pos;
-                }
-                ST(s->s_stats_us, ts);
-                if (LD(s->assigned))
-                        lp_eval_slot(p, s, ts, r->fetchq_cnt);
-                lp_wend(&s->sseq, q);
+                lp_apply_part(p, lp_slot_at(p, (uint32_t)parts[r->partition]),
+                              r, ts);
         }
         uint32_t g = lp_wbegin(&p->gseq);
         lp_bdown_end(p, ts);
@@ -3328,6 +3335,90 @@ static const char *lp_diag_part(lagprobe_t *p, int64_t slot, int32_t *pt) {
         return s->topic;
 }
 
+/* consumer_slow's detail, by its cause (LP_SLOW_*). */
+static void lp_slow_detail(lagprobe_t *p, const lagprobe_snapshot_t *o,
+                           int cause, const int64_t *ev, char *r, size_t rn) {
+        if (cause == LP_SLOW_EGRESS)
+                snprintf(r, rn,
+                         "consumer drains %.1f msg/s, down from %.1f "
+                         "msg/s, while producers append %.1f msg/s "
+                         "as before; lag %" PRId64 " growing: "
+                         "processing slowed down",
+                         o->egress_rate, o->egress_baseline,
+                         o->ingress_rate, o->total_lag);
+        else if (cause == LP_SLOW_BEHIND)
+                snprintf(r, rn,
+                         "consumer drains %.1f msg/s (baseline %.1f) "
+                         "while producers append %.1f msg/s as "
+                         "before; lag %" PRId64 " growing",
+                         o->egress_rate, o->egress_baseline,
+                         o->ingress_rate, o->total_lag);
+        else if (cause == LP_SLOW_UNDER)
+                snprintf(r, rn,
+                         "under-provisioned: producers append %.1f "
+                         "msg/s as before, consumer drains only %.1f "
+                         "msg/s as before; lag %" PRId64 " growing: "
+                         "add consumers (and partitions) or speed up "
+                         "processing",
+                         o->ingress_rate, o->egress_rate,
+                         o->total_lag);
+        else if (cause == LP_SLOW_NO_POLL)
+                snprintf(r, rn,
+                         "no poll for %" PRId64 " ms of "
+                         "max.poll.interval.ms=%" PRId64 " and no "
+                         "partition progressing: processing is "
+                         "blocked or far too slow",
+                         ev[LP_DEV_NO_POLL_US] / 1000,
+                         p->max_poll_interval_ms);
+        else
+                snprintf(r, rn,
+                         "%s time p%s %.1f ms, was %.1f ms%s: "
+                         "processing slowed down",
+                         cause == LP_SLOW_BATCH ? "batch"
+                                                : "per-message",
+                         o->time_inferred ? "25" : "50",
+                         o->time_recent_ms, o->time_baseline_ms,
+                         o->time_inferred
+                             ? " (inferred from deliveries)"
+                             : "");
+}
+
+/* rebalance_storm's detail: evictions with the batch time behind them, or
+ * members coming and going. */
+static void lp_storm_detail(lagprobe_t *p, const int64_t *ev, char *r,
+                            size_t rn) {
+        if (ev[LP_DEV_EVICTS] > 0 && ev[LP_DEV_BATCH_US] >= 0)
+                snprintf(r, rn,
+                         "%" PRId64 " assignments and %" PRId64
+                         " evictions in %d s: batch time (p99 %.0f "
+                         "ms) near max.poll.interval.ms=%" PRId64
+                         "; process fewer messages per poll or raise "
+                         "max.poll.interval.ms",
+                         ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
+                         p->conf.storm_window_ms / 1000,
+                         (double)ev[LP_DEV_BATCH_US] / 1000.0,
+                         p->max_poll_interval_ms);
+        else if (ev[LP_DEV_EVICTS] > 0)
+                snprintf(r, rn,
+                         "%" PRId64 " assignments and %" PRId64
+                         " evictions in %d s: time between polls "
+                         "exceeded max.poll.interval.ms=%" PRId64
+                         " (batch time not measured: no batch "
+                         "hooks); process fewer messages per poll or "
+                         "raise max.poll.interval.ms",
+                         ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
+                         p->conf.storm_window_ms / 1000,
+                         p->max_poll_interval_ms);
+        else
+                snprintf(r, rn,
+                         "%" PRId64 " assignments in %d s without "
+                         "evictions: group members joining and "
+                         "leaving (deploys, crashes, session "
+                         "timeouts)",
+                         ev[LP_DEV_ASSIGNS],
+                         p->conf.storm_window_ms / 1000);
+}
+
 /* The verdict shown (@p dg, naming @p slot) and the detail of the newest
  * document's verdict, from the evidence @p ev (LP_DEV_*): the same while
  * no change waits out the dwell, else the detail says what is coming. */
@@ -3397,81 +3488,10 @@ static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
                 break;
         }
         case LAGPROBE_DIAG_CONSUMER_SLOW:
-                if (cause == LP_SLOW_EGRESS)
-                        snprintf(r, rn,
-                                 "consumer drains %.1f msg/s, down from %.1f "
-                                 "msg/s, while producers append %.1f msg/s "
-                                 "as before; lag %" PRId64 " growing: "
-                                 "processing slowed down",
-                                 o->egress_rate, o->egress_baseline,
-                                 o->ingress_rate, o->total_lag);
-                else if (cause == LP_SLOW_BEHIND)
-                        snprintf(r, rn,
-                                 "consumer drains %.1f msg/s (baseline %.1f) "
-                                 "while producers append %.1f msg/s as "
-                                 "before; lag %" PRId64 " growing",
-                                 o->egress_rate, o->egress_baseline,
-                                 o->ingress_rate, o->total_lag);
-                else if (cause == LP_SLOW_UNDER)
-                        snprintf(r, rn,
-                                 "under-provisioned: producers append %.1f "
-                                 "msg/s as before, consumer drains only %.1f "
-                                 "msg/s as before; lag %" PRId64 " growing: "
-                                 "add consumers (and partitions) or speed up "
-                                 "processing",
-                                 o->ingress_rate, o->egress_rate,
-                                 o->total_lag);
-                else if (cause == LP_SLOW_NO_POLL)
-                        snprintf(r, rn,
-                                 "no poll for %" PRId64 " ms of "
-                                 "max.poll.interval.ms=%" PRId64 " and no "
-                                 "partition progressing: processing is "
-                                 "blocked or far too slow",
-                                 ev[LP_DEV_NO_POLL_US] / 1000,
-                                 p->max_poll_interval_ms);
-                else
-                        snprintf(r, rn,
-                                 "%s time p%s %.1f ms, was %.1f ms%s: "
-                                 "processing slowed down",
-                                 cause == LP_SLOW_BATCH ? "batch"
-                                                        : "per-message",
-                                 o->time_inferred ? "25" : "50",
-                                 o->time_recent_ms, o->time_baseline_ms,
-                                 o->time_inferred
-                                     ? " (inferred from deliveries)"
-                                     : "");
+                lp_slow_detail(p, o, cause, ev, r, rn);
                 break;
         case LAGPROBE_DIAG_REBALANCE_STORM:
-                if (ev[LP_DEV_EVICTS] > 0 && ev[LP_DEV_BATCH_US] >= 0)
-                        snprintf(r, rn,
-                                 "%" PRId64 " assignments and %" PRId64
-                                 " evictions in %d s: batch time (p99 %.0f "
-                                 "ms) near max.poll.interval.ms=%" PRId64
-                                 "; process fewer messages per poll or raise "
-                                 "max.poll.interval.ms",
-                                 ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
-                                 p->conf.storm_window_ms / 1000,
-                                 (double)ev[LP_DEV_BATCH_US] / 1000.0,
-                                 p->max_poll_interval_ms);
-                else if (ev[LP_DEV_EVICTS] > 0)
-                        snprintf(r, rn,
-                                 "%" PRId64 " assignments and %" PRId64
-                                 " evictions in %d s: time between polls "
-                                 "exceeded max.poll.interval.ms=%" PRId64
-                                 " (batch time not measured: no batch "
-                                 "hooks); process fewer messages per poll or "
-                                 "raise max.poll.interval.ms",
-                                 ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
-                                 p->conf.storm_window_ms / 1000,
-                                 p->max_poll_interval_ms);
-                else
-                        snprintf(r, rn,
-                                 "%" PRId64 " assignments in %d s without "
-                                 "evictions: group members joining and "
-                                 "leaving (deploys, crashes, session "
-                                 "timeouts)",
-                                 ev[LP_DEV_ASSIGNS],
-                                 p->conf.storm_window_ms / 1000);
+                lp_storm_detail(p, ev, r, rn);
                 break;
         case LAGPROBE_DIAG_STUCK_PARTITION:
                 snprintf(r, rn,
@@ -3722,9 +3742,41 @@ static void lp_read_hists(lagprobe_t *p, int64_t now_us,
         o->poll_gap_source = o->poll_gap.count ? src : "none";
 }
 
+/* The poll figures: time since the last poll, headroom and its level,
+ * the batch under way (its start in *batch_begin). Returns the time since
+ * the last poll (us, -1 unknown). */
+static int64_t lp_read_poll(lagprobe_t *p, int64_t now_us,
+                            lagprobe_snapshot_t *o, int64_t *batch_begin) {
+        uint32_t q;
+        o->max_poll_interval_ms = p->max_poll_interval_ms;
+        o->session_timeout_ms = p->session_timeout_ms;
+        o->heartbeat_interval_ms = p->heartbeat_interval_ms;
+        int64_t since = lp_since_poll_us(p, now_us);
+        o->since_last_poll_ms = since >= 0 ? since / 1000 : -1;
+        o->headroom_ms = p->max_poll_interval_ms -
+                         (since > 0 ? since / 1000 : 0);
+        o->exact = LD(p->exact);
+        do {
+                q = lp_rbegin(&p->bseq);
+                o->in_batch = LD(p->b_in_batch);
+                o->batch_size = LD(p->b_size);
+                o->batch_done = LD(p->b_done);
+                *batch_begin = LD(p->b_begin_us);
+        } while (lp_rretry(&p->bseq, q));
+        o->batch_elapsed_ms = o->in_batch ? (now_us - *batch_begin) / 1000 : 0;
+        o->evictions = LD(p->evictions);
+        o->hook_errors = LD(p->hook_errors);
+        /* Computed here, not taken from the watchdog, so the verdict holds
+         * in tick mode too and matches the figures beside it. */
+        o->headroom_level = lp_headroom_level(p, since);
+        return since;
+}
+
 /* Everything but the partition array; o->consumed only when @p consumed
  * (a sum over every slot's C group, which renders take from their own pass
- * over the slots instead). */
+ * over the slots instead). One read of the G group under its sequence
+ * counter into locals, then their translation: kept in one function so
+ * every figure of a snapshot comes from the same update. */
 static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
                              lagprobe_snapshot_t *o, int consumed) {
         uint32_t q;
@@ -3826,28 +3878,7 @@ static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
         o->commit_errors = cerrs;
         o->last_commit_err = lcerr;
 
-        o->max_poll_interval_ms = p->max_poll_interval_ms;
-        o->session_timeout_ms = p->session_timeout_ms;
-        o->heartbeat_interval_ms = p->heartbeat_interval_ms;
-        int64_t since = lp_since_poll_us(p, now_us);
-        o->since_last_poll_ms = since >= 0 ? since / 1000 : -1;
-        o->headroom_ms = p->max_poll_interval_ms -
-                         (since > 0 ? since / 1000 : 0);
-        o->exact = LD(p->exact);
-        int64_t batch_begin;
-        do {
-                q = lp_rbegin(&p->bseq);
-                o->in_batch = LD(p->b_in_batch);
-                o->batch_size = LD(p->b_size);
-                o->batch_done = LD(p->b_done);
-                batch_begin = LD(p->b_begin_us);
-        } while (lp_rretry(&p->bseq, q));
-        o->batch_elapsed_ms = o->in_batch ? (now_us - batch_begin) / 1000 : 0;
-        o->evictions = LD(p->evictions);
-        o->hook_errors = LD(p->hook_errors);
-        /* Computed here, not taken from the watchdog, so the verdict holds
-         * in tick mode too and matches the figures beside it. */
-        o->headroom_level = lp_headroom_level(p, since);
+        int64_t batch_begin, since = lp_read_poll(p, now_us, o, &batch_begin);
         lp_health_fill(p, o, now_us, bound, last_assign, batch_begin,
                        last_cerr_us, slast, since, rb_blind, bdown_n);
         lp_read_hists(p, now_us, o);
@@ -3898,19 +3929,22 @@ int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
 /* ========================================================================
  * MARK: 10. librdkafka glue
  *
- * The callbacks librdkafka calls (through per-slot trampolines that find
+ * The callbacks librdkafka calls (through per-probe trampolines that find
  * the probe), the interceptors (on_consume, on_commit, on_new, conf dup
  * and destroy) and lagprobe_attach().
  * ===================================================================== */
 
-static _Atomic(lagprobe_t *) lp_slots[LAGPROBE_MAX_PROBES];
+/* The probes attached to a conf, by registry index: what a trampoline
+ * (section 10) uses to find its probe. Not to be confused with the
+ * partition slots of a probe (lp_slot_t). */
+static _Atomic(lagprobe_t *) lp_registry[LAGPROBE_MAX_PROBES];
 
 static void lp_unref(lagprobe_t *p);
 static void lp_note_poll(lagprobe_t *p, int64_t now_us);
 static void lp_note_eviction(lagprobe_t *p, int64_t now_us);
 
-static inline lagprobe_t *lp_slot_probe(int i) {
-        return atomic_load_explicit(&lp_slots[i], memory_order_acquire);
+static inline lagprobe_t *lp_registered(int i) {
+        return atomic_load_explicit(&lp_registry[i], memory_order_acquire);
 }
 
 /* The probe's own consumer, not a second client made from a copy of the
@@ -3920,9 +3954,9 @@ static inline int lp_mine(lagprobe_t *p, const rd_kafka_t *rk) {
                !LD(p->user_destroyed);
 }
 
-static int lp_stats_cb(int slot, rd_kafka_t *rk, char *json, size_t len,
+static int lp_stats_cb(int reg, rd_kafka_t *rk, char *json, size_t len,
                        void *opaque) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         if (!p)
                 return 0;
         if (lp_mine(p, rk)) {
@@ -4141,10 +4175,10 @@ static void lp_sync_assignment(lagprobe_t *p,
         rd_kafka_topic_partition_list_destroy(add);
 }
 
-static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
+static void lp_rebalance_cb(int reg, rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             rd_kafka_topic_partition_list_t *parts,
                             void *opaque) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         int mine = lp_mine(p, rk);
         int lost = 0;
         if (mine) {
@@ -4189,9 +4223,9 @@ static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
 }
 
-static void lp_error_cb(int slot, rd_kafka_t *rk, int err, const char *reason,
+static void lp_error_cb(int reg, rd_kafka_t *rk, int err, const char *reason,
                         void *opaque) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         if (!p)
                 return;
         /* error_cb is wrapped only when the app had one. */
@@ -4199,9 +4233,9 @@ static void lp_error_cb(int slot, rd_kafka_t *rk, int err, const char *reason,
                 p->app_error_cb(rk, err, reason, opaque);
 }
 
-static void lp_log_cb(int slot, const rd_kafka_t *rk, int level,
+static void lp_log_cb(int reg, const rd_kafka_t *rk, int level,
                       const char *fac, const char *buf) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         if (p && lp_mine(p, rk) && fac && !strcmp(fac, "MAXPOLL"))
                 lp_note_eviction(p, lp_mono_us());
         if (p && p->app_log_cb)
@@ -4210,9 +4244,10 @@ static void lp_log_cb(int slot, const rd_kafka_t *rk, int level,
                 rd_kafka_log_print(rk, level, fac, buf);
 }
 
-/* Fixed trampolines, one set per slot: librdkafka's stats, rebalance,
- * error and log callbacks carry the app's opaque (or none), so the slot
- * number baked into the function is how they find their probe. */
+/* Fixed trampolines, one set per registry entry: librdkafka's stats,
+ * rebalance, error and log callbacks carry the app's opaque (or none), so
+ * the registry index baked into the function is how they find their
+ * probe. */
 #define LP_TRAMP(a, b)                                                         \
         static int lp_st_##a##b(rd_kafka_t *rk, char *j, size_t n, void *o) { \
                 return lp_stats_cb(a * 8 + b, rk, j, n, o);                    \
@@ -4245,9 +4280,9 @@ static const struct lp_tramps_s {
         void (*error)(rd_kafka_t *, int, const char *, void *);
         void (*log)(const rd_kafka_t *, int, const char *, const char *);
 } lp_tramps[64] = {LP_X64(LP_TRAMP_ENTRY)};
-/* One set of trampolines per probe slot. */
+/* One set of trampolines per registry entry. */
 _Static_assert(sizeof lp_tramps / sizeof lp_tramps[0] >= LAGPROBE_MAX_PROBES,
-               "a set of trampolines for every probe slot");
+               "a set of trampolines for every registry entry");
 
 /* Interceptors: their ic_opaque is the probe. */
 
@@ -4542,7 +4577,7 @@ static int lp_is_tramp(void *fn) {
  * value (including NULL) was set after attach and is the app's now. */
 static void lp_take_callbacks(lagprobe_t *p, rd_kafka_conf_t *conf,
                               int at_new) {
-        const struct lp_tramps_s *t = &lp_tramps[p->slot];
+        const struct lp_tramps_s *t = &lp_tramps[p->reg];
         /* Function pointers, copied as bytes (see the assertion above). */
         const struct {
                 const char *name;
@@ -4576,7 +4611,7 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                        !probe ? "probe" : "conf");
                 return -1;
         }
-        if (LD(probe->attached) || probe->slot >= 0) {
+        if (LD(probe->attached) || probe->reg >= 0) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_attach: this probe is already attached to a "
                        "conf (one probe per consumer; create another probe)");
@@ -4604,14 +4639,14 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                        "watches a consumer group member; set group.id");
                 return -1;
         }
-        int slot = -1;
-        for (int i = 0; i < LAGPROBE_MAX_PROBES && slot < 0; i++) {
+        int reg = -1;
+        for (int i = 0; i < LAGPROBE_MAX_PROBES && reg < 0; i++) {
                 lagprobe_t *expect = NULL;
-                if (atomic_compare_exchange_strong(&lp_slots[i], &expect,
+                if (atomic_compare_exchange_strong(&lp_registry[i], &expect,
                                                    probe))
-                        slot = i;
+                        reg = i;
         }
-        if (slot < 0) {
+        if (reg < 0) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_attach: all %d probe slots are in use "
                        "(raise LAGPROBE_MAX_PROBES, at most 64)",
@@ -4619,7 +4654,7 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                 return -1;
         }
         /* The conf is changed only once nothing can fail for want of a
-         * slot: a refused attach leaves it as it was. */
+         * registry entry: a refused attach leaves it as it was. */
         n = sizeof buf;
         if (rd_kafka_conf_get(conf, "statistics.interval.ms", buf, &n) ==
                 RD_KAFKA_CONF_OK &&
@@ -4631,17 +4666,17 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                         lp_err(errstr, errstr_size,
                                "lagprobe_attach: statistics.interval.ms=%s: %s",
                                v, buf);
-                        atomic_store(&lp_slots[slot], NULL);
+                        atomic_store(&lp_registry[reg], NULL);
                         return -1;
                 }
         }
-        probe->slot = slot;
+        probe->reg = reg;
         if (lp_add_conf_interceptors(conf, probe)) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_attach: could not add interceptors to conf");
-                /* Nothing references the slot yet. */
-                probe->slot = -1;
-                atomic_store(&lp_slots[slot], NULL);
+                /* Nothing references the entry yet. */
+                probe->reg = -1;
+                atomic_store(&lp_registry[reg], NULL);
                 return -1;
         }
         lp_take_callbacks(probe, conf, 0);
@@ -5775,8 +5810,8 @@ static void lp_free(lagprobe_t *p) {
         pthread_cond_destroy(&p->wd_cond);
         pthread_mutex_destroy(&p->rf_lock);
         pthread_cond_destroy(&p->rf_cond);
-        if (p->slot >= 0)
-                atomic_store(&lp_slots[p->slot], NULL);
+        if (p->reg >= 0)
+                atomic_store(&lp_registry[p->reg], NULL);
         free(p);
 }
 
@@ -5869,7 +5904,7 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         shdel(p->topic_map, "");
         pthread_mutex_unlock(&lp_stb_seed_lock);
         lp_new_epoch(p);
-        p->slot = -1;
+        p->reg = -1;
         atomic_init(&p->refcnt, 1);
         p->max_poll_interval_ms = LP_RDK_MAX_POLL_MS;
         p->session_timeout_ms = LP_RDK_SESSION_MS;
@@ -6257,6 +6292,106 @@ static void lp_put_reasons(lp_out_t *o, unsigned r, int json) {
         }
 }
 
+/* The poll and rebalances objects. */
+static void lp_json_poll_rebalances(lp_out_t *o, const lagprobe_snapshot_t *g) {
+        lp_puts(o, ",\"poll\":{\"since_last_poll_ms\":");
+        lp_json_opt(o, g->since_last_poll_ms);
+        lp_puts(o, ",\"headroom_ms\":");
+        lp_json_i64(o, g->headroom_ms);
+        lp_printf(o, ",\"evictions\":%" PRId64 ",\"exact\":%s",
+                  g->evictions, g->exact ? "true" : "false");
+        lp_printf(o, ",\"hook_errors\":%" PRId64, g->hook_errors);
+        lp_printf(o, ",\"in_batch\":%s,\"batch_size\":%" PRId64
+                      ",\"batch_done\":%" PRId64 ",\"batch_elapsed_ms\":%" PRId64
+                      "}",
+                  g->in_batch ? "true" : "false", g->batch_size, g->batch_done,
+                  g->batch_elapsed_ms);
+        lp_printf(o, ",\"rebalances\":{\"count\":%" PRId64
+                      ",\"assigns\":%" PRId64 ",\"revokes\":%" PRId64
+                      ",\"lost\":%" PRId64 ",\"last_ms_ago\":",
+                  g->rebalances, g->assigns, g->revokes, g->lost);
+        lp_json_opt(o, g->last_rebalance_ms_ago);
+        lp_printf(o, ",\"unassigned_ms\":%" PRId64 ",\"last_unassigned_ms\":",
+                  g->unassigned_ms);
+        lp_json_opt(o, g->last_unassigned_ms);
+        lp_printf(o, ",\"assignment_size\":%" PRId64 ",\"protocol\":",
+                  g->assignment_size);
+        lp_json_str(o, g->protocol);
+        lp_puts(o, ",\"last_error\":");
+        lp_json_str(o, g->last_rebalance_err
+                            ? rd_kafka_err2name(
+                                  (rd_kafka_resp_err_t)g->last_rebalance_err)
+                            : "");
+        lp_puts(o, ",\"cgrp_state\":");
+        lp_json_str(o, g->cgrp_state);
+        lp_printf(o, ",\"cgrp_rebalance_cnt\":%" PRId64 "}",
+                  g->cgrp_rebalance_cnt);
+}
+
+/* The processing object: histograms and their sources. */
+static void lp_json_processing(lp_out_t *o, const lagprobe_snapshot_t *g) {
+        lp_puts(o, ",\"processing\":{");
+        lp_json_hist(o, "batch", &g->batch);
+        lp_puts(o, ",");
+        lp_json_hist(o, "batch_recent", &g->batch_recent);
+        lp_puts(o, ",");
+        lp_json_hist(o, "message", &g->message);
+        lp_puts(o, ",");
+        lp_json_hist(o, "message_recent", &g->message_recent);
+        lp_puts(o, ",");
+        lp_json_hist(o, "poll_gap", &g->poll_gap);
+        lp_puts(o, ",");
+        lp_json_hist(o, "poll_gap_recent", &g->poll_gap_recent);
+        lp_puts(o, ",\"source\":{\"batch\":");
+        lp_json_str(o, g->batch_source);
+        lp_puts(o, ",\"message\":");
+        lp_json_str(o, g->message_source);
+        lp_puts(o, ",\"poll_gap\":");
+        lp_json_str(o, g->poll_gap_source);
+        lp_puts(o, "}}");
+}
+
+/* The diagnosis object: the verdict and the evidence behind it. */
+static void lp_json_diagnosis(lp_out_t *o, const lagprobe_snapshot_t *g) {
+        lp_puts(o, ",\"diagnosis\":{\"verdict\":");
+        lp_json_str(o, g->diagnosis_name);
+        lp_puts(o, ",\"detail\":");
+        lp_json_str(o, g->diagnosis_detail);
+        lp_puts(o, ",\"topic\":");
+        if (g->diagnosis_topic)
+                lp_json_str(o, g->diagnosis_topic);
+        else
+                lp_puts(o, "null");
+        lp_puts(o, ",\"partition\":");
+        if (g->diagnosis_partition >= 0)
+                lp_printf(o, "%" PRId32, g->diagnosis_partition);
+        else
+                lp_puts(o, "null");
+        lp_puts(o, ",\"share\":");
+        lp_json_num(o, g->diagnosis_share);
+        lp_puts(o, ",\"ingress_per_s\":");
+        lp_json_num(o, g->ingress_rate);
+        lp_puts(o, ",\"egress_per_s\":");
+        lp_json_num(o, g->egress_rate);
+        lp_printf(o, ",\"total_lag\":%" PRId64, g->total_lag);
+        /* The evidence behind the verdict, as the detail text uses it. */
+        lp_puts(o, ",\"ingress_baseline_per_s\":");
+        lp_json_num_opt(o, g->ingress_baseline);
+        lp_puts(o, ",\"egress_baseline_per_s\":");
+        lp_json_num_opt(o, g->egress_baseline);
+        lp_puts(o, ",\"time\":");
+        lp_json_str(o, g->time_source);
+        lp_puts(o, ",\"time_source\":");
+        lp_json_str(o, !strcmp(g->time_source, "none") ? "none"
+                        : g->time_inferred             ? "inferred"
+                                                      : "hooks");
+        lp_puts(o, ",\"time_recent_ms\":");
+        lp_json_num_opt(o, g->time_recent_ms);
+        lp_puts(o, ",\"time_baseline_ms\":");
+        lp_json_num_opt(o, g->time_baseline_ms);
+        lp_puts(o, "}");
+}
+
 size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_out_t o;
         lagprobe_snapshot_t g;
@@ -6289,57 +6424,8 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_json_opt(&o, g.session_timeout_ms);
         lp_puts(&o, ",\"heartbeat_interval_ms\":");
         lp_json_opt(&o, g.heartbeat_interval_ms);
-        lp_puts(&o, ",\"poll\":{\"since_last_poll_ms\":");
-        lp_json_opt(&o, g.since_last_poll_ms);
-        lp_puts(&o, ",\"headroom_ms\":");
-        lp_json_i64(&o, g.headroom_ms);
-        lp_printf(&o, ",\"evictions\":%" PRId64 ",\"exact\":%s",
-                  g.evictions, g.exact ? "true" : "false");
-        lp_printf(&o, ",\"hook_errors\":%" PRId64, g.hook_errors);
-        lp_printf(&o, ",\"in_batch\":%s,\"batch_size\":%" PRId64
-                      ",\"batch_done\":%" PRId64 ",\"batch_elapsed_ms\":%" PRId64
-                      "}",
-                  g.in_batch ? "true" : "false", g.batch_size, g.batch_done,
-                  g.batch_elapsed_ms);
-        lp_printf(&o, ",\"rebalances\":{\"count\":%" PRId64
-                      ",\"assigns\":%" PRId64 ",\"revokes\":%" PRId64
-                      ",\"lost\":%" PRId64 ",\"last_ms_ago\":",
-                  g.rebalances, g.assigns, g.revokes, g.lost);
-        lp_json_opt(&o, g.last_rebalance_ms_ago);
-        lp_printf(&o, ",\"unassigned_ms\":%" PRId64 ",\"last_unassigned_ms\":",
-                  g.unassigned_ms);
-        lp_json_opt(&o, g.last_unassigned_ms);
-        lp_printf(&o, ",\"assignment_size\":%" PRId64 ",\"protocol\":",
-                  g.assignment_size);
-        lp_json_str(&o, g.protocol);
-        lp_puts(&o, ",\"last_error\":");
-        lp_json_str(&o, g.last_rebalance_err
-                            ? rd_kafka_err2name(
-                                  (rd_kafka_resp_err_t)g.last_rebalance_err)
-                            : "");
-        lp_puts(&o, ",\"cgrp_state\":");
-        lp_json_str(&o, g.cgrp_state);
-        lp_printf(&o, ",\"cgrp_rebalance_cnt\":%" PRId64 "}",
-                  g.cgrp_rebalance_cnt);
-        lp_puts(&o, ",\"processing\":{");
-        lp_json_hist(&o, "batch", &g.batch);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "batch_recent", &g.batch_recent);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "message", &g.message);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "message_recent", &g.message_recent);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "poll_gap", &g.poll_gap);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "poll_gap_recent", &g.poll_gap_recent);
-        lp_puts(&o, ",\"source\":{\"batch\":");
-        lp_json_str(&o, g.batch_source);
-        lp_puts(&o, ",\"message\":");
-        lp_json_str(&o, g.message_source);
-        lp_puts(&o, ",\"poll_gap\":");
-        lp_json_str(&o, g.poll_gap_source);
-        lp_puts(&o, "}}");
+        lp_json_poll_rebalances(&o, &g);
+        lp_json_processing(&o, &g);
         lp_printf(&o, ",\"stats\":{\"docs\":%" PRId64 ",\"errors\":%" PRId64
                       ",\"field_errors\":%" PRId64 ",\"last_ms_ago\":",
                   g.stats_docs, g.stats_errors, g.stats_field_errors);
@@ -6360,43 +6446,7 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_puts(&o, "},\"consumed\":");
         size_t at = o.len;
         lp_put(&o, "                    ", LP_SPILL);
-        lp_puts(&o, ",\"diagnosis\":{\"verdict\":");
-        lp_json_str(&o, g.diagnosis_name);
-        lp_puts(&o, ",\"detail\":");
-        lp_json_str(&o, g.diagnosis_detail);
-        lp_puts(&o, ",\"topic\":");
-        if (g.diagnosis_topic)
-                lp_json_str(&o, g.diagnosis_topic);
-        else
-                lp_puts(&o, "null");
-        lp_puts(&o, ",\"partition\":");
-        if (g.diagnosis_partition >= 0)
-                lp_printf(&o, "%" PRId32, g.diagnosis_partition);
-        else
-                lp_puts(&o, "null");
-        lp_puts(&o, ",\"share\":");
-        lp_json_num(&o, g.diagnosis_share);
-        lp_puts(&o, ",\"ingress_per_s\":");
-        lp_json_num(&o, g.ingress_rate);
-        lp_puts(&o, ",\"egress_per_s\":");
-        lp_json_num(&o, g.egress_rate);
-        lp_printf(&o, ",\"total_lag\":%" PRId64, g.total_lag);
-        /* The evidence behind the verdict, as the detail text uses it. */
-        lp_puts(&o, ",\"ingress_baseline_per_s\":");
-        lp_json_num_opt(&o, g.ingress_baseline);
-        lp_puts(&o, ",\"egress_baseline_per_s\":");
-        lp_json_num_opt(&o, g.egress_baseline);
-        lp_puts(&o, ",\"time\":");
-        lp_json_str(&o, g.time_source);
-        lp_puts(&o, ",\"time_source\":");
-        lp_json_str(&o, !strcmp(g.time_source, "none") ? "none"
-                        : g.time_inferred             ? "inferred"
-                                                      : "hooks");
-        lp_puts(&o, ",\"time_recent_ms\":");
-        lp_json_num_opt(&o, g.time_recent_ms);
-        lp_puts(&o, ",\"time_baseline_ms\":");
-        lp_json_num_opt(&o, g.time_baseline_ms);
-        lp_puts(&o, "}");
+        lp_json_diagnosis(&o, &g);
         lp_puts(&o, ",\"events\":{");
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
                 lp_printf(&o, "%s\"%s\":%" PRId64, i ? "," : "",
@@ -6806,6 +6856,49 @@ static int lp_prom_partitions(lp_out_t *o, const lagprobe_snapshot_t *g,
         return 1;
 }
 
+/* The probe-wide families of one sample each, in the order of the values
+ * lagprobe_metrics_prometheus() gives them. */
+static const struct {
+        const char *name, *type, *help;
+} lp_gfam[] = {
+    {"lagprobe_poll_headroom_seconds", "gauge",
+     "max.poll.interval.ms minus the time since the last poll "
+     "returned; the consumer is evicted below 0."},
+    {"lagprobe_last_poll_seconds_ago", "gauge",
+     "Time since the last poll returned (-1 before the first)."},
+    {"lagprobe_max_poll_interval_seconds", "gauge",
+     "Effective max.poll.interval.ms of the consumer."},
+    {"lagprobe_poll_exact", "gauge",
+     "1 when poll timing comes from batch hooks, 0 when inferred."},
+    {"lagprobe_evictions_total", "counter",
+     "Times the consumer left the group for exceeding "
+     "max.poll.interval.ms."},
+    {"lagprobe_assigned_partitions", "gauge",
+     "Partitions currently assigned to this consumer."},
+    {"lagprobe_unassigned_seconds", "gauge",
+     "Time the consumer has been without any assignment (0 while "
+     "assigned)."},
+    {"lagprobe_health", "gauge",
+     "Health verdict: 0 ok, 1 degraded, 2 unhealthy."},
+    {"lagprobe_consumed_messages_total", "counter",
+     "Messages handed to the application."},
+    {"lagprobe_commits_total", "counter", "Offset commits completed."},
+    {"lagprobe_commit_errors_total", "counter",
+     "Offset commits that failed."},
+    {"lagprobe_stats_documents_total", "counter",
+     "Statistics documents parsed."},
+    {"lagprobe_stats_parse_errors_total", "counter",
+     "Statistics documents rejected as malformed."},
+    {"lagprobe_stats_field_errors_total", "counter",
+     "Statistics fields of the wrong type or out of range."},
+    {"lagprobe_hook_errors_total", "counter",
+     "Batch hook calls out of order (end without begin) or from two "
+     "threads at once."},
+    {"lagprobe_brokers_down", "gauge",
+     "Brokers the consumer needs (partition leaders, group "
+     "coordinator) that have been unreachable for a second or more."},
+};
+
 size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         lp_out_t o;
         lagprobe_snapshot_t g;
@@ -6831,46 +6924,6 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         free(pr.rows);
         free(pr.lbl.buf);
 
-        static const struct {
-                const char *name, *type, *help;
-        } fam[] = {
-            {"lagprobe_poll_headroom_seconds", "gauge",
-             "max.poll.interval.ms minus the time since the last poll "
-             "returned; the consumer is evicted below 0."},
-            {"lagprobe_last_poll_seconds_ago", "gauge",
-             "Time since the last poll returned (-1 before the first)."},
-            {"lagprobe_max_poll_interval_seconds", "gauge",
-             "Effective max.poll.interval.ms of the consumer."},
-            {"lagprobe_poll_exact", "gauge",
-             "1 when poll timing comes from batch hooks, 0 when inferred."},
-            {"lagprobe_evictions_total", "counter",
-             "Times the consumer left the group for exceeding "
-             "max.poll.interval.ms."},
-            {"lagprobe_assigned_partitions", "gauge",
-             "Partitions currently assigned to this consumer."},
-            {"lagprobe_unassigned_seconds", "gauge",
-             "Time the consumer has been without any assignment (0 while "
-             "assigned)."},
-            {"lagprobe_health", "gauge",
-             "Health verdict: 0 ok, 1 degraded, 2 unhealthy."},
-            {"lagprobe_consumed_messages_total", "counter",
-             "Messages handed to the application."},
-            {"lagprobe_commits_total", "counter", "Offset commits completed."},
-            {"lagprobe_commit_errors_total", "counter",
-             "Offset commits that failed."},
-            {"lagprobe_stats_documents_total", "counter",
-             "Statistics documents parsed."},
-            {"lagprobe_stats_parse_errors_total", "counter",
-             "Statistics documents rejected as malformed."},
-            {"lagprobe_stats_field_errors_total", "counter",
-             "Statistics fields of the wrong type or out of range."},
-            {"lagprobe_hook_errors_total", "counter",
-             "Batch hook calls out of order (end without begin) or from two "
-             "threads at once."},
-            {"lagprobe_brokers_down", "gauge",
-             "Brokers the consumer needs (partition leaders, group "
-             "coordinator) that have been unreachable for a second or more."},
-        };
         double since_s =
             g.since_last_poll_ms >= 0 ? (double)g.since_last_poll_ms / 1e3 : -1;
         const double vals[] = {(double)g.headroom_ms / 1e3,
@@ -6889,9 +6942,13 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                                (double)g.stats_field_errors,
                                (double)g.hook_errors,
                                g.brokers_down_cnt};
-        for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
-                lp_prom_head(&o, fam[i].name, fam[i].type, fam[i].help);
-                lp_prom_sample(&o, fam[i].name, &g, NULL, NULL, vals[i]);
+        _Static_assert(sizeof vals / sizeof vals[0] ==
+                           sizeof lp_gfam / sizeof lp_gfam[0],
+                       "one value per family");
+        for (size_t i = 0; i < sizeof lp_gfam / sizeof lp_gfam[0]; i++) {
+                lp_prom_head(&o, lp_gfam[i].name, lp_gfam[i].type,
+                             lp_gfam[i].help);
+                lp_prom_sample(&o, lp_gfam[i].name, &g, NULL, NULL, vals[i]);
         }
 
         lp_prom_head(&o, "lagprobe_rebalance_events_total", "counter",
