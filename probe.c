@@ -257,6 +257,16 @@ static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
         return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
 }
 
+/* @p v clamped to int32_t, for figures kept in 32 bits. */
+static int32_t lp_i32(int64_t v) {
+        return v > INT32_MAX ? INT32_MAX : v < -INT32_MAX ? -INT32_MAX
+                                                          : (int32_t)v;
+}
+
+/* a - b for counts kept as their low 32 bits (a sample's consumed total):
+ * exact while fewer than 2^32 lie between them. */
+static int64_t lp_delta32(uint32_t a, uint32_t b) { return (uint32_t)(a - b); }
+
 /* Bounded writer: counts the full length, stores what fits. With @p spill
  * set it also keeps the LP_SPILL bytes that follow the end of the buffer,
  * so a later shift to the left can still fill the buffer (see
@@ -409,35 +419,31 @@ typedef struct lp_wd_part_s {
 /* A partition sample for the sliding window (writer-private). */
 #define LP_RING 12
 typedef struct lp_sample_s {
-        int64_t t_us, hi, pos, committed, total;
-        int64_t hi_us; /* hi is known to hold from then (<= t_us): older
-                        * when the statistics' figure was frozen */
-        int64_t lag_min; /* lowest effective lag of the documents since the
-                          * previous sample (this one's included), -1
-                          * unknown: a commit saw-tooth shows as its
-                          * troughs, not as a trend */
+        int64_t t_us, hi, pos, committed;
+        uint32_t total;    /* c_total's low 32 bits (lp_delta32) */
+        int32_t hi_age_ms; /* hi is known to hold from t_us minus this: more
+                            * than 0 when the statistics' figure was frozen */
 } lp_sample_t;
 
-/* The evidence behind a partition's status, by name. lp_eval_slot() writes
- * every figure with every document, whatever the status; the reason text
- * is rendered from them. -1 unknown. */
-enum {
-        LP_SEV_RAW,        /* status the newest document gives; s_status
-                            * shows it once it held for the dwell */
-        LP_SEV_RAW_US,     /* since when (statistics clock) */
-        LP_SEV_SPAN_MS,    /* time the window's samples really cover */
-        LP_SEV_LAG_MIN,    /* lowest effective lag over the window's
-                            * newer half */
-        LP_SEV_LAG_AGO,    /* effective lag at the window's start */
-        LP_SEV_CONSUMED,   /* messages handed to the app over the window */
-        LP_SEV_HI_SAME_MS, /* end unchanged for (caught up, nothing new) */
-        LP_SEV_PAUSED_MS,  /* not fetched for */
-        LP_SEV_GROWING,    /* 1: the end moved over the window */
-        LP_SEV_RW_FROM,    /* last backwards move: from, to, and 1 when */
-        LP_SEV_RW_TO,      /* it was the committed offset, 0 the */
-        LP_SEV_RW_COMMIT,  /* position */
-        LP_SEV__CNT
-};
+/* The evidence behind a partition's status, as readers copy it out of the
+ * slot (the s_* fields of the same names; see lp_eval_slot(), which
+ * writes every figure with every document, whatever the status). -1
+ * unknown. */
+typedef struct lp_sev_s {
+        int64_t lag_min;   /* lowest effective lag over the window's newer
+                            * half */
+        int64_t lag_ago;   /* effective lag at the window's start */
+        int64_t rw_from;   /* last backwards move: from, to, and 1 when */
+        int64_t rw_to;     /* it was the committed offset (rw_commit), 0 */
+        int64_t raw_us;    /* the position; since when (statistics clock) */
+        int32_t raw;       /* the status the newest document gives; s_status
+                            * shows it once it held for the dwell (raw_us) */
+        int32_t span_ms;   /* time the window's samples really cover */
+        int32_t paused_ms; /* not fetched for */
+        int32_t growing;   /* 1: the end moved over the window */
+        int32_t rw_commit;
+        int32_t consumed;  /* messages handed to the app over the window */
+} lp_sev_t;
 
 typedef struct lp_slot_s {
         /* Identity: written once before the slot is published through
@@ -480,16 +486,18 @@ typedef struct lp_slot_s {
 
         /* S group, diagnosis results (see lp_eval_slot; s_status is at
          * the top of the group). */
-        a64_t s_ev[LP_SEV__CNT];        /* the evidence, LP_SEV_* */
+        /* The evidence (lp_sev_t: the same names without s_). */
+        a64_t s_lag_min, s_lag_ago, s_rw_from, s_rw_to, s_raw_us;
+        _Atomic int32_t s_raw, s_span_ms, s_paused_ms, s_growing,
+            s_rw_commit, s_consumed;
         a64_t s_eff_lag;
         a64_t s_in_mrate, s_out_mrate, s_commit_mrate; /* msg/s x 1000 */
         a64_t s_pos_mrate;              /* position growth */
         _Atomic int s_moving;           /* position moved since the
                                          * previous document */
-        _Atomic uint32_t s_status_changes;
         a64_t s_eta_ms;                 /* -1 not catching up */
         /* Watermark refresh fields readers load, here so that readers
-         * load the S group's first lines (272 bytes) and no other. */
+         * load the S group's first 240 bytes (four lines) and no other. */
         a64_t s_hi_ok_us;         /* last document with the leader up */
         a64_t s_hi_query;         /* broker's hi from the refresh, -1 */
 
@@ -497,6 +505,11 @@ typedef struct lp_slot_s {
         int64_t w_committed_us;   /* when s_committed was last set */
         int64_t w_prev_position;
         lp_sample_t w_ring[LP_RING]; /* samples, oldest overwritten */
+        int32_t w_lag_min[LP_RING]; /* per sample: the lowest effective lag
+                                     * of the documents since the previous
+                                     * one (its own included), -1 unknown:
+                                     * a commit saw-tooth shows as its
+                                     * troughs, not as a trend */
         int w_ring_n, w_ring_head;
         int64_t w_rewound_until_us;
         uint32_t w_mark;          /* lp_sync_assignment() */
@@ -1133,7 +1146,7 @@ static void lp_slot_reset(lp_slot_t *s) {
         s->w_rewound_until_us = 0;
         s->w_paused_since_us = s->w_paused_until_us = 0;
         ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
-        ST(s->s_ev[LP_SEV_RAW], LAGPROBE_PSTATUS_UNKNOWN);
+        ST(s->s_raw, LAGPROBE_PSTATUS_UNKNOWN);
         ST(s->s_eff_lag, -1);
         ST(s->s_in_mrate, 0);
         ST(s->s_out_mrate, 0);
@@ -2348,7 +2361,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                                 }
                         }
                 }
-                /* Slots are over 1 KB apart and a large assignment's do not
+                /* Slots are 960 B apart and a large assignment's do not
                  * stay in cache from one document to the next: fetch the
                  * slot of a record a few ahead (same topic, the common
                  * case) while this one is applied. */
@@ -2394,7 +2407,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
  * Writers only (under wlock, with the statistics). Each partition keeps a
  * ring of samples; its status compares the newest sample with the oldest
  * one inside config.window_ms, and is shown once it held for the dwell.
- * The evidence goes to the slot's S group by name (LP_SEV_*); readers
+ * The evidence goes to the slot's S group by name (lp_sev_t); readers
  * turn it into the status_reason text (lp_put_reason, at the end).
  * ===================================================================== */
 
@@ -2451,6 +2464,7 @@ typedef struct lp_win_s {
         int64_t min_new, min_old; /* lowest lag over the window's newer
                                    * and older half, -1 unknown */
         int64_t lag, plag;    /* effective and position lag now */
+        int64_t total;        /* c_total now (the sample keeps 32 bits) */
         int64_t fetchq_cnt;
         int unfetched;        /* the broker's end is ahead of a frozen
                                * statistics figure */
@@ -2476,8 +2490,10 @@ static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                         : LD(s->s_stale) && LD(s->s_hi_changed_us) > 0
                             ? LD(s->s_hi_changed_us)
                             : ts;
-        lp_sample_t n = {ts,    lp_end(shi, qhi), pos, LD(s->s_committed),
-                         total, hi_us < ts ? hi_us : ts, -1};
+        lp_sample_t n = {ts, lp_end(shi, qhi), pos, LD(s->s_committed),
+                         (uint32_t)total,
+                         lp_i32(hi_us < ts ? (ts - hi_us) / 1000 : 0)};
+        w->total = total;
         if (n.hi < 0)
                 return 0; /* nothing to judge without the high watermark */
         if (n.t_us < s->w_doc_ts)
@@ -2494,10 +2510,9 @@ static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                        n.committed < s->w_doc_committed;
         if (pos_back || com_back) {
                 s->w_rewound_until_us = ts + win;
-                ST(s->s_ev[LP_SEV_RW_FROM],
-                   pos_back ? s->w_doc_pos : s->w_doc_committed);
-                ST(s->s_ev[LP_SEV_RW_TO], pos_back ? n.pos : n.committed);
-                ST(s->s_ev[LP_SEV_RW_COMMIT], !pos_back);
+                ST(s->s_rw_from, pos_back ? s->w_doc_pos : s->w_doc_committed);
+                ST(s->s_rw_to, pos_back ? n.pos : n.committed);
+                ST(s->s_rw_commit, !pos_back);
         }
         w->moving = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos;
         ST(s->s_moving, w->moving);
@@ -2511,7 +2526,7 @@ static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
          * the ring does not keep. */
         lp_min_into(&s->w_lag_acc, w->lag);
         if (!prev || n.t_us - prev->t_us >= win / (LP_RING - 2)) {
-                n.lag_min = s->w_lag_acc;
+                s->w_lag_min[s->w_ring_head] = lp_i32(s->w_lag_acc);
                 s->w_lag_acc = -1;
                 s->w_ring[s->w_ring_head] = n;
                 s->w_ring_head = (s->w_ring_head + 1) % LP_RING;
@@ -2525,14 +2540,14 @@ static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         w->min_new = s->w_lag_acc;
         w->min_old = -1;
         for (int k = s->w_ring_n; k >= 1; k--) {
-                const lp_sample_t *c =
-                    &s->w_ring[(s->w_ring_head + LP_RING - k) % LP_RING];
+                int i = (s->w_ring_head + LP_RING - k) % LP_RING;
+                const lp_sample_t *c = &s->w_ring[i];
                 if (c->t_us < ts - win)
                         continue;
                 if (!w->o)
                         w->o = c;
                 lp_min_into(c->t_us < ts - win / 2 ? &w->min_old : &w->min_new,
-                            c->lag_min);
+                            s->w_lag_min[i]);
         }
         w->dt = w->o ? n.t_us - w->o->t_us : 0;
         return 1;
@@ -2547,8 +2562,10 @@ static void lp_eval_rates(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
                 return;
         /* Ingress over the time the end was really unknown: a jump of a
          * watermark frozen meanwhile is not a burst. */
-        ST(s->s_in_mrate, lp_mrate(n->hi - o->hi, n->t_us - o->hi_us));
-        ST(s->s_out_mrate, lp_mrate(n->total - o->total, dt));
+        ST(s->s_in_mrate,
+           lp_mrate(n->hi - o->hi,
+                    n->t_us - (o->t_us - (int64_t)o->hi_age_ms * 1000)));
+        ST(s->s_out_mrate, lp_mrate(lp_delta32(n->total, o->total), dt));
         ST(s->s_commit_mrate, n->committed >= 0 && o->committed >= 0
                                   ? lp_mrate(n->committed - o->committed, dt)
                                   : 0);
@@ -2574,7 +2591,7 @@ static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
         int resumed = ts < s->w_paused_until_us;
         if (ts < s->w_rewound_until_us)
                 return LAGPROBE_PSTATUS_REWOUND; /* evidence set before */
-        if (plag > 0 && n->total == s->w_paused_total &&
+        if (plag > 0 && w->total == s->w_paused_total &&
             (s->w_paused_since_us ||
              (w->unfetched && (w->fetchq_cnt <= 0 || n->pos >= LD(s->s_hi)) &&
               !w->moving))) {
@@ -2597,7 +2614,7 @@ static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
                 return LAGPROBE_PSTATUS_UNKNOWN;
         if (lag > 0 && lag <= 2 && n->hi == o->hi && w->fetchq_cnt == 0 &&
             plag >= 1 && plag <= 2 && n->committed == o->committed &&
-            n->total == o->total) {
+            lp_delta32(n->total, o->total) == 0) {
                 /* Control records (transaction markers) or compaction
                  * leave the committed offset just short of the end; checked
                  * before the lag rules so a small allowance cannot turn it
@@ -2616,8 +2633,8 @@ static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
                 return LAGPROBE_PSTATUS_STALLED;
         }
         if (lag > 0 && n->committed == o->committed && !resumed &&
-            n->total > o->total && n->pos > o->pos &&
-            2 * (n->pos - o->pos) > n->total - o->total) {
+            lp_delta32(n->total, o->total) > 0 && n->pos > o->pos &&
+            2 * (n->pos - o->pos) > lp_delta32(n->total, o->total)) {
                 /* Mostly new messages consumed (not one re-read over and
                  * over), yet no commit. */
                 return LAGPROBE_PSTATUS_STOPPED;
@@ -2650,30 +2667,30 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 s->w_paused_until_us = ts + (int64_t)p->conf.window_ms * 1000;
         else
                 s->w_paused_since_us = 0;
-        s->w_paused_total = w.n.total;
+        s->w_paused_total = w.total;
         /* The evidence, whatever the status. */
-        ST(s->s_ev[LP_SEV_SPAN_MS], w.dt / 1000);
-        ST(s->s_ev[LP_SEV_LAG_MIN], w.min_new);
-        ST(s->s_ev[LP_SEV_LAG_AGO],
+        ST(s->s_span_ms, lp_i32(w.dt / 1000));
+        ST(s->s_lag_min, w.min_new);
+        ST(s->s_lag_ago,
            w.o ? lp_eff_lag(LAGPROBE_PSTATUS_OK, w.o->hi, w.o->committed,
                             w.o->pos)
                : -1);
-        ST(s->s_ev[LP_SEV_CONSUMED], w.o ? w.n.total - w.o->total : 0);
-        ST(s->s_ev[LP_SEV_PAUSED_MS],
-           s->w_paused_since_us ? (ts - s->w_paused_since_us) / 1000 : -1);
-        ST(s->s_ev[LP_SEV_GROWING], w.o && w.n.hi > w.o->hi);
+        ST(s->s_consumed, lp_i32(w.o ? lp_delta32(w.n.total, w.o->total) : 0));
+        ST(s->s_paused_ms,
+           lp_i32(s->w_paused_since_us ? (ts - s->w_paused_since_us) / 1000
+                                       : -1));
+        ST(s->s_growing, w.o && w.n.hi > w.o->hi);
         /* Hysteresis: the status shown changes once the new one held for
          * the dwell, except for the first one and the immediate ones. */
-        if (st != LD(s->s_ev[LP_SEV_RAW])) {
-                ST(s->s_ev[LP_SEV_RAW], st);
-                ST(s->s_ev[LP_SEV_RAW_US], ts);
+        if (st != LD(s->s_raw)) {
+                ST(s->s_raw, st);
+                ST(s->s_raw_us, ts);
         }
         int shown = LD(s->s_status);
         if (st != shown &&
             (shown == LAGPROBE_PSTATUS_UNKNOWN || lp_pstatus_immediate(st) ||
-             ts - LD(s->s_ev[LP_SEV_RAW_US]) >= p->dwell_us)) {
+             ts - LD(s->s_raw_us) >= p->dwell_us)) {
                 ST(s->s_status, st);
-                ST(s->s_status_changes, LD(s->s_status_changes) + 1);
         }
 }
 
@@ -2707,11 +2724,11 @@ static void lp_put_lag(lp_out_t *o, int64_t lag) {
 }
 
 /* The reason of partition status @p st, from the slot's evidence @p ev
- * (LP_SEV_*) and the figures already in @p o, so the text and the snapshot
+ * and the figures already in @p o, so the text and the snapshot
  * agree. */
 static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
-                          const int64_t *ev, const lagprobe_partition_t *o) {
-        int64_t span = ev[LP_SEV_SPAN_MS];
+                          const lp_sev_t *ev, const lagprobe_partition_t *o) {
+        int64_t span = ev->span_ms;
         switch (st) {
         case LAGPROBE_PSTATUS_UNKNOWN:
                 lp_puts(r, "not enough samples yet (window ");
@@ -2727,10 +2744,10 @@ static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
                 }
                 lp_puts(r, ", above the allowance of ");
                 lp_put_i64(r, p->conf.lag_allowance);
-                lp_puts(r, ev[LP_SEV_LAG_MIN] > p->conf.lag_allowance
+                lp_puts(r, ev->lag_min > p->conf.lag_allowance
                                ? " and shrinking (lowest "
                                : " but within it at times (lowest ");
-                lp_put_i64(r, ev[LP_SEV_LAG_MIN]);
+                lp_put_i64(r, ev->lag_min);
                 lp_puts(r, " in the last ");
                 lp_put_span(r, p->conf.window_ms / 2);
                 lp_puts(r, " s)");
@@ -2749,10 +2766,10 @@ static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
                 lp_puts(r, " all through the last ");
                 lp_put_span(r, p->conf.window_ms / 2);
                 lp_puts(r, " s (lowest ");
-                lp_put_i64(r, ev[LP_SEV_LAG_MIN]);
-                if (ev[LP_SEV_LAG_AGO] >= 0) {
+                lp_put_i64(r, ev->lag_min);
+                if (ev->lag_ago >= 0) {
                         lp_puts(r, ", ");
-                        lp_put_i64(r, ev[LP_SEV_LAG_AGO]);
+                        lp_put_i64(r, ev->lag_ago);
                         lp_puts(r, " at the start");
                 }
                 lp_puts(r, ") and not shrinking");
@@ -2764,7 +2781,7 @@ static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
                 lp_puts(r, " and position not moving for ");
                 lp_put_span(r, span);
                 lp_puts(r, " s; ");
-                lp_put_i64(r, ev[LP_SEV_CONSUMED]);
+                lp_put_i64(r, ev->consumed);
                 lp_puts(r, " message(s) re-consumed");
                 break;
         case LAGPROBE_PSTATUS_STOPPED:
@@ -2773,24 +2790,24 @@ static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
                 lp_puts(r, " s (committed ");
                 lp_put_i64(r, o->committed_offset);
                 lp_puts(r, ") while ");
-                lp_put_i64(r, ev[LP_SEV_CONSUMED]);
+                lp_put_i64(r, ev->consumed);
                 lp_puts(r, " message(s) were consumed; ");
                 lp_put_lag(r, o->effective_lag);
                 break;
         case LAGPROBE_PSTATUS_REWOUND:
-                lp_puts(r, ev[LP_SEV_RW_COMMIT] ? "committed offset"
+                lp_puts(r, ev->rw_commit ? "committed offset"
                                                 : "position");
                 lp_puts(r, " moved backwards from ");
-                lp_put_i64(r, ev[LP_SEV_RW_FROM]);
+                lp_put_i64(r, ev->rw_from);
                 lp_puts(r, " to ");
-                lp_put_i64(r, ev[LP_SEV_RW_TO]);
+                lp_put_i64(r, ev->rw_to);
                 break;
         case LAGPROBE_PSTATUS_PAUSED:
                 lp_puts(r, "not fetched for ");
-                lp_put_span(r, ev[LP_SEV_PAUSED_MS]);
+                lp_put_span(r, ev->paused_ms);
                 lp_puts(r, " s: paused by the app or its queue is full; ");
                 lp_put_lag(r, o->effective_lag);
-                if (ev[LP_SEV_GROWING] > 0)
+                if (ev->growing > 0)
                         lp_puts(r, " and growing");
                 break;
         case LAGPROBE_PSTATUS_MARKERS:
@@ -2948,7 +2965,7 @@ static void lp_diag_sum(lagprobe_t *p, lp_dsum_t *m) {
                 m->nassigned++;
                 /* The statuses of the newest document: the verdict has a
                  * dwell of its own. */
-                int st = (int)LD(s->s_ev[LP_SEV_RAW]);
+                int st = LD(s->s_raw);
                 if (st != LAGPROBE_PSTATUS_UNKNOWN)
                         m->covered++;
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
@@ -2979,8 +2996,7 @@ static void lp_diag_sum(lagprobe_t *p, lp_dsum_t *m) {
                         if (l > m->stuck_lag) {
                                 m->stuck_lag = l;
                                 m->stuck_slot = (int)i;
-                                m->stuck_redeliv =
-                                    LD(s->s_ev[LP_SEV_CONSUMED]);
+                                m->stuck_redeliv = LD(s->s_consumed);
                         }
                 }
                 if (st == LAGPROBE_PSTATUS_PAUSED && l > 0) {
@@ -3122,7 +3138,7 @@ static int lp_diag_hot(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
         lp_slot_t *tl = m->top_lag_slot >= 0
                             ? lp_slot_at(p, (uint32_t)m->top_lag_slot)
                             : NULL;
-        int tls = tl ? (int)LD(tl->s_ev[LP_SEV_RAW]) : 0;
+        int tls = tl ? LD(tl->s_raw) : 0;
         int hot_lag = nassigned >= 2 && tl &&
                       m->top_lag > p->conf.lag_allowance &&
                       lag_share >= need && LD(tl->s_moving) &&
@@ -3602,7 +3618,8 @@ static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
                 total = LD(s->c_total);
         } while (lp_rretry(&s->cseq, q));
         int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
-        int64_t ev[LP_SEV__CNT], inr, outr, cmr, eta, hiq;
+        int64_t inr, outr, cmr, eta, hiq;
+        lp_sev_t ev;
         int lcerr, stale, st;
         do {
                 q = lp_rbegin(&s->sseq);
@@ -3620,8 +3637,17 @@ static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
                 stale = LD(s->s_stale);
                 base = LD(s->s_c_base);
                 st = LD(s->s_status);
-                for (int k = 0; k < LP_SEV__CNT; k++)
-                        ev[k] = LD(s->s_ev[k]);
+                ev.lag_min = LD(s->s_lag_min);
+                ev.lag_ago = LD(s->s_lag_ago);
+                ev.rw_from = LD(s->s_rw_from);
+                ev.rw_to = LD(s->s_rw_to);
+                ev.raw_us = LD(s->s_raw_us);
+                ev.raw = LD(s->s_raw);
+                ev.span_ms = LD(s->s_span_ms);
+                ev.paused_ms = LD(s->s_paused_ms);
+                ev.growing = LD(s->s_growing);
+                ev.rw_commit = LD(s->s_rw_commit);
+                ev.consumed = LD(s->s_consumed);
                 inr = LD(s->s_in_mrate);
                 outr = LD(s->s_out_mrate);
                 cmr = LD(s->s_commit_mrate);
@@ -3691,11 +3717,11 @@ static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
          * tells the newest document's status; while that waits out the
          * dwell, it says so first. */
         lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
-        int raw = ev[LP_SEV_RAW] >= 0 && ev[LP_SEV_RAW] < LAGPROBE_PSTATUS__CNT
-                      ? (int)ev[LP_SEV_RAW]
+        int raw = ev.raw >= 0 && ev.raw < LAGPROBE_PSTATUS__CNT
+                      ? ev.raw
                       : LAGPROBE_PSTATUS_UNKNOWN;
         if (raw != (int)o->status) {
-                int64_t held = LD(s->s_stats_us) - ev[LP_SEV_RAW_US];
+                int64_t held = LD(s->s_stats_us) - ev.raw_us;
                 lp_puts(&r, "now ");
                 lp_puts(&r, lp_pstatus_names[raw]);
                 lp_puts(&r, " for ");
@@ -3704,7 +3730,7 @@ static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
                 lp_put_span(&r, p->dwell_us / 1000);
                 lp_puts(&r, " s: ");
         }
-        lp_put_reason(p, &r, raw, ev, o);
+        lp_put_reason(p, &r, raw, &ev, o);
         lp_render_end(&r);
 }
 

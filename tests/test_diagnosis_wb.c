@@ -1412,7 +1412,7 @@ static void wb_lag_step(wb_t *w, int i, int64_t in, int64_t out) {
 }
 
 static int wb_raw(wb_t *w, int i) {
-        return (int)LD(w->slot[i]->s_ev[LP_SEV_RAW]);
+        return (int)LD(w->slot[i]->s_raw);
 }
 
 static int wb_shown(wb_t *w, int i) { return LD(w->slot[i]->s_status); }
