@@ -104,7 +104,11 @@ double t_now(void);
 /* Sleeps @p ms, cut short once g_stop is set. */
 void sleep_ms(int64_t ms);
 /* Prints one line at once, so lines of different threads never mix. */
-void say(const char *fmt, ...);
+void say(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2))) /* checks every call's arguments */
+#endif
+    ;
 /* -j FILE: one JSON line with @p probe's snapshot, tagged @p why. */
 void json_line(lagprobe_t *probe, const char *why);
 

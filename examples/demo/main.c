@@ -224,7 +224,7 @@ static void stop_cluster(struct cluster *c) {
 /* What runs, and how to read the tables. */
 static void say_intro(int start_mode) {
         say("lagprobe %s demo: mock cluster %s, topic %s (%d partitions), "
-            "group %s, %.0f s%s%s\n",
+            "group %s, %.0f s%s%s%s\n",
             lagprobe_version_str(), g_bootstraps, TOPIC, PARTITIONS, GROUP,
             g_duration_s, g_slow_mode ? ", slow mode" : "",
             start_mode >= 0 ? ", mode " : "",
