@@ -121,6 +121,7 @@ void *producer_thread(void *arg);
  * integration), and the guest consumer's thread. */
 rd_kafka_t *new_consumer(const char *client_id, int store_manually,
                          lagprobe_t **probep);
+/* Simulated work for one message: @p work_us of sleep. */
 void process(const rd_kafka_message_t *m, int64_t work_us);
 void *guest_thread(void *arg);
 /* The guest's probe while it lives, for the reporter: read or change it
@@ -128,14 +129,17 @@ void *guest_thread(void *arg);
 extern pthread_mutex_t g_guest_lock;
 extern lagprobe_t *g_guest_probe;
 
-/* main_consumer.c: demo-main's batch loop with the failure modes. */
+/* main_consumer.c: demo-main's batch loop with the failure modes. The
+ * thread closes and destroys rk when the run ends; the probe stays main's
+ * to destroy. */
 struct main_consumer {
         rd_kafka_t *rk;
         lagprobe_t *probe;
 };
-void *main_consumer_thread(void *arg);
+void *main_consumer_thread(void *arg); /* arg: a struct main_consumer */
 
-/* report.c: what the main thread prints from snapshots. */
+/* report.c: what the main thread prints from snapshots. A watch is what
+ * it remembers per consumer to spot changes. */
 struct watch {
         const char *who;
         int seen;
