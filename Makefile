@@ -17,7 +17,7 @@
 #                         (CHECK_E2E): the edit-compile-test loop
 #   make test-normal | test-asan | test-tsan   one variant
 #   make test-valgrind    the normal build's tests under valgrind memcheck
-#   make demo DEMO_ARGS=...                    deps, build and run examples/demo.c
+#   make demo DEMO_ARGS=...                    deps, build and run examples/demo/
 #   make install [PREFIX=/usr/local] [DESTDIR=]
 #
 # CC, CXX, CPPFLAGS, CFLAGS, CXXFLAGS and LDFLAGS come from the caller;
@@ -88,8 +88,11 @@ LIB = $(BUILD)/liblagprobe.a
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_CXX_SRCS := $(wildcard examples/*.cpp)
 CXX_EXAMPLES := $(patsubst examples/%.cpp,$(BUILD)/examples/%,$(EXAMPLE_CXX_SRCS))
+# The demo is one program of several files (examples/demo/*.c).
+DEMO_SRCS := $(wildcard examples/demo/*.c)
+DEMO_OBJS := $(patsubst examples/demo/%.c,$(BUILD)/demo/%.o,$(DEMO_SRCS))
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS)) \
-	$(CXX_EXAMPLES)
+	$(CXX_EXAMPLES) $(if $(DEMO_SRCS),$(BUILD)/examples/demo)
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_NAMES := $(patsubst tests/%.c,%,$(TEST_SRCS))
@@ -200,6 +203,15 @@ $(CXX_EXAMPLES): $(BUILD)/examples/%: examples/%.cpp $(LIB) \
 		$(BUILD)/examples/cmd | deps
 	$(EX_CXX) $(EX_CFLAGS) $(EXAMPLE_CFLAGS_$(@F)) -MMD -MP -o $@ $< $(LIB) \
 		$(EX_LIBS) $(EXAMPLE_LIBS_$(@F)) $(EX_CXX_LINK)
+
+# The demo, build/examples/demo, from examples/demo/*.c: one object per
+# file in build/demo/, so an edit recompiles one file.
+$(DEMO_OBJS): $(BUILD)/demo/%.o: examples/demo/%.c $(BUILD)/examples/cmd | deps
+	@mkdir -p $(@D)
+	$(EX_CC) -MMD -MP -c $< -o $@
+
+$(BUILD)/examples/demo: $(DEMO_OBJS) $(LIB) $(BUILD)/examples/cmd | deps
+	$(EX_CC) -o $@ $(DEMO_OBJS) $(LIB) $(EX_LINK)
 
 demo: $(BUILD)/examples/demo
 	$(BUILD)/examples/demo $(DEMO_ARGS)
@@ -636,4 +648,7 @@ uninstall:
 clean:
 	rm -rf $(BUILD)
 
--include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d $(BUILD)/*/*/*.d)
+# Not build/examples/demo.d: a build tree from before the demo became
+# examples/demo/ holds one that names examples/demo.c, which is gone.
+-include $(filter-out $(BUILD)/examples/demo.d,$(wildcard $(BUILD)/*.d \
+	$(BUILD)/*/*.d $(BUILD)/*/*/*.d))
