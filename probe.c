@@ -179,12 +179,14 @@ static const char *const lp_diag_names[LAGPROBE_DIAG__CNT] = {
     "rebalance_storm", "stuck_partition", "hot_partition",
     "partition_paused"};
 
-const char *lagprobe_pstatus_name(int st) {
+const char *lagprobe_pstatus_name(lagprobe_pstatus_t status) {
+        int st = (int)status;
         return st >= 0 && st < LAGPROBE_PSTATUS__CNT ? lp_pstatus_names[st]
                                                      : "unknown";
 }
 
-const char *lagprobe_diagnosis_name(int d) {
+const char *lagprobe_diagnosis_name(lagprobe_diagnosis_t diagnosis) {
+        int d = (int)diagnosis;
         return d >= 0 && d < LAGPROBE_DIAG__CNT ? lp_diag_names[d] : "unknown";
 }
 

@@ -792,11 +792,12 @@ LAGPROBE_API const char *lagprobe_reason_name(unsigned reason);
 
 /** Name of a lagprobe_pstatus_t value ("ok", "idle", "lagging", ...);
  *  "unknown" otherwise. Any thread. */
-LAGPROBE_API const char *lagprobe_pstatus_name(int status);
+LAGPROBE_API const char *lagprobe_pstatus_name(lagprobe_pstatus_t status);
 
 /** Name of a lagprobe_diagnosis_t value ("healthy", "producer_burst",
  *  ...); "unknown" otherwise. Any thread. */
-LAGPROBE_API const char *lagprobe_diagnosis_name(int diagnosis);
+LAGPROBE_API const char *
+lagprobe_diagnosis_name(lagprobe_diagnosis_t diagnosis);
 
 /** Name of a lagprobe_event_type_t value ("headroom_warn", ...);
  *  "unknown" otherwise. Any thread. */
