@@ -2391,8 +2391,12 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
                 /* librdkafka counts a rebalance when it queues it for the
                  * app; documents are served by the same polls, after it. A
                  * count still ahead of the callbacks three documents later
-                 * means rebalances go elsewhere (the event API). */
-                p->w_rb_behind = d->rebalance_cnt > p->w_rb_callbacks
+                 * means rebalances go elsewhere (the event API), which
+                 * then never reach the callback: once one did, a gap is
+                 * librdkafka's own (an op outdated by a rejoin after an
+                 * eviction is counted and dropped), not blindness. */
+                p->w_rb_behind = d->rebalance_cnt > p->w_rb_callbacks &&
+                                         p->w_rb_callbacks == 0
                                      ? p->w_rb_behind + 1
                                      : 0;
                 ST(p->g_rb_blind, p->w_rb_behind >= 3);
