@@ -414,8 +414,9 @@ static size_t lp_render_end(lp_out_t *o) {
 /* What the watchdog last reported of a partition (watchdog-private):
  * status and when; due: the status to report in this pass, -1 none. */
 typedef struct lp_wd_part_s {
-        int said, due;
-        int64_t said_us;
+        uint32_t said_ms; /* when: the statistics' clock in ms, low 32 bits
+                           * (compared as a difference, lp_delta32) */
+        int8_t said, due;
 } lp_wd_part_t;
 
 /* A partition sample for the sliding window (writer-private). */
@@ -5142,9 +5143,9 @@ static int lp_check_statuses(lagprobe_t *p, int64_t now_us, int64_t now_ms) {
         int emitted = 0;
         uint32_t n = LD(p->nslots);
         int cnt[LAGPROBE_PSTATUS__CNT] = {0};
-        int64_t win = (int64_t)p->conf.window_ms * 1000;
+        int64_t win_ms = p->conf.window_ms;
         while ((uint32_t)arrlen(p->wd_parts) < n) {
-                lp_wd_part_t z = {LAGPROBE_PSTATUS_UNKNOWN, -1, 0};
+                lp_wd_part_t z = {0, LAGPROBE_PSTATUS_UNKNOWN, -1};
                 arrput(p->wd_parts, z);
         }
         for (uint32_t i = 0; i < n; i++) {
@@ -5157,14 +5158,15 @@ static int lp_check_statuses(lagprobe_t *p, int64_t now_us, int64_t now_ms) {
                 }
                 /* On the documents' clock, as the statuses. */
                 int st = LD(s->s_status);
-                int64_t doc_us = LD(s->s_stats_us);
+                uint32_t doc_ms = (uint32_t)(LD(s->s_stats_us) / 1000);
                 if (st == LAGPROBE_PSTATUS_UNKNOWN || st == w->said ||
                     (w->said != LAGPROBE_PSTATUS_UNKNOWN &&
-                     !lp_pstatus_immediate(st) && doc_us - w->said_us < win))
+                     !lp_pstatus_immediate(st) &&
+                     lp_delta32(doc_ms, w->said_ms) < win_ms))
                         continue;
-                w->due = st;
-                w->said = st;
-                w->said_us = doc_us;
+                w->due = (int8_t)st;
+                w->said = (int8_t)st;
+                w->said_ms = doc_ms;
                 cnt[st]++;
         }
         for (int st = 0; st < LAGPROBE_PSTATUS__CNT; st++) {
