@@ -411,22 +411,31 @@ static size_t lp_render_end(lp_out_t *o) {
  * (see lp_infer). */
 #define LP_INFER_PAIRS 8
 
-/* What the watchdog last reported of a partition (watchdog-private):
- * status and when; due: the status to report in this pass, -1 none. */
-typedef struct lp_wd_part_s {
-        uint32_t said_ms; /* when: the statistics' clock in ms, low 32 bits
-                           * (compared as a difference, lp_delta32) */
-        int8_t said, due;
-} lp_wd_part_t;
 
 /* A partition sample for the sliding window (writer-private). */
 #define LP_RING 12
 typedef struct lp_sample_s {
-        int64_t t_us, hi, pos, committed;
-        uint32_t total;    /* c_total's low 32 bits (lp_delta32) */
-        int32_t hi_age_ms; /* hi is known to hold from t_us minus this: more
-                            * than 0 when the statistics' figure was frozen */
+        int64_t t_us, hi, pos, committed, total;
+        int64_t hi_us; /* hi is known to hold from then (<= t_us): older
+                        * when the statistics' figure was frozen */
 } lp_sample_t;
+
+/* A sample as the ring keeps it, 32 bytes (lp_ring_put, lp_ring_get):
+ * times in ms and counts as their low 32 bits (only differences within a
+ * window are used, lp_delta32), offsets as their distance below the end
+ * (LP_GAP_NONE: unknown, or too far to keep). */
+#define LP_GAP_NONE INT32_MIN
+typedef struct lp_rsample_s {
+        int64_t hi;
+        uint32_t t_ms, total;
+        int32_t pos_gap, com_gap; /* hi - pos, hi - committed */
+        int32_t hi_age_ms;        /* t_us - hi_us, ms */
+        int32_t lag_min;          /* the lowest effective lag of the
+                                   * documents since the previous sample
+                                   * (its own included), -1 unknown: a
+                                   * commit saw-tooth shows as its
+                                   * troughs, not as a trend */
+} lp_rsample_t;
 
 /* The evidence behind a partition's status, as readers copy it out of the
  * slot (the s_* fields of the same names; see lp_eval_slot(), which
@@ -507,12 +516,7 @@ typedef struct lp_slot_s {
         /* Writer-private (under wlock). */
         int64_t w_committed_us;   /* when s_committed was last set */
         int64_t w_prev_position;
-        lp_sample_t w_ring[LP_RING]; /* samples, oldest overwritten */
-        int32_t w_lag_min[LP_RING]; /* per sample: the lowest effective lag
-                                     * of the documents since the previous
-                                     * one (its own included), -1 unknown:
-                                     * a commit saw-tooth shows as its
-                                     * troughs, not as a trend */
+        lp_rsample_t w_ring[LP_RING]; /* samples, oldest overwritten */
         int w_ring_n, w_ring_head;
         int64_t w_rewound_until_us;
         uint32_t w_mark;          /* lp_sync_assignment() */
@@ -799,7 +803,13 @@ struct lagprobe_s {
         int wd_said_diag;             /* verdict last reported, its */
         int32_t wd_said_diag_part;    /* partition and topic */
         const char *wd_said_diag_topic;
-        lp_wd_part_t *wd_parts;       /* stb_ds array, per slot */
+        /* What the watchdog last reported of each partition (stb_ds
+         * arrays, per slot; 5 bytes a partition): the status, with
+         * LP_WD_DUE set while it is to be reported in this pass, and
+         * when (the statistics' clock in ms, low 32 bits, compared as a
+         * difference). */
+        uint8_t *wd_said;
+        uint32_t *wd_said_ms;
         int wd_predicted;            /* predicted_exceed said for batch */
         a64_t predicted_batch_us;    /* b_begin_us of that batch */
         int64_t wd_predicted_batch;
@@ -2463,15 +2473,48 @@ static int lp_pstatus_immediate(int st) {
                st == LAGPROBE_PSTATUS_REWOUND;
 }
 
+/* An offset as its distance below the end @p hi, LP_GAP_NONE when
+ * unknown or too far for 32 bits. */
+static int32_t lp_gap(int64_t hi, int64_t off) {
+        if (off < 0)
+                return LP_GAP_NONE;
+        int64_t g = hi - off;
+        return g > INT32_MAX || g <= LP_GAP_NONE ? LP_GAP_NONE : (int32_t)g;
+}
+
+static void lp_ring_put(lp_rsample_t *r, const lp_sample_t *n,
+                        int64_t lag_min) {
+        r->hi = n->hi;
+        r->t_ms = (uint32_t)(n->t_us / 1000);
+        r->total = (uint32_t)n->total;
+        r->pos_gap = lp_gap(n->hi, n->pos);
+        r->com_gap = lp_gap(n->hi, n->committed);
+        r->hi_age_ms = lp_i32((n->t_us - n->hi_us) / 1000);
+        r->lag_min = lp_i32(lag_min);
+}
+
+/* The sample @p r keeps, in full, against the newest sample @p n. */
+static void lp_ring_get(const lp_rsample_t *r, const lp_sample_t *n,
+                        lp_sample_t *o) {
+        o->t_us = n->t_us -
+                  lp_delta32((uint32_t)(n->t_us / 1000), r->t_ms) * 1000;
+        o->hi = r->hi;
+        o->pos = r->pos_gap == LP_GAP_NONE ? -1 : r->hi - r->pos_gap;
+        o->committed = r->com_gap == LP_GAP_NONE ? -1 : r->hi - r->com_gap;
+        o->total = n->total - lp_delta32((uint32_t)n->total, r->total);
+        o->hi_us = o->t_us - (int64_t)r->hi_age_ms * 1000;
+}
+
 /* A partition's window at one document (lp_eval_window). */
 typedef struct lp_win_s {
         lp_sample_t n;        /* the newest sample */
-        const lp_sample_t *o; /* the oldest inside window_ms, NULL none */
+        const lp_sample_t *o; /* the oldest inside window_ms (&o_at), NULL
+                               * none */
+        lp_sample_t o_at;
         int64_t dt;           /* n.t_us - o->t_us, 0 without o */
         int64_t min_new, min_old; /* lowest lag over the window's newer
                                    * and older half, -1 unknown */
         int64_t lag, plag;    /* effective and position lag now */
-        int64_t total;        /* c_total now (the sample keeps 32 bits) */
         int64_t fetchq_cnt;
         int unfetched;        /* the broker's end is ahead of a frozen
                                * statistics figure */
@@ -2497,17 +2540,15 @@ static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                         : LD(s->s_stale) && LD(s->s_hi_changed_us) > 0
                             ? LD(s->s_hi_changed_us)
                             : ts;
-        lp_sample_t n = {ts, lp_end(shi, qhi), pos, LD(s->s_committed),
-                         (uint32_t)total,
-                         lp_i32(hi_us < ts ? (ts - hi_us) / 1000 : 0)};
-        w->total = total;
+        lp_sample_t n = {ts,    lp_end(shi, qhi), pos, LD(s->s_committed),
+                         total, hi_us < ts ? hi_us : ts};
         if (n.hi < 0)
                 return 0; /* nothing to judge without the high watermark */
         if (n.t_us < s->w_doc_ts)
                 return 0; /* an older document than one already seen */
         /* Store the sample: at most ~LP_RING-2 per window so the ring
          * always spans a full window. */
-        lp_sample_t *prev =
+        const lp_rsample_t *prev =
             s->w_ring_n ? &s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING]
                         : NULL;
         /* Backwards moves and recent movement: against the previous
@@ -2532,10 +2573,11 @@ static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         /* Every document's lag counts in the window's minimum, also those
          * the ring does not keep. */
         lp_min_into(&s->w_lag_acc, w->lag);
-        if (!prev || n.t_us - prev->t_us >= win / (LP_RING - 2)) {
-                s->w_lag_min[s->w_ring_head] = lp_i32(s->w_lag_acc);
+        uint32_t now_ms = (uint32_t)(ts / 1000);
+        if (!prev ||
+            lp_delta32(now_ms, prev->t_ms) * 1000 >= win / (LP_RING - 2)) {
+                lp_ring_put(&s->w_ring[s->w_ring_head], &n, s->w_lag_acc);
                 s->w_lag_acc = -1;
-                s->w_ring[s->w_ring_head] = n;
                 s->w_ring_head = (s->w_ring_head + 1) % LP_RING;
                 if (s->w_ring_n < LP_RING)
                         s->w_ring_n++;
@@ -2547,14 +2589,17 @@ static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         w->min_new = s->w_lag_acc;
         w->min_old = -1;
         for (int k = s->w_ring_n; k >= 1; k--) {
-                int i = (s->w_ring_head + LP_RING - k) % LP_RING;
-                const lp_sample_t *c = &s->w_ring[i];
-                if (c->t_us < ts - win)
+                const lp_rsample_t *c =
+                    &s->w_ring[(s->w_ring_head + LP_RING - k) % LP_RING];
+                int64_t age_us = lp_delta32(now_ms, c->t_ms) * 1000;
+                if (age_us > win)
                         continue;
-                if (!w->o)
-                        w->o = c;
-                lp_min_into(c->t_us < ts - win / 2 ? &w->min_old : &w->min_new,
-                            s->w_lag_min[i]);
+                if (!w->o) {
+                        lp_ring_get(c, &n, &w->o_at);
+                        w->o = &w->o_at;
+                }
+                lp_min_into(age_us > win / 2 ? &w->min_old : &w->min_new,
+                            c->lag_min);
         }
         w->dt = w->o ? n.t_us - w->o->t_us : 0;
         return 1;
@@ -2569,10 +2614,8 @@ static void lp_eval_rates(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
                 return;
         /* Ingress over the time the end was really unknown: a jump of a
          * watermark frozen meanwhile is not a burst. */
-        ST(s->s_in_mrate,
-           lp_mrate(n->hi - o->hi,
-                    n->t_us - (o->t_us - (int64_t)o->hi_age_ms * 1000)));
-        ST(s->s_out_mrate, lp_mrate(lp_delta32(n->total, o->total), dt));
+        ST(s->s_in_mrate, lp_mrate(n->hi - o->hi, n->t_us - o->hi_us));
+        ST(s->s_out_mrate, lp_mrate(n->total - o->total, dt));
         ST(s->s_commit_mrate, n->committed >= 0 && o->committed >= 0
                                   ? lp_mrate(n->committed - o->committed, dt)
                                   : 0);
@@ -2598,7 +2641,7 @@ static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
         int resumed = ts < s->w_paused_until_us;
         if (ts < s->w_rewound_until_us)
                 return LAGPROBE_PSTATUS_REWOUND; /* evidence set before */
-        if (plag > 0 && w->total == s->w_paused_total &&
+        if (plag > 0 && n->total == s->w_paused_total &&
             (s->w_paused_since_us ||
              (w->unfetched && (w->fetchq_cnt <= 0 || n->pos >= LD(s->s_hi)) &&
               !w->moving))) {
@@ -2621,7 +2664,7 @@ static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
                 return LAGPROBE_PSTATUS_UNKNOWN;
         if (lag > 0 && lag <= 2 && n->hi == o->hi && w->fetchq_cnt == 0 &&
             plag >= 1 && plag <= 2 && n->committed == o->committed &&
-            lp_delta32(n->total, o->total) == 0) {
+            n->total == o->total) {
                 /* Control records (transaction markers) or compaction
                  * leave the committed offset just short of the end; checked
                  * before the lag rules so a small allowance cannot turn it
@@ -2640,8 +2683,8 @@ static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
                 return LAGPROBE_PSTATUS_STALLED;
         }
         if (lag > 0 && n->committed == o->committed && !resumed &&
-            lp_delta32(n->total, o->total) > 0 && n->pos > o->pos &&
-            2 * (n->pos - o->pos) > lp_delta32(n->total, o->total)) {
+            n->total > o->total && n->pos > o->pos &&
+            2 * (n->pos - o->pos) > n->total - o->total) {
                 /* Mostly new messages consumed (not one re-read over and
                  * over), yet no commit. */
                 return LAGPROBE_PSTATUS_STOPPED;
@@ -2674,7 +2717,7 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                 s->w_paused_until_us = ts + (int64_t)p->conf.window_ms * 1000;
         else
                 s->w_paused_since_us = 0;
-        s->w_paused_total = w.total;
+        s->w_paused_total = w.n.total;
         /* The evidence, whatever the status. */
         ST(s->s_span_ms, lp_i32(w.dt / 1000));
         ST(s->s_lag_min, w.min_new);
@@ -2682,7 +2725,7 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
            w.o ? lp_eff_lag(LAGPROBE_PSTATUS_OK, w.o->hi, w.o->committed,
                             w.o->pos)
                : -1);
-        ST(s->s_consumed, lp_i32(w.o ? lp_delta32(w.n.total, w.o->total) : 0));
+        ST(s->s_consumed, lp_i32(w.o ? w.n.total - w.o->total : 0));
         ST(s->s_paused_ms,
            lp_i32(s->w_paused_since_us ? (ts - s->w_paused_since_us) / 1000
                                        : -1));
@@ -5051,6 +5094,7 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
 /* More partitions than this changing to one status in one pass: one
  * summary event instead of one each. */
 #define LP_EV_SUMMARY 4
+#define LP_WD_DUE 0x80 /* in wd_said: to be reported in this pass */
 
 static int lp_pstatus_bad(int st) {
         return st == LAGPROBE_PSTATUS_STALLED ||
@@ -5087,7 +5131,7 @@ static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
         char msg[320];
         size_t len = 0;
         lagprobe_event_t e;
-        uint32_t n = (uint32_t)arrlen(p->wd_parts);
+        uint32_t n = (uint32_t)arrlen(p->wd_said);
         int64_t assigned = 0, lag = 0;
         const char *topic = NULL, *prev = NULL;
         int one_topic = 1;
@@ -5103,7 +5147,7 @@ static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
         LP_CAT("%d of %" PRId64 " assigned partitions now %s:", cnt, assigned,
                lp_pstatus_names[st]);
         for (uint32_t i = 0; i < n; i++) {
-                if (p->wd_parts[i].due != st)
+                if (p->wd_said[i] != (LP_WD_DUE | st))
                         continue;
                 lp_slot_t *s = lp_slot_at(p, i);
                 int64_t l = LD(s->s_eff_lag);
@@ -5144,29 +5188,28 @@ static int lp_check_statuses(lagprobe_t *p, int64_t now_us, int64_t now_ms) {
         uint32_t n = LD(p->nslots);
         int cnt[LAGPROBE_PSTATUS__CNT] = {0};
         int64_t win_ms = p->conf.window_ms;
-        while ((uint32_t)arrlen(p->wd_parts) < n) {
-                lp_wd_part_t z = {0, LAGPROBE_PSTATUS_UNKNOWN, -1};
-                arrput(p->wd_parts, z);
+        while ((uint32_t)arrlen(p->wd_said) < n) {
+                arrput(p->wd_said, LAGPROBE_PSTATUS_UNKNOWN);
+                arrput(p->wd_said_ms, 0);
         }
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
-                lp_wd_part_t *w = &p->wd_parts[i];
-                w->due = -1;
+                int said = p->wd_said[i] & ~LP_WD_DUE;
+                p->wd_said[i] = (uint8_t)said;
                 if (!LD(s->assigned)) {
-                        w->said = LAGPROBE_PSTATUS_UNKNOWN;
+                        p->wd_said[i] = LAGPROBE_PSTATUS_UNKNOWN;
                         continue;
                 }
                 /* On the documents' clock, as the statuses. */
                 int st = LD(s->s_status);
                 uint32_t doc_ms = (uint32_t)(LD(s->s_stats_us) / 1000);
-                if (st == LAGPROBE_PSTATUS_UNKNOWN || st == w->said ||
-                    (w->said != LAGPROBE_PSTATUS_UNKNOWN &&
+                if (st == LAGPROBE_PSTATUS_UNKNOWN || st == said ||
+                    (said != LAGPROBE_PSTATUS_UNKNOWN &&
                      !lp_pstatus_immediate(st) &&
-                     lp_delta32(doc_ms, w->said_ms) < win_ms))
+                     lp_delta32(doc_ms, p->wd_said_ms[i]) < win_ms))
                         continue;
-                w->due = (int8_t)st;
-                w->said = (int8_t)st;
-                w->said_ms = doc_ms;
+                p->wd_said[i] = (uint8_t)(LP_WD_DUE | st);
+                p->wd_said_ms[i] = doc_ms;
                 cnt[st]++;
         }
         for (int st = 0; st < LAGPROBE_PSTATUS__CNT; st++) {
@@ -5175,7 +5218,7 @@ static int lp_check_statuses(lagprobe_t *p, int64_t now_us, int64_t now_ms) {
                         continue;
                 }
                 for (uint32_t i = 0; cnt[st] && i < n; i++)
-                        if (p->wd_parts[i].due == st)
+                        if (p->wd_said[i] == (LP_WD_DUE | st))
                                 emitted += lp_emit_status(
                                     p, lp_slot_at(p, i), now_us, now_ms);
         }
@@ -5836,7 +5879,8 @@ static void lp_free(lagprobe_t *p) {
         arrfree(p->scr_parts);
         arrfree(p->scr_topics);
         arrfree(p->scr_brokers);
-        arrfree(p->wd_parts);
+        arrfree(p->wd_said);
+        arrfree(p->wd_said_ms);
         pthread_mutex_destroy(&p->wlock);
         pthread_mutex_destroy(&p->plock);
         pthread_mutex_destroy(&p->wd_lock);

@@ -235,7 +235,7 @@ static int walk_jansson(const char *doc, size_t len, ext_t *e) {
 
 /* The probe's scan alone, exactly as lagprobe__stats_parse() runs it. */
 static int probe_scan(lagprobe_t *p, const char *json, size_t len) {
-        lp_doc_t d = {-1, -1, -1, NULL, 0};
+        lp_doc_t d = {-1, -1, -1, NULL, 0, -1, 0};
         pthread_mutex_lock(&p->plock);
         arrsetlen(p->scr_parts, 0);
         arrsetlen(p->scr_topics, 0);

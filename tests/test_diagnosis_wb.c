@@ -566,8 +566,8 @@ static void test_rewound(void **state) {
 static int last_doc_sampled(wb_t *w, int i) {
         const lp_slot_t *s = w->slot[i];
         return s->w_ring_n > 0 &&
-               s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING].t_us ==
-                   w->ts_us;
+               s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING].t_ms ==
+                   (uint32_t)(w->ts_us / 1000);
 }
 
 /* A rewind is a move back from where the partition was a moment ago, not
