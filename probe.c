@@ -1,15 +1,34 @@
 /* lagprobe - in-process Kafka consumer lag probe for librdkafka consumers.
  * SPDX-License-Identifier: BSD-2-Clause
  *
- * Layout of this file:
- *   1. utilities (clocks, errstr, atomics shorthands)
- *   2. state: probe, partition slots, histograms; the concurrency contract
- *   3. slot table and (topic, partition) index (writers only)
- *   4. statistics JSON scanner
- *   5. librdkafka glue: trampolines, interceptors, attach, destroy
- *   6. hooks, watchdog and events; the watermark refresher (the only
- *      probe thread that calls librdkafka, always with a bound)
- *   7. readers: snapshot and JSON
+ * Map of this file, in the order data flows (grep "MARK: N." to jump):
+ *   1. Utilities: clocks, errstr, atomics shorthands, names, saturating
+ *      arithmetic, the bounded output buffer and integer formatting.
+ *   2. State: the probe, partition slots and their evidence; the
+ *      concurrency contract; seqlock helpers.
+ *   3. Histograms: per-message, batch and poll-gap times.
+ *   4. Partition index: slots by (topic, partition), slot reset, the
+ *      assignment's size, the consuming thread's slot cache.
+ *   5. Statistics scanner: one pass over librdkafka's statistics JSON.
+ *   6. Applying statistics: a document's figures into the slots, brokers
+ *      down; then the evaluation (7, 8).
+ *   7. Partition status: where lag is computed (lp_lag, lp_eff_lag), the
+ *      window, the status rules, the dwell, the status_reason texts.
+ *   8. Consumer verdict and health: where the verdict is decided
+ *      (lp_diagnose), its detail texts, the headroom level, the health
+ *      reasons.
+ *   9. Snapshot: consistent copies of a slot and of the probe
+ *      (lagprobe_snapshot).
+ *  10. librdkafka glue: statistics and rebalance callbacks, trampolines,
+ *      interceptors (on_consume, on_commit, on_new), attach.
+ *  11. Hooks and events: batch hooks, poll evidence, the event sink, the
+ *      events of counters, statuses, verdicts, blindness, advice.
+ *  12. Watermark refresher: the only probe thread that calls librdkafka,
+ *      always with a bound.
+ *  13. Watchdog: where the watchdog runs (lp_check, lagprobe_tick).
+ *  14. Lifecycle: config, new, destroy.
+ *  15. Number formatting and JSON: lagprobe_snapshot_json, health.
+ *  16. Prometheus text exposition.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -70,13 +89,24 @@
 #define LP_MAX_CHUNKS ((LAGPROBE_MAX_PARTITIONS + LP_CHUNK - 1) / LP_CHUNK)
 #define LP_TOPIC_MAX 512 /* Kafka allows 249; room for odd documents */
 #define LP_RF_BATCH 64   /* partitions asked in one watermark query */
+/* Membership changes and evictions remembered for the rebalance_storm
+ * window (storm_rebalances counts at most this many). */
+#define LP_RB_TIMES 16
+/* A commit failed within this long: health reason commit_failing. */
+#define LP_COMMIT_FAILING_US 60000000
+/* Batches in the window before config_advice judges their p99. */
+#define LP_ADVICE_MIN_BATCHES 5
 #define LP_RF_WAIT_MS 1500      /* offsets_for_times() deadline (< 2.3.0) */
 #define LP_RF_POLL_MS 100       /* admin result queue poll step (>= 2.3.0) */
 #define LP_DESTROY_WAIT_MS 3000 /* on_destroy's bound on the refresher */
+/* librdkafka's defaults, for what the consumer's conf leaves unset. */
+#define LP_RDK_MAX_POLL_MS 300000 /* max.poll.interval.ms */
+#define LP_RDK_SESSION_MS 45000   /* session.timeout.ms */
+#define LP_RDK_HEARTBEAT_MS 3000  /* heartbeat.interval.ms */
 
-/* ------------------------------------------------------------------------
- * 1. Utilities
- * ---------------------------------------------------------------------- */
+/* ========================================================================
+ * MARK: 1. Utilities
+ * ===================================================================== */
 
 /* Every shared load is an acquire and every shared store a release: on x86
  * both are ordinary moves (same cost as relaxed), and they make the
@@ -84,10 +114,17 @@
  * cannot model. */
 #define LD(x) atomic_load_explicit(&(x), memory_order_acquire)
 #define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
-#define LD_ACQ(x) LD(x)
-#define ST_REL(x, v) ST(x, v)
 
 typedef _Atomic int64_t a64_t;
+
+/* Event severities: syslog(3) levels, as lagprobe_event_t.severity. */
+enum {
+        LP_LOG_CRIT = 2,
+        LP_LOG_ERR = 3,
+        LP_LOG_WARNING = 4,
+        LP_LOG_NOTICE = 5,
+        LP_LOG_INFO = 6
+};
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LP_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -142,12 +179,14 @@ static const char *const lp_diag_names[LAGPROBE_DIAG__CNT] = {
     "rebalance_storm", "stuck_partition", "hot_partition",
     "partition_paused"};
 
-const char *lagprobe_pstatus_name(int st) {
+const char *lagprobe_pstatus_name(lagprobe_pstatus_t status) {
+        int st = (int)status;
         return st >= 0 && st < LAGPROBE_PSTATUS__CNT ? lp_pstatus_names[st]
                                                      : "unknown";
 }
 
-const char *lagprobe_diagnosis_name(int d) {
+const char *lagprobe_diagnosis_name(lagprobe_diagnosis_t diagnosis) {
+        int d = (int)diagnosis;
         return d >= 0 && d < LAGPROBE_DIAG__CNT ? lp_diag_names[d] : "unknown";
 }
 
@@ -184,8 +223,165 @@ const char *lagprobe_event_name(lagprobe_event_type_t type) {
         return lp_event_names[type];
 }
 
-/* ------------------------------------------------------------------------
- * 2. State
+/* Saturating arithmetic for figures that come from outside (statistics
+ * documents): offsets near INT64_MAX must not overflow (undefined
+ * behaviour) in rates, sums and times to catch up. */
+static int64_t lp_sat_add(int64_t a, int64_t b) {
+        if (b > 0 && a > INT64_MAX - b)
+                return INT64_MAX;
+        if (b < 0 && a < INT64_MIN - b)
+                return INT64_MIN;
+        return a + b;
+}
+
+static int64_t lp_sat_sub(int64_t a, int64_t b) {
+        if (b < 0 && a > INT64_MAX + b)
+                return INT64_MAX;
+        if (b > 0 && a < INT64_MIN + b)
+                return INT64_MIN;
+        return a - b;
+}
+
+/* a * m / d for m > 0, d > 0; exact while a * m fits, else saturated. */
+static int64_t lp_muldiv(int64_t a, int64_t m, int64_t d) {
+        if (a <= INT64_MAX / m && a >= -(INT64_MAX / m))
+                return a * m / d;
+        double r = (double)a * (double)m / (double)d;
+        if (r >= 9.2e18)
+                return INT64_MAX;
+        if (r <= -9.2e18)
+                return -INT64_MAX;
+        return (int64_t)r;
+}
+
+static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
+        /* msg/s x 1000 */
+        return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
+}
+
+/* @p v clamped to int32_t, for figures kept in 32 bits. */
+static int32_t lp_i32(int64_t v) {
+        return v > INT32_MAX ? INT32_MAX : v < -INT32_MAX ? -INT32_MAX
+                                                          : (int32_t)v;
+}
+
+/* a - b for counts kept as their low 32 bits (a sample's consumed total):
+ * exact while fewer than 2^32 lie between them. */
+static int64_t lp_delta32(uint32_t a, uint32_t b) { return (uint32_t)(a - b); }
+
+/* Bounded writer: counts the full length, stores what fits. With @p spill
+ * set it also keeps the LP_SPILL bytes that follow the end of the buffer,
+ * so a later shift to the left can still fill the buffer (see
+ * lagprobe_snapshot_json). */
+#define LP_SPILL 20
+typedef struct lp_out_s {
+        char *buf;
+        size_t size, len;
+        char *spill; /* NULL, or LP_SPILL bytes */
+} lp_out_t;
+
+static void lp_put_slow(lp_out_t *o, const char *s, size_t n) {
+        size_t len = o->len, end = len + n;
+        if (len < o->size) {
+                size_t k = o->size - len;
+                memcpy(o->buf + len, s, k < n ? k : n);
+        }
+        if (o->spill && end > o->size && len < o->size + LP_SPILL) {
+                size_t from = len > o->size ? len : o->size;
+                size_t to = end < o->size + LP_SPILL ? end : o->size + LP_SPILL;
+                memcpy(o->spill + (from - o->size), s + (from - len), to - from);
+        }
+        o->len = end;
+}
+
+static inline void lp_put(lp_out_t *o, const char *s, size_t n) {
+        if (o->len + n <= o->size && o->len < o->size) {
+                memcpy(o->buf + o->len, s, n);
+                o->len += n;
+        } else {
+                lp_put_slow(o, s, n);
+        }
+}
+
+static inline void lp_puts(lp_out_t *o, const char *s) {
+        lp_put(o, s, strlen(s));
+}
+
+/* Room for @p n bytes at the end of the text: where to write them, or NULL
+ * when the buffer lacks room (write through lp_put() then). */
+static inline char *lp_room(lp_out_t *o, size_t n) {
+        return o->len + n <= o->size ? o->buf + o->len : NULL;
+}
+
+/* For numbers and short fixed keys only: strings of unbounded length go
+ * through lp_puts()/lp_json_str(). A longer result is still counted in
+ * full, so the size contract holds; only its text would be cut. */
+static void lp_printf(lp_out_t *o, const char *fmt, ...) {
+        char tmp[256];
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+        va_end(ap);
+        if (n > 0)
+                lp_put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n
+                                                      : sizeof tmp - 1);
+}
+
+/* Numbers without printf: renders write some 100,000 of them. */
+static const char lp_dig2[201] = "0001020304050607080910111213141516171819"
+                                 "2021222324252627282930313233343536373839"
+                                 "4041424344454647484950515253545556575859"
+                                 "6061626364656667686970717273747576777879"
+                                 "8081828384858687888990919293949596979899";
+
+/* Writes @p v in decimal so that it ends at @p end; returns its start. */
+static char *lp_u64_at(char *end, uint64_t v) {
+        while (v >= 100) {
+                end -= 2;
+                memcpy(end, lp_dig2 + 2 * (v % 100), 2);
+                v /= 100;
+        }
+        if (v >= 10) {
+                end -= 2;
+                memcpy(end, lp_dig2 + 2 * v, 2);
+        } else {
+                *--end = (char)('0' + v);
+        }
+        return end;
+}
+
+static char *lp_i64_at(char *end, int64_t v) {
+        char *s = lp_u64_at(end, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+        if (v < 0)
+                *--s = '-';
+        return s;
+}
+
+/* Decimal text of @p v into @p out (at least 21 bytes); returns its
+ * length. */
+static size_t lp_fmt_i64(char *out, int64_t v) {
+        char tmp[24];
+        char *s = lp_i64_at(tmp + sizeof tmp, v);
+        size_t n = (size_t)(tmp + sizeof tmp - s);
+        memcpy(out, s, n);
+        return n;
+}
+
+static void lp_put_i64(lp_out_t *o, int64_t v) {
+        char tmp[24];
+        char *s = lp_i64_at(tmp + sizeof tmp, v);
+        lp_put(o, s, (size_t)(tmp + sizeof tmp - s));
+}
+
+/* NUL-terminates what fits and returns the full length (snprintf-style). */
+static size_t lp_render_end(lp_out_t *o) {
+        if (o->size > 0)
+                o->buf[o->len < o->size ? o->len : o->size - 1] = 0;
+        return o->len;
+}
+
+/* ========================================================================
+ * MARK: 2. State
  *
  * Concurrency contract. Three kinds of writers touch a probe:
  *  - the consuming thread, in on_consume (per message, the hot path) and in
@@ -209,11 +405,12 @@ const char *lagprobe_event_name(lagprobe_event_type_t type) {
  * reads are defined behaviour (and understood by TSan); the retry discards
  * torn copies. Single-writer counters use load + store, never an atomic
  * read-modify-write (a locked instruction costs ~20x a plain store).
- * ---------------------------------------------------------------------- */
+ * ===================================================================== */
 
 /* Zero-code processing time: delivery pairs timed per statistics document
  * (see lp_infer). */
 #define LP_INFER_PAIRS 8
+
 
 /* A partition sample for the sliding window (writer-private). */
 #define LP_RING 12
@@ -222,6 +419,43 @@ typedef struct lp_sample_s {
         int64_t hi_us; /* hi is known to hold from then (<= t_us): older
                         * when the statistics' figure was frozen */
 } lp_sample_t;
+
+/* A sample as the ring keeps it, 32 bytes (lp_ring_put, lp_ring_get):
+ * times in ms and counts as their low 32 bits (only differences within a
+ * window are used, lp_delta32), offsets as their distance below the end
+ * (LP_GAP_NONE: unknown, or too far to keep). */
+#define LP_GAP_NONE INT32_MIN
+typedef struct lp_rsample_s {
+        int64_t hi;
+        uint32_t t_ms, total;
+        int32_t pos_gap, com_gap; /* hi - pos, hi - committed */
+        int32_t hi_age_ms;        /* t_us - hi_us, ms */
+        int32_t lag_min;          /* the lowest effective lag of the
+                                   * documents since the previous sample
+                                   * (its own included), -1 unknown: a
+                                   * commit saw-tooth shows as its
+                                   * troughs, not as a trend */
+} lp_rsample_t;
+
+/* The evidence behind a partition's status, as readers copy it out of the
+ * slot (the s_* fields of the same names; see lp_eval_slot(), which
+ * writes every figure with every document, whatever the status). -1
+ * unknown. */
+typedef struct lp_sev_s {
+        int64_t lag_min;   /* lowest effective lag over the window's newer
+                            * half */
+        int64_t lag_ago;   /* effective lag at the window's start */
+        int64_t rw_from;   /* last backwards move: from, to, and 1 when */
+        int64_t rw_to;     /* it was the committed offset (rw_commit), 0 */
+        int64_t raw_us;    /* the position; since when (statistics clock) */
+        int32_t raw;       /* the status the newest document gives; s_status
+                            * shows it once it held for the dwell (raw_us) */
+        int32_t span_ms;   /* time the window's samples really cover */
+        int32_t paused_ms; /* not fetched for */
+        int32_t growing;   /* 1: the end moved over the window */
+        int32_t rw_commit;
+        int32_t consumed;  /* messages handed to the app over the window */
+} lp_sev_t;
 
 typedef struct lp_slot_s {
         /* Identity: written once before the slot is published through
@@ -264,23 +498,25 @@ typedef struct lp_slot_s {
 
         /* S group, diagnosis results (see lp_eval_slot; s_status is at
          * the top of the group). */
-        a64_t s_ev_a, s_ev_b, s_ev_c;   /* the numbers behind s_status */
+        /* The evidence (lp_sev_t: the same names without s_). */
+        a64_t s_lag_min, s_lag_ago, s_rw_from, s_rw_to, s_raw_us;
+        _Atomic int32_t s_raw, s_span_ms, s_paused_ms, s_growing,
+            s_rw_commit, s_consumed;
         a64_t s_eff_lag;
         a64_t s_in_mrate, s_out_mrate, s_commit_mrate; /* msg/s x 1000 */
         a64_t s_pos_mrate;              /* position growth */
         _Atomic int s_moving;           /* position moved since the
                                          * previous document */
-        _Atomic uint32_t s_status_changes;
         a64_t s_eta_ms;                 /* -1 not catching up */
         /* Watermark refresh fields readers load, here so that readers
-         * load the S group's first three lines and no other. */
+         * load the S group's first 240 bytes (four lines) and no other. */
         a64_t s_hi_ok_us;         /* last document with the leader up */
         a64_t s_hi_query;         /* broker's hi from the refresh, -1 */
 
         /* Writer-private (under wlock). */
         int64_t w_committed_us;   /* when s_committed was last set */
         int64_t w_prev_position;
-        lp_sample_t w_ring[LP_RING]; /* samples, oldest overwritten */
+        lp_rsample_t w_ring[LP_RING]; /* samples, oldest overwritten */
         int w_ring_n, w_ring_head;
         int64_t w_rewound_until_us;
         uint32_t w_mark;          /* lp_sync_assignment() */
@@ -290,6 +526,7 @@ typedef struct lp_slot_s {
         int64_t w_paused_until_us; /* a resumed partition's backlog is no
                                     * hot partition until then */
         int64_t w_paused_total;   /* c_total at the previous document */
+        int64_t w_lag_acc;        /* lowest lag since the last sample */
 
         /* Watermark refresh (watchdog, under wlock; S group; see also
          * s_hi_ok_us and s_hi_query above). */
@@ -297,7 +534,8 @@ typedef struct lp_slot_s {
         a64_t s_hi_query_us;      /* when it was queried, 0 never */
         /* Leader of the partition and whether its connection was UP in
          * the latest statistics (under wlock; the watchdog reads them to
-         * pick what to refresh, one relaxed-consistency load each). */
+         * pick what to refresh, one load each, not a consistent
+         * copy). */
         _Atomic int32_t s_leader;  /* broker id, -1 unknown */
         _Atomic int s_leader_up;
 } lp_slot_t;
@@ -347,7 +585,7 @@ typedef struct lp_tref_s {
 /* Log-linear histogram of microseconds: LP_HSUB sub-buckets per power of
  * two, so a bucket's width is at most 1/LP_HSUB of its lower bound and a
  * percentile read as the bucket's midpoint is within 1/(2*LP_HSUB) = 3.1 %
- * of the true value. Single writer (relaxed load + store, no RMW); readers
+ * of the true value. Single writer (load + store, no RMW); readers
  * may see a count that is one update ahead of sum: fine for metrics. */
 #define LP_HSUB_BITS 4
 #define LP_HSUB (1 << LP_HSUB_BITS)
@@ -384,6 +622,28 @@ enum {
         LP_SLOW_BEHIND,
         LP_SLOW_UNDER
 };
+/* The evidence behind the consumer's verdict, by name (lp_diagnose()
+ * writes those of the verdict it reaches, -1 the others; the detail text is
+ * rendered from them). */
+enum {
+        LP_DEV_RAW,         /* verdict of the newest document; g_diag shows
+                             * it once it held for the dwell */
+        LP_DEV_RAW_SLOT,    /* the partition it names, -1 none */
+        LP_DEV_HELD_US,     /* for how long (the documents' clock) */
+        LP_DEV_ASSIGNS,     /* rebalance_storm: membership changes, */
+        LP_DEV_EVICTS,      /* evictions in storm_window_ms, and */
+        LP_DEV_BATCH_US,    /* batch p99 (or the one under way), -1 none */
+        LP_DEV_STUCK_LAG,   /* stuck_partition: its lag and */
+        LP_DEV_REDELIVERED, /* messages re-consumed over the window */
+        LP_DEV_NO_POLL_US,  /* consumer_slow (no poll): time since it */
+        LP_DEV_PAUSED_LAG,  /* partition_paused: lag on paused partitions */
+        LP_DEV_SHARE,       /* hot_partition: share x 1000 of */
+        LP_DEV_HOT_BY_LAG,  /* the lag (1) or of the ingress (0) */
+        LP_DEV_CATCHING,    /* healthy: 0 keeps up, 1 drains a backlog, 2
+                             * behind and not gaining */
+        LP_DEV_DRAIN_MS,    /* healthy, draining: time to catch up */
+        LP_DEV__CNT
+};
 /* Which processing-time histogram the verdict compared. */
 enum { LP_TSRC_NONE = 0, LP_TSRC_MESSAGE, LP_TSRC_BATCH };
 static const char *const lp_proto_names[] = {"NONE", "EAGER", "COOPERATIVE"};
@@ -398,7 +658,7 @@ struct lagprobe_s {
         lagprobe_config_t conf;
         _Atomic int refcnt;         /* handle + confs carrying the probe */
         _Atomic int user_destroyed; /* lagprobe_destroy() was called */
-        int slot;                   /* trampoline slot, -1 none */
+        int reg;                    /* lp_registry index, -1 none */
         _Atomic int attached;       /* lagprobe_attach() succeeded */
 
         /* The app's callbacks: set at attach, taken again from the final
@@ -459,7 +719,7 @@ struct lagprobe_s {
         /* Consumer diagnosis, written with the statistics (G group). */
         _Atomic int g_diag;
         _Atomic int g_diag_slot;      /* named partition, -1 none */
-        a64_t g_diag_a, g_diag_b, g_diag_c; /* evidence, see lp_diagnose */
+        a64_t g_dev[LP_DEV__CNT];     /* the evidence, LP_DEV_* */
         a64_t g_in_mrate, g_out_mrate, g_total_lag;
         /* Named evidence of the verdict (see lp_diagnose): rate baselines
          * (msg/s x 1000, -1 unknown), the processing time compared (us,
@@ -479,14 +739,14 @@ struct lagprobe_s {
         int64_t w_bdown_since[LP_BDOWN_MAX];
         int w_bdown_n;
         /* Writer-private (wlock): recent assignment and eviction times. */
-        int64_t w_assign_t[16];      /* membership changes, see
+        int64_t w_assign_t[LP_RB_TIMES]; /* membership changes, see
                                       * lp_count_change() */
         int w_assign_n;
         int64_t w_revoke_round_us;   /* last incremental revoke round */
         int64_t w_rb_callbacks;      /* rebalance callbacks seen */
         int w_rb_behind;             /* documents in a row whose
                                       * rebalance_cnt is ahead of them */
-        int64_t w_evict_t[16];
+        int64_t w_evict_t[LP_RB_TIMES];
         int w_evict_n;
         int64_t w_seen_evictions;
         double w_msg_base_us, w_batch_base_us; /* slow-moving baselines */
@@ -501,8 +761,10 @@ struct lagprobe_s {
         int64_t w_grow_us;            /* lag growing since, 0 not */
         int w_base_exact;             /* w_msg_base_us is the hooks' */
         int64_t w_base_us;            /* when the baselines last moved */
-        int w_diag_sub;
+        int w_diag_raw, w_diag_raw_slot; /* the newest document's verdict */
+        int64_t w_diag_raw_us;        /* since when */
         int64_t win_us;               /* sub-window of the recent view */
+        int64_t dwell_us;             /* config.dwell_ms, resolved */
 
         /* Poll evidence and batch state (section 6). */
         a64_t last_poll_us;          /* last known poll return, 0 never */
@@ -538,7 +800,16 @@ struct lagprobe_s {
         int64_t wd_seen_rebalances, wd_seen_commit_errors,
             wd_seen_stats_errors;
         uint32_t wd_seen_diag;
-        uint32_t *wd_seen_status;     /* stb_ds array, per slot */
+        int wd_said_diag;             /* verdict last reported, its */
+        int32_t wd_said_diag_part;    /* partition and topic */
+        const char *wd_said_diag_topic;
+        /* What the watchdog last reported of each partition (stb_ds
+         * arrays, per slot; 5 bytes a partition): the status, with
+         * LP_WD_DUE set while it is to be reported in this pass, and
+         * when (the statistics' clock in ms, low 32 bits, compared as a
+         * difference). */
+        uint8_t *wd_said;
+        uint32_t *wd_said_ms;
         int wd_predicted;            /* predicted_exceed said for batch */
         a64_t predicted_batch_us;    /* b_begin_us of that batch */
         int64_t wd_predicted_batch;
@@ -573,10 +844,10 @@ struct lagprobe_s {
  * only grow afterwards (growth reuses the map's own seed). */
 static pthread_mutex_t lp_stb_seed_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* ------------------------------------------------------------------------
- * Seqlock helpers. Writers: lp_wbegin/lp_wend around relaxed stores.
- * Readers: lp_rbegin/lp_rretry around relaxed loads.
- * ---------------------------------------------------------------------- */
+/* ---- Seqlock helpers ----------------------------------------------------
+ * Writers: lp_wbegin/lp_wend around the field stores (releases). Readers:
+ * lp_rbegin/lp_rretry around the field loads (acquires). Only the
+ * counter's own first load and odd store are relaxed (see above). */
 
 static inline uint32_t lp_wbegin(_Atomic uint32_t *seq) {
         uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
@@ -615,9 +886,9 @@ static inline int lp_rretry(_Atomic uint32_t *seq, uint32_t s) {
         return atomic_load_explicit(seq, memory_order_acquire) != s;
 }
 
-/* ------------------------------------------------------------------------
- * Histograms
- * ---------------------------------------------------------------------- */
+/* ========================================================================
+ * MARK: 3. Histograms
+ * ===================================================================== */
 
 static int lp_hbucket(int64_t us) {
         uint64_t v = us < 1 ? 0 : (uint64_t)us;
@@ -763,9 +1034,12 @@ static void lp_whist_read(lp_whist_t *w, int64_t win_us, int64_t now_us,
                 lp_whist_range(w, win_us, now_us, 0, LP_WIN - 1, recent);
 }
 
-/* ------------------------------------------------------------------------
- * 3. Slots and the (topic, partition) index. Writers only, under wlock.
- * ---------------------------------------------------------------------- */
+/* ========================================================================
+ * MARK: 4. Partition index
+ *
+ * Slots by (topic, partition), written only under wlock; the assignment's
+ * size; the consuming thread's per-thread slot cache.
+ * ===================================================================== */
 
 static inline lp_slot_t *lp_slot_at(lagprobe_t *p, uint32_t i) {
         lp_slot_t *c = atomic_load_explicit(&p->chunks[i >> LP_CHUNK_SHIFT],
@@ -811,7 +1085,7 @@ static void lp_chunk_free(lp_slot_t *c) {
  * one cache miss after another. */
 static inline uint32_t lp_sorted_from(lagprobe_t *p, uint32_t l, uint32_t n) {
         while (l > n)
-                l = LD_ACQ(lp_slot_at(p, l - 1)->sorted_next);
+                l = LD(lp_slot_at(p, l - 1)->sorted_next);
 #if defined(__GNUC__)
         if (l) {
                 const char *c = (const char *)lp_slot_at(p, l - 1);
@@ -827,11 +1101,11 @@ static inline uint32_t lp_sorted_from(lagprobe_t *p, uint32_t l, uint32_t n) {
  *           nx = lp_sorted_next(p, l, n);
  *           ... slot l - 1 ...                                          */
 static inline uint32_t lp_sorted_first(lagprobe_t *p, uint32_t n) {
-        return lp_sorted_from(p, LD_ACQ(p->sorted_head), n);
+        return lp_sorted_from(p, LD(p->sorted_head), n);
 }
 
 static inline uint32_t lp_sorted_next(lagprobe_t *p, uint32_t l, uint32_t n) {
-        return lp_sorted_from(p, LD_ACQ(lp_slot_at(p, l - 1)->sorted_next), n);
+        return lp_sorted_from(p, LD(lp_slot_at(p, l - 1)->sorted_next), n);
 }
 
 static int lp_slot_before(lagprobe_t *p, uint32_t i, const char *topic,
@@ -857,10 +1131,56 @@ static void lp_sorted_insert(lagprobe_t *p, uint32_t n) {
                                ? p->w_sorted[lo] + 1
                                : 0);
         if (lo > 0)
-                ST_REL(lp_slot_at(p, p->w_sorted[lo - 1])->sorted_next, n + 1);
+                ST(lp_slot_at(p, p->w_sorted[lo - 1])->sorted_next, n + 1);
         else
-                ST_REL(p->sorted_head, n + 1);
+                ST(p->sorted_head, n + 1);
         arrins(p->w_sorted, lo, n);
+}
+
+/* A slot's S group and writer-private state as before any figure: for a
+ * new slot, and for one assigned again (what an earlier assignment left is
+ * not trusted). Caller holds wlock; the slot is not assigned. */
+static void lp_slot_reset(lp_slot_t *s) {
+        uint32_t q = lp_wbegin(&s->sseq);
+        ST(s->s_hi, -1);
+        ST(s->s_lo, -1);
+        ST(s->s_ls, -1);
+        ST(s->s_app_offset, -1);
+        ST(s->s_committed, -1);
+        ST(s->s_fetchq_cnt, 0);
+        ST(s->s_fetchq_size, 0);
+        ST(s->s_stats_us, 0);
+        ST(s->s_progress_us, 0);
+        ST(s->s_stale, 0);
+        s->w_committed_us = 0;
+        s->w_prev_position = -1;
+        s->w_ring_n = 0;
+        s->w_lag_acc = -1;
+        s->w_rewound_until_us = 0;
+        s->w_paused_since_us = s->w_paused_until_us = 0;
+        ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
+        ST(s->s_raw, LAGPROBE_PSTATUS_UNKNOWN);
+        ST(s->s_eff_lag, -1);
+        ST(s->s_in_mrate, 0);
+        ST(s->s_out_mrate, 0);
+        ST(s->s_commit_mrate, 0);
+        ST(s->s_pos_mrate, 0);
+        ST(s->s_eta_ms, -1);
+        ST(s->s_moving, 0);
+        s->w_doc_pos = s->w_doc_committed = -1;
+        s->w_doc_ts = 0;
+        ST(s->s_hi_changed_us, 0);
+        ST(s->s_hi_ok_us, 0);
+        ST(s->s_hi_query, -1);
+        ST(s->s_hi_query_us, 0);
+        ST(s->s_leader, -1);
+        ST(s->s_leader_up, 0);
+        s->w_hi_seen = -1;
+        /* What the consuming thread counted so far belongs to the
+         * earlier assignment. (Rebalances are served on that
+         * thread, between messages, so the figure is exact.) */
+        ST(s->s_c_base, LD(s->c_total));
+        lp_wend(&s->sseq, q);
 }
 
 /* Returns the slot index of (topic, partition), creating it when @p create;
@@ -899,20 +1219,9 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         lp_slot_t *s = lp_slot_at(p, n);
         s->topic = t->name;
         s->partition = partition;
-        ST(s->s_hi, -1);
-        ST(s->s_lo, -1);
-        ST(s->s_ls, -1);
-        ST(s->s_app_offset, -1);
-        ST(s->s_committed, -1);
         ST(s->c_position, -1);
         ST(s->c_last_ts, -1);
-        ST(s->s_hi_query, -1);
-        ST(s->s_leader, -1);
-        ST(s->s_eff_lag, -1);
-        ST(s->s_eta_ms, -1);
-        s->w_prev_position = -1;
-        s->w_hi_seen = -1;
-        s->w_doc_pos = s->w_doc_committed = -1;
+        lp_slot_reset(s);
         while (arrlen(t->parts) <= partition)
                 arrput(t->parts, -1);
         t->parts[partition] = (int32_t)n;
@@ -920,6 +1229,25 @@ static int lp_slot_find(lagprobe_t *p, const char *topic, int32_t partition,
         /* Release: identity and initial figures before readers count it. */
         atomic_store_explicit(&p->nslots, n + 1, memory_order_release);
         return (int)n;
+}
+
+/* The assignment grew by @p added and shrank by @p removed partitions at
+ * @p now: its size, and since when it has been empty (@p empty_since when
+ * it became empty now). Caller holds wlock and is inside the G group
+ * write. */
+static void lp_assignment_moved(lagprobe_t *p, int64_t added, int64_t removed,
+                                int64_t now, int64_t empty_since) {
+        int64_t size = LD(p->g_assignment_size) - removed + added;
+        if (size < 0)
+                size = 0;
+        ST(p->g_assignment_size, size);
+        int64_t since = LD(p->g_unassigned_since_us);
+        if (size == 0 && since == 0) {
+                ST(p->g_unassigned_since_us, empty_since);
+        } else if (size > 0 && since > 0) {
+                ST(p->g_last_unassigned_us, now - since);
+                ST(p->g_unassigned_since_us, 0);
+        }
 }
 
 /* Per-thread cache for on_consume: the slot of the last (rkt, partition)
@@ -975,9 +1303,7 @@ static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
                 if (!LD(s->assigned)) {
                         ST(s->assigned, 1);
                         uint32_t g = lp_wbegin(&p->gseq);
-                        ST(p->g_assignment_size,
-                           LD(p->g_assignment_size) + 1);
-                        ST(p->g_unassigned_since_us, 0);
+                        lp_assignment_moved(p, 1, 0, lp_mono_us(), 0);
                         lp_wend(&p->gseq, g);
                 }
         }
@@ -997,8 +1323,8 @@ static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
         return c->slot;
 }
 
-/* ------------------------------------------------------------------------
- * 4. Statistics JSON scanner.
+/* ========================================================================
+ * MARK: 5. Statistics scanner
  *
  * One pass over the document with a depth limit; extracts the few fields
  * the probe uses into p->scr_* and rejects the whole document when it is
@@ -1008,7 +1334,7 @@ static LP_NOINLINE lp_slot_t *lp_slot_for_msg(lagprobe_t *p,
  * what is skipped (broker windows, "toppars"): skipping walks containers
  * in a loop, strings 16 bytes at a time (SSE2; 8 with word tricks
  * elsewhere), and numbers without converting them.
- * ---------------------------------------------------------------------- */
+ * ===================================================================== */
 
 #define LP_JSON_MAX_DEPTH 64
 
@@ -1451,7 +1777,8 @@ LP_JQ int jp_enter(lp_jp_t *j, const char **q, int *more) {
 static const char *jp_partition(lp_jp_t *j, const char *q, lagprobe_t *p,
                                 uint32_t topic_ref, const char *key,
                                 uint32_t keylen) {
-        lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1, -1001, -1, -1, -1, -1};
+        lp_prec_t r = {topic_ref, -2, -1, -1, -1, -1, RD_KAFKA_OFFSET_INVALID,
+                     -1, -1, -1, -1};
         const char *end = j->end;
         int depth = j->depth + 1, more = 1;
         if (depth > LP_JSON_MAX_DEPTH)
@@ -1875,49 +2202,231 @@ static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
         return rc;
 }
 
-/* ---- Lag diagnosis -------------------------------------------------------
+/* ========================================================================
+ * MARK: 6. Applying statistics
+ *
+ * A parsed document's figures into the slots (under wlock, each slot's S
+ * group), the brokers the consumer needs that are down, then the
+ * evaluation of every partition (section 7) and the verdict (section 8).
+ * ===================================================================== */
+
+static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
+                         int64_t fetchq_cnt);
+static void lp_diagnose(lagprobe_t *p, int64_t doc_ts);
+
+#define LP_APPLY_AHEAD 4
+
+static inline void lp_prefetch_slot(const lp_slot_t *s) {
+#if defined(__GNUC__)
+        for (size_t off = 0; off < sizeof *s; off += 64)
+                __builtin_prefetch((const char *)s + off, 1, 3);
+#else
+        (void)s;
+#endif
+}
+
+/* ---- Brokers down --------------------------------------------------------
+ * Under wlock, once per statistics document: lp_bdown_begin, then
+ * lp_bdown_note for each needed broker (a leader of an assigned partition,
+ * the group coordinator) that is not UP, then lp_bdown_end inside the G
+ * group publishes those down for LP_BDOWN_GRACE_US or longer. w_bdown_*
+ * keep since when each was first seen down; a broker seen UP again (not
+ * noted in a document) is forgotten. */
+static void lp_bdown_begin(lagprobe_t *p) {
+        /* Mark every remembered broker unseen (negative since). */
+        for (int i = 0; i < p->w_bdown_n; i++)
+                if (p->w_bdown_since[i] > 0)
+                        p->w_bdown_since[i] = -p->w_bdown_since[i];
+}
+
+static void lp_bdown_note(lagprobe_t *p, int32_t id, int64_t ts) {
+        for (int i = 0; i < p->w_bdown_n; i++)
+                if (p->w_bdown_id[i] == id) {
+                        if (p->w_bdown_since[i] < 0)
+                                p->w_bdown_since[i] = -p->w_bdown_since[i];
+                        return;
+                }
+        if (p->w_bdown_n < LP_BDOWN_MAX) {
+                p->w_bdown_id[p->w_bdown_n] = id;
+                p->w_bdown_since[p->w_bdown_n++] = ts > 0 ? ts : 1;
+        }
+}
+
+static void lp_bdown_end(lagprobe_t *p, int64_t ts) {
+        int n = 0, k = 0;
+        for (int i = 0; i < p->w_bdown_n; i++) {
+                if (p->w_bdown_since[i] < 0)
+                        continue; /* up again */
+                p->w_bdown_id[k] = p->w_bdown_id[i];
+                p->w_bdown_since[k++] = p->w_bdown_since[i];
+                if (ts - p->w_bdown_since[i] >= LP_BDOWN_GRACE_US)
+                        ST(p->g_bdown[n++], p->w_bdown_id[i]);
+        }
+        p->w_bdown_n = k;
+        ST(p->g_bdown_n, n);
+}
+
+/* One partition record of a document into its slot's S group, then the
+ * slot's evaluation (section 7). Caller holds wlock. */
+static void lp_apply_part(lagprobe_t *p, lp_slot_t *s, const lp_prec_t *r,
+                          int64_t ts) {
+        int64_t pos = LD(s->c_position);
+        uint32_t q = lp_wbegin(&s->sseq);
+        if (r->hi >= 0 || r->hi == RD_KAFKA_OFFSET_INVALID)
+                ST(s->s_hi, r->hi >= 0 ? r->hi : -1);
+        if (r->hi >= 0 && r->hi != s->w_hi_seen) {
+                s->w_hi_seen = r->hi;
+                ST(s->s_hi_changed_us, ts);
+                if (r->hi >= LD(s->s_hi_query))
+                        ST(s->s_hi_query, -1); /* fresh again */
+        }
+        if (r->lo >= 0 || r->lo == RD_KAFKA_OFFSET_INVALID)
+                ST(s->s_lo, r->lo >= 0 ? r->lo : -1);
+        if (r->ls >= 0 || r->ls == RD_KAFKA_OFFSET_INVALID)
+                ST(s->s_ls, r->ls >= 0 ? r->ls : -1);
+        ST(s->s_app_offset, r->app_offset >= 0 ? r->app_offset : -1);
+        /* The statistics' committed offset is newer than the last
+         * on_commit only if the document was made after it. */
+        if (r->committed >= 0 && ts >= s->w_committed_us) {
+                if (r->committed != LD(s->s_committed) &&
+                    LD(s->s_committed) >= 0)
+                        ST(s->s_progress_us, ts);
+                ST(s->s_committed, r->committed);
+                s->w_committed_us = ts;
+        }
+        if (r->fetchq_cnt >= 0)
+                ST(s->s_fetchq_cnt, r->fetchq_cnt);
+        if (r->fetchq_size >= 0)
+                ST(s->s_fetchq_size, r->fetchq_size);
+        int stale = r->fetch_active == 0;
+        /* librdkafka keeps "active" while the leader is unreachable:
+         * the figure is as old as the last document with the leader
+         * up. */
+        int leader_up = 0;
+        for (ptrdiff_t b = 0; r->leader >= 0 &&
+                              b < arrlen(p->scr_brokers);
+             b++)
+                if (p->scr_brokers[b].nodeid == r->leader)
+                        leader_up = p->scr_brokers[b].up;
+        if (r->leader >= 0 && !leader_up)
+                stale = 1;
+        ST(s->s_leader, r->leader);
+        ST(s->s_leader_up, leader_up);
+        if (LD(s->assigned) && r->leader >= 0 && !leader_up)
+                lp_bdown_note(p, r->leader, ts);
+        if (!stale || LD(s->s_hi_ok_us) == 0)
+                ST(s->s_hi_ok_us, ts);
+        if (p->queued_min_messages > 0 &&
+            r->fetchq_cnt >= p->queued_min_messages)
+                stale = 1;
+        if (p->queued_max_kbytes > 0 &&
+            r->fetchq_size >= p->queued_max_kbytes * 1024 * 9 / 10)
+                stale = 1;
+        ST(s->s_stale, stale);
+        if (pos != s->w_prev_position) {
+                if (s->w_prev_position >= 0)
+                        ST(s->s_progress_us, ts);
+                s->w_prev_position = pos;
+        }
+        ST(s->s_stats_us, ts);
+        if (LD(s->assigned))
+                lp_eval_slot(p, s, ts, r->fetchq_cnt);
+        lp_wend(&s->sseq, q);
+}
+
+/* Caller holds plock (scratch). Takes wlock for the index and S groups. */
+static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
+                           int64_t field_errors) {
+        int64_t ts = d->ts_us > 0 ? d->ts_us : now_us;
+        char topic[LP_TOPIC_MAX];
+        uint32_t cur_ref = UINT32_MAX;
+        int32_t *parts = NULL;
+        ptrdiff_t nparts = 0;
+
+        if (d->name && d->name_len > 0 && !LD(p->name_set)) {
+                size_t n = d->name_len < sizeof p->name - 1
+                               ? d->name_len
+                               : sizeof p->name - 1;
+                memcpy(p->name, d->name, n);
+                p->name[n] = 0;
+                /* Release: the name is complete before readers use it. */
+                ST(p->name_set, 1);
+        }
+
+        pthread_mutex_lock(&p->wlock);
+        lp_bdown_begin(p);
+        if (d->coord_id >= 0 && !d->coord_up)
+                lp_bdown_note(p, d->coord_id, ts);
+        for (ptrdiff_t i = 0; i < arrlen(p->scr_parts); i++) {
+                const lp_prec_t *r = &p->scr_parts[i];
+                if (r->topic_ref != cur_ref) {
+                        const lp_tref_t *t = &p->scr_topics[r->topic_ref];
+                        cur_ref = r->topic_ref;
+                        parts = NULL;
+                        nparts = 0;
+                        if (lp_unescape(t->raw, t->len, t->escaped, topic,
+                                        sizeof topic) == 0) {
+                                ptrdiff_t ti = shgeti(p->topic_map, topic);
+                                if (ti >= 0) {
+                                        parts = p->topics[p->topic_map[ti].value]
+                                                    .parts;
+                                        nparts = arrlen(parts);
+                                }
+                        }
+                }
+                /* Slots are 960 B apart and a large assignment's do not
+                 * stay in cache from one document to the next: fetch the
+                 * slot of a record a few ahead (same topic, the common
+                 * case) while this one is applied. */
+                ptrdiff_t ah = i + LP_APPLY_AHEAD;
+                if (parts && ah < arrlen(p->scr_parts) &&
+                    p->scr_parts[ah].topic_ref == cur_ref &&
+                    p->scr_parts[ah].partition < nparts &&
+                    parts[p->scr_parts[ah].partition] >= 0)
+                        lp_prefetch_slot(lp_slot_at(
+                            p, (uint32_t)parts[p->scr_parts[ah].partition]));
+                if (!parts || r->partition >= nparts || parts[r->partition] < 0)
+                        continue; /* not a partition this consumer tracks */
+                lp_apply_part(p, lp_slot_at(p, (uint32_t)parts[r->partition]),
+                              r, ts);
+        }
+        uint32_t g = lp_wbegin(&p->gseq);
+        lp_bdown_end(p, ts);
+        ST(p->g_coord_down, d->coord_id >= 0 && !d->coord_up);
+        lp_diagnose(p, ts);
+        ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
+        ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
+        ST(p->g_stats_last_us, now_us);
+        if (d->rebalance_cnt >= 0) {
+                ST(p->g_cgrp_rebalance_cnt, d->rebalance_cnt);
+                /* librdkafka counts a rebalance when it queues it for the
+                 * app; documents are served by the same polls, after it. A
+                 * count still ahead of the callbacks three documents later
+                 * means rebalances go elsewhere (the event API), which
+                 * then never reach the callback: once one did, a gap is
+                 * librdkafka's own (an op outdated by a rejoin after an
+                 * eviction is counted and dropped), not blindness. */
+                p->w_rb_behind = d->rebalance_cnt > p->w_rb_callbacks &&
+                                         p->w_rb_callbacks == 0
+                                     ? p->w_rb_behind + 1
+                                     : 0;
+                ST(p->g_rb_blind, p->w_rb_behind >= 3);
+        }
+        if (d->cgrp_state >= 0)
+                ST(p->g_cgrp_state, d->cgrp_state);
+        lp_wend(&p->gseq, g);
+        pthread_mutex_unlock(&p->wlock);
+}
+
+/* ========================================================================
+ * MARK: 7. Partition status
+ *
  * Writers only (under wlock, with the statistics). Each partition keeps a
  * ring of samples; its status compares the newest sample with the oldest
- * one inside config.window_ms. Results and the numbers behind them go to
- * the slot's S group; readers turn the numbers into text. */
-
-static int64_t lp_since_poll_us(lagprobe_t *p, int64_t now_us);
-
-/* Saturating arithmetic for figures that come from outside (statistics
- * documents): offsets near INT64_MAX must not overflow (undefined
- * behaviour) in rates, sums and times to catch up. */
-static int64_t lp_sat_add(int64_t a, int64_t b) {
-        if (b > 0 && a > INT64_MAX - b)
-                return INT64_MAX;
-        if (b < 0 && a < INT64_MIN - b)
-                return INT64_MIN;
-        return a + b;
-}
-
-static int64_t lp_sat_sub(int64_t a, int64_t b) {
-        if (b < 0 && a > INT64_MAX + b)
-                return INT64_MAX;
-        if (b > 0 && a < INT64_MIN + b)
-                return INT64_MIN;
-        return a - b;
-}
-
-/* a * m / d for m > 0, d > 0; exact while a * m fits, else saturated. */
-static int64_t lp_muldiv(int64_t a, int64_t m, int64_t d) {
-        if (a <= INT64_MAX / m && a >= -(INT64_MAX / m))
-                return a * m / d;
-        double r = (double)a * (double)m / (double)d;
-        if (r >= 9.2e18)
-                return INT64_MAX;
-        if (r <= -9.2e18)
-                return -INT64_MAX;
-        return (int64_t)r;
-}
-
-static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
-        /* msg/s x 1000 */
-        return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
-}
+ * one inside config.window_ms, and is shown once it held for the dwell.
+ * The evidence goes to the slot's S group by name (lp_sev_t); readers
+ * turn it into the status_reason text (lp_put_reason, at the end).
+ * ===================================================================== */
 
 /* One definition of each lag figure, used by the evaluation, the verdict's
  * totals and every renderer. */
@@ -1950,9 +2459,73 @@ static int64_t lp_eff_lag(int st, int64_t hi, int64_t committed,
         return l >= 0 ? l : lp_pos_lag(hi, pos);
 }
 
-/* Caller holds wlock and is inside the slot's S group write. */
-static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
-                         int64_t fetchq_cnt) {
+/* Lowers *m to v (v >= 0; -1 in *m is unknown). */
+static void lp_min_into(int64_t *m, int64_t v) {
+        if (v >= 0 && (*m < 0 || v < *m))
+                *m = v;
+}
+
+/* Statuses shown at once: their rules already span a window (stalled,
+ * stopped) or report a single fact (rewound). */
+static int lp_pstatus_immediate(int st) {
+        return st == LAGPROBE_PSTATUS_STALLED ||
+               st == LAGPROBE_PSTATUS_STOPPED ||
+               st == LAGPROBE_PSTATUS_REWOUND;
+}
+
+/* An offset as its distance below the end @p hi, LP_GAP_NONE when
+ * unknown or too far for 32 bits. */
+static int32_t lp_gap(int64_t hi, int64_t off) {
+        if (off < 0)
+                return LP_GAP_NONE;
+        int64_t g = hi - off;
+        return g > INT32_MAX || g <= LP_GAP_NONE ? LP_GAP_NONE : (int32_t)g;
+}
+
+static void lp_ring_put(lp_rsample_t *r, const lp_sample_t *n,
+                        int64_t lag_min) {
+        r->hi = n->hi;
+        r->t_ms = (uint32_t)(n->t_us / 1000);
+        r->total = (uint32_t)n->total;
+        r->pos_gap = lp_gap(n->hi, n->pos);
+        r->com_gap = lp_gap(n->hi, n->committed);
+        r->hi_age_ms = lp_i32((n->t_us - n->hi_us) / 1000);
+        r->lag_min = lp_i32(lag_min);
+}
+
+/* The sample @p r keeps, in full, against the newest sample @p n. */
+static void lp_ring_get(const lp_rsample_t *r, const lp_sample_t *n,
+                        lp_sample_t *o) {
+        o->t_us = n->t_us -
+                  lp_delta32((uint32_t)(n->t_us / 1000), r->t_ms) * 1000;
+        o->hi = r->hi;
+        o->pos = r->pos_gap == LP_GAP_NONE ? -1 : r->hi - r->pos_gap;
+        o->committed = r->com_gap == LP_GAP_NONE ? -1 : r->hi - r->com_gap;
+        o->total = n->total - lp_delta32((uint32_t)n->total, r->total);
+        o->hi_us = o->t_us - (int64_t)r->hi_age_ms * 1000;
+}
+
+/* A partition's window at one document (lp_eval_window). */
+typedef struct lp_win_s {
+        lp_sample_t n;        /* the newest sample */
+        const lp_sample_t *o; /* the oldest inside window_ms (&o_at), NULL
+                               * none */
+        lp_sample_t o_at;
+        int64_t dt;           /* n.t_us - o->t_us, 0 without o */
+        int64_t min_new, min_old; /* lowest lag over the window's newer
+                                   * and older half, -1 unknown */
+        int64_t lag, plag;    /* effective and position lag now */
+        int64_t fetchq_cnt;
+        int unfetched;        /* the broker's end is ahead of a frozen
+                               * statistics figure */
+        int moving;           /* position moved since the last document */
+} lp_win_t;
+
+/* Takes the document's sample into the slot's ring and finds the window
+ * it closes; notes a backwards move. 0 when there is nothing to judge (no
+ * high watermark, or an older document than one seen). */
+static int lp_eval_window(lagprobe_t *p, lp_slot_t *s, int64_t ts,
+                          lp_win_t *w) {
         int64_t win = (int64_t)p->conf.window_ms * 1000;
         int64_t total = LD(s->c_total);
         int64_t pos = total > LD(s->s_c_base) ? LD(s->c_position) : -1;
@@ -1962,23 +2535,22 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
         /* Not fetched: the broker's end is ahead of a frozen statistics
          * figure. The end is known as of the query, or of the last change
          * of a figure librdkafka says is stale; rates start from then. */
-        int unfetched = qhi > shi && shi >= 0;
-        int64_t hi_us = unfetched ? LD(s->s_hi_query_us)
+        w->unfetched = qhi > shi && shi >= 0;
+        int64_t hi_us = w->unfetched ? LD(s->s_hi_query_us)
                         : LD(s->s_stale) && LD(s->s_hi_changed_us) > 0
                             ? LD(s->s_hi_changed_us)
                             : ts;
         lp_sample_t n = {ts,    lp_end(shi, qhi), pos, LD(s->s_committed),
                          total, hi_us < ts ? hi_us : ts};
         if (n.hi < 0)
-                return; /* nothing to judge without the high watermark */
-
+                return 0; /* nothing to judge without the high watermark */
+        if (n.t_us < s->w_doc_ts)
+                return 0; /* an older document than one already seen */
         /* Store the sample: at most ~LP_RING-2 per window so the ring
          * always spans a full window. */
-        lp_sample_t *prev =
+        const lp_rsample_t *prev =
             s->w_ring_n ? &s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING]
                         : NULL;
-        if (n.t_us < s->w_doc_ts)
-                return; /* an older document than one already seen */
         /* Backwards moves and recent movement: against the previous
          * document, not the (sparser) ring, so a small seek shows. */
         int pos_back = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos < s->w_doc_pos;
@@ -1986,93 +2558,113 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                        n.committed < s->w_doc_committed;
         if (pos_back || com_back) {
                 s->w_rewound_until_us = ts + win;
-                ST(s->s_ev_a, pos_back ? s->w_doc_pos : s->w_doc_committed);
-                ST(s->s_ev_b, pos_back ? n.pos : n.committed);
-                ST(s->s_ev_c, pos_back ? 0 : 1);
+                ST(s->s_rw_from, pos_back ? s->w_doc_pos : s->w_doc_committed);
+                ST(s->s_rw_to, pos_back ? n.pos : n.committed);
+                ST(s->s_rw_commit, !pos_back);
         }
-        int moving = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos;
-        ST(s->s_moving, moving);
+        w->moving = n.pos >= 0 && s->w_doc_pos >= 0 && n.pos > s->w_doc_pos;
+        ST(s->s_moving, w->moving);
         s->w_doc_pos = n.pos;
         s->w_doc_committed = n.committed;
         s->w_doc_ts = n.t_us;
-        if (!prev || n.t_us - prev->t_us >= win / (LP_RING - 2)) {
-                s->w_ring[s->w_ring_head] = n;
+        w->lag = lp_eff_lag(LAGPROBE_PSTATUS_OK, n.hi, n.committed, n.pos);
+        w->plag = lp_pos_lag(n.hi, n.pos);
+        ST(s->s_eff_lag, w->lag);
+        /* Every document's lag counts in the window's minimum, also those
+         * the ring does not keep. */
+        lp_min_into(&s->w_lag_acc, w->lag);
+        uint32_t now_ms = (uint32_t)(ts / 1000);
+        if (!prev ||
+            lp_delta32(now_ms, prev->t_ms) * 1000 >= win / (LP_RING - 2)) {
+                lp_ring_put(&s->w_ring[s->w_ring_head], &n, s->w_lag_acc);
+                s->w_lag_acc = -1;
                 s->w_ring_head = (s->w_ring_head + 1) % LP_RING;
                 if (s->w_ring_n < LP_RING)
                         s->w_ring_n++;
         }
-        /* Oldest sample inside the window. */
-        const lp_sample_t *o = NULL;
+        /* Oldest sample inside the window, and the lowest lag over the
+         * window's older half and its newer half. */
+        w->n = n;
+        w->o = NULL;
+        w->min_new = s->w_lag_acc;
+        w->min_old = -1;
         for (int k = s->w_ring_n; k >= 1; k--) {
-                const lp_sample_t *c =
+                const lp_rsample_t *c =
                     &s->w_ring[(s->w_ring_head + LP_RING - k) % LP_RING];
-                if (c->t_us >= ts - win) {
-                        o = c;
-                        break;
+                int64_t age_us = lp_delta32(now_ms, c->t_ms) * 1000;
+                if (age_us > win)
+                        continue;
+                if (!w->o) {
+                        lp_ring_get(c, &n, &w->o_at);
+                        w->o = &w->o_at;
                 }
+                lp_min_into(age_us > win / 2 ? &w->min_old : &w->min_new,
+                            c->lag_min);
         }
-        int64_t dt = o ? n.t_us - o->t_us : 0;
-        int64_t lag = lp_eff_lag(LAGPROBE_PSTATUS_OK, n.hi, n.committed, n.pos);
-        int64_t plag = lp_pos_lag(n.hi, n.pos);
-        ST(s->s_eff_lag, lag);
-        if (o && dt > 0) {
-                /* Ingress over the time the end was really unknown: a jump
-                 * of a watermark frozen meanwhile is not a burst. */
-                ST(s->s_in_mrate, lp_mrate(n.hi - o->hi, n.t_us - o->hi_us));
-                ST(s->s_out_mrate, lp_mrate(n.total - o->total, dt));
-                ST(s->s_commit_mrate,
-                   n.committed >= 0 && o->committed >= 0
-                       ? lp_mrate(n.committed - o->committed, dt)
-                       : 0);
-                ST(s->s_pos_mrate, n.pos >= 0 && o->pos >= 0
-                                       ? lp_mrate(n.pos - o->pos, dt)
-                                       : 0);
-                int64_t drain = n.pos >= 0 && o->pos >= 0
-                                    ? lp_sat_sub(lp_mrate(n.pos - o->pos, dt),
-                                                 lp_mrate(n.hi - o->hi, dt))
-                                    : 0;
-                ST(s->s_eta_ms,
-                   plag >= 0 && plag <= p->conf.lag_allowance ? 0
-                   : drain > 0 ? lp_muldiv(plag, 1000000, drain)
-                               : -1);
-        }
-        int st;
-        int64_t a = 0, b = 0, c = 0;
+        w->dt = w->o ? n.t_us - w->o->t_us : 0;
+        return 1;
+}
+
+/* The partition's rates over the window (msg/s x 1000) and its time to
+ * catch up. */
+static void lp_eval_rates(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
+        const lp_sample_t *o = w->o, *n = &w->n;
+        int64_t dt = w->dt;
+        if (!o || dt <= 0)
+                return;
+        /* Ingress over the time the end was really unknown: a jump of a
+         * watermark frozen meanwhile is not a burst. */
+        ST(s->s_in_mrate, lp_mrate(n->hi - o->hi, n->t_us - o->hi_us));
+        ST(s->s_out_mrate, lp_mrate(n->total - o->total, dt));
+        ST(s->s_commit_mrate, n->committed >= 0 && o->committed >= 0
+                                  ? lp_mrate(n->committed - o->committed, dt)
+                                  : 0);
+        ST(s->s_pos_mrate,
+           n->pos >= 0 && o->pos >= 0 ? lp_mrate(n->pos - o->pos, dt) : 0);
+        int64_t drain = n->pos >= 0 && o->pos >= 0
+                            ? lp_sat_sub(lp_mrate(n->pos - o->pos, dt),
+                                         lp_mrate(n->hi - o->hi, dt))
+                            : 0;
+        ST(s->s_eta_ms, w->plag >= 0 && w->plag <= p->conf.lag_allowance ? 0
+                        : drain > 0 ? lp_muldiv(w->plag, 1000000, drain)
+                                    : -1);
+}
+
+/* The status rules, first that matches (README's table, same order). */
+static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
+        const lp_sample_t *o = w->o, *n = &w->n;
+        int64_t win = (int64_t)p->conf.window_ms * 1000;
+        int64_t ts = n->t_us, lag = w->lag, plag = w->plag;
         int64_t allow = p->conf.lag_allowance;
         /* Within a window of a pause the window's start is the paused
          * stretch: no stall or stop of commits is judged from it. */
         int resumed = ts < s->w_paused_until_us;
-        if (ts < s->w_rewound_until_us) {
-                st = LAGPROBE_PSTATUS_REWOUND; /* evidence set above */
-                a = LD(s->s_ev_a);
-                b = LD(s->s_ev_b);
-                c = LD(s->s_ev_c);
-        } else if (plag > 0 && total == s->w_paused_total &&
-                   (s->w_paused_since_us ||
-                    (unfetched && (fetchq_cnt <= 0 || n.pos >= shi) &&
-                     !moving))) {
+        if (ts < s->w_rewound_until_us)
+                return LAGPROBE_PSTATUS_REWOUND; /* evidence set before */
+        if (plag > 0 && n->total == s->w_paused_total &&
+            (s->w_paused_since_us ||
+             (w->unfetched && (w->fetchq_cnt <= 0 || n->pos >= LD(s->s_hi)) &&
+              !w->moving))) {
                 /* Messages the broker has that nothing fetches: paused by
                  * the app, or a queue librdkafka deems full. Before the
                  * window rules: it is neither idle nor stalled. Nothing
                  * waits in its queue, or nothing the statistics know of
-                 * (librdkafka may count a few ops there). Once seen
-                 * it lasts until the partition is consumed again, whatever
+                 * (librdkafka may count a few ops there). Once seen it
+                 * lasts until the partition is consumed again, whatever
                  * one document says of its queue or watermarks (the
                  * statistics' figure may catch up with a refresh between
                  * two). */
-                st = LAGPROBE_PSTATUS_PAUSED;
                 if (!s->w_paused_since_us)
                         s->w_paused_since_us = LD(s->s_hi_changed_us) > 0
                                                    ? LD(s->s_hi_changed_us)
                                                    : ts;
-                a = lag;
-                b = (ts - s->w_paused_since_us) / 1000;
-                c = o && n.hi > o->hi; /* growing */
-        } else if (!o || dt < win / 2) {
-                st = LAGPROBE_PSTATUS_UNKNOWN;
-        } else if (lag > 0 && lag <= 2 && n.hi == o->hi && fetchq_cnt == 0 &&
-                   plag >= 1 && plag <= 2 && n.committed == o->committed &&
-                   n.total == o->total) {
+                return LAGPROBE_PSTATUS_PAUSED;
+        }
+        if (!o || w->dt < win / 2)
+                return LAGPROBE_PSTATUS_UNKNOWN;
+        if (lag > 0 && lag <= 2 && n->hi == o->hi && w->fetchq_cnt == 0 &&
+            plag >= 1 && plag <= 2 && n->committed == o->committed &&
+            n->total == o->total) {
                 /* Control records (transaction markers) or compaction
                  * leave the committed offset just short of the end; checked
                  * before the lag rules so a small allowance cannot turn it
@@ -2080,67 +2672,235 @@ static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
                  * message at the very end) is not this, nor a position at
                  * the end: then the gap is a message consumed and not yet
                  * committed. */
-                st = LAGPROBE_PSTATUS_MARKERS;
-                a = lag;
-                b = n.hi;
-                ST(s->s_eff_lag, lp_eff_lag(LAGPROBE_PSTATUS_MARKERS, n.hi,
-                                            n.committed, n.pos));
-        } else if (lag > allow && n.committed == o->committed &&
-                   n.pos <= o->pos && !resumed) {
+                ST(s->s_eff_lag, lp_eff_lag(LAGPROBE_PSTATUS_MARKERS, n->hi,
+                                            n->committed, n->pos));
+                return LAGPROBE_PSTATUS_MARKERS;
+        }
+        if (lag > allow && n->committed == o->committed && n->pos <= o->pos &&
+            !resumed) {
                 /* Neither commits nor position move: a poison message
                  * consumed again and again, or a consumer that stopped. */
-                st = LAGPROBE_PSTATUS_STALLED;
-                a = lag;
-                b = n.committed;
-                c = n.total - o->total; /* re-deliveries */
-        } else if (lag > 0 && n.committed == o->committed && !resumed &&
-                   n.total > o->total && n.pos > o->pos &&
-                   2 * (n.pos - o->pos) > n.total - o->total) {
+                return LAGPROBE_PSTATUS_STALLED;
+        }
+        if (lag > 0 && n->committed == o->committed && !resumed &&
+            n->total > o->total && n->pos > o->pos &&
+            2 * (n->pos - o->pos) > n->total - o->total) {
                 /* Mostly new messages consumed (not one re-read over and
                  * over), yet no commit. */
-                st = LAGPROBE_PSTATUS_STOPPED;
-                a = n.committed;
-                b = n.total - o->total;
-                c = lag;
-        } else if (lag > allow &&
-                   lag >= (o->committed >= 0 ? o->hi - o->committed
-                           : o->pos >= 0     ? o->hi - o->pos
-                                             : 0)) {
-                /* Above the allowance and not shrinking over the window. */
-                st = LAGPROBE_PSTATUS_LAGGING;
-                a = lag;
-                b = o->committed >= 0 ? o->hi - o->committed
-                    : o->pos >= 0     ? o->hi - o->pos
-                                      : -1;
-        } else if (n.hi == o->hi && lag <= allow &&
-                   (plag == 0 || (plag < 0 && n.hi <= LD(s->s_lo)))) {
+                return LAGPROBE_PSTATUS_STOPPED;
+        }
+        if (w->min_new > allow && (w->min_old < 0 || w->min_new >= w->min_old)) {
+                /* Above the allowance all through the window's newer half,
+                 * and no lower there than in its older half: judged by the
+                 * lowest values, so the saw-tooth of periodic commits
+                 * shows as its troughs and is no trend. */
+                return LAGPROBE_PSTATUS_LAGGING;
+        }
+        if (n->hi == o->hi && lag <= allow &&
+            (plag == 0 || (plag < 0 && n->hi <= LD(s->s_lo)))) {
                 /* Caught up, or nothing ever written to consume. */
-                st = LAGPROBE_PSTATUS_IDLE;
-                a = n.hi;
-        } else {
-                st = LAGPROBE_PSTATUS_OK;
-                a = lag;
+                return LAGPROBE_PSTATUS_IDLE;
         }
-        if (st == LAGPROBE_PSTATUS_PAUSED) {
-                s->w_paused_until_us = ts + win;
-        } else {
+        return LAGPROBE_PSTATUS_OK;
+}
+
+/* Caller holds wlock and is inside the slot's S group write. */
+static void lp_eval_slot(lagprobe_t *p, lp_slot_t *s, int64_t ts,
+                         int64_t fetchq_cnt) {
+        lp_win_t w;
+        w.fetchq_cnt = fetchq_cnt;
+        if (!lp_eval_window(p, s, ts, &w))
+                return;
+        lp_eval_rates(p, s, &w);
+        int st = lp_status_rule(p, s, &w);
+        if (st == LAGPROBE_PSTATUS_PAUSED)
+                s->w_paused_until_us = ts + (int64_t)p->conf.window_ms * 1000;
+        else
                 s->w_paused_since_us = 0;
+        s->w_paused_total = w.n.total;
+        /* The evidence, whatever the status. */
+        ST(s->s_span_ms, lp_i32(w.dt / 1000));
+        ST(s->s_lag_min, w.min_new);
+        ST(s->s_lag_ago,
+           w.o ? lp_eff_lag(LAGPROBE_PSTATUS_OK, w.o->hi, w.o->committed,
+                            w.o->pos)
+               : -1);
+        ST(s->s_consumed, lp_i32(w.o ? w.n.total - w.o->total : 0));
+        ST(s->s_paused_ms,
+           lp_i32(s->w_paused_since_us ? (ts - s->w_paused_since_us) / 1000
+                                       : -1));
+        ST(s->s_growing, w.o && w.n.hi > w.o->hi);
+        /* Hysteresis: the status shown changes once the new one held for
+         * the dwell, except for the first one and the immediate ones. */
+        if (st != LD(s->s_raw)) {
+                ST(s->s_raw, st);
+                ST(s->s_raw_us, ts);
         }
-        s->w_paused_total = total;
-        if (st != LAGPROBE_PSTATUS_REWOUND) {
-                ST(s->s_ev_a, a);
-                ST(s->s_ev_b, b);
-                ST(s->s_ev_c, c);
-        }
-        if (st != LD(s->s_status)) {
+        int shown = LD(s->s_status);
+        if (st != shown &&
+            (shown == LAGPROBE_PSTATUS_UNKNOWN || lp_pstatus_immediate(st) ||
+             ts - LD(s->s_raw_us) >= p->dwell_us)) {
                 ST(s->s_status, st);
-                ST(s->s_status_changes, LD(s->s_status_changes) + 1);
         }
+}
+
+/* printf("%.0f", ms / 1000.0) */
+static void lp_put_secs(lp_out_t *o, int ms) {
+        if (ms % 1000 == 0)
+                lp_put_i64(o, ms / 1000);
+        else
+                lp_printf(o, "%.0f", (double)ms / 1000.0);
+}
+
+/* A duration in seconds: whole seconds from 10 s on, else one decimal
+ * (truncated: never more time than there was). */
+static void lp_put_span(lp_out_t *o, int64_t ms) {
+        if (ms < 0)
+                ms = 0;
+        lp_put_i64(o, ms / 1000);
+        if (ms < 10000 && ms % 1000) {
+                char d[2] = {'.', (char)('0' + ms % 1000 / 100)};
+                lp_put(o, d, 2);
+        }
+}
+
+/* "lag N" with the figure the snapshot shows, or "lag unknown". */
+static void lp_put_lag(lp_out_t *o, int64_t lag) {
+        lp_puts(o, "lag ");
+        if (lag >= 0)
+                lp_put_i64(o, lag);
+        else
+                lp_puts(o, "unknown");
+}
+
+/* The reason of partition status @p st, from the slot's evidence @p ev
+ * and the figures already in @p o, so the text and the snapshot
+ * agree. */
+static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
+                          const lp_sev_t *ev, const lagprobe_partition_t *o) {
+        int64_t span = ev->span_ms;
+        switch (st) {
+        case LAGPROBE_PSTATUS_UNKNOWN:
+                lp_puts(r, "not enough samples yet (window ");
+                lp_put_secs(r, p->conf.window_ms);
+                lp_puts(r, " s)");
+                break;
+        case LAGPROBE_PSTATUS_OK:
+                lp_put_lag(r, o->effective_lag);
+                if (o->effective_lag <= p->conf.lag_allowance) {
+                        lp_puts(r, ", within the allowance of ");
+                        lp_put_i64(r, p->conf.lag_allowance);
+                        break;
+                }
+                lp_puts(r, ", above the allowance of ");
+                lp_put_i64(r, p->conf.lag_allowance);
+                lp_puts(r, ev->lag_min > p->conf.lag_allowance
+                               ? " and shrinking (lowest "
+                               : " but within it at times (lowest ");
+                lp_put_i64(r, ev->lag_min);
+                lp_puts(r, " in the last ");
+                lp_put_span(r, p->conf.window_ms / 2);
+                lp_puts(r, " s)");
+                break;
+        case LAGPROBE_PSTATUS_IDLE:
+                lp_puts(r, "caught up at offset ");
+                lp_put_i64(r, o->high_watermark);
+                lp_puts(r, ", no new messages in the last ");
+                lp_put_span(r, span);
+                lp_puts(r, " s");
+                break;
+        case LAGPROBE_PSTATUS_LAGGING:
+                lp_put_lag(r, o->effective_lag);
+                lp_puts(r, ", above the allowance of ");
+                lp_put_i64(r, p->conf.lag_allowance);
+                lp_puts(r, " all through the last ");
+                lp_put_span(r, p->conf.window_ms / 2);
+                lp_puts(r, " s (lowest ");
+                lp_put_i64(r, ev->lag_min);
+                if (ev->lag_ago >= 0) {
+                        lp_puts(r, ", ");
+                        lp_put_i64(r, ev->lag_ago);
+                        lp_puts(r, " at the start");
+                }
+                lp_puts(r, ") and not shrinking");
+                break;
+        case LAGPROBE_PSTATUS_STALLED:
+                lp_put_lag(r, o->effective_lag);
+                lp_puts(r, "; committed offset ");
+                lp_put_i64(r, o->committed_offset);
+                lp_puts(r, " and position not moving for ");
+                lp_put_span(r, span);
+                lp_puts(r, " s; ");
+                lp_put_i64(r, ev->consumed);
+                lp_puts(r, " message(s) re-consumed");
+                break;
+        case LAGPROBE_PSTATUS_STOPPED:
+                lp_puts(r, "no commit for ");
+                lp_put_span(r, span);
+                lp_puts(r, " s (committed ");
+                lp_put_i64(r, o->committed_offset);
+                lp_puts(r, ") while ");
+                lp_put_i64(r, ev->consumed);
+                lp_puts(r, " message(s) were consumed; ");
+                lp_put_lag(r, o->effective_lag);
+                break;
+        case LAGPROBE_PSTATUS_REWOUND:
+                lp_puts(r, ev->rw_commit ? "committed offset"
+                                                : "position");
+                lp_puts(r, " moved backwards from ");
+                lp_put_i64(r, ev->rw_from);
+                lp_puts(r, " to ");
+                lp_put_i64(r, ev->rw_to);
+                break;
+        case LAGPROBE_PSTATUS_PAUSED:
+                lp_puts(r, "not fetched for ");
+                lp_put_span(r, ev->paused_ms);
+                lp_puts(r, " s: paused by the app or its queue is full; ");
+                lp_put_lag(r, o->effective_lag);
+                if (ev->growing > 0)
+                        lp_puts(r, " and growing");
+                break;
+        case LAGPROBE_PSTATUS_MARKERS:
+                lp_puts(r, "committed ");
+                lp_put_i64(r, o->committed_offset);
+                lp_puts(r, " behind high watermark ");
+                lp_put_i64(r, o->high_watermark);
+                lp_puts(r, " with nothing left to consume: transaction "
+                           "markers or compaction; effective lag 0");
+                break;
+        default:
+                break;
+        }
+}
+
+/* ========================================================================
+ * MARK: 8. Consumer verdict and health
+ *
+ * The verdict from the partitions' figures (lp_diagnose, under wlock
+ * with each document, rebalance and watchdog pass), its evidence by name
+ * (LP_DEV_*) and detail text (lp_read_diag); the headroom level and the
+ * health reasons (lp_health_fill), computed where they are read.
+ * ===================================================================== */
+
+static int64_t lp_since_poll_us(lagprobe_t *p, int64_t now_us);
+
+/* Headroom level for @p since_us without a poll (-1 unknown): 0 fine, 1
+ * past warn_ratio of max.poll.interval.ms, 2 past critical_ratio. The one
+ * definition for the watchdog's events, the verdict and the health. */
+static int lp_headroom_level(const lagprobe_t *p, int64_t since_us) {
+        int64_t limit_us = p->max_poll_interval_ms * 1000;
+        if (since_us <= 0 || limit_us <= 0)
+                return 0;
+        return since_us >= (int64_t)(p->conf.critical_ratio * (double)limit_us)
+                   ? 2
+               : since_us >= (int64_t)(p->conf.warn_ratio * (double)limit_us)
+                   ? 1
+                   : 0;
 }
 
 static int lp_count_since(const int64_t *t, int n, int64_t since) {
         int c = 0;
-        for (int i = 0; i < (n < 16 ? n : 16); i++)
+        for (int i = 0; i < (n < LP_RB_TIMES ? n : LP_RB_TIMES); i++)
                 c += t[i] >= since;
         return c;
 }
@@ -2213,29 +2973,51 @@ static int64_t lp_lag_window_ago(lagprobe_t *p, int64_t doc_ts,
         return p->w_lag_ago;
 }
 
-/* Consumer-level verdict from the partitions' figures. Caller holds wlock
- * and is inside the G group write. @p doc_ts: the statistics document's
- * ts when called with one (baselines move), 0 from elsewhere. */
-#define LP_SLOW_MIN_US 500 /* see msg_slow in lp_diagnose */
-#define LP_HOT_DOCS 3       /* see hot_partition in lp_diagnose */
+/* Consumer-level verdict from the partitions' figures, in four steps:
+ * sum the partitions (lp_diag_sum), derive the facts and move the
+ * baselines (lp_diag_derive), decide (lp_diag_decide), publish with the
+ * dwell (lp_diag_publish). Caller holds wlock and is inside the G group
+ * write. @p doc_ts: the statistics document's ts when called with one
+ * (baselines move), 0 from elsewhere. */
+#define LP_SLOW_MIN_US 500 /* see msg_slow in lp_diag_derive */
+#define LP_HOT_DOCS 3       /* see lp_diag_hot */
 
-static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
-        int64_t now = lp_mono_us();
+/* The assigned partitions, summed (rates msg/s x 1000). */
+typedef struct lp_dsum_s {
+        int64_t in, out, pos_rate, total_lag;
+        int64_t nassigned, covered, progressing, stalled;
+        int64_t top_in, top_lag, stuck_lag, stuck_redeliv;
+        int64_t paused_lag, top_paused_lag;
+        int top_in_slot, top_lag_slot, stuck_slot, top_paused_slot;
+} lp_dsum_t;
+
+/* What the rules read besides the sums. */
+typedef struct lp_dfacts_s {
+        int64_t now, dnow;    /* monotonic; the documents' clock */
+        int assigns, evicts;  /* within storm_window_ms */
+        int64_t since;        /* since the last poll, -1 unknown */
+        int64_t lag_ago;      /* total lag a tenth of a window ago */
+        int exact;            /* batch hooks */
+        double rm, rb;        /* recent per-message and batch time, us */
+        int stuck, frozen, sped_up, growing, msg_slow, batch_slow;
+} lp_dfacts_t;
+
+static void lp_diag_sum(lagprobe_t *p, lp_dsum_t *m) {
+        memset(m, 0, sizeof *m);
+        m->top_in = m->top_lag = m->stuck_lag = m->top_paused_lag = -1;
+        m->top_in_slot = m->top_lag_slot = m->stuck_slot = -1;
+        m->top_paused_slot = -1;
         uint32_t n = LD(p->nslots);
-        int64_t in = 0, out = 0, total_lag = 0, nassigned = 0, covered = 0;
-        int64_t top_in = -1, top_lag = -1, progressing = 0, stalled = 0;
-        int top_in_slot = -1, top_lag_slot = -1, stuck_slot = -1;
-        int64_t stuck_lag = -1, stuck_redeliv = 0, pos_rate = 0;
-        int64_t paused_lag = 0, top_paused_lag = -1;
-        int top_paused_slot = -1;
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
                 if (!LD(s->assigned))
                         continue;
-                nassigned++;
-                int st = LD(s->s_status);
+                m->nassigned++;
+                /* The statuses of the newest document: the verdict has a
+                 * dwell of its own. */
+                int st = LD(s->s_raw);
                 if (st != LAGPROBE_PSTATUS_UNKNOWN)
-                        covered++;
+                        m->covered++;
                 int64_t r = LD(s->s_in_mrate), l = LD(s->s_eff_lag);
                 /* A paused partition's lag counts in every total, but not
                  * its rates: its egress is 0 by the app's choice, which is
@@ -2244,46 +3026,53 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                 if (st == LAGPROBE_PSTATUS_PAUSED)
                         r = 0;
                 else
-                        out = lp_sat_add(out, LD(s->s_out_mrate));
-                in = lp_sat_add(in, r);
-                pos_rate = lp_sat_add(pos_rate, LD(s->s_pos_mrate));
+                        m->out = lp_sat_add(m->out, LD(s->s_out_mrate));
+                m->in = lp_sat_add(m->in, r);
+                m->pos_rate = lp_sat_add(m->pos_rate, LD(s->s_pos_mrate));
                 if (LD(s->s_pos_mrate) > 0)
-                        progressing++;
+                        m->progressing++;
                 if (l > 0)
-                        total_lag = lp_sat_add(total_lag, l);
-                if (r > top_in) {
-                        top_in = r;
-                        top_in_slot = (int)i;
+                        m->total_lag = lp_sat_add(m->total_lag, l);
+                if (r > m->top_in) {
+                        m->top_in = r;
+                        m->top_in_slot = (int)i;
                 }
-                if (l > top_lag) {
-                        top_lag = l;
-                        top_lag_slot = (int)i;
+                if (l > m->top_lag) {
+                        m->top_lag = l;
+                        m->top_lag_slot = (int)i;
                 }
                 if (st == LAGPROBE_PSTATUS_STALLED) {
-                        stalled++;
-                        if (l > stuck_lag) {
-                                stuck_lag = l;
-                                stuck_slot = (int)i;
-                                stuck_redeliv = LD(s->s_ev_c);
+                        m->stalled++;
+                        if (l > m->stuck_lag) {
+                                m->stuck_lag = l;
+                                m->stuck_slot = (int)i;
+                                m->stuck_redeliv = LD(s->s_consumed);
                         }
                 }
                 if (st == LAGPROBE_PSTATUS_PAUSED && l > 0) {
-                        paused_lag = lp_sat_add(paused_lag, l);
-                        if (l > top_paused_lag) {
-                                top_paused_lag = l;
-                                top_paused_slot = (int)i;
+                        m->paused_lag = lp_sat_add(m->paused_lag, l);
+                        if (l > m->top_paused_lag) {
+                                m->top_paused_lag = l;
+                                m->top_paused_slot = (int)i;
                         }
                 }
         }
+}
+
+/* The facts the rules read; moves the baselines with the documents. */
+static void lp_diag_derive(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
+                           lp_dfacts_t *f) {
+        int64_t now = f->now = lp_mono_us();
         /* Evictions are counted by the log callback; note when. */
-        int64_t ev = LD(p->evictions);
-        if (ev != p->w_seen_evictions) {
-                p->w_seen_evictions = ev;
-                p->w_evict_t[p->w_evict_n++ % 16] = LD(p->last_eviction_us);
+        int64_t evictions = LD(p->evictions);
+        if (evictions != p->w_seen_evictions) {
+                p->w_seen_evictions = evictions;
+                p->w_evict_t[p->w_evict_n++ % LP_RB_TIMES] =
+                    LD(p->last_eviction_us);
         }
         int64_t storm_since = now - (int64_t)p->conf.storm_window_ms * 1000;
-        int assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
-        int evicts = lp_count_since(p->w_evict_t, p->w_evict_n, storm_since);
+        f->assigns = lp_count_since(p->w_assign_t, p->w_assign_n, storm_since);
+        f->evicts = lp_count_since(p->w_evict_t, p->w_evict_n, storm_since);
         /* Baselines move with the documents' own clock. */
         double dt = doc_ts > p->w_base_us && p->w_base_us > 0
                         ? (double)(doc_ts - p->w_base_us)
@@ -2294,18 +3083,18 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
          * between deliveries, processing plus any wait for data) its lower
          * quartile, which is the processing time whenever a quarter of the
          * messages were already waiting; at least 10 samples. */
-        int exact = LD(p->exact);
+        int exact = f->exact = LD(p->exact);
         if (exact != p->w_base_exact) {
                 /* Inferred times and the hooks' are different figures. */
                 p->w_base_exact = exact;
                 p->w_msg_base_us = 0;
                 p->w_infer_slow_us = 0;
         }
-        double rm = lp_recent_vs_base(
-            p, &p->h_msg, &p->w_msg_base_us, now, dt, exact ? 0.5 : 0.25,
-            exact ? 5 : 10);
-        double rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
-                                      dt, 0.5, 5);
+        f->rm = lp_recent_vs_base(p, &p->h_msg, &p->w_msg_base_us, now, dt,
+                                  exact ? 0.5 : 0.25, exact ? 5 : 10);
+        f->rb = lp_recent_vs_base(p, &p->h_batch, &p->w_batch_base_us, now,
+                                  dt, 0.5, 5);
+        int64_t in = m->in, out = m->out;
         /* Rates' baselines, over covered windows only. Ingress rises into
          * its baseline slowly (six windows) and falls in three, so
          * producers speeding up stay visible and production resuming at
@@ -2313,7 +3102,7 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
          * consumer drains while the lag does not grow, counted up to
          * ingress (a backlog drained faster is no norm), or its first
          * figure: a consumer that never kept pace keeps that one. */
-        if (covered > 0 && (dt > 0 || p->w_in_base < 0)) {
+        if (m->covered > 0 && (dt > 0 || p->w_in_base < 0)) {
                 lp_rate_base(p, &p->w_in_base, in, dt,
                              (double)in > p->w_in_base ? 6.0 : 3.0);
                 if (p->w_out_base < 0 ||
@@ -2321,436 +3110,929 @@ static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
                         lp_rate_base(p, &p->w_out_base, out < in ? out : in,
                                      dt, 1.0);
         }
-        int64_t lag_ago = lp_lag_window_ago(p, doc_ts, total_lag);
-        int64_t since = lp_since_poll_us(p, now);
-        int64_t limit_us = p->max_poll_interval_ms * 1000;
-        int gap_warn = since > 0 && limit_us > 0 &&
-                       since >= (int64_t)(p->conf.warn_ratio * (double)limit_us);
+        f->lag_ago = lp_lag_window_ago(p, doc_ts, m->total_lag);
+        f->since = lp_since_poll_us(p, now);
         /* A stalled partition is a stuck one when the app keeps re-reading
          * it, or when others move on; when every partition stands still
          * with nothing re-read, the whole consumer is stuck in processing. */
-        int stuck = stuck_slot >= 0 && (stuck_redeliv > 0 || progressing > 0);
-        int frozen = stuck_slot >= 0 && !stuck && stalled == nassigned;
-        int64_t allow = p->conf.lag_allowance;
+        f->stuck = m->stuck_slot >= 0 &&
+                   (m->stuck_redeliv > 0 || m->progressing > 0);
+        f->frozen = m->stuck_slot >= 0 && !f->stuck &&
+                    m->stalled == m->nassigned;
         double burst = p->conf.burst_ratio;
         /* Producers sped up: ingress above its own baseline. Ingress flat:
          * not below it either (fewer arrivals also lengthen the time
          * between deliveries, which is then no slowdown). */
-        int sped_up = p->w_in_base >= 0 && (double)in > burst * p->w_in_base;
-        int in_flat = !sped_up && p->w_in_base >= 0 &&
+        f->sped_up = p->w_in_base >= 0 && (double)in > burst * p->w_in_base;
+        int in_flat = !f->sped_up && p->w_in_base >= 0 &&
                       (double)in * burst >= p->w_in_base;
-        int prev = LD(p->g_diag), prev_cause = p->w_slow_cause;
-        int growing = total_lag > allow &&
-                      ((double)in > burst * (double)out ||
-                       ((prev == LAGPROBE_DIAG_PRODUCER_BURST ||
-                         (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
-                          prev_cause >= LP_SLOW_EGRESS)) &&
-                        in > out));
+        int prev = p->w_diag_raw, prev_cause = p->w_slow_cause;
+        f->growing = m->total_lag > p->conf.lag_allowance &&
+                     ((double)in > burst * (double)out ||
+                      ((prev == LAGPROBE_DIAG_PRODUCER_BURST ||
+                        (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
+                         prev_cause >= LP_SLOW_EGRESS)) &&
+                       in > out));
         /* Durations below run on the documents' clock. */
-        int64_t dnow = p->w_base_us;
-        if (!growing)
+        int64_t dnow = f->dnow = p->w_base_us;
+        if (!f->growing)
                 p->w_grow_us = 0;
         else if (!p->w_grow_us && doc_ts > 0)
                 p->w_grow_us = dnow;
         /* Slower by slow_ratio and by LP_SLOW_MIN_US at least: gaps between
          * deliveries of one fetch are microseconds, and their ratios are
          * noise, not a slowdown. */
-        int msg_slow = rm > 0 && p->w_msg_base_us > 0 &&
-                       rm >= p->conf.slow_ratio * p->w_msg_base_us &&
-                       rm - p->w_msg_base_us >= LP_SLOW_MIN_US &&
-                       (exact || in_flat);
+        double rm = f->rm, rb = f->rb;
+        f->msg_slow = rm > 0 && p->w_msg_base_us > 0 &&
+                      rm >= p->conf.slow_ratio * p->w_msg_base_us &&
+                      rm - p->w_msg_base_us >= LP_SLOW_MIN_US &&
+                      (exact || in_flat);
         /* Inferred times are weaker evidence: a poison message retried
          * (seek, refetch) lengthens the gaps as much as a slow handler. It
          * must hold for one and a half windows, longer than a stalled
          * partition takes to show (one window), so the stall is named
          * first. */
-        if (!msg_slow || exact)
+        if (!f->msg_slow || exact)
                 p->w_infer_slow_us = 0;
         else if (!p->w_infer_slow_us && doc_ts > 0)
                 p->w_infer_slow_us = dnow;
-        if (msg_slow && !exact &&
+        if (f->msg_slow && !exact &&
             (!p->w_infer_slow_us ||
              dnow - p->w_infer_slow_us < (int64_t)p->conf.window_ms * 1500))
-                msg_slow = 0;
-        int batch_slow = rb > 0 && p->w_batch_base_us > 0 &&
-                         rb >= p->conf.slow_ratio * p->w_batch_base_us &&
-                         rb - p->w_batch_base_us >= LP_SLOW_MIN_US;
+                f->msg_slow = 0;
+        f->batch_slow = rb > 0 && p->w_batch_base_us > 0 &&
+                        rb >= p->conf.slow_ratio * p->w_batch_base_us &&
+                        rb - p->w_batch_base_us >= LP_SLOW_MIN_US;
+}
 
-        lp_hsum_t recent;
-        int d, slot = -1, cause = 0, hot_seen = 0;
-        int64_t a = 0, b = 0, c = 0;
-        if (assigns > p->conf.storm_rebalances || evicts > 1) {
-                d = LAGPROBE_DIAG_REBALANCE_STORM;
-                lp_whist_range(&p->h_batch, p->win_us, now, 0, LP_WIN - 1,
+/* hot_partition: with two or more partitions, one carries at least
+ * hot_share and twice its fair share of the ingress, or of the lag while
+ * its position still moves. Sets *slot and the evidence; 1 when hot.
+ * Partitions' watermarks reach the documents at different moments: when
+ * production stops, one partition can look like the only one still
+ * growing for a document, so hot only after LP_HOT_DOCS documents in a
+ * row (p->w_hot_docs; *seen says whether one looked hot in this one). */
+static int lp_diag_hot(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
+                       int *slot, int64_t *ev, int *seen) {
+        int64_t in = m->in, total_lag = m->total_lag, nassigned = m->nassigned;
+        double fair = 1.0 / (double)nassigned;
+        double in_share = in > 0 ? (double)m->top_in / (double)in : 0;
+        double lag_share =
+            total_lag > 0 ? (double)m->top_lag / (double)total_lag : 0;
+        double need =
+            p->conf.hot_share > 2 * fair ? p->conf.hot_share : 2 * fair;
+        int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
+        /* Lag piling up on a partition that still moves: hot. One that
+         * does not move is a stall, judged before; one that was not
+         * fetched until lately drains its backlog. */
+        lp_slot_t *tl = m->top_lag_slot >= 0
+                            ? lp_slot_at(p, (uint32_t)m->top_lag_slot)
+                            : NULL;
+        int tls = tl ? LD(tl->s_raw) : 0;
+        int hot_lag = nassigned >= 2 && tl &&
+                      m->top_lag > p->conf.lag_allowance &&
+                      lag_share >= need && LD(tl->s_moving) &&
+                      tls != LAGPROBE_PSTATUS_STALLED &&
+                      tls != LAGPROBE_PSTATUS_STOPPED &&
+                      tls != LAGPROBE_PSTATUS_REWOUND &&
+                      tls != LAGPROBE_PSTATUS_PAUSED &&
+                      LD(tl->s_stats_us) >= tl->w_paused_until_us;
+        *seen = hot_in || hot_lag;
+        if (!*seen)
+                return 0;
+        if (doc_ts > 0 && p->w_hot_docs < LP_HOT_DOCS)
+                p->w_hot_docs++;
+        if (p->w_hot_docs < LP_HOT_DOCS)
+                return 0;
+        *slot = hot_in ? m->top_in_slot : m->top_lag_slot;
+        ev[LP_DEV_SHARE] = (int64_t)((hot_in ? in_share : lag_share) * 1000);
+        ev[LP_DEV_HOT_BY_LAG] = !hot_in;
+        return 1;
+}
+
+/* The verdict of the rules, first that applies (README's table, in the
+ * same order); its partition in *slot, consumer_slow's cause in *cause,
+ * its evidence in @p ev (LP_DEV_*). */
+static int lp_diag_decide(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
+                          const lp_dfacts_t *f, int *slot, int *cause,
+                          int64_t *ev, int *hot_seen) {
+        int64_t allow = p->conf.lag_allowance;
+        int prev = p->w_diag_raw, prev_cause = p->w_slow_cause;
+        if (f->assigns > p->conf.storm_rebalances || f->evicts > 1) {
+                lp_hsum_t recent;
+                lp_whist_range(&p->h_batch, p->win_us, f->now, 0, LP_WIN - 1,
                                &recent);
-                a = assigns;
-                b = evicts;
+                ev[LP_DEV_ASSIGNS] = f->assigns;
+                ev[LP_DEV_EVICTS] = f->evicts;
                 /* No batch finished in the window yet (they are that long):
                  * the all-time p99, or the batch under way if longer; -1
                  * when no batch was ever measured (no hooks). */
                 if (!recent.count)
-                        lp_whist_read(&p->h_batch, p->win_us, now, &recent,
+                        lp_whist_read(&p->h_batch, p->win_us, f->now, &recent,
                                       NULL);
-                c = recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
-                int64_t cur = LD(p->b_in_batch) ? now - LD(p->b_begin_us) : -1;
-                if (cur > c)
-                        c = cur;
-        } else if (stuck) {
-                d = LAGPROBE_DIAG_STUCK_PARTITION;
-                slot = stuck_slot;
-                a = stuck_lag;
-                b = stuck_redeliv;
-        } else if (gap_warn || frozen) {
-                d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                cause = LP_SLOW_NO_POLL;
-                a = since > 0 ? since : 0;
-                b = -1; /* detail: no poll / no progress */
-        } else if (nassigned == 0 || covered == 0) {
-                d = LAGPROBE_DIAG_UNKNOWN;
-        } else if (top_paused_slot >= 0 && total_lag > allow &&
-                   2 * paused_lag >= total_lag) {
+                int64_t p99 =
+                    recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
+                int64_t cur =
+                    LD(p->b_in_batch) ? f->now - LD(p->b_begin_us) : -1;
+                ev[LP_DEV_BATCH_US] = cur > p99 ? cur : p99;
+                return LAGPROBE_DIAG_REBALANCE_STORM;
+        }
+        if (f->stuck) {
+                *slot = m->stuck_slot;
+                ev[LP_DEV_STUCK_LAG] = m->stuck_lag;
+                ev[LP_DEV_REDELIVERED] = m->stuck_redeliv;
+                return LAGPROBE_DIAG_STUCK_PARTITION;
+        }
+        if (lp_headroom_level(p, f->since) >= 1 || f->frozen) {
+                *cause = LP_SLOW_NO_POLL;
+                ev[LP_DEV_NO_POLL_US] = f->since > 0 ? f->since : 0;
+                return LAGPROBE_DIAG_CONSUMER_SLOW;
+        }
+        if (m->nassigned == 0 || m->covered == 0)
+                return LAGPROBE_DIAG_UNKNOWN;
+        if (m->top_paused_slot >= 0 && m->total_lag > allow &&
+            2 * m->paused_lag >= m->total_lag) {
                 /* Before the rates: a paused partition also lowers
                  * egress, which is no slowdown. */
-                d = LAGPROBE_DIAG_PARTITION_PAUSED;
-                slot = top_paused_slot;
-                a = paused_lag;
-        } else if (msg_slow) {
-                d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                cause = LP_SLOW_MESSAGE;
-        } else if (batch_slow) {
-                d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                cause = LP_SLOW_BATCH;
-        } else {
-                double fair = 1.0 / (double)nassigned;
-                double in_share = in > 0 ? (double)top_in / (double)in : 0;
-                double lag_share =
-                    total_lag > 0 ? (double)top_lag / (double)total_lag : 0;
-                double need = p->conf.hot_share > 2 * fair ? p->conf.hot_share
-                                                           : 2 * fair;
-                int hot_in = nassigned >= 2 && in >= 1000 && in_share >= need;
-                /* Lag piling up on a partition that still moves: hot. One
-                 * that does not move is a stall, judged above; one that
-                 * was not fetched until lately drains its backlog. */
-                lp_slot_t *tl = top_lag_slot >= 0
-                                    ? lp_slot_at(p, (uint32_t)top_lag_slot)
-                                    : NULL;
-                int tls = tl ? LD(tl->s_status) : 0;
-                int hot_lag = nassigned >= 2 && tl &&
-                              top_lag > allow &&
-                              lag_share >= need && LD(tl->s_moving) &&
-                              tls != LAGPROBE_PSTATUS_STALLED &&
-                              tls != LAGPROBE_PSTATUS_STOPPED &&
-                              tls != LAGPROBE_PSTATUS_REWOUND &&
-                              tls != LAGPROBE_PSTATUS_PAUSED &&
-                              LD(tl->s_stats_us) >= tl->w_paused_until_us;
-                /* Partitions' watermarks reach the documents at different
-                 * moments: when production stops, one partition can look
-                 * like the only one still growing for a document. Hot only
-                 * after LP_HOT_DOCS documents in a row. */
-                hot_seen = hot_in || hot_lag;
-                if (hot_seen && doc_ts > 0 && p->w_hot_docs < LP_HOT_DOCS)
-                        p->w_hot_docs++;
-                if ((hot_in || hot_lag) && p->w_hot_docs >= LP_HOT_DOCS) {
-                        d = LAGPROBE_DIAG_HOT_PARTITION;
-                        slot = hot_in ? top_in_slot : top_lag_slot;
-                        a = (int64_t)((hot_in ? in_share : lag_share) * 1000);
-                        b = hot_in ? 0 : 1;
-                } else if (growing &&
-                           (sped_up ||
-                            (prev == LAGPROBE_DIAG_PRODUCER_BURST &&
-                             (double)in > p->w_in_base))) {
-                        /* Producers above their own baseline: entered above
-                         * burst_ratio, kept while ingress stays above its
-                         * baseline and above egress. */
-                        d = LAGPROBE_DIAG_PRODUCER_BURST;
-                } else if (growing) {
-                        /* Lag grows and producers did not speed up: the
-                         * consumer drains less than before, or never
-                         * drained enough (under-provisioned). */
-                        d = LAGPROBE_DIAG_CONSUMER_SLOW;
-                        /* Chronic only once the lag has grown for a
-                         * window with egress where it always was. */
-                        cause = p->w_out_base > 0 &&
-                                        (double)out < 0.9 * p->w_out_base
-                                    ? LP_SLOW_EGRESS
-                                : p->w_grow_us && dnow - p->w_grow_us >=
-                                        (int64_t)p->conf.window_ms * 1000
-                                    ? LP_SLOW_UNDER
-                                    : LP_SLOW_BEHIND;
-                        /* Named once: a slowdown stays one as the egress
-                         * baseline follows it down. */
-                        if (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
-                            prev_cause == LP_SLOW_EGRESS)
-                                cause = LP_SLOW_EGRESS;
-                } else {
-                        d = LAGPROBE_DIAG_HEALTHY;
-                        a = total_lag;
-                        /* c: 0 keeps up, 1 draining a backlog (b: time to
-                         * catch up), 2 behind and not gaining. Draining:
-                         * positions gain on ingress and the lag is not
-                         * above what it was a tenth of a window ago. */
-                        int64_t drain = lp_sat_sub(pos_rate, in);
-                        c = total_lag <= allow ? 0
-                            : drain > 0 && out > in &&
-                                    (lag_ago < 0 || total_lag <= lag_ago)
-                                ? 1
-                                : 2;
-                        b = c == 1 ? lp_muldiv(total_lag, 1000000, drain) : -1;
-                }
+                *slot = m->top_paused_slot;
+                ev[LP_DEV_PAUSED_LAG] = m->paused_lag;
+                return LAGPROBE_DIAG_PARTITION_PAUSED;
         }
-        if (!hot_seen)
-                p->w_hot_docs = 0;
-        /* Named evidence (readers turn it into text). */
-        ST(p->g_in_mrate, in);
-        ST(p->g_out_mrate, out);
-        ST(p->g_total_lag, total_lag);
+        if (f->msg_slow || f->batch_slow) {
+                *cause = f->msg_slow ? LP_SLOW_MESSAGE : LP_SLOW_BATCH;
+                return LAGPROBE_DIAG_CONSUMER_SLOW;
+        }
+        if (lp_diag_hot(p, doc_ts, m, slot, ev, hot_seen))
+                return LAGPROBE_DIAG_HOT_PARTITION;
+        if (f->growing &&
+            (f->sped_up || (prev == LAGPROBE_DIAG_PRODUCER_BURST &&
+                            (double)m->in > p->w_in_base))) {
+                /* Producers above their own baseline: entered above
+                 * burst_ratio, kept while ingress stays above its baseline
+                 * and above egress. */
+                return LAGPROBE_DIAG_PRODUCER_BURST;
+        }
+        if (f->growing) {
+                /* Lag grows and producers did not speed up: the consumer
+                 * drains less than before, or never drained enough
+                 * (under-provisioned, only once the lag has grown for a
+                 * window with egress where it always was). Named once: a
+                 * slowdown stays one as the egress baseline follows it
+                 * down. */
+                *cause = (p->w_out_base > 0 &&
+                          (double)m->out < 0.9 * p->w_out_base) ||
+                                 (prev == LAGPROBE_DIAG_CONSUMER_SLOW &&
+                                  prev_cause == LP_SLOW_EGRESS)
+                             ? LP_SLOW_EGRESS
+                         : p->w_grow_us && f->dnow - p->w_grow_us >=
+                                               (int64_t)p->conf.window_ms * 1000
+                             ? LP_SLOW_UNDER
+                             : LP_SLOW_BEHIND;
+                return LAGPROBE_DIAG_CONSUMER_SLOW;
+        }
+        /* Healthy. Draining: positions gain on ingress and the lag is not
+         * above what it was a tenth of a window ago. */
+        int64_t drain = lp_sat_sub(m->pos_rate, m->in);
+        int c = m->total_lag <= allow ? 0
+                : drain > 0 && m->out > m->in &&
+                        (f->lag_ago < 0 || m->total_lag <= f->lag_ago)
+                    ? 1
+                    : 2;
+        ev[LP_DEV_CATCHING] = c;
+        if (c == 1)
+                ev[LP_DEV_DRAIN_MS] = lp_muldiv(m->total_lag, 1000000, drain);
+        return LAGPROBE_DIAG_HEALTHY;
+}
+
+/* Publishes the figures and evidence, and the verdict shown. Hysteresis:
+ * the verdict shown (and its event) changes once the new verdict, naming
+ * the same partition, held for the dwell; at once for the first one, for
+ * no data, and for what cannot wait: evictions and storms, a stuck
+ * partition, a consumer that stopped polling. */
+static void lp_diag_publish(lagprobe_t *p, const lp_dsum_t *m,
+                            const lp_dfacts_t *f, int d, int slot, int cause,
+                            int64_t *ev) {
+        ST(p->g_in_mrate, m->in);
+        ST(p->g_out_mrate, m->out);
+        ST(p->g_total_lag, m->total_lag);
         ST(p->g_in_base, p->w_in_base >= 0 ? (int64_t)p->w_in_base : -1);
         ST(p->g_out_base, p->w_out_base >= 0 ? (int64_t)p->w_out_base : -1);
-        int tsrc = rm > 0 ? LP_TSRC_MESSAGE : rb > 0 ? LP_TSRC_BATCH
-                                                     : LP_TSRC_NONE;
+        int tsrc = f->rm > 0 ? LP_TSRC_MESSAGE
+                   : f->rb > 0 ? LP_TSRC_BATCH
+                               : LP_TSRC_NONE;
         ST(p->g_time_src, tsrc);
-        ST(p->g_time_us, (int64_t)(tsrc == LP_TSRC_MESSAGE ? rm
-                                   : tsrc == LP_TSRC_BATCH ? rb
+        ST(p->g_time_us, (int64_t)(tsrc == LP_TSRC_MESSAGE ? f->rm
+                                   : tsrc == LP_TSRC_BATCH ? f->rb
                                                            : -1));
         ST(p->g_time_base_us,
            (int64_t)(tsrc == LP_TSRC_MESSAGE ? p->w_msg_base_us
                      : tsrc == LP_TSRC_BATCH ? p->w_batch_base_us
                                              : -1));
-        ST(p->g_time_inferred, tsrc == LP_TSRC_MESSAGE && !exact);
+        ST(p->g_time_inferred, tsrc == LP_TSRC_MESSAGE && !f->exact);
         ST(p->g_slow_cause, cause);
-        ST(p->g_diag_a, a);
-        ST(p->g_diag_b, b);
-        ST(p->g_diag_c, c);
         p->w_slow_cause = cause;
-        /* A change of verdict, of the partition it names, or of the
-         * healthy sub-state is an event. */
-        int sub = d == LAGPROBE_DIAG_HEALTHY ? (int)c : 0;
-        if (d != LD(p->g_diag) || slot != LD(p->g_diag_slot) ||
-            sub != p->w_diag_sub) {
+        if (d != p->w_diag_raw || slot != p->w_diag_raw_slot) {
+                p->w_diag_raw = d;
+                p->w_diag_raw_slot = slot;
+                p->w_diag_raw_us = f->dnow;
+        }
+        ev[LP_DEV_RAW] = d;
+        ev[LP_DEV_RAW_SLOT] = slot;
+        ev[LP_DEV_HELD_US] = f->dnow - p->w_diag_raw_us;
+        for (int k = 0; k < LP_DEV__CNT; k++)
+                ST(p->g_dev[k], ev[k]);
+        int shown = LD(p->g_diag);
+        if ((d != shown || slot != LD(p->g_diag_slot)) &&
+            (shown == LAGPROBE_DIAG_UNKNOWN || d == LAGPROBE_DIAG_UNKNOWN ||
+             d == LAGPROBE_DIAG_REBALANCE_STORM ||
+             d == LAGPROBE_DIAG_STUCK_PARTITION || cause == LP_SLOW_NO_POLL ||
+             ev[LP_DEV_HELD_US] >= p->dwell_us)) {
                 ST(p->g_diag, d);
                 ST(p->g_diag_slot, slot);
                 ST(p->g_diag_changes, LD(p->g_diag_changes) + 1);
-                p->w_diag_sub = sub;
         }
 }
 
-#define LP_APPLY_AHEAD 4
-
-static inline void lp_prefetch_slot(const lp_slot_t *s) {
-#if defined(__GNUC__)
-        for (size_t off = 0; off < sizeof *s; off += 64)
-                __builtin_prefetch((const char *)s + off, 1, 3);
-#else
-        (void)s;
-#endif
+static void lp_diagnose(lagprobe_t *p, int64_t doc_ts) {
+        lp_dsum_t m;
+        lp_dfacts_t f;
+        lp_diag_sum(p, &m);
+        lp_diag_derive(p, doc_ts, &m, &f);
+        int slot = -1, cause = LP_SLOW_NONE, hot_seen = 0;
+        int64_t ev[LP_DEV__CNT];
+        for (int k = 0; k < LP_DEV__CNT; k++)
+                ev[k] = -1;
+        int d = lp_diag_decide(p, doc_ts, &m, &f, &slot, &cause, ev, &hot_seen);
+        /* LP_HOT_DOCS counts documents in a row that found one hot. */
+        if (!hot_seen)
+                p->w_hot_docs = 0;
+        lp_diag_publish(p, &m, &f, d, slot, cause, ev);
 }
 
-/* ---- Brokers down --------------------------------------------------------
- * Under wlock, once per statistics document: lp_bdown_begin, then
- * lp_bdown_note for each needed broker (a leader of an assigned partition,
- * the group coordinator) that is not UP, then lp_bdown_end inside the G
- * group publishes those down for LP_BDOWN_GRACE_US or longer. w_bdown_*
- * keep since when each was first seen down; a broker seen UP again (not
- * noted in a document) is forgotten. */
-static void lp_bdown_begin(lagprobe_t *p) {
-        /* Mark every remembered broker unseen (negative since). */
-        for (int i = 0; i < p->w_bdown_n; i++)
-                if (p->w_bdown_since[i] > 0)
-                        p->w_bdown_since[i] = -p->w_bdown_since[i];
+/* What the verdict knows of processing time, for texts that would
+ * otherwise claim it is fine. */
+static void lp_time_clause(const lagprobe_snapshot_t *o, char *r, size_t rn) {
+        if (!strcmp(o->time_source, "none"))
+                snprintf(r, rn,
+                         "processing time not measured (%s)",
+                         o->exact ? "no batch timed yet"
+                                  : "no batch hooks, too few deliveries");
+        else
+                snprintf(r, rn, "%s time p%s %.1f ms as before (%.1f ms, %s)",
+                         strcmp(o->time_source, "batch") ? "per-message"
+                                                         : "batch",
+                         o->time_inferred ? "25" : "50", o->time_recent_ms,
+                         o->time_baseline_ms,
+                         o->time_inferred ? "inferred" : "hooks");
 }
 
-static void lp_bdown_note(lagprobe_t *p, int32_t id, int64_t ts) {
-        for (int i = 0; i < p->w_bdown_n; i++)
-                if (p->w_bdown_id[i] == id) {
-                        if (p->w_bdown_since[i] < 0)
-                                p->w_bdown_since[i] = -p->w_bdown_since[i];
-                        return;
+static lagprobe_diagnosis_t lp_diag_of(int64_t dg) {
+        return dg >= 0 && dg < LAGPROBE_DIAG__CNT ? (lagprobe_diagnosis_t)dg
+                                                  : LAGPROBE_DIAG_UNKNOWN;
+}
+
+/* The partition a verdict names: its slot's topic (NULL none) and number. */
+static const char *lp_diag_part(lagprobe_t *p, int64_t slot, int32_t *pt) {
+        *pt = -1;
+        if (slot < 0 || slot >= (int64_t)LD(p->nslots))
+                return NULL;
+        lp_slot_t *s = lp_slot_at(p, (uint32_t)slot);
+        *pt = s->partition;
+        return s->topic;
+}
+
+/* consumer_slow's detail, by its cause (LP_SLOW_*). */
+static void lp_slow_detail(lagprobe_t *p, const lagprobe_snapshot_t *o,
+                           int cause, const int64_t *ev, char *r, size_t rn) {
+        if (cause == LP_SLOW_EGRESS)
+                snprintf(r, rn,
+                         "consumer drains %.1f msg/s, down from %.1f "
+                         "msg/s, while producers append %.1f msg/s "
+                         "as before; lag %" PRId64 " growing: "
+                         "processing slowed down",
+                         o->egress_rate, o->egress_baseline,
+                         o->ingress_rate, o->total_lag);
+        else if (cause == LP_SLOW_BEHIND)
+                snprintf(r, rn,
+                         "consumer drains %.1f msg/s (baseline %.1f) "
+                         "while producers append %.1f msg/s as "
+                         "before; lag %" PRId64 " growing",
+                         o->egress_rate, o->egress_baseline,
+                         o->ingress_rate, o->total_lag);
+        else if (cause == LP_SLOW_UNDER)
+                snprintf(r, rn,
+                         "under-provisioned: producers append %.1f "
+                         "msg/s as before, consumer drains only %.1f "
+                         "msg/s as before; lag %" PRId64 " growing: "
+                         "add consumers (and partitions) or speed up "
+                         "processing",
+                         o->ingress_rate, o->egress_rate,
+                         o->total_lag);
+        else if (cause == LP_SLOW_NO_POLL)
+                snprintf(r, rn,
+                         "no poll for %" PRId64 " ms of "
+                         "max.poll.interval.ms=%" PRId64 " and no "
+                         "partition progressing: processing is "
+                         "blocked or far too slow",
+                         ev[LP_DEV_NO_POLL_US] / 1000,
+                         p->max_poll_interval_ms);
+        else
+                snprintf(r, rn,
+                         "%s time p%s %.1f ms, was %.1f ms%s: "
+                         "processing slowed down",
+                         cause == LP_SLOW_BATCH ? "batch"
+                                                : "per-message",
+                         o->time_inferred ? "25" : "50",
+                         o->time_recent_ms, o->time_baseline_ms,
+                         o->time_inferred
+                             ? " (inferred from deliveries)"
+                             : "");
+}
+
+/* rebalance_storm's detail: evictions with the batch time behind them, or
+ * members coming and going. */
+static void lp_storm_detail(lagprobe_t *p, const int64_t *ev, char *r,
+                            size_t rn) {
+        if (ev[LP_DEV_EVICTS] > 0 && ev[LP_DEV_BATCH_US] >= 0)
+                snprintf(r, rn,
+                         "%" PRId64 " assignments and %" PRId64
+                         " evictions in %d s: batch time (p99 %.0f "
+                         "ms) near max.poll.interval.ms=%" PRId64
+                         "; process fewer messages per poll or raise "
+                         "max.poll.interval.ms",
+                         ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
+                         p->conf.storm_window_ms / 1000,
+                         (double)ev[LP_DEV_BATCH_US] / 1000.0,
+                         p->max_poll_interval_ms);
+        else if (ev[LP_DEV_EVICTS] > 0)
+                snprintf(r, rn,
+                         "%" PRId64 " assignments and %" PRId64
+                         " evictions in %d s: time between polls "
+                         "exceeded max.poll.interval.ms=%" PRId64
+                         " (batch time not measured: no batch "
+                         "hooks); process fewer messages per poll or "
+                         "raise max.poll.interval.ms",
+                         ev[LP_DEV_ASSIGNS], ev[LP_DEV_EVICTS],
+                         p->conf.storm_window_ms / 1000,
+                         p->max_poll_interval_ms);
+        else
+                snprintf(r, rn,
+                         "%" PRId64 " assignments in %d s without "
+                         "evictions: group members joining and "
+                         "leaving (deploys, crashes, session "
+                         "timeouts)",
+                         ev[LP_DEV_ASSIGNS],
+                         p->conf.storm_window_ms / 1000);
+}
+
+/* The verdict shown (@p dg, naming @p slot) and the detail of the newest
+ * document's verdict, from the evidence @p ev (LP_DEV_*): the same while
+ * no change waits out the dwell, else the detail says what is coming. */
+static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
+                         int slot, const int64_t *ev, int cause) {
+        o->diagnosis = lp_diag_of(dg);
+        o->diagnosis_name = lp_diag_names[o->diagnosis];
+        o->diagnosis_topic = lp_diag_part(p, slot, &o->diagnosis_partition);
+        lagprobe_diagnosis_t raw = lp_diag_of(ev[LP_DEV_RAW]);
+        int32_t pt;
+        const char *t = lp_diag_part(p, ev[LP_DEV_RAW_SLOT], &pt);
+        int pending = raw != o->diagnosis || ev[LP_DEV_RAW_SLOT] != slot;
+        o->diagnosis_share = !pending && raw == LAGPROBE_DIAG_HOT_PARTITION
+                                 ? (double)ev[LP_DEV_SHARE] / 1000.0
+                                 : 0;
+        char *r = o->diagnosis_detail;
+        size_t rn = sizeof o->diagnosis_detail;
+        if (pending) {
+                /* "now X for 0.2 s of 0.6 s: ..." */
+                int64_t held = ev[LP_DEV_HELD_US];
+                int w = snprintf(r, rn, "now %s for %.1f s of %.1f s: ",
+                                 lp_diag_names[raw],
+                                 (double)(held > 0 ? held : 0) / 1e6,
+                                 (double)p->dwell_us / 1e6);
+                if (w > 0 && (size_t)w < rn) {
+                        r += w;
+                        rn -= (size_t)w;
                 }
-        if (p->w_bdown_n < LP_BDOWN_MAX) {
-                p->w_bdown_id[p->w_bdown_n] = id;
-                p->w_bdown_since[p->w_bdown_n++] = ts > 0 ? ts : 1;
+        }
+        if (!t)
+                t = "";
+        switch (raw) {
+        case LAGPROBE_DIAG_UNKNOWN:
+                snprintf(r, rn, "not enough data yet");
+                break;
+        case LAGPROBE_DIAG_PARTITION_PAUSED:
+                snprintf(r, rn,
+                         "%s [%" PRId32 "] not fetched (paused by the app or "
+                         "its queue is full) while producers append; lag "
+                         "%" PRId64 " on paused partitions",
+                         t, pt, ev[LP_DEV_PAUSED_LAG]);
+                break;
+        case LAGPROBE_DIAG_HEALTHY:
+                if (ev[LP_DEV_CATCHING] == 1)
+                        snprintf(r, rn,
+                                 "catching up: lag %" PRId64 ", about %.0f s "
+                                 "to drain",
+                                 o->total_lag,
+                                 (double)ev[LP_DEV_DRAIN_MS] / 1000.0);
+                else if (ev[LP_DEV_CATCHING] == 2)
+                        snprintf(r, rn,
+                                 "total lag %" PRId64 " above the "
+                                 "allowance of %" PRId64 ", not shrinking; "
+                                 "ingress about equal to egress",
+                                 o->total_lag, p->conf.lag_allowance);
+                else
+                        snprintf(r, rn, "consumer keeps up");
+                break;
+        case LAGPROBE_DIAG_PRODUCER_BURST: {
+                char tc[96];
+                lp_time_clause(o, tc, sizeof tc);
+                snprintf(r, rn,
+                         "producers append %.1f msg/s, up from %.1f msg/s; "
+                         "consumer drains %.1f msg/s; lag %" PRId64 "; %s",
+                         o->ingress_rate, o->ingress_baseline, o->egress_rate,
+                         o->total_lag, tc);
+                break;
+        }
+        case LAGPROBE_DIAG_CONSUMER_SLOW:
+                lp_slow_detail(p, o, cause, ev, r, rn);
+                break;
+        case LAGPROBE_DIAG_REBALANCE_STORM:
+                lp_storm_detail(p, ev, r, rn);
+                break;
+        case LAGPROBE_DIAG_STUCK_PARTITION:
+                snprintf(r, rn,
+                         "%s [%" PRId32 "] stalled with lag %" PRId64
+                         " (%" PRId64 " messages re-consumed): likely a "
+                         "poison message",
+                         t, pt, ev[LP_DEV_STUCK_LAG], ev[LP_DEV_REDELIVERED]);
+                break;
+        case LAGPROBE_DIAG_HOT_PARTITION:
+                snprintf(r, rn, "%s [%" PRId32 "] carries %.0f %% of the %s",
+                         t, pt, (double)ev[LP_DEV_SHARE] / 10.0,
+                         ev[LP_DEV_HOT_BY_LAG] ? "lag" : "incoming messages");
+                break;
+        default:
+                r[0] = 0;
         }
 }
 
-static void lp_bdown_end(lagprobe_t *p, int64_t ts) {
-        int n = 0, k = 0;
-        for (int i = 0; i < p->w_bdown_n; i++) {
-                if (p->w_bdown_since[i] < 0)
-                        continue; /* up again */
-                p->w_bdown_id[k] = p->w_bdown_id[i];
-                p->w_bdown_since[k++] = p->w_bdown_since[i];
-                if (ts - p->w_bdown_since[i] >= LP_BDOWN_GRACE_US)
-                        ST(p->g_bdown[n++], p->w_bdown_id[i]);
-        }
-        p->w_bdown_n = k;
-        ST(p->g_bdown_n, n);
+/* Whether the probe has lost its view: lag, watermarks and the verdict
+ * come from statistics documents, so with an assignment and no document
+ * for more than three statistics.interval.ms it cannot see. While the app
+ * does not poll, no document can arrive (librdkafka serves them inside
+ * poll calls, after the messages queued before them): a stall since the
+ * last document is what the headroom reports, not blindness. Once
+ * documents did arrive, a gap must also pass LP_STATS_GAP_US: a short
+ * interval (tests use 100 ms) is easily missed by one slow poll. */
+enum { LP_SEES = 0, LP_BLIND_OFF, LP_BLIND_MISSING };
+#define LP_STATS_GAP_US 10000000
+
+static int lp_blind(const lagprobe_t *p, int64_t now_us, int64_t last_doc_us,
+                    int64_t since_poll_us, int64_t assignment_size) {
+        if (!LD(p->bound) || assignment_size <= 0)
+                return LP_SEES;
+        if (p->stats_interval_ms <= 0)
+                return LP_BLIND_OFF;
+        int64_t limit = 3 * p->stats_interval_ms * 1000;
+        int64_t from = last_doc_us > 0 ? last_doc_us : p->bound_us;
+        int64_t gap = last_doc_us > 0 && limit < LP_STATS_GAP_US
+                          ? LP_STATS_GAP_US
+                          : limit;
+        if (now_us - from <= gap || since_poll_us > limit ||
+            LD(p->stall_seen_us) >= from)
+                return LP_SEES;
+        return LP_BLIND_MISSING;
 }
 
-/* Caller holds plock (scratch). Takes wlock for the index and S groups. */
-static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
-                           int64_t field_errors) {
-        int64_t ts = d->ts_us > 0 ? d->ts_us : now_us;
-        char topic[LP_TOPIC_MAX];
-        uint32_t cur_ref = UINT32_MAX;
-        int32_t *parts = NULL;
-        ptrdiff_t nparts = 0;
+/* The health verdict and its reasons (README "Health"), from the figures
+ * lp_read_global_x() copied. */
+static void lp_health_fill(lagprobe_t *p, lagprobe_snapshot_t *o,
+                           int64_t now_us, int bound, int64_t last_assign,
+                           int64_t batch_begin, int64_t last_cerr_us,
+                           int64_t slast, int64_t since, int rb_blind,
+                           int bdown_n) {
+        int64_t asize = o->assignment_size;
+        unsigned r = 0;
+        if (!bound)
+                r |= LAGPROBE_REASON_NOT_RUNNING;
+        if (o->headroom_level == 2)
+                r |= LAGPROBE_REASON_HEADROOM_CRITICAL;
+        if (o->headroom_level == 1)
+                r |= LAGPROBE_REASON_HEADROOM_WARN;
+        int64_t last_ev = LD(p->last_eviction_us);
+        if (last_ev > 0 && last_ev >= last_assign)
+                r |= LAGPROBE_REASON_EVICTED;
+        if (bound && asize == 0 && p->conf.unassigned_unhealthy_ms > 0 &&
+            o->unassigned_ms > p->conf.unassigned_unhealthy_ms)
+                r |= LAGPROBE_REASON_NO_ASSIGNMENT;
+        if (o->in_batch && LD(p->predicted_batch_us) == batch_begin)
+                r |= LAGPROBE_REASON_PREDICTED_EXCEED;
+        if (last_cerr_us > 0 && now_us - last_cerr_us < LP_COMMIT_FAILING_US)
+                r |= LAGPROBE_REASON_COMMIT_FAILING;
+        if (lp_blind(p, now_us, slast, since, asize))
+                r |= LAGPROBE_REASON_NO_STATISTICS;
+        if (bound && rb_blind)
+                r |= LAGPROBE_REASON_NO_REBALANCES;
+        /* Degraded, not unhealthy: restarting the app does not bring a
+         * broker back, and librdkafka reconnects by itself. */
+        if (bound && bdown_n > 0)
+                r |= LAGPROBE_REASON_BROKERS_DOWN;
+        o->health_reasons = r;
+        o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
+                         LAGPROBE_REASON_HEADROOM_CRITICAL |
+                         LAGPROBE_REASON_EVICTED | LAGPROBE_REASON_NO_ASSIGNMENT)
+                        ? LAGPROBE_HEALTH_UNHEALTHY
+                    : r ? LAGPROBE_HEALTH_DEGRADED
+                        : LAGPROBE_HEALTH_OK;
+}
 
-        if (d->name && d->name_len > 0 && !LD_ACQ(p->name_set)) {
-                size_t n = d->name_len < sizeof p->name - 1
-                               ? d->name_len
-                               : sizeof p->name - 1;
-                memcpy(p->name, d->name, n);
-                p->name[n] = 0;
-                /* Release: the name is complete before readers use it. */
-                ST_REL(p->name_set, 1);
+/* ========================================================================
+ * MARK: 9. Snapshot
+ *
+ * Consistent copies for readers (any thread): one slot (C and S groups,
+ * each under its own sequence counter), the probe-wide figures, and
+ * lagprobe_snapshot().
+ * ===================================================================== */
+
+/* Consistent copy of one slot (C and S groups each read under their own
+ * sequence counter). */
+static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
+                         int64_t now_wall_ms, int reason,
+                         lagprobe_partition_t *o) {
+        int64_t pos, consumed, last_ts, total, base;
+        uint32_t q;
+        do {
+                q = lp_rbegin(&s->cseq);
+                pos = LD(s->c_position);
+                last_ts = LD(s->c_last_ts);
+                total = LD(s->c_total);
+        } while (lp_rretry(&s->cseq, q));
+        int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
+        int64_t inr, outr, cmr, eta, hiq;
+        lp_sev_t ev;
+        int lcerr, stale, st;
+        do {
+                q = lp_rbegin(&s->sseq);
+                hi = LD(s->s_hi);
+                lo = LD(s->s_lo);
+                ls = LD(s->s_ls);
+                app = LD(s->s_app_offset);
+                committed = LD(s->s_committed);
+                fq = LD(s->s_fetchq_cnt);
+                fqs = LD(s->s_fetchq_size);
+                stats_us = LD(s->s_hi_ok_us);
+                prog = LD(s->s_progress_us);
+                cerrs = LD(s->s_commit_errs);
+                lcerr = LD(s->s_last_commit_err);
+                stale = LD(s->s_stale);
+                base = LD(s->s_c_base);
+                st = LD(s->s_status);
+                ev.lag_min = LD(s->s_lag_min);
+                ev.lag_ago = LD(s->s_lag_ago);
+                ev.rw_from = LD(s->s_rw_from);
+                ev.rw_to = LD(s->s_rw_to);
+                ev.raw_us = LD(s->s_raw_us);
+                ev.raw = LD(s->s_raw);
+                ev.span_ms = LD(s->s_span_ms);
+                ev.paused_ms = LD(s->s_paused_ms);
+                ev.growing = LD(s->s_growing);
+                ev.rw_commit = LD(s->s_rw_commit);
+                ev.consumed = LD(s->s_consumed);
+                inr = LD(s->s_in_mrate);
+                outr = LD(s->s_out_mrate);
+                cmr = LD(s->s_commit_mrate);
+                eta = LD(s->s_eta_ms);
+                hiq = LD(s->s_hi_query);
+        } while (lp_rretry(&s->sseq, q));
+        if (hiq > hi) /* the statistics' figure is frozen behind */
+                stale = 1;
+        hi = lp_end(hi, hiq);
+
+        memset(o, 0, sizeof *o);
+        o->topic = s->topic;
+        o->partition = s->partition;
+        o->high_watermark = hi;
+        o->low_watermark = lo;
+        o->last_stable_offset = ls;
+        /* The two groups are read apart: a message in between shows as
+         * one more consumed, never as fewer than none. */
+        consumed = total - base;
+        if (consumed <= 0 || pos < 0) {
+                /* Nothing consumed since this assignment. */
+                consumed = 0;
+                pos = app >= 0 ? app : committed;
+                last_ts = -1;
         }
+        o->position = pos >= 0 ? pos : -1;
+        o->committed_offset = committed >= 0 ? committed : -1;
+        o->lag = lp_lag(hi, committed);
+        o->position_lag = lp_pos_lag(hi, o->position);
+        o->consumed = consumed;
+        o->last_message_ts_ms = last_ts > 0 ? last_ts : -1;
+        if (o->position_lag == 0)
+                o->seconds_behind = 0;
+        else if (o->last_message_ts_ms > 0)
+                o->seconds_behind =
+                    now_wall_ms > last_ts
+                        ? (double)(now_wall_ms - last_ts) / 1000.0
+                        : 0;
+        else
+                o->seconds_behind = -1;
+        o->fetchq_cnt = fq;
+        o->fetchq_size = fqs;
+        o->last_progress_ms_ago = prog > 0 ? (now_us - prog) / 1000 : -1;
+        o->hwm_age_ms =
+            stats_us > 0 && hi >= 0 ? (now_us - stats_us) / 1000 : -1;
+        /* Statistics stop while the app is stuck in a batch (they are served
+         * inside poll): an old figure is as stale as a stopped fetcher's. */
+        o->stale = stale || (o->hwm_age_ms >= 0 && p->stats_interval_ms > 0 &&
+                             o->hwm_age_ms > 3 * p->stats_interval_ms);
+        o->commit_errors = cerrs;
+        o->last_commit_err = lcerr;
+        o->consumed_total = total;
 
-        pthread_mutex_lock(&p->wlock);
-        lp_bdown_begin(p);
-        if (d->coord_id >= 0 && !d->coord_up)
-                lp_bdown_note(p, d->coord_id, ts);
-        for (ptrdiff_t i = 0; i < arrlen(p->scr_parts); i++) {
-                const lp_prec_t *r = &p->scr_parts[i];
-                if (r->topic_ref != cur_ref) {
-                        const lp_tref_t *t = &p->scr_topics[r->topic_ref];
-                        cur_ref = r->topic_ref;
-                        parts = NULL;
-                        nparts = 0;
-                        if (lp_unescape(t->raw, t->len, t->escaped, topic,
-                                        sizeof topic) == 0) {
-                                ptrdiff_t ti = shgeti(p->topic_map, topic);
-                                if (ti >= 0) {
-                                        parts = p->topics[p->topic_map[ti].value]
-                                                    .parts;
-                                        nparts = arrlen(parts);
-                                }
-                        }
+        o->status = st >= 0 && st < LAGPROBE_PSTATUS__CNT
+                        ? (lagprobe_pstatus_t)st
+                        : LAGPROBE_PSTATUS_UNKNOWN;
+        o->status_name = lp_pstatus_names[o->status];
+        o->effective_lag = lp_eff_lag(o->status, hi, committed, o->position);
+        o->ingress_rate = (double)inr / 1000.0;
+        o->egress_rate = (double)outr / 1000.0;
+        o->commit_rate = (double)cmr / 1000.0;
+        o->eta_seconds = eta >= 0 ? (double)eta / 1000.0 : -1;
+        if (!reason)
+                return;
+        /* The reason text without printf: JSON renders write one for every
+         * partition. Truncated like snprintf() at the field's size. It
+         * tells the newest document's status; while that waits out the
+         * dwell, it says so first. */
+        lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
+        int raw = ev.raw >= 0 && ev.raw < LAGPROBE_PSTATUS__CNT
+                      ? ev.raw
+                      : LAGPROBE_PSTATUS_UNKNOWN;
+        if (raw != (int)o->status) {
+                int64_t held = LD(s->s_stats_us) - ev.raw_us;
+                lp_puts(&r, "now ");
+                lp_puts(&r, lp_pstatus_names[raw]);
+                lp_puts(&r, " for ");
+                lp_put_span(&r, held / 1000);
+                lp_puts(&r, " s of ");
+                lp_put_span(&r, p->dwell_us / 1000);
+                lp_puts(&r, " s: ");
+        }
+        lp_put_reason(p, &r, raw, &ev, o);
+        lp_render_end(&r);
+}
+
+void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
+                            lagprobe_partition_t *parts, size_t parts_size) {
+        if (!snap)
+                return;
+        memset(snap, 0, sizeof *snap);
+        snap->struct_size = sizeof *snap;
+        snap->partitions = parts;
+        snap->partitions_size = parts ? parts_size : 0;
+}
+
+/* The processing-time histograms (all time and recent) and their
+ * sources. */
+static void lp_read_hists(lagprobe_t *p, int64_t now_us,
+                          lagprobe_snapshot_t *o) {
+        lp_hsum_t t[2];
+        lp_whist_read(&p->h_batch, p->win_us, now_us, &t[0], &t[1]);
+        lp_hsum_summary(&t[0], &o->batch);
+        lp_hsum_summary(&t[1], &o->batch_recent);
+        lp_whist_read(&p->h_msg, p->win_us, now_us, &t[0], &t[1]);
+        lp_hsum_summary(&t[0], &o->message);
+        lp_hsum_summary(&t[1], &o->message_recent);
+        lp_whist_read(&p->h_gap, p->win_us, now_us, &t[0], &t[1]);
+        lp_hsum_summary(&t[0], &o->poll_gap);
+        lp_hsum_summary(&t[1], &o->poll_gap_recent);
+        /* Hooks once used are the only source; before that, on_consume's
+         * inference (lp_infer) when it has recorded anything. */
+        const char *src = o->exact           ? "hooks"
+                          : LD(p->inferred) ? "inferred"
+                                            : "none";
+        o->batch_source = o->exact && o->batch.count ? "hooks" : "none";
+        o->message_source = o->message.count ? src : "none";
+        o->poll_gap_source = o->poll_gap.count ? src : "none";
+}
+
+/* The poll figures: time since the last poll, headroom and its level,
+ * the batch under way (its start in *batch_begin). Returns the time since
+ * the last poll (us, -1 unknown). */
+static int64_t lp_read_poll(lagprobe_t *p, int64_t now_us,
+                            lagprobe_snapshot_t *o, int64_t *batch_begin) {
+        uint32_t q;
+        o->max_poll_interval_ms = p->max_poll_interval_ms;
+        o->session_timeout_ms = p->session_timeout_ms;
+        o->heartbeat_interval_ms = p->heartbeat_interval_ms;
+        int64_t since = lp_since_poll_us(p, now_us);
+        o->since_last_poll_ms = since >= 0 ? since / 1000 : -1;
+        o->headroom_ms = p->max_poll_interval_ms -
+                         (since > 0 ? since / 1000 : 0);
+        o->exact = LD(p->exact);
+        do {
+                q = lp_rbegin(&p->bseq);
+                o->in_batch = LD(p->b_in_batch);
+                o->batch_size = LD(p->b_size);
+                o->batch_done = LD(p->b_done);
+                *batch_begin = LD(p->b_begin_us);
+        } while (lp_rretry(&p->bseq, q));
+        o->batch_elapsed_ms = o->in_batch ? (now_us - *batch_begin) / 1000 : 0;
+        o->evictions = LD(p->evictions);
+        o->hook_errors = LD(p->hook_errors);
+        /* Computed here, not taken from the watchdog, so the verdict holds
+         * in tick mode too and matches the figures beside it. */
+        o->headroom_level = lp_headroom_level(p, since);
+        return since;
+}
+
+/* Everything but the partition array; o->consumed only when @p consumed
+ * (a sum over every slot's C group, which renders take from their own pass
+ * over the slots instead). One read of the G group under its sequence
+ * counter into locals, then their translation: kept in one function so
+ * every figure of a snapshot comes from the same update. */
+static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
+                             lagprobe_snapshot_t *o, int consumed) {
+        uint32_t q;
+        int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
+            asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
+            last_assign, last_cerr_us, in_mr, out_mr, tlag,
+            in_base, out_base, t_us, t_base_us;
+        int proto, rberr, cstate, lcerr, dg, dg_slot, tsrc, tinf, cause,
+            rb_blind, bdown_n;
+        int32_t bdown[LP_BDOWN_MAX];
+        int64_t dev[LP_DEV__CNT];
+        do {
+                q = lp_rbegin(&p->gseq);
+                assigns = LD(p->g_assigns);
+                revokes = LD(p->g_revokes);
+                lost = LD(p->g_lost);
+                last_rb = LD(p->g_last_rebalance_us);
+                unassigned_since = LD(p->g_unassigned_since_us);
+                last_unas = LD(p->g_last_unassigned_us);
+                proto = LD(p->g_protocol);
+                rberr = LD(p->g_last_rebalance_err);
+                asize = LD(p->g_assignment_size);
+                cgrp_rb = LD(p->g_cgrp_rebalance_cnt);
+                cstate = LD(p->g_cgrp_state);
+                docs = LD(p->g_stats_docs);
+                serr = LD(p->g_stats_errors);
+                sferr = LD(p->g_stats_field_errors);
+                slast = LD(p->g_stats_last_us);
+                commits = LD(p->g_commits);
+                cerrs = LD(p->g_commit_errors);
+                lcerr = LD(p->g_last_commit_err);
+                last_assign = LD(p->g_last_assign_us);
+                last_cerr_us = LD(p->g_last_commit_err_us);
+                dg = LD(p->g_diag);
+                dg_slot = LD(p->g_diag_slot);
+                for (int k = 0; k < LP_DEV__CNT; k++)
+                        dev[k] = LD(p->g_dev[k]);
+                in_mr = LD(p->g_in_mrate);
+                out_mr = LD(p->g_out_mrate);
+                tlag = LD(p->g_total_lag);
+                rb_blind = LD(p->g_rb_blind);
+                bdown_n = LD(p->g_bdown_n);
+                if (bdown_n < 0 || bdown_n > LP_BDOWN_MAX)
+                        bdown_n = 0;
+                for (int i = 0; i < bdown_n; i++)
+                        bdown[i] = LD(p->g_bdown[i]);
+                in_base = LD(p->g_in_base);
+                out_base = LD(p->g_out_base);
+                t_us = LD(p->g_time_us);
+                t_base_us = LD(p->g_time_base_us);
+                tsrc = LD(p->g_time_src);
+                tinf = LD(p->g_time_inferred);
+                cause = LD(p->g_slow_cause);
+        } while (lp_rretry(&p->gseq, q));
+        o->brokers_down_cnt = bdown_n;
+        o->hwm_queries = LD(p->rf_queries);
+        o->hwm_query_failures = LD(p->rf_failures);
+        for (int i = 0; i < bdown_n; i++)
+                o->brokers_down[i] = bdown[i];
+        o->ingress_rate = (double)in_mr / 1000.0;
+        o->egress_rate = (double)out_mr / 1000.0;
+        o->total_lag = tlag;
+        o->ingress_baseline = in_base >= 0 ? (double)in_base / 1000.0 : -1;
+        o->egress_baseline = out_base >= 0 ? (double)out_base / 1000.0 : -1;
+        o->time_source = tsrc == LP_TSRC_MESSAGE ? "message"
+                         : tsrc == LP_TSRC_BATCH ? "batch"
+                                                 : "none";
+        o->time_recent_ms = tsrc ? (double)t_us / 1000.0 : -1;
+        o->time_baseline_ms = tsrc ? (double)t_base_us / 1000.0 : -1;
+        o->time_inferred = tsrc == LP_TSRC_MESSAGE && tinf;
+
+        int bound = LD(p->bound);
+        int seen = LD(p->rk_seen);
+        o->bound = bound;
+        o->group_id = seen ? p->group_id : "";
+        o->client_id = seen ? p->client_id : "";
+        o->name = LD(p->name_set) ? p->name : "";
+        o->assigns = assigns;
+        o->revokes = revokes;
+        o->lost = lost;
+        o->rebalances = assigns + revokes;
+        o->last_rebalance_ms_ago = last_rb > 0 ? (now_us - last_rb) / 1000 : -1;
+        o->unassigned_ms =
+            unassigned_since > 0 ? (now_us - unassigned_since) / 1000 : 0;
+        o->last_unassigned_ms = last_unas > 0 ? last_unas / 1000 : -1;
+        o->protocol = lp_proto_names[proto >= 0 && proto <= 2 ? proto : 0];
+        o->assignment_size = asize;
+        o->last_rebalance_err = rberr;
+        o->cgrp_rebalance_cnt = cgrp_rb;
+        snprintf(o->cgrp_state, sizeof o->cgrp_state, "%s",
+                 lp_cgrp_states[cstate >= 0 && (size_t)cstate < LP_CGRP_STATES
+                                    ? cstate
+                                    : 0]);
+        o->stats_docs = docs;
+        o->stats_errors = serr;
+        o->stats_field_errors = sferr;
+        o->stats_last_ms_ago = slast > 0 ? (now_us - slast) / 1000 : -1;
+        o->commits = commits;
+        o->commit_errors = cerrs;
+        o->last_commit_err = lcerr;
+
+        int64_t batch_begin, since = lp_read_poll(p, now_us, o, &batch_begin);
+        lp_health_fill(p, o, now_us, bound, last_assign, batch_begin,
+                       last_cerr_us, slast, since, rb_blind, bdown_n);
+        lp_read_hists(p, now_us, o);
+        /* Last: the detail text reads the figures above. */
+        lp_read_diag(p, o, dg, dg_slot, dev, cause);
+        o->consumed = 0;
+        uint32_t n = consumed ? LD(p->nslots) : 0;
+        for (uint32_t i = 0; i < n; i++)
+                o->consumed += LD(lp_slot_at(p, i)->c_total);
+        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
+                o->events[i] = LD(p->events[i]);
+}
+
+static void lp_read_global(lagprobe_t *p, int64_t now_us,
+                           lagprobe_snapshot_t *o) {
+        lp_read_global_x(p, now_us, o, 1);
+}
+
+int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
+        if (!p || !snap || snap->struct_size != sizeof *snap)
+                return -1;
+        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        /* consumed is summed below, in the one pass over the slots. */
+        lp_read_global_x(p, now_us, snap, 0);
+        snap->ts_ms = now_ms;
+        size_t cnt = 0, filled = 0;
+        int64_t consumed = 0;
+        uint32_t n = LD(p->nslots);
+        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
+                nx = lp_sorted_next(p, l, n);
+                lp_slot_t *s = lp_slot_at(p, l - 1);
+                if (LD(s->assigned) && filled < snap->partitions_size) {
+                        lagprobe_partition_t *x = &snap->partitions[filled++];
+                        lp_read_slot(p, s, now_us, now_ms, 1, x);
+                        consumed += x->consumed_total;
+                        cnt++;
+                        continue;
                 }
-                /* Slots are 840 B apart and a large assignment's do not
-                 * stay in cache from one document to the next: fetch the
-                 * slot of a record a few ahead (same topic, the common
-                 * case) while this one is applied. */
-                ptrdiff_t ah = i + LP_APPLY_AHEAD;
-                if (parts && ah < arrlen(p->scr_parts) &&
-                    p->scr_parts[ah].topic_ref == cur_ref &&
-                    p->scr_parts[ah].partition < nparts &&
-                    parts[p->scr_parts[ah].partition] >= 0)
-                        lp_prefetch_slot(lp_slot_at(
-                            p, (uint32_t)parts[p->scr_parts[ah].partition]));
-                if (!parts || r->partition >= nparts || parts[r->partition] < 0)
-                        continue; /* not a partition this consumer tracks */
-                lp_slot_t *s = lp_slot_at(p, (uint32_t)parts[r->partition]);
-                int64_t pos = LD(s->c_position);
-                uint32_t q = lp_wbegin(&s->sseq);
-                if (r->hi >= 0 || r->hi == -1001)
-                        ST(s->s_hi, r->hi >= 0 ? r->hi : -1);
-                if (r->hi >= 0 && r->hi != s->w_hi_seen) {
-                        s->w_hi_seen = r->hi;
-                        ST(s->s_hi_changed_us, ts);
-                        if (r->hi >= LD(s->s_hi_query))
-                                ST(s->s_hi_query, -1); /* fresh again */
-                }
-                if (r->lo >= 0 || r->lo == -1001)
-                        ST(s->s_lo, r->lo >= 0 ? r->lo : -1);
-                if (r->ls >= 0 || r->ls == -1001)
-                        ST(s->s_ls, r->ls >= 0 ? r->ls : -1);
-                ST(s->s_app_offset, r->app_offset >= 0 ? r->app_offset : -1);
-                /* The statistics' committed offset is newer than the last
-                 * on_commit only if the document was made after it. */
-                if (r->committed >= 0 && ts >= s->w_committed_us) {
-                        if (r->committed != LD(s->s_committed) &&
-                            LD(s->s_committed) >= 0)
-                                ST(s->s_progress_us, ts);
-                        ST(s->s_committed, r->committed);
-                        s->w_committed_us = ts;
-                }
-                if (r->fetchq_cnt >= 0)
-                        ST(s->s_fetchq_cnt, r->fetchq_cnt);
-                if (r->fetchq_size >= 0)
-                        ST(s->s_fetchq_size, r->fetchq_size);
-                int stale = r->fetch_active == 0;
-                /* librdkafka keeps "active" while the leader is unreachable:
-                 * the figure is as old as the last document with the leader
-                 * up. */
-                int leader_up = 0;
-                for (ptrdiff_t b = 0; r->leader >= 0 &&
-                                      b < arrlen(p->scr_brokers);
-                     b++)
-                        if (p->scr_brokers[b].nodeid == r->leader)
-                                leader_up = p->scr_brokers[b].up;
-                if (r->leader >= 0 && !leader_up)
-                        stale = 1;
-                ST(s->s_leader, r->leader);
-                ST(s->s_leader_up, leader_up);
-                if (LD(s->assigned) && r->leader >= 0 && !leader_up)
-                        lp_bdown_note(p, r->leader, ts);
-                if (!stale || LD(s->s_hi_ok_us) == 0)
-                        ST(s->s_hi_ok_us, ts);
-                if (p->queued_min_messages > 0 &&
-                    r->fetchq_cnt >= p->queued_min_messages)
-                        stale = 1;
-                if (p->queued_max_kbytes > 0 &&
-                    r->fetchq_size >= p->queued_max_kbytes * 1024 * 9 / 10)
-                        stale = 1;
-                ST(s->s_stale, stale);
-                if (pos != s->w_prev_position) {
-                        if (s->w_prev_position >= 0)
-                                ST(s->s_progress_us, ts);
-                        s->w_prev_position = pos;
-                }
-                ST(s->s_stats_us, ts);
                 if (LD(s->assigned))
-                        lp_eval_slot(p, s, ts, r->fetchq_cnt);
-                lp_wend(&s->sseq, q);
+                        cnt++;
+                consumed += LD(s->c_total);
         }
-        uint32_t g = lp_wbegin(&p->gseq);
-        lp_bdown_end(p, ts);
-        ST(p->g_coord_down, d->coord_id >= 0 && !d->coord_up);
-        lp_diagnose(p, ts);
-        ST(p->g_stats_docs, LD(p->g_stats_docs) + 1);
-        ST(p->g_stats_field_errors, LD(p->g_stats_field_errors) + field_errors);
-        ST(p->g_stats_last_us, now_us);
-        if (d->rebalance_cnt >= 0) {
-                ST(p->g_cgrp_rebalance_cnt, d->rebalance_cnt);
-                /* librdkafka counts a rebalance when it queues it for the
-                 * app; documents are served by the same polls, after it. A
-                 * count still ahead of the callbacks three documents later
-                 * means rebalances go elsewhere (the event API). */
-                p->w_rb_behind = d->rebalance_cnt > p->w_rb_callbacks
-                                     ? p->w_rb_behind + 1
-                                     : 0;
-                ST(p->g_rb_blind, p->w_rb_behind >= 3);
-        }
-        if (d->cgrp_state >= 0)
-                ST(p->g_cgrp_state, d->cgrp_state);
-        lp_wend(&p->gseq, g);
-        pthread_mutex_unlock(&p->wlock);
+        snap->consumed = consumed;
+        snap->partition_cnt = cnt;
+        return 0;
 }
 
-/* ------------------------------------------------------------------------
- * 5. librdkafka glue
- * ---------------------------------------------------------------------- */
+/* ========================================================================
+ * MARK: 10. librdkafka glue
+ *
+ * The callbacks librdkafka calls (through per-probe trampolines that find
+ * the probe), the interceptors (on_consume, on_commit, on_new, conf dup
+ * and destroy) and lagprobe_attach().
+ * ===================================================================== */
 
-static _Atomic(lagprobe_t *) lp_slots[LAGPROBE_MAX_PROBES];
+/* The probes attached to a conf, by registry index: what a trampoline
+ * (section 10) uses to find its probe. Not to be confused with the
+ * partition slots of a probe (lp_slot_t). */
+static _Atomic(lagprobe_t *) lp_registry[LAGPROBE_MAX_PROBES];
 
 static void lp_unref(lagprobe_t *p);
 static void lp_note_poll(lagprobe_t *p, int64_t now_us);
 static void lp_note_eviction(lagprobe_t *p, int64_t now_us);
 
-static inline lagprobe_t *lp_slot_probe(int i) {
-        return atomic_load_explicit(&lp_slots[i], memory_order_acquire);
+static inline lagprobe_t *lp_registered(int i) {
+        return atomic_load_explicit(&lp_registry[i], memory_order_acquire);
 }
 
 /* The probe's own consumer, not a second client made from a copy of the
  * conf, a producer, nor a consumer whose probe the app destroyed. */
 static inline int lp_mine(lagprobe_t *p, const rd_kafka_t *rk) {
-        return p && LD_ACQ(p->bound) && LD(p->rk) == rk &&
+        return p && LD(p->bound) && LD(p->rk) == rk &&
                !LD(p->user_destroyed);
 }
 
-static int lp_stats_cb(int slot, rd_kafka_t *rk, char *json, size_t len,
+static int lp_stats_cb(int reg, rd_kafka_t *rk, char *json, size_t len,
                        void *opaque) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         if (!p)
                 return 0;
         if (lp_mine(p, rk)) {
@@ -2830,45 +4112,8 @@ static int64_t lp_mark_assigned(lagprobe_t *p,
                         continue; /* kept across an incremental rebalance */
                 /* Figures from an earlier assignment are not trusted: the
                  * group may have moved on while another member owned it. */
-                uint32_t q = lp_wbegin(&s->sseq);
-                ST(s->s_hi, -1);
-                ST(s->s_lo, -1);
-                ST(s->s_ls, -1);
-                ST(s->s_app_offset, -1);
-                ST(s->s_committed, -1);
-                ST(s->s_fetchq_cnt, 0);
-                ST(s->s_fetchq_size, 0);
-                ST(s->s_stats_us, 0);
-                ST(s->s_progress_us, 0);
-                ST(s->s_stale, 0);
-                s->w_committed_us = 0;
-                s->w_prev_position = -1;
-                s->w_ring_n = 0;
-                s->w_rewound_until_us = 0;
-                s->w_paused_since_us = s->w_paused_until_us = 0;
-                ST(s->s_status, LAGPROBE_PSTATUS_UNKNOWN);
-                ST(s->s_eff_lag, -1);
-                ST(s->s_in_mrate, 0);
-                ST(s->s_out_mrate, 0);
-                ST(s->s_commit_mrate, 0);
-                ST(s->s_pos_mrate, 0);
-                ST(s->s_eta_ms, -1);
-                ST(s->s_moving, 0);
-                s->w_doc_pos = s->w_doc_committed = -1;
-                s->w_doc_ts = 0;
-                ST(s->s_hi_changed_us, 0);
-                ST(s->s_hi_ok_us, 0);
-                ST(s->s_hi_query, -1);
-                ST(s->s_hi_query_us, 0);
-                ST(s->s_leader, -1);
-                ST(s->s_leader_up, 0);
-                s->w_hi_seen = -1;
-                /* What the consuming thread counted so far belongs to the
-                 * earlier assignment. (Rebalances are served on that
-                 * thread, between messages, so the figure is exact.) */
-                ST(s->s_c_base, LD(s->c_total));
-                lp_wend(&s->sseq, q);
-                ST_REL(s->assigned, 1);
+                lp_slot_reset(s);
+                ST(s->assigned, 1);
                 added++;
         }
         return added;
@@ -2887,13 +4132,13 @@ static int lp_count_change(lagprobe_t *p, int assign, int cnt, int64_t now) {
         p->w_rb_callbacks++; /* every callback: see no_rebalances */
         if (lp_protocol(p) != LP_PROTO_COOPERATIVE) {
                 if (assign)
-                        p->w_assign_t[p->w_assign_n++ % 16] = now;
+                        p->w_assign_t[p->w_assign_n++ % LP_RB_TIMES] = now;
                 return 1;
         }
         if (cnt <= 0)
                 return 0;
         if (!assign || now - p->w_revoke_round_us >= LP_ROUND_US)
-                p->w_assign_t[p->w_assign_n++ % 16] = now;
+                p->w_assign_t[p->w_assign_n++ % LP_RB_TIMES] = now;
         if (!assign)
                 p->w_revoke_round_us = now;
         return 1;
@@ -2911,12 +4156,7 @@ static void lp_record_assign(lagprobe_t *p,
         ST(p->g_last_rebalance_us, now);
         ST(p->g_last_assign_us, now);
         ST(p->g_protocol, proto);
-        int64_t since = LD(p->g_unassigned_since_us);
-        if (since > 0 && added > 0) {
-                ST(p->g_last_unassigned_us, now - since);
-                ST(p->g_unassigned_since_us, 0);
-        }
-        ST(p->g_assignment_size, LD(p->g_assignment_size) + added);
+        lp_assignment_moved(p, added, 0, now, now);
         lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
         lp_new_epoch(p);
@@ -2936,7 +4176,7 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
                         continue;
                 lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
                 if (LD(s->assigned)) {
-                        ST_REL(s->assigned, 0);
+                        ST(s->assigned, 0);
                         removed++;
                 }
         }
@@ -2947,19 +4187,13 @@ static void lp_record_revoke(lagprobe_t *p, int lost,
                 ST(p->g_lost, LD(p->g_lost) + 1);
         ST(p->g_last_rebalance_us, now);
         ST(p->g_protocol, proto);
-        int64_t size = LD(p->g_assignment_size) - removed;
-        if (size < 0)
-                size = 0;
-        ST(p->g_assignment_size, size);
-        if (size == 0 && LD(p->g_unassigned_since_us) == 0) {
-                /* A lost assignment after an eviction was gone from the
-                 * moment librdkafka left the group, not from this callback. */
-                int64_t ev = LD(p->last_eviction_us);
-                ST(p->g_unassigned_since_us,
-                   lost && ev > 0 && now - ev < p->max_poll_interval_ms * 1000
-                       ? ev
-                       : now);
-        }
+        /* A lost assignment after an eviction was gone from the moment
+         * librdkafka left the group, not from this callback. */
+        int64_t ev = LD(p->last_eviction_us);
+        lp_assignment_moved(
+            p, 0, removed, now,
+            lost && ev > 0 && now - ev < p->max_poll_interval_ms * 1000 ? ev
+                                                                        : now);
         lp_diagnose(p, 0);
         lp_wend(&p->gseq, g);
         lp_new_epoch(p);
@@ -3000,7 +4234,7 @@ static void lp_sync_assignment(lagprobe_t *p,
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
                 if (LD(s->assigned) && s->w_mark != mark) {
-                        ST_REL(s->assigned, 0);
+                        ST(s->assigned, 0);
                         removed++;
                 }
         }
@@ -3008,15 +4242,7 @@ static void lp_sync_assignment(lagprobe_t *p,
         if (removed || added) {
                 int64_t now = lp_mono_us();
                 uint32_t g = lp_wbegin(&p->gseq);
-                int64_t size = LD(p->g_assignment_size) - removed + added;
-                ST(p->g_assignment_size, size > 0 ? size : 0);
-                if (size <= 0 && LD(p->g_unassigned_since_us) == 0)
-                        ST(p->g_unassigned_since_us, now);
-                if (size > 0 && LD(p->g_unassigned_since_us) > 0) {
-                        ST(p->g_last_unassigned_us,
-                           now - LD(p->g_unassigned_since_us));
-                        ST(p->g_unassigned_since_us, 0);
-                }
+                lp_assignment_moved(p, added, removed, now, now);
                 lp_diagnose(p, 0);
                 lp_wend(&p->gseq, g);
                 lp_new_epoch(p);
@@ -3025,10 +4251,10 @@ static void lp_sync_assignment(lagprobe_t *p,
         rd_kafka_topic_partition_list_destroy(add);
 }
 
-static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
+static void lp_rebalance_cb(int reg, rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             rd_kafka_topic_partition_list_t *parts,
                             void *opaque) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         int mine = lp_mine(p, rk);
         int lost = 0;
         if (mine) {
@@ -3073,9 +4299,9 @@ static void lp_rebalance_cb(int slot, rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
 }
 
-static void lp_error_cb(int slot, rd_kafka_t *rk, int err, const char *reason,
+static void lp_error_cb(int reg, rd_kafka_t *rk, int err, const char *reason,
                         void *opaque) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         if (!p)
                 return;
         /* error_cb is wrapped only when the app had one. */
@@ -3083,9 +4309,9 @@ static void lp_error_cb(int slot, rd_kafka_t *rk, int err, const char *reason,
                 p->app_error_cb(rk, err, reason, opaque);
 }
 
-static void lp_log_cb(int slot, const rd_kafka_t *rk, int level,
+static void lp_log_cb(int reg, const rd_kafka_t *rk, int level,
                       const char *fac, const char *buf) {
-        lagprobe_t *p = lp_slot_probe(slot);
+        lagprobe_t *p = lp_registered(reg);
         if (p && lp_mine(p, rk) && fac && !strcmp(fac, "MAXPOLL"))
                 lp_note_eviction(p, lp_mono_us());
         if (p && p->app_log_cb)
@@ -3094,9 +4320,10 @@ static void lp_log_cb(int slot, const rd_kafka_t *rk, int level,
                 rd_kafka_log_print(rk, level, fac, buf);
 }
 
-/* Fixed trampolines, one set per slot: librdkafka's stats, rebalance,
- * error and log callbacks carry the app's opaque (or none), so the slot
- * number baked into the function is how they find their probe. */
+/* Fixed trampolines, one set per registry entry: librdkafka's stats,
+ * rebalance, error and log callbacks carry the app's opaque (or none), so
+ * the registry index baked into the function is how they find their
+ * probe. */
 #define LP_TRAMP(a, b)                                                         \
         static int lp_st_##a##b(rd_kafka_t *rk, char *j, size_t n, void *o) { \
                 return lp_stats_cb(a * 8 + b, rk, j, n, o);                    \
@@ -3129,6 +4356,9 @@ static const struct lp_tramps_s {
         void (*error)(rd_kafka_t *, int, const char *, void *);
         void (*log)(const rd_kafka_t *, int, const char *, const char *);
 } lp_tramps[64] = {LP_X64(LP_TRAMP_ENTRY)};
+/* One set of trampolines per registry entry. */
+_Static_assert(sizeof lp_tramps / sizeof lp_tramps[0] >= LAGPROBE_MAX_PROBES,
+               "a set of trampolines for every registry entry");
 
 /* Interceptors: their ic_opaque is the probe. */
 
@@ -3308,13 +4538,16 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         int kip848 = !strcmp(gproto, "consumer");
         p->proto = lp_protocol_of(strat, kip848);
         p->max_poll_interval_ms =
-            lp_conf_int(conf, "max.poll.interval.ms", 300000);
+            lp_conf_int(conf, "max.poll.interval.ms", LP_RDK_MAX_POLL_MS);
         /* Under KIP-848 the session and heartbeat are the broker's (the
          * client refuses both properties): unknown here, not defaults. */
         p->session_timeout_ms =
-            kip848 ? -1 : lp_conf_int(conf, "session.timeout.ms", 45000);
+            kip848 ? -1
+                   : lp_conf_int(conf, "session.timeout.ms", LP_RDK_SESSION_MS);
         p->heartbeat_interval_ms =
-            kip848 ? -1 : lp_conf_int(conf, "heartbeat.interval.ms", 3000);
+            kip848 ? -1
+                   : lp_conf_int(conf, "heartbeat.interval.ms",
+                                 LP_RDK_HEARTBEAT_MS);
         p->stats_interval_ms =
             lp_conf_int(conf, "statistics.interval.ms", 0);
         /* rk->rk_conf, the client's own copy of the final conf: librdkafka
@@ -3340,7 +4573,7 @@ static rd_kafka_resp_err_t lp_on_new(rd_kafka_t *rk,
         p->bound_us = lp_mono_us();
         ST(p->rk, rk);
         /* Release: group_id, limits and rk are visible once bound is. */
-        ST_REL(p->bound, 1);
+        ST(p->bound, 1);
         return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
@@ -3420,7 +4653,7 @@ static int lp_is_tramp(void *fn) {
  * value (including NULL) was set after attach and is the app's now. */
 static void lp_take_callbacks(lagprobe_t *p, rd_kafka_conf_t *conf,
                               int at_new) {
-        const struct lp_tramps_s *t = &lp_tramps[p->slot];
+        const struct lp_tramps_s *t = &lp_tramps[p->reg];
         /* Function pointers, copied as bytes (see the assertion above). */
         const struct {
                 const char *name;
@@ -3454,7 +4687,7 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                        !probe ? "probe" : "conf");
                 return -1;
         }
-        if (LD(probe->attached) || probe->slot >= 0) {
+        if (LD(probe->attached) || probe->reg >= 0) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_attach: this probe is already attached to a "
                        "conf (one probe per consumer; create another probe)");
@@ -3482,14 +4715,14 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                        "watches a consumer group member; set group.id");
                 return -1;
         }
-        int slot = -1;
-        for (int i = 0; i < LAGPROBE_MAX_PROBES && slot < 0; i++) {
+        int reg = -1;
+        for (int i = 0; i < LAGPROBE_MAX_PROBES && reg < 0; i++) {
                 lagprobe_t *expect = NULL;
-                if (atomic_compare_exchange_strong(&lp_slots[i], &expect,
+                if (atomic_compare_exchange_strong(&lp_registry[i], &expect,
                                                    probe))
-                        slot = i;
+                        reg = i;
         }
-        if (slot < 0) {
+        if (reg < 0) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_attach: all %d probe slots are in use "
                        "(raise LAGPROBE_MAX_PROBES, at most 64)",
@@ -3497,7 +4730,7 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                 return -1;
         }
         /* The conf is changed only once nothing can fail for want of a
-         * slot: a refused attach leaves it as it was. */
+         * registry entry: a refused attach leaves it as it was. */
         n = sizeof buf;
         if (rd_kafka_conf_get(conf, "statistics.interval.ms", buf, &n) ==
                 RD_KAFKA_CONF_OK &&
@@ -3509,27 +4742,31 @@ int lagprobe_attach(lagprobe_t *probe, rd_kafka_conf_t *conf, char *errstr,
                         lp_err(errstr, errstr_size,
                                "lagprobe_attach: statistics.interval.ms=%s: %s",
                                v, buf);
-                        atomic_store(&lp_slots[slot], NULL);
+                        atomic_store(&lp_registry[reg], NULL);
                         return -1;
                 }
         }
-        probe->slot = slot;
+        probe->reg = reg;
         if (lp_add_conf_interceptors(conf, probe)) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_attach: could not add interceptors to conf");
-                /* Nothing references the slot yet. */
-                probe->slot = -1;
-                atomic_store(&lp_slots[slot], NULL);
+                /* Nothing references the entry yet. */
+                probe->reg = -1;
+                atomic_store(&lp_registry[reg], NULL);
                 return -1;
         }
         lp_take_callbacks(probe, conf, 0);
-        ST_REL(probe->attached, 1);
+        ST(probe->attached, 1);
         return 0;
 }
 
-/* ------------------------------------------------------------------------
- * 6. Hooks, watchdog and events
- * ---------------------------------------------------------------------- */
+/* ========================================================================
+ * MARK: 11. Hooks and events
+ *
+ * The batch hooks and poll evidence, the event sink, and the events the
+ * watchdog raises from what it finds: counters, partition statuses,
+ * verdicts, lost views, configuration advice, predicted overruns.
+ * ===================================================================== */
 
 static void lp_note_poll(lagprobe_t *p, int64_t now_us) {
         /* Inferred evidence never overrides exact hooks' figures. */
@@ -3704,10 +4941,14 @@ static void lp_default_sink(const lagprobe_event_t *e) {
                 fprintf(f, " predicted_ms=%" PRId64, e->predicted_ms);
         if (e->count >= 0)
                 fprintf(f, " count=%" PRId64, e->count);
-        if (e->topic) {
+        if (e->topic)
                 lp_logfmt_str(f, "topic", e->topic);
+        if (e->partition >= 0)
                 fprintf(f, " partition=%" PRId32, e->partition);
-        }
+        if (e->state)
+                fprintf(f, " state=%s", e->state);
+        if (e->lag >= 0)
+                fprintf(f, " lag=%" PRId64, e->lag);
         lp_logfmt_str(f, "msg", e->message);
         fputc('\n', f);
         fclose(f);
@@ -3723,11 +4964,12 @@ static void lp_event_init(lagprobe_t *p, lagprobe_event_t *e,
         e->name = lp_event_names[type];
         e->severity = severity;
         e->ts_ms = lp_wall_ms();
-        int bound = LD_ACQ(p->bound) || LD(p->rk_seen);
+        int bound = LD(p->bound) || LD(p->rk_seen);
         e->group_id = bound ? p->group_id : "";
         e->client_id = bound ? p->client_id : "";
         e->since_poll_ms = e->max_poll_interval_ms = e->headroom_ms = -1;
         e->batch_size = e->batch_done = e->predicted_ms = e->count = -1;
+        e->lag = -1;
         e->partition = -1;
 }
 
@@ -3745,7 +4987,7 @@ static int lp_emit(lagprobe_t *p, lagprobe_event_t *e, int rate_limit) {
         if (e->severity > p->conf.log_level)
                 return 0;
         atomic_fetch_add(&p->emitting, 1);
-        if (!LD_ACQ(p->user_destroyed)) {
+        if (!LD(p->user_destroyed)) {
                 if (p->conf.log_cb)
                         p->conf.log_cb(e, p->conf.log_opaque);
                 else
@@ -3809,12 +5051,13 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         } while (lp_rretry(&p->gseq, q));
         if (rb != p->wd_seen_rebalances) {
                 p->wd_seen_rebalances = rb;
-                lp_event_init(p, &e, LAGPROBE_EVENT_REBALANCE, 6);
+                lp_event_init(p, &e, LAGPROBE_EVENT_REBALANCE, LP_LOG_INFO);
                 lp_event_poll_figures(p, &e, since);
                 e.count = asize;
                 snprintf(msg, sizeof msg,
                          "rebalance: %" PRId64 " partition(s) now assigned "
-                         "(assign/revoke event %" PRId64 ")%s%s",
+                         "(assign and revoke callbacks so far: %" PRId64
+                         ")%s%s",
                          asize, rb, rberr ? "; last error " : "",
                          rberr ? rd_kafka_err2name((rd_kafka_resp_err_t)rberr)
                                : "");
@@ -3823,7 +5066,7 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         }
         if (cerr != p->wd_seen_commit_errors) {
                 p->wd_seen_commit_errors = cerr;
-                lp_event_init(p, &e, LAGPROBE_EVENT_COMMIT_FAILED, 4);
+                lp_event_init(p, &e, LAGPROBE_EVENT_COMMIT_FAILED, LP_LOG_WARNING);
                 e.count = cerr;
                 snprintf(msg, sizeof msg,
                          "offset commit failed (%" PRId64 " so far), last "
@@ -3836,7 +5079,7 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         }
         if (serr != p->wd_seen_stats_errors) {
                 p->wd_seen_stats_errors = serr;
-                lp_event_init(p, &e, LAGPROBE_EVENT_STATS_ERROR, 4);
+                lp_event_init(p, &e, LAGPROBE_EVENT_STATS_ERROR, LP_LOG_WARNING);
                 e.count = serr;
                 snprintf(msg, sizeof msg,
                          "malformed statistics document rejected (%" PRId64
@@ -3848,98 +5091,175 @@ static int lp_check_counters(lagprobe_t *p, int64_t since) {
         return emitted;
 }
 
-static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
-                         int64_t stats_interval_ms, int window_ms,
-                         lagprobe_partition_t *o);
-static void lp_read_global(lagprobe_t *p, int64_t now_us,
-                           lagprobe_snapshot_t *o);
+/* More partitions than this changing to one status in one pass: one
+ * summary event instead of one each. */
+#define LP_EV_SUMMARY 4
+#define LP_WD_DUE 0x80 /* in wd_said: to be reported in this pass */
 
-/* partition_status and diagnosis events, from change counters. */
-static int lp_check_diagnosis(lagprobe_t *p) {
-        int emitted = 0;
+static int lp_pstatus_bad(int st) {
+        return st == LAGPROBE_PSTATUS_STALLED ||
+               st == LAGPROBE_PSTATUS_STOPPED ||
+               st == LAGPROBE_PSTATUS_PAUSED ||
+               st == LAGPROBE_PSTATUS_LAGGING ||
+               st == LAGPROBE_PSTATUS_REWOUND;
+}
+
+/* One partition_status event about slot @p i. */
+static int lp_emit_status(lagprobe_t *p, lp_slot_t *s, int64_t now_us,
+                          int64_t now_ms) {
         char msg[320];
         lagprobe_event_t e;
-        uint32_t n = LD_ACQ(p->nslots);
-        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
-        while ((uint32_t)arrlen(p->wd_seen_status) < n)
-                arrput(p->wd_seen_status, 0);
+        lagprobe_partition_t x;
+        lp_read_slot(p, s, now_us, now_ms, 1, &x);
+        lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
+                      lp_pstatus_bad(x.status) ? LP_LOG_WARNING
+                                                : LP_LOG_INFO);
+        e.topic = x.topic;
+        e.partition = x.partition;
+        e.state = x.status_name;
+        e.lag = x.effective_lag;
+        e.count = x.effective_lag;
+        snprintf(msg, sizeof msg, "%s [%" PRId32 "] is %s: %s", x.topic,
+                 x.partition, x.status_name, x.status_reason);
+        e.message = msg;
+        return lp_emit(p, &e, 0);
+}
+
+/* One partition_status event for the @p cnt partitions due to report
+ * status @p st: "12 of 40 assigned partitions now lagging: t [0, 3, 5]". */
+static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
+        char msg[320];
+        size_t len = 0;
+        lagprobe_event_t e;
+        uint32_t n = (uint32_t)arrlen(p->wd_said);
+        int64_t assigned = 0, lag = 0;
+        const char *topic = NULL, *prev = NULL;
+        int one_topic = 1;
+        for (uint32_t i = 0; i < n; i++)
+                assigned += LD(lp_slot_at(p, i)->assigned) != 0;
+#define LP_CAT(...)                                                            \
+        do {                                                                   \
+                int w_ = snprintf(msg + len, sizeof msg - len, __VA_ARGS__);   \
+                len = w_ < 0 ? len                                             \
+                      : (size_t)w_ < sizeof msg - len ? len + (size_t)w_       \
+                                                      : sizeof msg - 1;        \
+        } while (0)
+        LP_CAT("%d of %" PRId64 " assigned partitions now %s:", cnt, assigned,
+               lp_pstatus_names[st]);
+        for (uint32_t i = 0; i < n; i++) {
+                if (p->wd_said[i] != (LP_WD_DUE | st))
+                        continue;
+                lp_slot_t *s = lp_slot_at(p, i);
+                int64_t l = LD(s->s_eff_lag);
+                if (l > 0)
+                        lag = lp_sat_add(lag, l);
+                if (!topic)
+                        topic = s->topic;
+                else if (strcmp(topic, s->topic))
+                        one_topic = 0;
+                if (!prev || strcmp(prev, s->topic))
+                        LP_CAT("%s%s [%" PRId32, prev ? "], " : " ", s->topic,
+                               s->partition);
+                else
+                        LP_CAT(", %" PRId32, s->partition);
+                prev = s->topic;
+        }
+        LP_CAT("]");
+#undef LP_CAT
+        if (len >= sizeof msg - 1)
+                memcpy(msg + sizeof msg - 4, "...", 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
+                      lp_pstatus_bad(st) ? LP_LOG_WARNING : LP_LOG_INFO);
+        e.topic = one_topic ? topic : NULL;
+        e.state = lp_pstatus_names[st];
+        e.count = cnt;
+        e.lag = lag;
+        e.message = msg;
+        return lp_emit(p, &e, 0);
+}
+
+/* partition_status events: a partition's shown status (already held for
+ * the dwell) when it differs from the one last reported, at most one per
+ * partition per window_ms (the latest status once that has passed), except
+ * for the immediate statuses; many partitions turning to one status at
+ * once are one summary event. */
+static int lp_check_statuses(lagprobe_t *p, int64_t now_us, int64_t now_ms) {
+        int emitted = 0;
+        uint32_t n = LD(p->nslots);
+        int cnt[LAGPROBE_PSTATUS__CNT] = {0};
+        int64_t win_ms = p->conf.window_ms;
+        while ((uint32_t)arrlen(p->wd_said) < n) {
+                arrput(p->wd_said, LAGPROBE_PSTATUS_UNKNOWN);
+                arrput(p->wd_said_ms, 0);
+        }
         for (uint32_t i = 0; i < n; i++) {
                 lp_slot_t *s = lp_slot_at(p, i);
-                uint32_t ch = LD(s->s_status_changes);
-                if (ch == p->wd_seen_status[i])
+                int said = p->wd_said[i] & ~LP_WD_DUE;
+                p->wd_said[i] = (uint8_t)said;
+                if (!LD(s->assigned)) {
+                        p->wd_said[i] = LAGPROBE_PSTATUS_UNKNOWN;
                         continue;
-                p->wd_seen_status[i] = ch;
-                if (!LD(s->assigned))
-                        continue;
-                lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                             p->conf.window_ms, &x);
-                if (x.status == LAGPROBE_PSTATUS_UNKNOWN)
-                        continue;
-                int bad = x.status == LAGPROBE_PSTATUS_STALLED ||
-                          x.status == LAGPROBE_PSTATUS_STOPPED ||
-                          x.status == LAGPROBE_PSTATUS_PAUSED ||
-                          x.status == LAGPROBE_PSTATUS_LAGGING ||
-                          x.status == LAGPROBE_PSTATUS_REWOUND;
-                lp_event_init(p, &e, LAGPROBE_EVENT_PARTITION_STATUS,
-                              bad ? 4 : 6);
-                e.topic = x.topic;
-                e.partition = x.partition;
-                e.count = x.effective_lag;
-                snprintf(msg, sizeof msg, "%s [%" PRId32 "] is %s: %s",
-                         x.topic, x.partition, x.status_name,
-                         x.status_reason);
-                e.message = msg;
-                emitted += lp_emit(p, &e, 0);
-        }
-        uint32_t dc = LD(p->g_diag_changes);
-        if (dc != p->wd_seen_diag) {
-                p->wd_seen_diag = dc;
-                lagprobe_snapshot_t g;
-                lagprobe_snapshot_init(&g, NULL, 0);
-                lp_read_global(p, now_us, &g);
-                if (g.diagnosis != LAGPROBE_DIAG_UNKNOWN) {
-                        int bad = g.diagnosis != LAGPROBE_DIAG_HEALTHY;
-                        lp_event_init(p, &e, LAGPROBE_EVENT_DIAGNOSIS,
-                                      bad ? 4 : 5);
-                        e.topic = g.diagnosis_topic;
-                        e.partition = g.diagnosis_partition;
-                        e.count = g.total_lag;
-                        snprintf(msg, sizeof msg, "diagnosis %s: %s",
-                                 g.diagnosis_name, g.diagnosis_detail);
-                        e.message = msg;
-                        emitted += lp_emit(p, &e, 0);
                 }
+                /* On the documents' clock, as the statuses. */
+                int st = LD(s->s_status);
+                uint32_t doc_ms = (uint32_t)(LD(s->s_stats_us) / 1000);
+                if (st == LAGPROBE_PSTATUS_UNKNOWN || st == said ||
+                    (said != LAGPROBE_PSTATUS_UNKNOWN &&
+                     !lp_pstatus_immediate(st) &&
+                     lp_delta32(doc_ms, p->wd_said_ms[i]) < win_ms))
+                        continue;
+                p->wd_said[i] = (uint8_t)(LP_WD_DUE | st);
+                p->wd_said_ms[i] = doc_ms;
+                cnt[st]++;
+        }
+        for (int st = 0; st < LAGPROBE_PSTATUS__CNT; st++) {
+                if (cnt[st] > LP_EV_SUMMARY) {
+                        emitted += lp_emit_status_summary(p, st, cnt[st]);
+                        continue;
+                }
+                for (uint32_t i = 0; cnt[st] && i < n; i++)
+                        if (p->wd_said[i] == (LP_WD_DUE | st))
+                                emitted += lp_emit_status(
+                                    p, lp_slot_at(p, i), now_us, now_ms);
         }
         return emitted;
 }
 
-/* Whether the probe has lost its view: lag, watermarks and the verdict
- * come from statistics documents, so with an assignment and no document
- * for more than three statistics.interval.ms it cannot see. While the app
- * does not poll, no document can arrive (librdkafka serves them inside
- * poll calls, after the messages queued before them): a stall since the
- * last document is what the headroom reports, not blindness. Once
- * documents did arrive, a gap must also pass LP_STATS_GAP_US: a short
- * interval (tests use 100 ms) is easily missed by one slow poll. */
-enum { LP_SEES = 0, LP_BLIND_OFF, LP_BLIND_MISSING };
-#define LP_STATS_GAP_US 10000000
-
-static int lp_blind(const lagprobe_t *p, int64_t now_us, int64_t last_doc_us,
-                    int64_t since_poll_us, int64_t assignment_size) {
-        if (!LD(p->bound) || assignment_size <= 0)
-                return LP_SEES;
-        if (p->stats_interval_ms <= 0)
-                return LP_BLIND_OFF;
-        int64_t limit = 3 * p->stats_interval_ms * 1000;
-        int64_t from = last_doc_us > 0 ? last_doc_us : p->bound_us;
-        int64_t gap = last_doc_us > 0 && limit < LP_STATS_GAP_US
-                          ? LP_STATS_GAP_US
-                          : limit;
-        if (now_us - from <= gap || since_poll_us > limit ||
-            LD(p->stall_seen_us) >= from)
-                return LP_SEES;
-        return LP_BLIND_MISSING;
+/* partition_status and diagnosis events. A diagnosis event when the verdict
+ * shown (held for the dwell) or the partition it names differs from the
+ * one last reported; its detail text changing is none. */
+static int lp_check_diagnosis(lagprobe_t *p) {
+        char msg[320];
+        lagprobe_event_t e;
+        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
+        int emitted = lp_check_statuses(p, now_us, now_ms);
+        uint32_t dc = LD(p->g_diag_changes);
+        if (dc == p->wd_seen_diag)
+                return emitted;
+        p->wd_seen_diag = dc;
+        lagprobe_snapshot_t g;
+        lagprobe_snapshot_init(&g, NULL, 0);
+        lp_read_global(p, now_us, &g);
+        if (g.diagnosis == LAGPROBE_DIAG_UNKNOWN ||
+            ((int)g.diagnosis == p->wd_said_diag &&
+             g.diagnosis_partition == p->wd_said_diag_part &&
+             g.diagnosis_topic == p->wd_said_diag_topic))
+                return emitted;
+        p->wd_said_diag = (int)g.diagnosis;
+        p->wd_said_diag_part = g.diagnosis_partition;
+        p->wd_said_diag_topic = g.diagnosis_topic;
+        lp_event_init(p, &e, LAGPROBE_EVENT_DIAGNOSIS,
+                      g.diagnosis != LAGPROBE_DIAG_HEALTHY ? LP_LOG_WARNING
+                                                         : LP_LOG_NOTICE);
+        e.topic = g.diagnosis_topic;
+        e.partition = g.diagnosis_partition;
+        e.state = g.diagnosis_name;
+        e.lag = g.total_lag;
+        e.count = g.total_lag;
+        snprintf(msg, sizeof msg, "diagnosis %s: %s", g.diagnosis_name,
+                 g.diagnosis_detail);
+        e.message = msg;
+        return emitted + lp_emit(p, &e, 0);
 }
 
 /* no_rebalances: once when rebalances are found going past the probe. */
@@ -3951,7 +5271,7 @@ static int lp_check_rb_blind(lagprobe_t *p) {
                 return 0;
         char msg[320];
         lagprobe_event_t e;
-        lp_event_init(p, &e, LAGPROBE_EVENT_NO_REBALANCES, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_NO_REBALANCES, LP_LOG_WARNING);
         e.count = LD(p->g_cgrp_rebalance_cnt);
         snprintf(msg, sizeof msg,
                  "librdkafka delivered %" PRId64 " rebalance(s) that never "
@@ -3974,7 +5294,7 @@ static int lp_check_blind(lagprobe_t *p, int64_t now_us, int64_t since) {
         p->wd_blind = 1;
         char msg[400];
         lagprobe_event_t e;
-        lp_event_init(p, &e, LAGPROBE_EVENT_NO_STATISTICS, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_NO_STATISTICS, LP_LOG_WARNING);
         int64_t last = LD(p->g_stats_last_us);
         e.count = last > 0 ? (now_us - last) / 1000 : -1;
         if (why == LP_BLIND_OFF)
@@ -4006,7 +5326,7 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
         if (!p->wd_hb_advised && p->session_timeout_ms > 0 &&
             p->heartbeat_interval_ms * 3 > p->session_timeout_ms) {
                 p->wd_hb_advised = 1;
-                lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, 4);
+                lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, LP_LOG_WARNING);
                 snprintf(msg, sizeof msg,
                          "heartbeat.interval.ms=%" PRId64 " is more than a "
                          "third of session.timeout.ms=%" PRId64 ": two lost "
@@ -4021,7 +5341,7 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
                 return emitted;
         lp_hsum_t recent;
         lp_whist_read(&p->h_batch, p->win_us, now_us, NULL, &recent);
-        if (recent.count < 5)
+        if (recent.count < LP_ADVICE_MIN_BATCHES)
                 return emitted;
         double p99_ms = lp_hsum_pct(&recent, 0.99) / 1000.0;
         double ratio = p99_ms / (double)p->max_poll_interval_ms;
@@ -4030,7 +5350,7 @@ static int lp_check_advice(lagprobe_t *p, int64_t now_us) {
             ratio < p->wd_advice_ratio * 1.10)
                 return emitted;
         p->wd_advice_ratio = ratio;
-        lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_CONFIG_ADVICE, LP_LOG_WARNING);
         lp_event_poll_figures(p, &e, lp_since_poll_us(p, now_us));
         e.predicted_ms = (int64_t)p99_ms;
         snprintf(msg, sizeof msg,
@@ -4094,7 +5414,7 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         ST(p->predicted_batch_us, batch_id);
         lagprobe_event_t e;
         char msg[320];
-        lp_event_init(p, &e, LAGPROBE_EVENT_PREDICTED_EXCEED, 4);
+        lp_event_init(p, &e, LAGPROBE_EVENT_PREDICTED_EXCEED, LP_LOG_WARNING);
         lp_event_poll_figures(p, &e, elapsed);
         e.batch_size = size;
         e.batch_done = done;
@@ -4110,6 +5430,10 @@ static int lp_check_predict(lagprobe_t *p, int64_t now_us) {
         e.message = msg;
         return lp_emit(p, &e, 0);
 }
+
+/* ========================================================================
+ * MARK: 12. Watermark refresher
+ * ===================================================================== */
 
 /* Set on probes' own watchdog threads: refreshes are handed over only
  * from there (never from lagprobe_tick() on an app thread). */
@@ -4297,7 +5621,7 @@ static void *lp_refresher(void *arg) {
                 pthread_mutex_lock(&p->rf_lock);
         }
         pthread_mutex_unlock(&p->rf_lock);
-        ST_REL(p->rf_exited, 1);
+        ST(p->rf_exited, 1);
         /* The thread holds a reference: the probe outlives it even when
          * lagprobe_destroy() stopped waiting for it. Nothing after this. */
         lp_unref(p);
@@ -4309,8 +5633,8 @@ static void *lp_refresher(void *arg) {
  * network. */
 static void lp_refresh_hwm(lagprobe_t *p, int64_t now) {
         int64_t ivl = (int64_t)p->conf.hwm_refresh_ms * 1000;
-        uint32_t n = LD_ACQ(p->nslots);
-        if (ivl <= 0 || n == 0 || LD(p->rf_busy) || !LD_ACQ(p->bound))
+        uint32_t n = LD(p->nslots);
+        if (ivl <= 0 || n == 0 || LD(p->rf_busy) || !LD(p->bound))
                 return;
         /* Broker states come from the statistics: without a recent
          * document (the app is not polling) they are unknown. */
@@ -4367,11 +5691,19 @@ static void lp_refresh_hwm(lagprobe_t *p, int64_t now) {
         pthread_mutex_unlock(&p->rf_lock);
 }
 
+/* ========================================================================
+ * MARK: 13. Watchdog
+ *
+ * One pass (lp_check) every watchdog_interval_ms on the probe's thread,
+ * or from lagprobe_tick(): poll evidence, evictions, headroom levels and
+ * their events, the verdict between documents, the refresh.
+ * ===================================================================== */
+
 /* One watchdog pass; serialised by tick_lock. Returns events emitted. */
 static int lp_check(lagprobe_t *p) {
         int emitted = 0;
         int64_t now = lp_mono_us();
-        if (!LD_ACQ(p->bound)) {
+        if (!LD(p->bound)) {
                 /* The consumer is gone (or not there yet): still report what
                  * its last callbacks counted, e.g. the revoke inside
                  * rd_kafka_consumer_close(), then nothing time-based. */
@@ -4387,7 +5719,7 @@ static int lp_check(lagprobe_t *p) {
          * were handed out by a poll call that has returned since. */
         if (!LD(p->exact)) {
                 int64_t total = 0;
-                uint32_t n = LD_ACQ(p->nslots);
+                uint32_t n = LD(p->nslots);
                 for (uint32_t i = 0; i < n; i++)
                         total += LD(lp_slot_at(p, i)->c_total);
                 if (total != p->wd_prev_total) {
@@ -4403,7 +5735,7 @@ static int lp_check(lagprobe_t *p) {
         int64_t ev = LD(p->evictions);
         if (ev != p->wd_seen_evictions) {
                 p->wd_seen_evictions = ev;
-                lp_event_init(p, &e, LAGPROBE_EVENT_EVICTED, 3);
+                lp_event_init(p, &e, LAGPROBE_EVENT_EVICTED, LP_LOG_ERR);
                 lp_event_poll_figures(p, &e, since);
                 e.count = ev;
                 snprintf(msg, sizeof msg,
@@ -4433,10 +5765,7 @@ static int lp_check(lagprobe_t *p) {
         }
         emitted += lp_check_predict(p, now);
 
-        int level =
-            since >= (int64_t)(p->conf.critical_ratio * (double)limit_us) ? 2
-            : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)    ? 1
-                                                                           : 0;
+        int level = lp_headroom_level(p, since);
         /* Hysteresis: a level is left only when the app polls (since falls
          * under the warning share), never by drifting between levels. */
         if (level > p->wd_level) {
@@ -4444,7 +5773,7 @@ static int lp_check(lagprobe_t *p) {
                 lp_event_init(p, &e,
                               crit ? LAGPROBE_EVENT_HEADROOM_CRITICAL
                                    : LAGPROBE_EVENT_HEADROOM_WARN,
-                              crit ? 2 : 4);
+                              crit ? LP_LOG_CRIT : LP_LOG_WARNING);
                 lp_event_poll_figures(p, &e, since);
                 snprintf(msg, sizeof msg,
                          "no poll for %" PRId64 " ms, %.0f %% of "
@@ -4460,11 +5789,11 @@ static int lp_check(lagprobe_t *p) {
                 emitted += lp_emit(p, &e, !crit);
                 p->wd_level = level;
         } else if (level == 0 && p->wd_level > 0) {
-                lp_event_init(p, &e, LAGPROBE_EVENT_HEADROOM_RECOVERED, 5);
+                lp_event_init(p, &e, LAGPROBE_EVENT_HEADROOM_RECOVERED, LP_LOG_NOTICE);
                 lp_event_poll_figures(p, &e, since);
                 snprintf(msg, sizeof msg,
-                         "consumer polled again after %s; headroom %" PRId64
-                         " ms",
+                         "consumer polled again after the headroom %s; "
+                         "headroom now %" PRId64 " ms",
                          p->wd_level == 2 ? "critical" : "warning",
                          e.headroom_ms);
                 e.message = msg;
@@ -4509,9 +5838,9 @@ static void *lp_watchdog(void *arg) {
         return NULL;
 }
 
-/* ------------------------------------------------------------------------
- * Lifecycle
- * ---------------------------------------------------------------------- */
+/* ========================================================================
+ * MARK: 14. Lifecycle
+ * ===================================================================== */
 
 void lagprobe_config_init(lagprobe_config_t *c) {
         if (!c)
@@ -4534,6 +5863,7 @@ void lagprobe_config_init(lagprobe_config_t *c) {
         c->slow_ratio = 1.5;
         c->burst_ratio = 1.1;
         c->hwm_refresh_ms = 5000;
+        c->dwell_ms = -1;
 }
 
 static void lp_free(lagprobe_t *p) {
@@ -4549,7 +5879,8 @@ static void lp_free(lagprobe_t *p) {
         arrfree(p->scr_parts);
         arrfree(p->scr_topics);
         arrfree(p->scr_brokers);
-        arrfree(p->wd_seen_status);
+        arrfree(p->wd_said);
+        arrfree(p->wd_said_ms);
         pthread_mutex_destroy(&p->wlock);
         pthread_mutex_destroy(&p->plock);
         pthread_mutex_destroy(&p->wd_lock);
@@ -4557,8 +5888,8 @@ static void lp_free(lagprobe_t *p) {
         pthread_cond_destroy(&p->wd_cond);
         pthread_mutex_destroy(&p->rf_lock);
         pthread_cond_destroy(&p->rf_cond);
-        if (p->slot >= 0)
-                atomic_store(&lp_slots[p->slot], NULL);
+        if (p->reg >= 0)
+                atomic_store(&lp_registry[p->reg], NULL);
         free(p);
 }
 
@@ -4612,6 +5943,13 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
                        "lagprobe_new: hwm_refresh_ms must be >= 0");
                 return NULL;
         }
+        if (c.dwell_ms < -1 || c.dwell_ms > c.window_ms) {
+                lp_err(errstr, errstr_size,
+                       "lagprobe_new: dwell_ms=%d out of range -1..window_ms "
+                       "(%d)",
+                       c.dwell_ms, c.window_ms);
+                return NULL;
+        }
         if (c.unassigned_unhealthy_ms < 0) {
                 lp_err(errstr, errstr_size,
                        "lagprobe_new: unassigned_unhealthy_ms must be >= 0");
@@ -4629,6 +5967,10 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         }
         p->conf = c;
         p->win_us = (int64_t)c.window_ms * 1000 / LP_WIN;
+        p->dwell_us = (int64_t)(c.dwell_ms < 0 ? c.window_ms / 10 : c.dwell_ms) *
+                      1000;
+        p->w_diag_raw_slot = -1;
+        ST(p->g_dev[LP_DEV_RAW_SLOT], -1);
         p->w_in_base = p->w_out_base = -1;
         p->w_lag_ago = -1;
         ST(p->g_in_base, -1);
@@ -4640,11 +5982,11 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
         shdel(p->topic_map, "");
         pthread_mutex_unlock(&lp_stb_seed_lock);
         lp_new_epoch(p);
-        p->slot = -1;
+        p->reg = -1;
         atomic_init(&p->refcnt, 1);
-        p->max_poll_interval_ms = 300000;
-        p->session_timeout_ms = 45000;
-        p->heartbeat_interval_ms = 3000;
+        p->max_poll_interval_ms = LP_RDK_MAX_POLL_MS;
+        p->session_timeout_ms = LP_RDK_SESSION_MS;
+        p->heartbeat_interval_ms = LP_RDK_HEARTBEAT_MS;
         pthread_mutex_init(&p->wlock, NULL);
         pthread_mutex_init(&p->plock, NULL);
         pthread_mutex_init(&p->wd_lock, NULL);
@@ -4694,127 +6036,23 @@ void lagprobe_destroy(lagprobe_t *p) {
         pthread_cond_signal(&p->rf_cond);
         pthread_mutex_unlock(&p->rf_lock);
         int64_t rf_end = lp_mono_us() + LP_DESTROY_WAIT_MS * 1000;
-        while (rf && !LD_ACQ(p->rf_exited) && lp_mono_us() < rf_end) {
+        while (rf && !LD(p->rf_exited) && lp_mono_us() < rf_end) {
                 struct timespec ts = {0, 1000000};
                 nanosleep(&ts, NULL);
         }
-        ST_REL(p->user_destroyed, 1);
+        ST(p->user_destroyed, 1);
         /* An event already inside the app's sink finishes before we return;
          * later ones see user_destroyed and stay silent. */
-        while (LD_ACQ(p->emitting) > 0) {
+        while (LD(p->emitting) > 0) {
                 struct timespec ts = {0, 100000};
                 nanosleep(&ts, NULL);
         }
         lp_unref(p);
 }
 
-/* ------------------------------------------------------------------------
- * 7. Readers
- * ---------------------------------------------------------------------- */
-
-/* Bounded writer: counts the full length, stores what fits. With @p spill
- * set it also keeps the LP_SPILL bytes that follow the end of the buffer,
- * so a later shift to the left can still fill the buffer (see
- * lagprobe_snapshot_json). */
-#define LP_SPILL 20
-typedef struct lp_out_s {
-        char *buf;
-        size_t size, len;
-        char *spill; /* NULL, or LP_SPILL bytes */
-} lp_out_t;
-
-static void lp_put_slow(lp_out_t *o, const char *s, size_t n) {
-        size_t len = o->len, end = len + n;
-        if (len < o->size) {
-                size_t k = o->size - len;
-                memcpy(o->buf + len, s, k < n ? k : n);
-        }
-        if (o->spill && end > o->size && len < o->size + LP_SPILL) {
-                size_t from = len > o->size ? len : o->size;
-                size_t to = end < o->size + LP_SPILL ? end : o->size + LP_SPILL;
-                memcpy(o->spill + (from - o->size), s + (from - len), to - from);
-        }
-        o->len = end;
-}
-
-static inline void lp_put(lp_out_t *o, const char *s, size_t n) {
-        if (o->len + n <= o->size && o->len < o->size) {
-                memcpy(o->buf + o->len, s, n);
-                o->len += n;
-        } else {
-                lp_put_slow(o, s, n);
-        }
-}
-
-static inline void lp_puts(lp_out_t *o, const char *s) {
-        lp_put(o, s, strlen(s));
-}
-
-/* Room for @p n bytes at the end of the text: where to write them, or NULL
- * when the buffer lacks room (write through lp_put() then). */
-static inline char *lp_room(lp_out_t *o, size_t n) {
-        return o->len + n <= o->size ? o->buf + o->len : NULL;
-}
-
-/* For numbers and short fixed keys only: strings of unbounded length go
- * through lp_puts()/lp_json_str(). A longer result is still counted in
- * full, so the size contract holds; only its text would be cut. */
-static void lp_printf(lp_out_t *o, const char *fmt, ...) {
-        char tmp[256];
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-        va_end(ap);
-        if (n > 0)
-                lp_put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n
-                                                      : sizeof tmp - 1);
-}
-
-/* Numbers without printf: renders write some 100,000 of them. */
-static const char lp_dig2[201] = "0001020304050607080910111213141516171819"
-                                 "2021222324252627282930313233343536373839"
-                                 "4041424344454647484950515253545556575859"
-                                 "6061626364656667686970717273747576777879"
-                                 "8081828384858687888990919293949596979899";
-
-/* Writes @p v in decimal so that it ends at @p end; returns its start. */
-static char *lp_u64_at(char *end, uint64_t v) {
-        while (v >= 100) {
-                end -= 2;
-                memcpy(end, lp_dig2 + 2 * (v % 100), 2);
-                v /= 100;
-        }
-        if (v >= 10) {
-                end -= 2;
-                memcpy(end, lp_dig2 + 2 * v, 2);
-        } else {
-                *--end = (char)('0' + v);
-        }
-        return end;
-}
-
-static char *lp_i64_at(char *end, int64_t v) {
-        char *s = lp_u64_at(end, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
-        if (v < 0)
-                *--s = '-';
-        return s;
-}
-
-/* Decimal text of @p v into @p out (at least 21 bytes); returns its
- * length. */
-static size_t lp_fmt_i64(char *out, int64_t v) {
-        char tmp[24];
-        char *s = lp_i64_at(tmp + sizeof tmp, v);
-        size_t n = (size_t)(tmp + sizeof tmp - s);
-        memcpy(out, s, n);
-        return n;
-}
-
-static void lp_put_i64(lp_out_t *o, int64_t v) {
-        char tmp[24];
-        char *s = lp_i64_at(tmp + sizeof tmp, v);
-        lp_put(o, s, (size_t)(tmp + sizeof tmp - s));
-}
+/* ========================================================================
+ * MARK: 15. Number formatting and JSON
+ * ===================================================================== */
 
 /* |v| * 10^k rounded to an integer as printf rounds the exact value, for
  * 0 <= |v| * 10^k < 2^40; -1 when the product is too close to a tie for
@@ -4901,13 +6139,6 @@ static size_t lp_fmt_g9(char *out, double v) {
         return n;
 }
 
-/* NUL-terminates what fits and returns the full length (snprintf-style). */
-static size_t lp_render_end(lp_out_t *o) {
-        if (o->size > 0)
-                o->buf[o->len < o->size ? o->len : o->size - 1] = 0;
-        return o->len;
-}
-
 /* Length of the valid UTF-8 sequence starting at @p u (a non-ASCII lead
  * byte), or 0 when it is invalid: overlong, surrogate, above U+10FFFF or
  * truncated. */
@@ -4964,636 +6195,6 @@ static void lp_json_str(lp_out_t *o, const char *s) {
                 }
         }
         lp_put(o, "\"", 1);
-}
-
-/* Prometheus label value, without the quotes: backslash, double quote and
- * newline escaped; invalid UTF-8 becomes U+FFFD, since one bad byte makes
- * Prometheus drop the scrape. At most 3 bytes out per byte in. */
-static void lp_prom_esc(lp_out_t *o, const char *v) {
-        const unsigned char *c = (const unsigned char *)(v ? v : "");
-        for (;;) {
-                const unsigned char *run = c;
-                while (*c && *c < 0x80 && *c != '\\' && *c != '"' &&
-                       *c != '\n')
-                        c++;
-                if (c > run)
-                        lp_put(o, (const char *)run, (size_t)(c - run));
-                if (!*c)
-                        break;
-                if (*c == '\\') {
-                        lp_put(o, "\\\\", 2);
-                        c++;
-                } else if (*c == '"') {
-                        lp_put(o, "\\\"", 2);
-                        c++;
-                } else if (*c == '\n') {
-                        lp_put(o, "\\n", 2);
-                        c++;
-                } else {
-                        int n = lp_utf8_len(c);
-                        if (n) {
-                                lp_put(o, (const char *)c, (size_t)n);
-                                c += n;
-                        } else {
-                                lp_put(o, "\xef\xbf\xbd", 3); /* U+FFFD */
-                                c++;
-                        }
-                }
-        }
-}
-
-/* printf("%.0f", ms / 1000.0) */
-static void lp_put_secs(lp_out_t *o, int ms) {
-        if (ms % 1000 == 0)
-                lp_put_i64(o, ms / 1000);
-        else
-                lp_printf(o, "%.0f", (double)ms / 1000.0);
-}
-
-/* window_ms for lp_read_slot() when the caller needs no status_reason (the
- * metrics): the text stays empty. Real windows are >= 60 ms. */
-#define LP_NO_REASON 0
-
-/* Consistent copy of one slot (C and S groups each read under their own
- * sequence counter). */
-static void lp_read_slot(lp_slot_t *s, int64_t now_us, int64_t now_wall_ms,
-                         int64_t stats_interval_ms, int window_ms,
-                         lagprobe_partition_t *o) {
-        int64_t pos, consumed, last_ts, total, base;
-        uint32_t q;
-        do {
-                q = lp_rbegin(&s->cseq);
-                pos = LD(s->c_position);
-                last_ts = LD(s->c_last_ts);
-                total = LD(s->c_total);
-        } while (lp_rretry(&s->cseq, q));
-        int64_t hi, lo, ls, app, committed, fq, fqs, stats_us, prog, cerrs;
-        int64_t ev_a, ev_b, ev_c, eff, inr, outr, cmr, eta, hiq;
-        int lcerr, stale, st;
-        do {
-                q = lp_rbegin(&s->sseq);
-                hi = LD(s->s_hi);
-                lo = LD(s->s_lo);
-                ls = LD(s->s_ls);
-                app = LD(s->s_app_offset);
-                committed = LD(s->s_committed);
-                fq = LD(s->s_fetchq_cnt);
-                fqs = LD(s->s_fetchq_size);
-                stats_us = LD(s->s_hi_ok_us);
-                prog = LD(s->s_progress_us);
-                cerrs = LD(s->s_commit_errs);
-                lcerr = LD(s->s_last_commit_err);
-                stale = LD(s->s_stale);
-                base = LD(s->s_c_base);
-                st = LD(s->s_status);
-                ev_a = LD(s->s_ev_a);
-                ev_b = LD(s->s_ev_b);
-                ev_c = LD(s->s_ev_c);
-                eff = LD(s->s_eff_lag);
-                inr = LD(s->s_in_mrate);
-                outr = LD(s->s_out_mrate);
-                cmr = LD(s->s_commit_mrate);
-                eta = LD(s->s_eta_ms);
-                hiq = LD(s->s_hi_query);
-        } while (lp_rretry(&s->sseq, q));
-        if (hiq > hi) /* the statistics' figure is frozen behind */
-                stale = 1;
-        hi = lp_end(hi, hiq);
-
-        memset(o, 0, sizeof *o);
-        o->topic = s->topic;
-        o->partition = s->partition;
-        o->high_watermark = hi;
-        o->low_watermark = lo;
-        o->last_stable_offset = ls;
-        /* The two groups are read apart: a message in between shows as
-         * one more consumed, never as fewer than none. */
-        consumed = total - base;
-        if (consumed <= 0 || pos < 0) {
-                /* Nothing consumed since this assignment. */
-                consumed = 0;
-                pos = app >= 0 ? app : committed;
-                last_ts = -1;
-        }
-        o->position = pos >= 0 ? pos : -1;
-        o->committed_offset = committed >= 0 ? committed : -1;
-        o->lag = lp_lag(hi, committed);
-        o->position_lag = lp_pos_lag(hi, o->position);
-        o->consumed = consumed;
-        o->last_message_ts_ms = last_ts > 0 ? last_ts : -1;
-        if (o->position_lag == 0)
-                o->seconds_behind = 0;
-        else if (o->last_message_ts_ms > 0)
-                o->seconds_behind =
-                    now_wall_ms > last_ts
-                        ? (double)(now_wall_ms - last_ts) / 1000.0
-                        : 0;
-        else
-                o->seconds_behind = -1;
-        o->fetchq_cnt = fq;
-        o->fetchq_size = fqs;
-        o->last_progress_ms_ago = prog > 0 ? (now_us - prog) / 1000 : -1;
-        o->hwm_age_ms =
-            stats_us > 0 && hi >= 0 ? (now_us - stats_us) / 1000 : -1;
-        /* Statistics stop while the app is stuck in a batch (they are served
-         * inside poll): an old figure is as stale as a stopped fetcher's. */
-        o->stale = stale || (o->hwm_age_ms >= 0 && stats_interval_ms > 0 &&
-                             o->hwm_age_ms > 3 * stats_interval_ms);
-        o->commit_errors = cerrs;
-        o->last_commit_err = lcerr;
-        o->consumed_total = total;
-
-        o->status = st >= 0 && st < LAGPROBE_PSTATUS__CNT
-                        ? (lagprobe_pstatus_t)st
-                        : LAGPROBE_PSTATUS_UNKNOWN;
-        o->status_name = lp_pstatus_names[o->status];
-        o->effective_lag = lp_eff_lag(o->status, hi, committed, o->position);
-        (void)eff;
-        o->ingress_rate = (double)inr / 1000.0;
-        o->egress_rate = (double)outr / 1000.0;
-        o->commit_rate = (double)cmr / 1000.0;
-        o->eta_seconds = eta >= 0 ? (double)eta / 1000.0 : -1;
-        if (window_ms == LP_NO_REASON)
-                return;
-        /* The reason text without printf: JSON renders write one for every
-         * partition. Truncated like snprintf() at the field's size. */
-        lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
-        switch (o->status) {
-        case LAGPROBE_PSTATUS_UNKNOWN:
-                lp_puts(&r, "not enough samples yet (window ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s)");
-                break;
-        case LAGPROBE_PSTATUS_OK:
-                lp_puts(&r, "lag ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, ", within the allowance or shrinking");
-                break;
-        case LAGPROBE_PSTATUS_IDLE:
-                lp_puts(&r, "caught up at offset ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, ", no new messages for ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s");
-                break;
-        case LAGPROBE_PSTATUS_LAGGING:
-                lp_puts(&r, "lag ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, " above allowance and not shrinking (");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s ago)");
-                break;
-        case LAGPROBE_PSTATUS_STALLED:
-                lp_puts(&r, "lag ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, "; committed offset ");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " and position not moving for ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s; ");
-                lp_put_i64(&r, ev_c);
-                lp_puts(&r, " messages re-consumed");
-                break;
-        case LAGPROBE_PSTATUS_STOPPED:
-                lp_puts(&r, "no commit for ");
-                lp_put_secs(&r, window_ms);
-                lp_puts(&r, " s (committed ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, ") while ");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " messages were consumed; lag ");
-                lp_put_i64(&r, ev_c);
-                break;
-        case LAGPROBE_PSTATUS_REWOUND:
-                lp_puts(&r, ev_c ? "committed offset" : "position");
-                lp_puts(&r, " moved backwards from ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, " to ");
-                lp_put_i64(&r, ev_b);
-                break;
-        case LAGPROBE_PSTATUS_PAUSED:
-                lp_puts(&r, "not fetched for ");
-                lp_put_secs(&r, (int)(ev_b < INT32_MAX ? ev_b : INT32_MAX));
-                lp_puts(&r, " s: paused by the app or its queue is full; "
-                            "lag ");
-                lp_put_i64(&r, ev_a);
-                if (ev_c)
-                        lp_puts(&r, " and growing");
-                break;
-        case LAGPROBE_PSTATUS_MARKERS:
-                lp_puts(&r, "committed ");
-                lp_put_i64(&r, ev_a);
-                lp_puts(&r, " behind high watermark ");
-                lp_put_i64(&r, ev_b);
-                lp_puts(&r, " with nothing left to consume: transaction "
-                            "markers or compaction; effective lag 0");
-                break;
-        default:
-                break;
-        }
-        lp_render_end(&r);
-}
-
-void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
-                            lagprobe_partition_t *parts, size_t parts_size) {
-        if (!snap)
-                return;
-        memset(snap, 0, sizeof *snap);
-        snap->struct_size = sizeof *snap;
-        snap->partitions = parts;
-        snap->partitions_size = parts ? parts_size : 0;
-}
-
-/* What the verdict knows of processing time, for texts that would
- * otherwise claim it is fine. */
-static void lp_time_clause(const lagprobe_snapshot_t *o, char *r, size_t rn) {
-        if (!strcmp(o->time_source, "none"))
-                snprintf(r, rn,
-                         "processing time not measured (%s)",
-                         o->exact ? "no batch timed yet"
-                                  : "no batch hooks, too few deliveries");
-        else
-                snprintf(r, rn, "%s time p%s %.1f ms as before (%.1f ms, %s)",
-                         strcmp(o->time_source, "batch") ? "per-message"
-                                                         : "batch",
-                         o->time_inferred ? "25" : "50", o->time_recent_ms,
-                         o->time_baseline_ms,
-                         o->time_inferred ? "inferred" : "hooks");
-}
-
-static void lp_read_diag(lagprobe_t *p, lagprobe_snapshot_t *o, int dg,
-                         int slot, int64_t a, int64_t b, int64_t c,
-                         int cause) {
-        o->diagnosis = dg >= 0 && dg < LAGPROBE_DIAG__CNT
-                           ? (lagprobe_diagnosis_t)dg
-                           : LAGPROBE_DIAG_UNKNOWN;
-        o->diagnosis_name = lp_diag_names[o->diagnosis];
-        o->diagnosis_topic = NULL;
-        o->diagnosis_partition = -1;
-        o->diagnosis_share = 0;
-        if (slot >= 0 && (uint32_t)slot < LD(p->nslots)) {
-                lp_slot_t *s = lp_slot_at(p, (uint32_t)slot);
-                o->diagnosis_topic = s->topic;
-                o->diagnosis_partition = s->partition;
-        }
-        char *r = o->diagnosis_detail;
-        size_t rn = sizeof o->diagnosis_detail;
-        const char *t = o->diagnosis_topic ? o->diagnosis_topic : "";
-        int32_t pt = o->diagnosis_partition;
-        switch (o->diagnosis) {
-        case LAGPROBE_DIAG_UNKNOWN:
-                snprintf(r, rn, "not enough data yet");
-                break;
-        case LAGPROBE_DIAG_PARTITION_PAUSED:
-                snprintf(r, rn,
-                         "%s [%" PRId32 "] not fetched (paused by the app or "
-                         "its queue is full) while producers append; lag "
-                         "%" PRId64 " on paused partitions",
-                         t, pt, a);
-                break;
-        case LAGPROBE_DIAG_HEALTHY:
-                if (c == 1)
-                        snprintf(r, rn,
-                                 "catching up: lag %" PRId64 ", about %.0f s "
-                                 "to drain",
-                                 a, (double)b / 1000.0);
-                else if (c == 2)
-                        snprintf(r, rn,
-                                 "lag %" PRId64 " above the allowance, not "
-                                 "shrinking; ingress about equal to egress",
-                                 a);
-                else
-                        snprintf(r, rn, "consumer keeps up");
-                break;
-        case LAGPROBE_DIAG_PRODUCER_BURST: {
-                char tc[96];
-                lp_time_clause(o, tc, sizeof tc);
-                snprintf(r, rn,
-                         "producers append %.1f msg/s, up from %.1f msg/s; "
-                         "consumer drains %.1f msg/s; lag %" PRId64 "; %s",
-                         o->ingress_rate, o->ingress_baseline, o->egress_rate,
-                         o->total_lag, tc);
-                break;
-        }
-        case LAGPROBE_DIAG_CONSUMER_SLOW:
-                if (cause == LP_SLOW_EGRESS)
-                        snprintf(r, rn,
-                                 "consumer drains %.1f msg/s, down from %.1f "
-                                 "msg/s, while producers append %.1f msg/s "
-                                 "as before; lag %" PRId64 " growing: "
-                                 "processing slowed down",
-                                 o->egress_rate, o->egress_baseline,
-                                 o->ingress_rate, o->total_lag);
-                else if (cause == LP_SLOW_BEHIND)
-                        snprintf(r, rn,
-                                 "consumer drains %.1f msg/s (baseline %.1f) "
-                                 "while producers append %.1f msg/s as "
-                                 "before; lag %" PRId64 " growing",
-                                 o->egress_rate, o->egress_baseline,
-                                 o->ingress_rate, o->total_lag);
-                else if (cause == LP_SLOW_UNDER)
-                        snprintf(r, rn,
-                                 "under-provisioned: producers append %.1f "
-                                 "msg/s as before, consumer drains only %.1f "
-                                 "msg/s as before; lag %" PRId64 " growing: "
-                                 "add consumers (and partitions) or speed up "
-                                 "processing",
-                                 o->ingress_rate, o->egress_rate,
-                                 o->total_lag);
-                else if (cause == LP_SLOW_NO_POLL)
-                        snprintf(r, rn,
-                                 "no poll for %" PRId64 " ms of "
-                                 "max.poll.interval.ms=%" PRId64 " and no "
-                                 "partition progressing: processing is "
-                                 "blocked or far too slow",
-                                 a / 1000, p->max_poll_interval_ms);
-                else
-                        snprintf(r, rn,
-                                 "%s time p%s %.1f ms, was %.1f ms%s: "
-                                 "processing slowed down",
-                                 cause == LP_SLOW_BATCH ? "batch"
-                                                        : "per-message",
-                                 o->time_inferred ? "25" : "50",
-                                 o->time_recent_ms, o->time_baseline_ms,
-                                 o->time_inferred
-                                     ? " (inferred from deliveries)"
-                                     : "");
-                break;
-        case LAGPROBE_DIAG_REBALANCE_STORM:
-                if (b > 0 && c >= 0)
-                        snprintf(r, rn,
-                                 "%" PRId64 " assignments and %" PRId64
-                                 " evictions in %d s: batch time (p99 %.0f "
-                                 "ms) near max.poll.interval.ms=%" PRId64
-                                 "; process fewer messages per poll or raise "
-                                 "max.poll.interval.ms",
-                                 a, b, p->conf.storm_window_ms / 1000,
-                                 (double)c / 1000.0, p->max_poll_interval_ms);
-                else if (b > 0)
-                        snprintf(r, rn,
-                                 "%" PRId64 " assignments and %" PRId64
-                                 " evictions in %d s: time between polls "
-                                 "exceeded max.poll.interval.ms=%" PRId64
-                                 " (batch time not measured: no batch "
-                                 "hooks); process fewer messages per poll or "
-                                 "raise max.poll.interval.ms",
-                                 a, b, p->conf.storm_window_ms / 1000,
-                                 p->max_poll_interval_ms);
-                else
-                        snprintf(r, rn,
-                                 "%" PRId64 " assignments in %d s without "
-                                 "evictions: group members joining and "
-                                 "leaving (deploys, crashes, session "
-                                 "timeouts)",
-                                 a, p->conf.storm_window_ms / 1000);
-                break;
-        case LAGPROBE_DIAG_STUCK_PARTITION:
-                snprintf(r, rn,
-                         "%s [%" PRId32 "] stalled with lag %" PRId64
-                         " (%" PRId64 " messages re-consumed): likely a "
-                         "poison message",
-                         t, pt, a, b);
-                break;
-        case LAGPROBE_DIAG_HOT_PARTITION:
-                o->diagnosis_share = (double)a / 1000.0;
-                snprintf(r, rn, "%s [%" PRId32 "] carries %.0f %% of the %s",
-                         t, pt, (double)a / 10.0,
-                         b ? "lag" : "incoming messages");
-                break;
-        default:
-                r[0] = 0;
-        }
-}
-
-/* Everything but the partition array; o->consumed only when @p consumed
- * (a sum over every slot's C group, which renders take from their own pass
- * over the slots instead). */
-static void lp_read_global_x(lagprobe_t *p, int64_t now_us,
-                             lagprobe_snapshot_t *o, int consumed) {
-        uint32_t q;
-        int64_t assigns, revokes, lost, last_rb, unassigned_since, last_unas,
-            asize, cgrp_rb, docs, serr, sferr, slast, commits, cerrs,
-            last_assign, last_cerr_us, dg_a, dg_b, dg_c, in_mr, out_mr, tlag,
-            in_base, out_base, t_us, t_base_us;
-        int proto, rberr, cstate, lcerr, dg, dg_slot, tsrc, tinf, cause,
-            rb_blind, bdown_n;
-        int32_t bdown[LP_BDOWN_MAX];
-        do {
-                q = lp_rbegin(&p->gseq);
-                assigns = LD(p->g_assigns);
-                revokes = LD(p->g_revokes);
-                lost = LD(p->g_lost);
-                last_rb = LD(p->g_last_rebalance_us);
-                unassigned_since = LD(p->g_unassigned_since_us);
-                last_unas = LD(p->g_last_unassigned_us);
-                proto = LD(p->g_protocol);
-                rberr = LD(p->g_last_rebalance_err);
-                asize = LD(p->g_assignment_size);
-                cgrp_rb = LD(p->g_cgrp_rebalance_cnt);
-                cstate = LD(p->g_cgrp_state);
-                docs = LD(p->g_stats_docs);
-                serr = LD(p->g_stats_errors);
-                sferr = LD(p->g_stats_field_errors);
-                slast = LD(p->g_stats_last_us);
-                commits = LD(p->g_commits);
-                cerrs = LD(p->g_commit_errors);
-                lcerr = LD(p->g_last_commit_err);
-                last_assign = LD(p->g_last_assign_us);
-                last_cerr_us = LD(p->g_last_commit_err_us);
-                dg = LD(p->g_diag);
-                dg_slot = LD(p->g_diag_slot);
-                dg_a = LD(p->g_diag_a);
-                dg_b = LD(p->g_diag_b);
-                dg_c = LD(p->g_diag_c);
-                in_mr = LD(p->g_in_mrate);
-                out_mr = LD(p->g_out_mrate);
-                tlag = LD(p->g_total_lag);
-                rb_blind = LD(p->g_rb_blind);
-                bdown_n = LD(p->g_bdown_n);
-                if (bdown_n < 0 || bdown_n > LP_BDOWN_MAX)
-                        bdown_n = 0;
-                for (int i = 0; i < bdown_n; i++)
-                        bdown[i] = LD(p->g_bdown[i]);
-                in_base = LD(p->g_in_base);
-                out_base = LD(p->g_out_base);
-                t_us = LD(p->g_time_us);
-                t_base_us = LD(p->g_time_base_us);
-                tsrc = LD(p->g_time_src);
-                tinf = LD(p->g_time_inferred);
-                cause = LD(p->g_slow_cause);
-        } while (lp_rretry(&p->gseq, q));
-        o->brokers_down_cnt = bdown_n;
-        o->hwm_queries = LD(p->rf_queries);
-        o->hwm_query_failures = LD(p->rf_failures);
-        for (int i = 0; i < bdown_n; i++)
-                o->brokers_down[i] = bdown[i];
-        o->ingress_rate = (double)in_mr / 1000.0;
-        o->egress_rate = (double)out_mr / 1000.0;
-        o->total_lag = tlag;
-        o->ingress_baseline = in_base >= 0 ? (double)in_base / 1000.0 : -1;
-        o->egress_baseline = out_base >= 0 ? (double)out_base / 1000.0 : -1;
-        o->time_source = tsrc == LP_TSRC_MESSAGE ? "message"
-                         : tsrc == LP_TSRC_BATCH ? "batch"
-                                                 : "none";
-        o->time_recent_ms = tsrc ? (double)t_us / 1000.0 : -1;
-        o->time_baseline_ms = tsrc ? (double)t_base_us / 1000.0 : -1;
-        o->time_inferred = tsrc == LP_TSRC_MESSAGE && tinf;
-
-        int bound = LD_ACQ(p->bound);
-        int seen = LD_ACQ(p->rk_seen);
-        o->bound = bound;
-        o->group_id = seen ? p->group_id : "";
-        o->client_id = seen ? p->client_id : "";
-        o->name = LD_ACQ(p->name_set) ? p->name : "";
-        o->assigns = assigns;
-        o->revokes = revokes;
-        o->lost = lost;
-        o->rebalances = assigns + revokes;
-        o->last_rebalance_ms_ago = last_rb > 0 ? (now_us - last_rb) / 1000 : -1;
-        o->unassigned_ms =
-            unassigned_since > 0 ? (now_us - unassigned_since) / 1000 : 0;
-        o->last_unassigned_ms = last_unas > 0 ? last_unas / 1000 : -1;
-        o->protocol = lp_proto_names[proto >= 0 && proto <= 2 ? proto : 0];
-        o->assignment_size = asize;
-        o->last_rebalance_err = rberr;
-        o->cgrp_rebalance_cnt = cgrp_rb;
-        snprintf(o->cgrp_state, sizeof o->cgrp_state, "%s",
-                 lp_cgrp_states[cstate >= 0 && (size_t)cstate < LP_CGRP_STATES
-                                    ? cstate
-                                    : 0]);
-        o->stats_docs = docs;
-        o->stats_errors = serr;
-        o->stats_field_errors = sferr;
-        o->stats_last_ms_ago = slast > 0 ? (now_us - slast) / 1000 : -1;
-        o->commits = commits;
-        o->commit_errors = cerrs;
-        o->last_commit_err = lcerr;
-
-        o->max_poll_interval_ms = p->max_poll_interval_ms;
-        o->session_timeout_ms = p->session_timeout_ms;
-        o->heartbeat_interval_ms = p->heartbeat_interval_ms;
-        int64_t since = lp_since_poll_us(p, now_us);
-        o->since_last_poll_ms = since >= 0 ? since / 1000 : -1;
-        o->headroom_ms = p->max_poll_interval_ms -
-                         (since > 0 ? since / 1000 : 0);
-        o->exact = LD(p->exact);
-        int64_t batch_begin;
-        do {
-                q = lp_rbegin(&p->bseq);
-                o->in_batch = LD(p->b_in_batch);
-                o->batch_size = LD(p->b_size);
-                o->batch_done = LD(p->b_done);
-                batch_begin = LD(p->b_begin_us);
-        } while (lp_rretry(&p->bseq, q));
-        o->batch_elapsed_ms = o->in_batch ? (now_us - batch_begin) / 1000 : 0;
-        o->evictions = LD(p->evictions);
-        o->hook_errors = LD(p->hook_errors);
-        /* Computed here, not taken from the watchdog, so the verdict holds
-         * in tick mode too and matches the figures beside it. */
-        int64_t limit_us = p->max_poll_interval_ms * 1000;
-        o->headroom_level =
-            since < 0 || limit_us <= 0 ? 0
-            : since >= (int64_t)(p->conf.critical_ratio * (double)limit_us) ? 2
-            : since >= (int64_t)(p->conf.warn_ratio * (double)limit_us)      ? 1
-                                                                              : 0;
-        unsigned r = 0;
-        if (!bound)
-                r |= LAGPROBE_REASON_NOT_RUNNING;
-        if (o->headroom_level == 2)
-                r |= LAGPROBE_REASON_HEADROOM_CRITICAL;
-        if (o->headroom_level == 1)
-                r |= LAGPROBE_REASON_HEADROOM_WARN;
-        int64_t last_ev = LD(p->last_eviction_us);
-        if (last_ev > 0 && last_ev >= last_assign)
-                r |= LAGPROBE_REASON_EVICTED;
-        if (bound && asize == 0 && p->conf.unassigned_unhealthy_ms > 0 &&
-            o->unassigned_ms > p->conf.unassigned_unhealthy_ms)
-                r |= LAGPROBE_REASON_NO_ASSIGNMENT;
-        if (o->in_batch && LD(p->predicted_batch_us) == batch_begin)
-                r |= LAGPROBE_REASON_PREDICTED_EXCEED;
-        if (last_cerr_us > 0 && now_us - last_cerr_us < 60000000)
-                r |= LAGPROBE_REASON_COMMIT_FAILING;
-        if (lp_blind(p, now_us, slast, since, asize))
-                r |= LAGPROBE_REASON_NO_STATISTICS;
-        if (bound && rb_blind)
-                r |= LAGPROBE_REASON_NO_REBALANCES;
-        /* Degraded, not unhealthy: restarting the app does not bring a
-         * broker back, and librdkafka reconnects by itself. */
-        if (bound && bdown_n > 0)
-                r |= LAGPROBE_REASON_BROKERS_DOWN;
-        o->health_reasons = r;
-        o->health = r & (LAGPROBE_REASON_NOT_RUNNING |
-                         LAGPROBE_REASON_HEADROOM_CRITICAL |
-                         LAGPROBE_REASON_EVICTED | LAGPROBE_REASON_NO_ASSIGNMENT)
-                        ? LAGPROBE_HEALTH_UNHEALTHY
-                    : r ? LAGPROBE_HEALTH_DEGRADED
-                        : LAGPROBE_HEALTH_OK;
-
-        lp_hsum_t t[2];
-        {
-                lp_whist_read(&p->h_batch, p->win_us, now_us, &t[0], &t[1]);
-                lp_hsum_summary(&t[0], &o->batch);
-                lp_hsum_summary(&t[1], &o->batch_recent);
-                lp_whist_read(&p->h_msg, p->win_us, now_us, &t[0], &t[1]);
-                lp_hsum_summary(&t[0], &o->message);
-                lp_hsum_summary(&t[1], &o->message_recent);
-                lp_whist_read(&p->h_gap, p->win_us, now_us, &t[0], &t[1]);
-                lp_hsum_summary(&t[0], &o->poll_gap);
-                lp_hsum_summary(&t[1], &o->poll_gap_recent);
-        }
-        /* Hooks once used are the only source; before that, on_consume's
-         * inference (lp_infer) when it has recorded anything. */
-        const char *src = o->exact           ? "hooks"
-                          : LD(p->inferred) ? "inferred"
-                                            : "none";
-        o->batch_source = o->exact && o->batch.count ? "hooks" : "none";
-        o->message_source = o->message.count ? src : "none";
-        o->poll_gap_source = o->poll_gap.count ? src : "none";
-        /* Last: the detail text reads the figures above. */
-        lp_read_diag(p, o, dg, dg_slot, dg_a, dg_b, dg_c, cause);
-        o->consumed = 0;
-        uint32_t n = consumed ? LD_ACQ(p->nslots) : 0;
-        for (uint32_t i = 0; i < n; i++)
-                o->consumed += LD(lp_slot_at(p, i)->c_total);
-        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
-                o->events[i] = LD(p->events[i]);
-}
-
-static void lp_read_global(lagprobe_t *p, int64_t now_us,
-                           lagprobe_snapshot_t *o) {
-        lp_read_global_x(p, now_us, o, 1);
-}
-
-int lagprobe_snapshot(lagprobe_t *p, lagprobe_snapshot_t *snap) {
-        if (!p || !snap || snap->struct_size != sizeof *snap)
-                return -1;
-        int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
-        /* consumed is summed below, in the one pass over the slots. */
-        lp_read_global_x(p, now_us, snap, 0);
-        snap->ts_ms = now_ms;
-        size_t cnt = 0, filled = 0;
-        int64_t consumed = 0;
-        uint32_t n = LD_ACQ(p->nslots);
-        for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
-                nx = lp_sorted_next(p, l, n);
-                lp_slot_t *s = lp_slot_at(p, l - 1);
-                if (LD_ACQ(s->assigned) && filled < snap->partitions_size) {
-                        lagprobe_partition_t *x = &snap->partitions[filled++];
-                        lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                                     p->conf.window_ms, x);
-                        consumed += x->consumed_total;
-                        cnt++;
-                        continue;
-                }
-                if (LD_ACQ(s->assigned))
-                        cnt++;
-                consumed += LD(s->c_total);
-        }
-        snap->consumed = consumed;
-        snap->partition_cnt = cnt;
-        return 0;
 }
 
 static void lp_json_i64(lp_out_t *o, int64_t v) { lp_put_i64(o, v); }
@@ -5754,6 +6355,121 @@ static void lp_json_fill(lp_out_t *o, size_t at, const char *d, size_t k) {
         o->len = end;
 }
 
+/* The names of the reasons in @p r, comma-separated; as JSON strings
+ * when @p json. */
+static void lp_put_reasons(lp_out_t *o, unsigned r, int json) {
+        for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++) {
+                if (!(r & (1u << i)))
+                        continue;
+                if (k++)
+                        lp_puts(o, ",");
+                if (json)
+                        lp_json_str(o, lp_reason_names[i]);
+                else
+                        lp_puts(o, lp_reason_names[i]);
+        }
+}
+
+/* The poll and rebalances objects. */
+static void lp_json_poll_rebalances(lp_out_t *o, const lagprobe_snapshot_t *g) {
+        lp_puts(o, ",\"poll\":{\"since_last_poll_ms\":");
+        lp_json_opt(o, g->since_last_poll_ms);
+        lp_puts(o, ",\"headroom_ms\":");
+        lp_json_i64(o, g->headroom_ms);
+        lp_printf(o, ",\"evictions\":%" PRId64 ",\"exact\":%s",
+                  g->evictions, g->exact ? "true" : "false");
+        lp_printf(o, ",\"hook_errors\":%" PRId64, g->hook_errors);
+        lp_printf(o, ",\"in_batch\":%s,\"batch_size\":%" PRId64
+                      ",\"batch_done\":%" PRId64 ",\"batch_elapsed_ms\":%" PRId64
+                      "}",
+                  g->in_batch ? "true" : "false", g->batch_size, g->batch_done,
+                  g->batch_elapsed_ms);
+        lp_printf(o, ",\"rebalances\":{\"count\":%" PRId64
+                      ",\"assigns\":%" PRId64 ",\"revokes\":%" PRId64
+                      ",\"lost\":%" PRId64 ",\"last_ms_ago\":",
+                  g->rebalances, g->assigns, g->revokes, g->lost);
+        lp_json_opt(o, g->last_rebalance_ms_ago);
+        lp_printf(o, ",\"unassigned_ms\":%" PRId64 ",\"last_unassigned_ms\":",
+                  g->unassigned_ms);
+        lp_json_opt(o, g->last_unassigned_ms);
+        lp_printf(o, ",\"assignment_size\":%" PRId64 ",\"protocol\":",
+                  g->assignment_size);
+        lp_json_str(o, g->protocol);
+        lp_puts(o, ",\"last_error\":");
+        lp_json_str(o, g->last_rebalance_err
+                            ? rd_kafka_err2name(
+                                  (rd_kafka_resp_err_t)g->last_rebalance_err)
+                            : "");
+        lp_puts(o, ",\"cgrp_state\":");
+        lp_json_str(o, g->cgrp_state);
+        lp_printf(o, ",\"cgrp_rebalance_cnt\":%" PRId64 "}",
+                  g->cgrp_rebalance_cnt);
+}
+
+/* The processing object: histograms and their sources. */
+static void lp_json_processing(lp_out_t *o, const lagprobe_snapshot_t *g) {
+        lp_puts(o, ",\"processing\":{");
+        lp_json_hist(o, "batch", &g->batch);
+        lp_puts(o, ",");
+        lp_json_hist(o, "batch_recent", &g->batch_recent);
+        lp_puts(o, ",");
+        lp_json_hist(o, "message", &g->message);
+        lp_puts(o, ",");
+        lp_json_hist(o, "message_recent", &g->message_recent);
+        lp_puts(o, ",");
+        lp_json_hist(o, "poll_gap", &g->poll_gap);
+        lp_puts(o, ",");
+        lp_json_hist(o, "poll_gap_recent", &g->poll_gap_recent);
+        lp_puts(o, ",\"source\":{\"batch\":");
+        lp_json_str(o, g->batch_source);
+        lp_puts(o, ",\"message\":");
+        lp_json_str(o, g->message_source);
+        lp_puts(o, ",\"poll_gap\":");
+        lp_json_str(o, g->poll_gap_source);
+        lp_puts(o, "}}");
+}
+
+/* The diagnosis object: the verdict and the evidence behind it. */
+static void lp_json_diagnosis(lp_out_t *o, const lagprobe_snapshot_t *g) {
+        lp_puts(o, ",\"diagnosis\":{\"verdict\":");
+        lp_json_str(o, g->diagnosis_name);
+        lp_puts(o, ",\"detail\":");
+        lp_json_str(o, g->diagnosis_detail);
+        lp_puts(o, ",\"topic\":");
+        if (g->diagnosis_topic)
+                lp_json_str(o, g->diagnosis_topic);
+        else
+                lp_puts(o, "null");
+        lp_puts(o, ",\"partition\":");
+        if (g->diagnosis_partition >= 0)
+                lp_printf(o, "%" PRId32, g->diagnosis_partition);
+        else
+                lp_puts(o, "null");
+        lp_puts(o, ",\"share\":");
+        lp_json_num(o, g->diagnosis_share);
+        lp_puts(o, ",\"ingress_per_s\":");
+        lp_json_num(o, g->ingress_rate);
+        lp_puts(o, ",\"egress_per_s\":");
+        lp_json_num(o, g->egress_rate);
+        lp_printf(o, ",\"total_lag\":%" PRId64, g->total_lag);
+        /* The evidence behind the verdict, as the detail text uses it. */
+        lp_puts(o, ",\"ingress_baseline_per_s\":");
+        lp_json_num_opt(o, g->ingress_baseline);
+        lp_puts(o, ",\"egress_baseline_per_s\":");
+        lp_json_num_opt(o, g->egress_baseline);
+        lp_puts(o, ",\"time\":");
+        lp_json_str(o, g->time_source);
+        lp_puts(o, ",\"time_source\":");
+        lp_json_str(o, !strcmp(g->time_source, "none") ? "none"
+                        : g->time_inferred             ? "inferred"
+                                                      : "hooks");
+        lp_puts(o, ",\"time_recent_ms\":");
+        lp_json_num_opt(o, g->time_recent_ms);
+        lp_puts(o, ",\"time_baseline_ms\":");
+        lp_json_num_opt(o, g->time_baseline_ms);
+        lp_puts(o, "}");
+}
+
 size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_out_t o;
         lagprobe_snapshot_t g;
@@ -5766,12 +6482,7 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_puts(&o, "{\"status\":");
         lp_json_str(&o, lagprobe_health_name(g.health));
         lp_puts(&o, ",\"reasons\":[");
-        for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++)
-                if (g.health_reasons & (1u << i)) {
-                        if (k++)
-                                lp_puts(&o, ",");
-                        lp_json_str(&o, lp_reason_names[i]);
-                }
+        lp_put_reasons(&o, g.health_reasons, 1);
         lp_puts(&o, "],\"brokers_down\":[");
         for (int i = 0; i < g.brokers_down_cnt; i++)
                 lp_printf(&o, "%s%" PRId32, i ? "," : "", g.brokers_down[i]);
@@ -5791,57 +6502,8 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_json_opt(&o, g.session_timeout_ms);
         lp_puts(&o, ",\"heartbeat_interval_ms\":");
         lp_json_opt(&o, g.heartbeat_interval_ms);
-        lp_puts(&o, ",\"poll\":{\"since_last_poll_ms\":");
-        lp_json_opt(&o, g.since_last_poll_ms);
-        lp_puts(&o, ",\"headroom_ms\":");
-        lp_json_i64(&o, g.headroom_ms);
-        lp_printf(&o, ",\"evictions\":%" PRId64 ",\"exact\":%s",
-                  g.evictions, g.exact ? "true" : "false");
-        lp_printf(&o, ",\"hook_errors\":%" PRId64, g.hook_errors);
-        lp_printf(&o, ",\"in_batch\":%s,\"batch_size\":%" PRId64
-                      ",\"batch_done\":%" PRId64 ",\"batch_elapsed_ms\":%" PRId64
-                      "}",
-                  g.in_batch ? "true" : "false", g.batch_size, g.batch_done,
-                  g.batch_elapsed_ms);
-        lp_printf(&o, ",\"rebalances\":{\"count\":%" PRId64
-                      ",\"assigns\":%" PRId64 ",\"revokes\":%" PRId64
-                      ",\"lost\":%" PRId64 ",\"last_ms_ago\":",
-                  g.rebalances, g.assigns, g.revokes, g.lost);
-        lp_json_opt(&o, g.last_rebalance_ms_ago);
-        lp_printf(&o, ",\"unassigned_ms\":%" PRId64 ",\"last_unassigned_ms\":",
-                  g.unassigned_ms);
-        lp_json_opt(&o, g.last_unassigned_ms);
-        lp_printf(&o, ",\"assignment_size\":%" PRId64 ",\"protocol\":",
-                  g.assignment_size);
-        lp_json_str(&o, g.protocol);
-        lp_puts(&o, ",\"last_error\":");
-        lp_json_str(&o, g.last_rebalance_err
-                            ? rd_kafka_err2name(
-                                  (rd_kafka_resp_err_t)g.last_rebalance_err)
-                            : "");
-        lp_puts(&o, ",\"cgrp_state\":");
-        lp_json_str(&o, g.cgrp_state);
-        lp_printf(&o, ",\"cgrp_rebalance_cnt\":%" PRId64 "}",
-                  g.cgrp_rebalance_cnt);
-        lp_puts(&o, ",\"processing\":{");
-        lp_json_hist(&o, "batch", &g.batch);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "batch_recent", &g.batch_recent);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "message", &g.message);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "message_recent", &g.message_recent);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "poll_gap", &g.poll_gap);
-        lp_puts(&o, ",");
-        lp_json_hist(&o, "poll_gap_recent", &g.poll_gap_recent);
-        lp_puts(&o, ",\"source\":{\"batch\":");
-        lp_json_str(&o, g.batch_source);
-        lp_puts(&o, ",\"message\":");
-        lp_json_str(&o, g.message_source);
-        lp_puts(&o, ",\"poll_gap\":");
-        lp_json_str(&o, g.poll_gap_source);
-        lp_puts(&o, "}}");
+        lp_json_poll_rebalances(&o, &g);
+        lp_json_processing(&o, &g);
         lp_printf(&o, ",\"stats\":{\"docs\":%" PRId64 ",\"errors\":%" PRId64
                       ",\"field_errors\":%" PRId64 ",\"last_ms_ago\":",
                   g.stats_docs, g.stats_errors, g.stats_field_errors);
@@ -5862,61 +6524,24 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         lp_puts(&o, "},\"consumed\":");
         size_t at = o.len;
         lp_put(&o, "                    ", LP_SPILL);
-        lp_puts(&o, ",\"diagnosis\":{\"verdict\":");
-        lp_json_str(&o, g.diagnosis_name);
-        lp_puts(&o, ",\"detail\":");
-        lp_json_str(&o, g.diagnosis_detail);
-        lp_puts(&o, ",\"topic\":");
-        if (g.diagnosis_topic)
-                lp_json_str(&o, g.diagnosis_topic);
-        else
-                lp_puts(&o, "null");
-        lp_puts(&o, ",\"partition\":");
-        if (g.diagnosis_partition >= 0)
-                lp_printf(&o, "%" PRId32, g.diagnosis_partition);
-        else
-                lp_puts(&o, "null");
-        lp_puts(&o, ",\"share\":");
-        lp_json_num(&o, g.diagnosis_share);
-        lp_puts(&o, ",\"ingress_per_s\":");
-        lp_json_num(&o, g.ingress_rate);
-        lp_puts(&o, ",\"egress_per_s\":");
-        lp_json_num(&o, g.egress_rate);
-        lp_printf(&o, ",\"total_lag\":%" PRId64, g.total_lag);
-        /* The evidence behind the verdict, as the detail text uses it. */
-        lp_puts(&o, ",\"ingress_baseline_per_s\":");
-        lp_json_num_opt(&o, g.ingress_baseline);
-        lp_puts(&o, ",\"egress_baseline_per_s\":");
-        lp_json_num_opt(&o, g.egress_baseline);
-        lp_puts(&o, ",\"time\":");
-        lp_json_str(&o, g.time_source);
-        lp_puts(&o, ",\"time_source\":");
-        lp_json_str(&o, !strcmp(g.time_source, "none") ? "none"
-                        : g.time_inferred             ? "inferred"
-                                                      : "hooks");
-        lp_puts(&o, ",\"time_recent_ms\":");
-        lp_json_num_opt(&o, g.time_recent_ms);
-        lp_puts(&o, ",\"time_baseline_ms\":");
-        lp_json_num_opt(&o, g.time_baseline_ms);
-        lp_puts(&o, "}");
+        lp_json_diagnosis(&o, &g);
         lp_puts(&o, ",\"events\":{");
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
                 lp_printf(&o, "%s\"%s\":%" PRId64, i ? "," : "",
                           lp_event_names[i], g.events[i]);
         lp_puts(&o, "},\"partitions\":[");
-        uint32_t n = LD_ACQ(p->nslots);
+        uint32_t n = LD(p->nslots);
         int first = 1;
         int64_t consumed = 0;
         for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
                 nx = lp_sorted_next(p, l, n);
                 lp_slot_t *s = lp_slot_at(p, l - 1);
-                if (!LD_ACQ(s->assigned)) {
+                if (!LD(s->assigned)) {
                         consumed += LD(s->c_total);
                         continue;
                 }
                 lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                             p->conf.window_ms, &x);
+                lp_read_slot(p, s, now_us, now_ms, 1, &x);
                 consumed += x.consumed_total;
                 if (!first)
                         lp_puts(&o, ",");
@@ -5939,18 +6564,51 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
         lp_read_global_x(p, lp_mono_us(), &g, 0);
         if (reasons && reasons_size) {
                 lp_out_t o = {reasons, reasons_size, 0, NULL};
-                for (int i = 0, k = 0; i < LAGPROBE_REASON__CNT; i++)
-                        if (g.health_reasons & (1u << i)) {
-                                if (k++)
-                                        lp_puts(&o, ",");
-                                lp_puts(&o, lp_reason_names[i]);
-                        }
+                lp_put_reasons(&o, g.health_reasons, 0);
                 lp_render_end(&o);
         }
         return (int)g.health;
 }
 
-/* ---- Prometheus text exposition 0.0.4 ---------------------------------- */
+/* ========================================================================
+ * MARK: 16. Prometheus text exposition 0.0.4
+ * ===================================================================== */
+
+/* Prometheus label value, without the quotes: backslash, double quote and
+ * newline escaped; invalid UTF-8 becomes U+FFFD, since one bad byte makes
+ * Prometheus drop the scrape. At most 3 bytes out per byte in. */
+static void lp_prom_esc(lp_out_t *o, const char *v) {
+        const unsigned char *c = (const unsigned char *)(v ? v : "");
+        for (;;) {
+                const unsigned char *run = c;
+                while (*c && *c < 0x80 && *c != '\\' && *c != '"' &&
+                       *c != '\n')
+                        c++;
+                if (c > run)
+                        lp_put(o, (const char *)run, (size_t)(c - run));
+                if (!*c)
+                        break;
+                if (*c == '\\') {
+                        lp_put(o, "\\\\", 2);
+                        c++;
+                } else if (*c == '"') {
+                        lp_put(o, "\\\"", 2);
+                        c++;
+                } else if (*c == '\n') {
+                        lp_put(o, "\\n", 2);
+                        c++;
+                } else {
+                        int n = lp_utf8_len(c);
+                        if (n) {
+                                lp_put(o, (const char *)c, (size_t)n);
+                                c += n;
+                        } else {
+                                lp_put(o, "\xef\xbf\xbd", 3); /* U+FFFD */
+                                c++;
+                        }
+                }
+        }
+}
 
 /* key="value", the value escaped (lp_prom_esc). */
 static void lp_prom_label(lp_out_t *o, const char *k, const char *v) {
@@ -6150,7 +6808,7 @@ typedef struct lp_prows_s {
  * 0 when out of memory. */
 static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
                         lp_prows_t *pr) {
-        uint32_t n = LD_ACQ(p->nslots);
+        uint32_t n = LD(p->nslots);
         memset(pr, 0, sizeof *pr);
         if (!n)
                 return 1;
@@ -6165,13 +6823,12 @@ static int lp_prom_rows(lagprobe_t *p, int64_t now_us, int64_t now_ms,
         for (uint32_t l = lp_sorted_first(p, n), nx; l; l = nx) {
                 nx = lp_sorted_next(p, l, n);
                 lp_slot_t *s = lp_slot_at(p, l - 1);
-                if (!LD_ACQ(s->assigned)) {
+                if (!LD(s->assigned)) {
                         pr->consumed += LD(s->c_total);
                         continue;
                 }
                 lagprobe_partition_t x;
-                lp_read_slot(s, now_us, now_ms, p->stats_interval_ms,
-                             LP_NO_REASON, &x);
+                lp_read_slot(p, s, now_us, now_ms, 0, &x);
                 pr->consumed += x.consumed_total;
                 lp_prow_t *r = &pr->rows[pr->n++];
                 r->has = 0;
@@ -6277,6 +6934,49 @@ static int lp_prom_partitions(lp_out_t *o, const lagprobe_snapshot_t *g,
         return 1;
 }
 
+/* The probe-wide families of one sample each, in the order of the values
+ * lagprobe_metrics_prometheus() gives them. */
+static const struct {
+        const char *name, *type, *help;
+} lp_gfam[] = {
+    {"lagprobe_poll_headroom_seconds", "gauge",
+     "max.poll.interval.ms minus the time since the last poll "
+     "returned; the consumer is evicted below 0."},
+    {"lagprobe_last_poll_seconds_ago", "gauge",
+     "Time since the last poll returned (-1 before the first)."},
+    {"lagprobe_max_poll_interval_seconds", "gauge",
+     "Effective max.poll.interval.ms of the consumer."},
+    {"lagprobe_poll_exact", "gauge",
+     "1 when poll timing comes from batch hooks, 0 when inferred."},
+    {"lagprobe_evictions_total", "counter",
+     "Times the consumer left the group for exceeding "
+     "max.poll.interval.ms."},
+    {"lagprobe_assigned_partitions", "gauge",
+     "Partitions currently assigned to this consumer."},
+    {"lagprobe_unassigned_seconds", "gauge",
+     "Time the consumer has been without any assignment (0 while "
+     "assigned)."},
+    {"lagprobe_health", "gauge",
+     "Health verdict: 0 ok, 1 degraded, 2 unhealthy."},
+    {"lagprobe_consumed_messages_total", "counter",
+     "Messages handed to the application."},
+    {"lagprobe_commits_total", "counter", "Offset commits completed."},
+    {"lagprobe_commit_errors_total", "counter",
+     "Offset commits that failed."},
+    {"lagprobe_stats_documents_total", "counter",
+     "Statistics documents parsed."},
+    {"lagprobe_stats_parse_errors_total", "counter",
+     "Statistics documents rejected as malformed."},
+    {"lagprobe_stats_field_errors_total", "counter",
+     "Statistics fields of the wrong type or out of range."},
+    {"lagprobe_hook_errors_total", "counter",
+     "Batch hook calls out of order (end without begin) or from two "
+     "threads at once."},
+    {"lagprobe_brokers_down", "gauge",
+     "Brokers the consumer needs (partition leaders, group "
+     "coordinator) that have been unreachable for a second or more."},
+};
+
 size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         lp_out_t o;
         lagprobe_snapshot_t g;
@@ -6286,101 +6986,22 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
         /* One reading per partition serves every family, so a partition's
          * lag and offsets in one scrape come from the same update (and the
          * render is one pass of reads, not one per family). The copy lives
-         * on the calling thread; without memory, read per family. */
+         * on the calling thread. */
         lp_prows_t pr;
-        size_t at = o.len;
-        if (lp_prom_rows(p, now_us, now_ms, &pr) &&
-            lp_prom_partitions(&o, &g, &pr)) {
-                g.consumed = pr.consumed;
-        } else {
-                o.len = at;
-                g.consumed = 0;
-                uint32_t n = LD_ACQ(p->nslots);
-                for (uint32_t i = 0; i < n; i++)
-                        g.consumed += LD(lp_slot_at(p, i)->c_total);
-                for (int f = 0; f < LP_PF__CNT; f++) {
-                        lp_prom_head(&o, lp_pfam[f].name, lp_pfam[f].type,
-                                     lp_pfam[f].help);
-                        for (uint32_t l = lp_sorted_first(p, n), nx; l;
-                             l = nx) {
-                                nx = lp_sorted_next(p, l, n);
-                                lp_slot_t *s = lp_slot_at(p, l - 1);
-                                lagprobe_partition_t x;
-                                double v;
-                                if (!LD_ACQ(s->assigned))
-                                        continue;
-                                lp_read_slot(s, now_us, now_ms,
-                                             p->stats_interval_ms,
-                                             LP_NO_REASON, &x);
-                                if (!lp_pfam_value(f, &x, &v))
-                                        continue;
-                                lp_puts(&o, lp_pfam[f].name);
-                                lp_puts(&o, "{");
-                                if (!lp_pfam[f].exporter) {
-                                        lp_prom_label(&o, "client_id",
-                                                      g.client_id);
-                                        lp_puts(&o, ",");
-                                }
-                                lp_prom_label(&o, "consumergroup", g.group_id);
-                                lp_puts(&o, ",topic=\"");
-                                lp_prom_esc(&o, x.topic);
-                                lp_puts(&o, "\",partition=\"");
-                                lp_put_i64(&o, x.partition);
-                                lp_puts(&o, "\"");
-                                if (f == LP_PF_STATUS) {
-                                        lp_puts(&o, ",");
-                                        lp_prom_label(&o, "status",
-                                                      x.status_name);
-                                }
-                                lp_puts(&o, "} ");
-                                lp_prom_num(&o, v);
-                                lp_puts(&o, "\n");
-                        }
-                }
+        if (!lp_prom_rows(p, now_us, now_ms, &pr) ||
+            !lp_prom_partitions(&o, &g, &pr)) {
+                /* Out of memory: no text rather than one without its
+                 * partitions, which would read as a consumer with none. */
+                free(pr.rows);
+                free(pr.lbl.buf);
+                if (o.size > 0)
+                        buf[0] = 0;
+                return 0;
         }
+        g.consumed = pr.consumed;
         free(pr.rows);
         free(pr.lbl.buf);
 
-        static const struct {
-                const char *name, *type, *help;
-        } fam[] = {
-            {"lagprobe_poll_headroom_seconds", "gauge",
-             "max.poll.interval.ms minus the time since the last poll "
-             "returned; the consumer is evicted below 0."},
-            {"lagprobe_last_poll_seconds_ago", "gauge",
-             "Time since the last poll returned (-1 before the first)."},
-            {"lagprobe_max_poll_interval_seconds", "gauge",
-             "Effective max.poll.interval.ms of the consumer."},
-            {"lagprobe_poll_exact", "gauge",
-             "1 when poll timing comes from batch hooks, 0 when inferred."},
-            {"lagprobe_evictions_total", "counter",
-             "Times the consumer left the group for exceeding "
-             "max.poll.interval.ms."},
-            {"lagprobe_assigned_partitions", "gauge",
-             "Partitions currently assigned to this consumer."},
-            {"lagprobe_unassigned_seconds", "gauge",
-             "Time the consumer has been without any assignment (0 while "
-             "assigned)."},
-            {"lagprobe_health", "gauge",
-             "Health verdict: 0 ok, 1 degraded, 2 unhealthy."},
-            {"lagprobe_consumed_messages_total", "counter",
-             "Messages handed to the application."},
-            {"lagprobe_commits_total", "counter", "Offset commits completed."},
-            {"lagprobe_commit_errors_total", "counter",
-             "Offset commits that failed."},
-            {"lagprobe_stats_documents_total", "counter",
-             "Statistics documents parsed."},
-            {"lagprobe_stats_parse_errors_total", "counter",
-             "Statistics documents rejected as malformed."},
-            {"lagprobe_stats_field_errors_total", "counter",
-             "Statistics fields of the wrong type or out of range."},
-            {"lagprobe_hook_errors_total", "counter",
-             "Batch hook calls out of order (end without begin) or from two "
-             "threads at once."},
-            {"lagprobe_brokers_down", "gauge",
-             "Brokers the consumer needs (partition leaders, group "
-             "coordinator) that have been unreachable for a second or more."},
-        };
         double since_s =
             g.since_last_poll_ms >= 0 ? (double)g.since_last_poll_ms / 1e3 : -1;
         const double vals[] = {(double)g.headroom_ms / 1e3,
@@ -6399,9 +7020,13 @@ size_t lagprobe_metrics_prometheus(lagprobe_t *p, char *buf, size_t size) {
                                (double)g.stats_field_errors,
                                (double)g.hook_errors,
                                g.brokers_down_cnt};
-        for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
-                lp_prom_head(&o, fam[i].name, fam[i].type, fam[i].help);
-                lp_prom_sample(&o, fam[i].name, &g, NULL, NULL, vals[i]);
+        _Static_assert(sizeof vals / sizeof vals[0] ==
+                           sizeof lp_gfam / sizeof lp_gfam[0],
+                       "one value per family");
+        for (size_t i = 0; i < sizeof lp_gfam / sizeof lp_gfam[0]; i++) {
+                lp_prom_head(&o, lp_gfam[i].name, lp_gfam[i].type,
+                             lp_gfam[i].help);
+                lp_prom_sample(&o, lp_gfam[i].name, &g, NULL, NULL, vals[i]);
         }
 
         lp_prom_head(&o, "lagprobe_rebalance_events_total", "counter",

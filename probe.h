@@ -79,49 +79,100 @@ extern "C" {
 /** Opaque probe handle. One probe watches one consumer. */
 typedef struct lagprobe_s lagprobe_t;
 
-/** Event names, stable: they appear in logs, JSON and metrics. */
+/* Each member and enum value is documented by the doc block right above
+ * it (one block may cover members that belong together, declared right
+ * after it); a plain comment on a line of its own heads a group of
+ * members. */
+
+/** Event types. The names are stable: they appear in logs, JSON and
+ *  metrics (lagprobe_event_name()). README.md "Events" gives each one's
+ *  severity and rate limit. */
 typedef enum lagprobe_event_type_e {
-        LAGPROBE_EVENT_HEADROOM_WARN = 0, /* "headroom_warn" */
-        LAGPROBE_EVENT_HEADROOM_CRITICAL, /* "headroom_critical" */
-        LAGPROBE_EVENT_HEADROOM_RECOVERED, /* "headroom_recovered" */
-        LAGPROBE_EVENT_PREDICTED_EXCEED,  /* "predicted_exceed" */
-        LAGPROBE_EVENT_EVICTED,           /* "evicted" */
-        LAGPROBE_EVENT_CONFIG_ADVICE,     /* "config_advice" */
-        LAGPROBE_EVENT_REBALANCE,         /* "rebalance" */
-        LAGPROBE_EVENT_COMMIT_FAILED,     /* "commit_failed" */
-        LAGPROBE_EVENT_STATS_ERROR,       /* "stats_error" */
-        LAGPROBE_EVENT_PARTITION_STATUS,  /* "partition_status" */
-        LAGPROBE_EVENT_DIAGNOSIS,         /* "diagnosis" */
-        LAGPROBE_EVENT_NO_STATISTICS,     /* "no_statistics": the probe has
-                                           * an assignment and receives no
-                                           * statistics (cause in message) */
-        LAGPROBE_EVENT_NO_REBALANCES,     /* "no_rebalances": librdkafka
-                                           * delivered rebalances the probe
-                                           * never saw (event API) */
+        /** "headroom_warn": the time since the last poll passed warn_ratio
+         *  of max.poll.interval.ms. */
+        LAGPROBE_EVENT_HEADROOM_WARN = 0,
+        /** "headroom_critical": it passed critical_ratio. */
+        LAGPROBE_EVENT_HEADROOM_CRITICAL,
+        /** "headroom_recovered": the app polled again after a warning. */
+        LAGPROBE_EVENT_HEADROOM_RECOVERED,
+        /** "predicted_exceed": inside a batch (batch hooks), the elapsed
+         *  time plus the remaining messages at the per-message time goes
+         *  past the limit, which is still ahead. */
+        LAGPROBE_EVENT_PREDICTED_EXCEED,
+        /** "evicted": librdkafka evicted the consumer for exceeding
+         *  max.poll.interval.ms (its MAXPOLL log, or
+         *  lagprobe_poll_result()); once per eviction. */
+        LAGPROBE_EVENT_EVICTED,
+        /** "config_advice": the recent batch p99 is above warn_ratio of
+         *  max.poll.interval.ms, or heartbeat.interval.ms is more than a
+         *  third of session.timeout.ms; the message names the setting. */
+        LAGPROBE_EVENT_CONFIG_ADVICE,
+        /** "rebalance": the assignment changed. */
+        LAGPROBE_EVENT_REBALANCE,
+        /** "commit_failed": an offset commit failed. */
+        LAGPROBE_EVENT_COMMIT_FAILED,
+        /** "stats_error": a malformed statistics document was rejected. */
+        LAGPROBE_EVENT_STATS_ERROR,
+        /** "partition_status": a partition's status changed (state: the new
+         *  status), or a summary when more than 4 partitions turn to one
+         *  status at once. */
+        LAGPROBE_EVENT_PARTITION_STATUS,
+        /** "diagnosis": the consumer verdict, or the partition it names,
+         *  changed (state: the verdict). */
+        LAGPROBE_EVENT_DIAGNOSIS,
+        /** "no_statistics": the probe has an assignment and receives no
+         *  statistics (cause in message). */
+        LAGPROBE_EVENT_NO_STATISTICS,
+        /** "no_rebalances": librdkafka delivered rebalances the probe never
+         *  saw (event API). */
+        LAGPROBE_EVENT_NO_REBALANCES,
         LAGPROBE_EVENT__CNT
 } lagprobe_event_type_t;
 
 /** One event, handed to lagprobe_config_t.log_cb. Every pointer is owned by
  *  the probe and valid only during the callback: copy what you keep. */
 typedef struct lagprobe_event_s {
+        /** What happened. */
         lagprobe_event_type_t type;
-        const char *name;      /* stable name, e.g. "headroom_warn" */
-        int severity;          /* syslog level: 2 crit, 3 err, 4 warning,
-                                * 5 notice, 6 info */
-        const char *message;   /* ready human message, NUL-terminated */
-        int64_t ts_ms;         /* wall clock, ms since the epoch */
-        const char *group_id;  /* "" when unknown */
-        const char *client_id; /* "" when unknown */
+        /** Stable name, e.g. "headroom_warn". */
+        const char *name;
+        /** Syslog level: 2 crit, 3 err, 4 warning, 5 notice, 6 info. */
+        int severity;
+        /** Ready human message, NUL-terminated. */
+        const char *message;
+        /** Wall clock, ms since the epoch. */
+        int64_t ts_ms;
+        /** "" when unknown. */
+        const char *group_id;
+        /** "" when unknown. */
+        const char *client_id;
+
         /* The numbers behind the event; -1 where not relevant. */
-        int64_t since_poll_ms;        /* time since the last poll return */
-        int64_t max_poll_interval_ms; /* the limit in force */
-        int64_t headroom_ms;          /* limit minus since_poll_ms */
-        int64_t batch_size;           /* messages in the current batch */
-        int64_t batch_done;           /* messages of it finished */
-        int64_t predicted_ms;         /* predicted batch total (predicted_exceed) */
-        int64_t count;                /* e.g. evictions so far, partitions */
-        const char *topic;            /* NULL when not about one partition */
-        int32_t partition;            /* -1 when not about one partition */
+        /** Time since the last poll return. */
+        int64_t since_poll_ms;
+        /** The max.poll.interval.ms in force. */
+        int64_t max_poll_interval_ms;
+        /** max_poll_interval_ms minus since_poll_ms. */
+        int64_t headroom_ms;
+        /** Messages in the current batch. */
+        int64_t batch_size;
+        /** Messages of it finished. */
+        int64_t batch_done;
+        /** predicted_exceed: the predicted batch total. */
+        int64_t predicted_ms;
+        /** E.g. evictions so far, partitions in a summary. */
+        int64_t count;
+        /** NULL when not about one partition (a summary of partitions of
+         *  one topic names it, partition -1). */
+        const char *topic;
+        /** -1 when not about one partition. */
+        int32_t partition;
+        /** partition_status: the status name; diagnosis: the verdict name;
+         *  NULL otherwise. */
+        const char *state;
+        /** partition_status: the partition's effective lag; diagnosis: the
+         *  total lag; -1 unknown or n/a. */
+        int64_t lag;
 } lagprobe_event_t;
 
 /** Event sink. Called from the probe's watchdog thread, or from the thread
@@ -148,9 +199,13 @@ typedef struct lagprobe_config_s {
         /** Minimum time between two deliveries of headroom_warn,
          *  headroom_recovered, commit_failed or stats_error (each counted
          *  anyway). Other events are not rate-limited: headroom_critical
-         *  and evicted always get through; config_advice, rebalance,
-         *  partition_status and diagnosis fire only on change. Default
-         *  10000. */
+         *  and evicted always get through; config_advice and rebalance
+         *  fire only on change; diagnosis only when the verdict shown (see
+         *  dwell_ms) or the partition it names changes; partition_status
+         *  at most once per partition per window_ms (the latest status
+         *  once that has passed; stalled, stopped and rewound at once),
+         *  as one summary event when more than 4 partitions turn to one
+         *  status at once. Default 10000. */
         int event_min_interval_ms;
         /** Event sink; NULL (default) writes one logfmt line per event to
          *  stderr. */
@@ -174,7 +229,8 @@ typedef struct lagprobe_config_s {
         /** rebalance_storm: more than this many assignments, or more than
          *  one eviction, within storm_window_ms. Default 3. */
         int storm_rebalances;
-        /** Default 300000. */
+        /** Span over which rebalance_storm counts assignments and
+         *  evictions; older ones stop counting. Default 300000. */
         int storm_window_ms;
         /** hot_partition: one partition carries at least this share of the
          *  consumer's ingress or lag (and at least twice its fair share).
@@ -197,234 +253,395 @@ typedef struct lagprobe_config_s {
          *  outages"). 0: never ask. Default 5000. Only with the watchdog
          *  thread (not in lagprobe_tick() mode). */
         int hwm_refresh_ms;
+        /** Hysteresis: a new partition status or verdict replaces the one
+         *  shown (snapshot, metrics, events) only once it has held this
+         *  long, so a figure hovering at a threshold does not flap. Not
+         *  for what must be immediate: statuses stalled, stopped and
+         *  rewound, verdicts rebalance_storm, stuck_partition and
+         *  consumer_slow for a consumer that stopped polling, and the
+         *  first status or verdict. -1 (default): window_ms / 10.
+         *  0: none. */
+        int dwell_ms;
 } lagprobe_config_t;
 
-/** Partition status over the sliding window (see README.md for rules). */
+/** Partition status over the sliding window (config.window_ms), from the
+ *  newest and oldest samples in it; "lag" is the partition's effective_lag.
+ *  Name: lagprobe_pstatus_name(). README.md "Partition status" has the
+ *  rules in the order they are tried. */
 typedef enum lagprobe_pstatus_e {
-        LAGPROBE_PSTATUS_UNKNOWN = 0,  /* "unknown": window not covered yet */
-        LAGPROBE_PSTATUS_OK,           /* "ok" */
-        LAGPROBE_PSTATUS_IDLE,         /* "idle": caught up, nothing new */
-        LAGPROBE_PSTATUS_LAGGING,      /* "lagging" */
-        LAGPROBE_PSTATUS_STALLED,      /* "stalled" */
-        LAGPROBE_PSTATUS_STOPPED,      /* "stopped" */
-        LAGPROBE_PSTATUS_REWOUND,      /* "rewound" */
-        LAGPROBE_PSTATUS_MARKERS,      /* "caught_up_with_markers" */
-        LAGPROBE_PSTATUS_PAUSED,       /* "paused": not fetched (paused by
-                                        * the app or its queue is full)
-                                        * while the log grows */
+        /** "unknown": the samples do not yet span half a window. */
+        LAGPROBE_PSTATUS_UNKNOWN = 0,
+        /** "ok": none of the other statuses applies. */
+        LAGPROBE_PSTATUS_OK,
+        /** "idle": caught up, nothing new: no new messages across the
+         *  window and the position at the high watermark; never an
+         *  alarm. */
+        LAGPROBE_PSTATUS_IDLE,
+        /** "lagging": moving but not catching up: the lowest lag of the
+         *  newer half of the window is above lag_allowance and not below
+         *  the lowest of the older half. */
+        LAGPROBE_PSTATUS_LAGGING,
+        /** "stalled": nothing moves: lag above lag_allowance while neither
+         *  the committed offset nor the position moved across the window
+         *  (status_reason counts messages re-consumed meanwhile, as a
+         *  poison message retried forever is). */
+        LAGPROBE_PSTATUS_STALLED,
+        /** "stopped": consumed but not committed: lag above 0 and no
+         *  commit across the window while the position advanced and
+         *  messages were consumed. */
+        LAGPROBE_PSTATUS_STOPPED,
+        /** "rewound": the position or committed offset moved backwards;
+         *  stays for one window. */
+        LAGPROBE_PSTATUS_REWOUND,
+        /** "caught_up_with_markers": the committed offset and the position
+         *  1 or 2 behind an unchanged high watermark with nothing left to
+         *  fetch: transaction markers or compaction, not lag
+         *  (effective_lag 0, no alarm). */
+        LAGPROBE_PSTATUS_MARKERS,
+        /** "paused": not fetched (paused by the app or its queue is full)
+         *  while the log grows: the broker's high watermark is ahead of
+         *  the statistics' frozen one, nothing is queued and the position
+         *  stands still. Needs hwm_refresh_ms > 0. */
+        LAGPROBE_PSTATUS_PAUSED,
         LAGPROBE_PSTATUS__CNT
 } lagprobe_pstatus_t;
 
-/** Consumer-level verdict. */
+/** Consumer-level verdict: what the lag, if any, comes from. Name:
+ *  lagprobe_diagnosis_name(). README.md "Consumer verdict" has the rules
+ *  in the order they are tried. */
 typedef enum lagprobe_diagnosis_e {
-        LAGPROBE_DIAG_UNKNOWN = 0,      /* "unknown": not enough data yet */
-        LAGPROBE_DIAG_HEALTHY,          /* "healthy" */
-        LAGPROBE_DIAG_PRODUCER_BURST,   /* "producer_burst" */
-        LAGPROBE_DIAG_CONSUMER_SLOW,    /* "consumer_slow" */
-        LAGPROBE_DIAG_REBALANCE_STORM,  /* "rebalance_storm" */
-        LAGPROBE_DIAG_STUCK_PARTITION,  /* "stuck_partition" */
-        LAGPROBE_DIAG_HOT_PARTITION,    /* "hot_partition" */
-        LAGPROBE_DIAG_PARTITION_PAUSED, /* "partition_paused": most of the
-                                         * lag is on partitions not fetched */
+        /** "unknown": nothing assigned, or no partition has a status
+         *  yet. */
+        LAGPROBE_DIAG_UNKNOWN = 0,
+        /** "healthy": none of the verdicts below; the detail says whether
+         *  a backlog is "catching up" or "not shrinking". */
+        LAGPROBE_DIAG_HEALTHY,
+        /** "producer_burst": the consumer is fine, producers sped up: lag
+         *  above lag_allowance, ingress above burst_ratio times egress and
+         *  above burst_ratio times its own baseline. */
+        LAGPROBE_DIAG_PRODUCER_BURST,
+        /** "consumer_slow": the consumer is the bottleneck: it polls late
+         *  (headroom warning band), every partition is stalled with
+         *  nothing re-consumed, its per-message or batch time rose to
+         *  slow_ratio times its baseline, or lag is above lag_allowance
+         *  with ingress above burst_ratio times egress although ingress
+         *  did not rise above its baseline. */
+        LAGPROBE_DIAG_CONSUMER_SLOW,
+        /** "rebalance_storm": more than storm_rebalances membership
+         *  changes, or more than one eviction, within storm_window_ms. */
+        LAGPROBE_DIAG_REBALANCE_STORM,
+        /** "stuck_partition": a partition is stalled while it is
+         *  re-consumed (a poison message retried) or other partitions
+         *  still move; names the one with the largest lag. */
+        LAGPROBE_DIAG_STUCK_PARTITION,
+        /** "hot_partition": one of two or more partitions carries at least
+         *  hot_share, and twice its fair share, of the ingress or of the
+         *  lag; names it and its share. */
+        LAGPROBE_DIAG_HOT_PARTITION,
+        /** "partition_paused": most of the lag is on partitions not
+         *  fetched: partitions with status paused carry more than
+         *  lag_allowance and at least half of total_lag; names the one
+         *  with the largest lag. */
+        LAGPROBE_DIAG_PARTITION_PAUSED,
         LAGPROBE_DIAG__CNT
 } lagprobe_diagnosis_t;
 
-/** Health verdict, see lagprobe_health(). */
+/** Health verdict, see lagprobe_health(); decided by the reasons
+ *  (lagprobe_reason_t) that hold. Name: lagprobe_health_name(). */
 typedef enum lagprobe_health_e {
-        LAGPROBE_HEALTH_OK = 0,        /* HTTP 200 */
-        LAGPROBE_HEALTH_DEGRADED = 1,  /* HTTP 200: a warning, still working */
-        LAGPROBE_HEALTH_UNHEALTHY = 2  /* HTTP 503 */
+        /** "ok": no reason holds. HTTP 200. */
+        LAGPROBE_HEALTH_OK = 0,
+        /** "degraded": only warning reasons hold: a warning, still
+         *  working. HTTP 200. */
+        LAGPROBE_HEALTH_DEGRADED = 1,
+        /** "unhealthy": headroom_critical, evicted, no_assignment or
+         *  consumer_not_running holds. HTTP 503. */
+        LAGPROBE_HEALTH_UNHEALTHY = 2
 } lagprobe_health_t;
 
 /** Reasons behind a verdict, as bits of lagprobe_snapshot_t.health_reasons.
- *  Names (lagprobe_reason_name()) are stable and used in JSON. */
+ *  Names (lagprobe_reason_name()) are stable and used in JSON. The first
+ *  four make the verdict unhealthy, the others degraded. */
 typedef enum lagprobe_reason_e {
-        LAGPROBE_REASON_HEADROOM_CRITICAL = 1 << 0, /* "headroom_critical" */
-        LAGPROBE_REASON_EVICTED = 1 << 1,           /* "evicted": not rejoined */
-        LAGPROBE_REASON_NO_ASSIGNMENT = 1 << 2,     /* "no_assignment" */
-        LAGPROBE_REASON_NOT_RUNNING = 1 << 3,       /* "consumer_not_running" */
-        LAGPROBE_REASON_HEADROOM_WARN = 1 << 4,     /* "headroom_warn" */
-        LAGPROBE_REASON_PREDICTED_EXCEED = 1 << 5,  /* "predicted_exceed" */
-        LAGPROBE_REASON_COMMIT_FAILING = 1 << 6,    /* "commit_failing" */
-        LAGPROBE_REASON_NO_STATISTICS = 1 << 7,     /* "no_statistics": no
-                                                     * statistics document
-                                                     * for 3 intervals */
-        LAGPROBE_REASON_BROKERS_DOWN = 1 << 8,      /* "brokers_down": the
-                                                     * brokers it needs are
-                                                     * unreachable */
-        LAGPROBE_REASON_NO_REBALANCES = 1 << 9,     /* "no_rebalances":
-                                                     * librdkafka delivers
-                                                     * rebalances that never
-                                                     * reach the probe */
+        /** "headroom_critical": the time since the last poll passed
+         *  critical_ratio of max.poll.interval.ms. */
+        LAGPROBE_REASON_HEADROOM_CRITICAL = 1 << 0,
+        /** "evicted": evicted and not rejoined since. */
+        LAGPROBE_REASON_EVICTED = 1 << 1,
+        /** "no_assignment": no assignment for longer than
+         *  unassigned_unhealthy_ms. */
+        LAGPROBE_REASON_NO_ASSIGNMENT = 1 << 2,
+        /** "consumer_not_running": no live consumer (never attached, or
+         *  destroyed). */
+        LAGPROBE_REASON_NOT_RUNNING = 1 << 3,
+        /** "headroom_warn": the time since the last poll passed
+         *  warn_ratio of max.poll.interval.ms, not yet critical_ratio. */
+        LAGPROBE_REASON_HEADROOM_WARN = 1 << 4,
+        /** "predicted_exceed": the current batch is predicted to exceed
+         *  the limit (batch hooks). */
+        LAGPROBE_REASON_PREDICTED_EXCEED = 1 << 5,
+        /** "commit_failing": a commit failed within the last minute. */
+        LAGPROBE_REASON_COMMIT_FAILING = 1 << 6,
+        /** "no_statistics": assigned, the app polls, and no statistics
+         *  reach the probe (statistics.interval.ms 0, or none for 3
+         *  intervals, and 10 s once some had arrived): lag cannot be
+         *  seen. */
+        LAGPROBE_REASON_NO_STATISTICS = 1 << 7,
+        /** "brokers_down": a broker the consumer needs (leader of an
+         *  assigned partition, group coordinator) unreachable for a second
+         *  or more in the latest statistics. */
+        LAGPROBE_REASON_BROKERS_DOWN = 1 << 8,
+        /** "no_rebalances": librdkafka delivers rebalances that never
+         *  reach the probe. */
+        LAGPROBE_REASON_NO_REBALANCES = 1 << 9,
         LAGPROBE_REASON__CNT = 10
 } lagprobe_reason_t;
 
 /** Figures for one assigned partition. -1 means unknown (null in JSON). */
 typedef struct lagprobe_partition_s {
-        const char *topic;           /* owned by the probe; valid until
-                                      * lagprobe_destroy() */
+        /** Owned by the probe; valid until lagprobe_destroy(). */
+        const char *topic;
         int32_t partition;
-        int64_t high_watermark;      /* log end offset (statistics) */
-        int64_t low_watermark;       /* log start offset (statistics) */
-        int64_t last_stable_offset;  /* (statistics) */
-        int64_t position;            /* next offset the app will see */
-        int64_t committed_offset;    /* last committed offset of the group */
-        int64_t lag;                 /* high_watermark - committed_offset,
-                                      * -1 before the first commit */
-        int64_t position_lag;        /* high_watermark - position */
-        int64_t consumed;            /* messages consumed since assigned */
-        int64_t last_message_ts_ms;  /* timestamp of the last consumed
-                                      * message, ms since the epoch */
-        double seconds_behind;       /* now - last_message_ts when behind,
-                                      * 0 when caught up, -1 unknown */
-        int64_t fetchq_cnt;          /* messages in the prefetch queue */
-        int64_t fetchq_size;         /* bytes in the prefetch queue */
-        int64_t last_progress_ms_ago; /* since position or commit advanced */
-        int64_t hwm_age_ms;          /* age of high_watermark figure */
-        int stale;                   /* 1 when high_watermark may be old:
-                                      * fetching stopped or queue full */
-        int64_t commit_errors;       /* failed commits of this partition */
-        int last_commit_err;         /* rd_kafka_resp_err_t of the last
-                                      * commit of this partition */
-        int64_t consumed_total;      /* messages consumed from it since the
-                                      * probe started (never reset) */
+        /** Log end offset (statistics, or the broker's when the statistics'
+         *  figure is frozen: hwm_refresh_ms). */
+        int64_t high_watermark;
+        /** Log start offset (statistics). */
+        int64_t low_watermark;
+        /** End for read_committed readers (statistics). */
+        int64_t last_stable_offset;
+        /** Next offset the app will see. */
+        int64_t position;
+        /** Last committed offset of the group. */
+        int64_t committed_offset;
+        /** high_watermark - committed_offset, -1 before the first
+         *  commit. */
+        int64_t lag;
+        /** high_watermark - position: messages not yet handed to the
+         *  app. */
+        int64_t position_lag;
+        /** Messages consumed since assigned. */
+        int64_t consumed;
+        /** Timestamp of the last consumed message, ms since the epoch. */
+        int64_t last_message_ts_ms;
+        /** now - last_message_ts when behind, 0 when caught up, -1
+         *  unknown. */
+        double seconds_behind;
+        /** Messages in the prefetch queue. */
+        int64_t fetchq_cnt;
+        /** Bytes in the prefetch queue. */
+        int64_t fetchq_size;
+        /** Since the position or the committed offset advanced. */
+        int64_t last_progress_ms_ago;
+        /** Age of the high_watermark figure. */
+        int64_t hwm_age_ms;
+        /** 1 when high_watermark may be old: fetching stopped or queue
+         *  full. */
+        int stale;
+        /** Failed commits of this partition. */
+        int64_t commit_errors;
+        /** rd_kafka_resp_err_t of the last commit of this partition. */
+        int last_commit_err;
+        /** Messages consumed from it since the probe started (never
+         *  reset). */
+        int64_t consumed_total;
 
         /* Diagnosis over config.window_ms. */
+        /** The status shown (after config.dwell_ms). */
         lagprobe_pstatus_t status;
-        const char *status_name;     /* static string */
-        char status_reason[160];     /* the numbers behind the status */
-        int64_t effective_lag;       /* lag, or 0 for caught_up_with_markers */
-        double ingress_rate;         /* msg/s appended (high watermark) */
-        double egress_rate;          /* msg/s consumed (incl. redeliveries) */
-        double commit_rate;          /* msg/s committed */
-        double eta_seconds;          /* to catch up; -1 not catching up */
+        /** lagprobe_pstatus_name(status), a static string. */
+        const char *status_name;
+        /** The numbers behind the status. */
+        char status_reason[160];
+        /** The lag the status and alarms count: lag, position_lag before
+         *  the first commit, 0 for caught_up_with_markers. */
+        int64_t effective_lag;
+        /** msg/s appended (high watermark growth). */
+        double ingress_rate;
+        /** msg/s consumed (re-deliveries included). */
+        double egress_rate;
+        /** msg/s committed. */
+        double commit_rate;
+        /** Seconds to catch up; -1 not catching up. */
+        double eta_seconds;
 } lagprobe_partition_t;
 
 /** Summary of one latency histogram. Values in milliseconds. */
 typedef struct lagprobe_hist_summary_s {
+        /** Samples recorded. */
         uint64_t count;
+        /** Their sum. */
         double sum_ms;
+        /** Percentiles and the largest sample. */
         double p50_ms, p90_ms, p99_ms, max_ms;
 } lagprobe_hist_summary_t;
 
 /** A point-in-time copy of everything the probe knows. Plain data owned by
  *  the caller. Initialise with lagprobe_snapshot_init(). */
 typedef struct lagprobe_snapshot_s {
-        size_t struct_size;          /* set by lagprobe_snapshot_init() */
+        /** Set by lagprobe_snapshot_init(). */
+        size_t struct_size;
 
-        /* In: the caller's partition array. Out: partition_cnt is the number
-         * of assigned partitions; at most partitions_size entries are
-         * filled, sorted by topic then partition (strcmp order; with a
-         * short array, the first ones in that order). The JSON and
-         * Prometheus outputs list partitions in the same order. */
+        /** In: the caller's partition array. Out: partition_cnt is the
+         *  number of assigned partitions; at most partitions_size entries
+         *  are filled, sorted by topic then partition (strcmp order; with a
+         *  short array, the first ones in that order). The JSON and
+         *  Prometheus outputs list partitions in the same order. */
         lagprobe_partition_t *partitions;
         size_t partitions_size;
         size_t partition_cnt;
 
-        int64_t ts_ms;               /* wall clock of the snapshot */
-        int bound;                   /* 1 while attached to a live consumer */
-        const char *group_id;        /* owned by the probe, "" unknown */
+        /** Wall clock of the snapshot, ms since the epoch. */
+        int64_t ts_ms;
+        /** 1 while attached to a live consumer. */
+        int bound;
+        /** Owned by the probe, "" unknown. */
+        const char *group_id;
+        /** Owned by the probe, "" unknown. */
         const char *client_id;
-        const char *name;            /* rd_kafka_name() of the consumer */
+        /** rd_kafka_name() of the consumer. */
+        const char *name;
 
         /* Rebalances. */
-        int64_t assigns;             /* ASSIGN_PARTITIONS callbacks; under
-                                      * incremental protocols only those
-                                      * that add partitions */
-        int64_t revokes;             /* REVOKE_PARTITIONS callbacks; under
-                                      * incremental protocols only those
-                                      * that remove partitions */
-        int64_t lost;                /* revokes that were lost assignments */
-        int64_t rebalances;          /* assigns + revokes */
-        int64_t last_rebalance_ms_ago; /* -1 never */
-        int64_t unassigned_ms;       /* current stretch without assignment
-                                      * (0 while assigned) */
-        int64_t last_unassigned_ms;  /* last revoke-to-assign gap, -1 none */
-        const char *protocol;        /* "EAGER", "COOPERATIVE" (also every
-                                      * group.protocol=consumer group) or
-                                      * "NONE" before the first rebalance */
+        /** ASSIGN_PARTITIONS callbacks; under incremental protocols only
+         *  those that add partitions. */
+        int64_t assigns;
+        /** REVOKE_PARTITIONS callbacks; under incremental protocols only
+         *  those that remove partitions. */
+        int64_t revokes;
+        /** Revokes that were lost assignments. */
+        int64_t lost;
+        /** assigns + revokes. */
+        int64_t rebalances;
+        /** -1 never. */
+        int64_t last_rebalance_ms_ago;
+        /** Current stretch without assignment (0 while assigned). */
+        int64_t unassigned_ms;
+        /** Last revoke-to-assign gap, -1 none. */
+        int64_t last_unassigned_ms;
+        /** "EAGER", "COOPERATIVE" (also every group.protocol=consumer
+         *  group) or "NONE" before the first rebalance. */
+        const char *protocol;
+        /** Partitions assigned now. */
         int64_t assignment_size;
-        int last_rebalance_err;      /* rd_kafka_resp_err_t, 0 none */
-        int64_t cgrp_rebalance_cnt;  /* librdkafka's own count (statistics) */
-        char cgrp_state[32];         /* cgrp.state from statistics */
+        /** rd_kafka_resp_err_t of the last rebalance, 0 none. */
+        int last_rebalance_err;
+        /** librdkafka's own count (statistics). */
+        int64_t cgrp_rebalance_cnt;
+        /** cgrp.state from statistics. */
+        char cgrp_state[32];
 
         /* Poll interval and headroom. */
+        /** The max.poll.interval.ms in force. */
         int64_t max_poll_interval_ms;
-        int64_t session_timeout_ms;  /* -1 (null) under group.protocol=
-                                      * consumer: the broker's setting */
-        int64_t heartbeat_interval_ms; /* -1 likewise */
-        int64_t since_last_poll_ms;  /* -1 before the first poll */
-        int64_t headroom_ms;         /* max_poll_interval_ms - since_last_poll */
-        int exact;                   /* 1 when figures come from batch hooks,
-                                      * 0 when inferred from callbacks */
+        /** -1 (null) under group.protocol=consumer: the broker's
+         *  setting. */
+        int64_t session_timeout_ms;
+        /** -1 likewise. */
+        int64_t heartbeat_interval_ms;
+        /** -1 before the first poll. */
+        int64_t since_last_poll_ms;
+        /** max_poll_interval_ms - since_last_poll_ms; negative once the
+         *  limit is passed. */
+        int64_t headroom_ms;
+        /** 1 when figures come from batch hooks, 0 when inferred from
+         *  callbacks. */
+        int exact;
+        /** 1 between lagprobe_batch_begin() and lagprobe_batch_end(). */
         int in_batch;
+        /** The current batch (outside one, the last): its messages and
+         *  those done; batch_elapsed_ms since it began, 0 outside one. */
         int64_t batch_size, batch_done, batch_elapsed_ms;
+        /** Evictions seen (the evicted event). */
         int64_t evictions;
-        int headroom_level;          /* 0 ok, 1 warn, 2 critical */
+        /** 0 ok, 1 warn, 2 critical. */
+        int headroom_level;
 
-        /* Processing time, cumulative and recent (last ~60 s). */
+        /* Processing time, cumulative and recent (over config.window_ms):
+         * batches, messages and the gap between poll returns. */
         lagprobe_hist_summary_t batch, batch_recent;
         lagprobe_hist_summary_t message, message_recent;
         lagprobe_hist_summary_t poll_gap, poll_gap_recent;
 
         /* Statistics parsing. */
-        int64_t stats_docs;          /* documents parsed */
-        int64_t stats_errors;        /* documents rejected as malformed */
-        int64_t stats_field_errors;  /* fields of the wrong type or range */
-        int64_t stats_last_ms_ago;   /* -1 none yet */
+        /** Documents parsed. */
+        int64_t stats_docs;
+        /** Documents rejected as malformed. */
+        int64_t stats_errors;
+        /** Fields of the wrong type or range. */
+        int64_t stats_field_errors;
+        /** -1 none yet. */
+        int64_t stats_last_ms_ago;
 
         /* Commits. */
-        int64_t commits;             /* on_commit calls */
-        int64_t commit_errors;       /* on_commit calls with an error */
+        /** on_commit calls. */
+        int64_t commits;
+        /** on_commit calls with an error. */
+        int64_t commit_errors;
+        /** rd_kafka_resp_err_t of the last commit, 0 none. */
         int last_commit_err;
 
-        int64_t consumed;            /* messages seen by on_consume */
-        int64_t events[LAGPROBE_EVENT__CNT]; /* events emitted per type */
+        /** Messages seen by on_consume. */
+        int64_t consumed;
+        /** Events emitted per type, delivered or not. */
+        int64_t events[LAGPROBE_EVENT__CNT];
 
-        /* Health verdict, as lagprobe_health() gives it. */
+        /** Health verdict, as lagprobe_health() gives it. */
         lagprobe_health_t health;
-        unsigned health_reasons;     /* lagprobe_reason_t bits */
+        /** lagprobe_reason_t bits. */
+        unsigned health_reasons;
 
         /* Consumer-level lag diagnosis. */
+        /** The verdict shown (after config.dwell_ms). */
         lagprobe_diagnosis_t diagnosis;
-        const char *diagnosis_name;  /* static string */
-        char diagnosis_detail[256];  /* the evidence, human-readable */
-        const char *diagnosis_topic; /* named partition, NULL if none */
-        int32_t diagnosis_partition; /* -1 if none */
-        double diagnosis_share;      /* hot_partition: its share, else 0 */
-        double ingress_rate;         /* msg/s over assigned partitions that
-                                      * are fetched (not paused) */
+        /** lagprobe_diagnosis_name(diagnosis), a static string. */
+        const char *diagnosis_name;
+        /** The evidence, human-readable. */
+        char diagnosis_detail[256];
+        /** The partition the verdict names: its topic, NULL if none. */
+        const char *diagnosis_topic;
+        /** -1 if none. */
+        int32_t diagnosis_partition;
+        /** hot_partition: its share, else 0. */
+        double diagnosis_share;
+        /** msg/s over assigned partitions that are fetched (not
+         *  paused). */
+        double ingress_rate;
+        /** msg/s consumed. */
         double egress_rate;
-        int64_t total_lag;           /* sum of known effective lags */
+        /** Sum of known effective lags. */
+        int64_t total_lag;
 
-        /* Batch hook calls out of order or from two threads at once. */
+        /** Batch hook calls out of order or from two threads at once. */
         int64_t hook_errors;
 
-        /* Brokers the consumer needs (leaders of its assigned partitions,
-         * its group coordinator) whose connection has been down for at
-         * least a second in the latest statistics: health reason
-         * brokers_down. Their broker ids, at most 8 named. */
+        /** Brokers the consumer needs (leaders of its assigned partitions,
+         *  its group coordinator) whose connection has been down for at
+         *  least a second in the latest statistics: health reason
+         *  brokers_down. Their count, and their broker ids, at most 8
+         *  named. */
         int brokers_down_cnt;
         int32_t brokers_down[8];
 
-        /* Log end offset queries for frozen high watermarks (see
-         * hwm_refresh_ms): sent, and failed or timed out. */
+        /** Log end offset queries for frozen high watermarks (see
+         *  hwm_refresh_ms): sent, and failed or timed out. */
         int64_t hwm_queries, hwm_query_failures;
 
-        /* Where the processing-time figures come from: "hooks" (batch
-         * hooks), "inferred" (time between deliveries on the consuming
-         * thread, zero-code mode) or "none" (nothing measured). Static
-         * strings. */
+        /** Where the processing-time figures come from: "hooks" (batch
+         *  hooks), "inferred" (time between deliveries on the consuming
+         *  thread, zero-code mode) or "none" (nothing measured). Static
+         *  strings. */
         const char *batch_source, *message_source, *poll_gap_source;
-        /* Evidence behind the verdict: the slow-moving baselines of the
-         * rates above (msg/s, -1 not yet known), and the recent median of
-         * per-message (or, with batch hooks only, batch) time with its
-         * baseline in ms (-1 not measured); time_source names the
-         * histogram ("message", "batch", "none") and time_inferred is 1
-         * when that figure is inferred. */
+
+        /* Evidence behind the verdict. */
+        /** The slow-moving baselines of ingress_rate and egress_rate (msg/s,
+         *  -1 not yet known). */
         double ingress_baseline, egress_baseline;
+        /** The recent median of per-message (or, with batch hooks only,
+         *  batch) time and its baseline, in ms (-1 not measured). */
         double time_recent_ms, time_baseline_ms;
+        /** The histogram they come from: "message", "batch", "none". */
         const char *time_source;
+        /** 1 when that figure is inferred. */
         int time_inferred;
 } lagprobe_snapshot_t;
 
@@ -539,39 +756,51 @@ LAGPROBE_API size_t lagprobe_snapshot_json(lagprobe_t *probe, char *buf,
  *  lagprobe_* families with a client_id label (table in README.md). Same
  *  size contract as lagprobe_snapshot_json(). Reads each partition once
  *  into a temporary array allocated on the calling thread (about 170
- *  bytes per assigned partition). Any thread. */
+ *  bytes per assigned partition); 0 (and "" in @p buf) when that
+ *  allocation fails. Any thread. */
 LAGPROBE_API size_t lagprobe_metrics_prometheus(lagprobe_t *probe, char *buf,
                                                 size_t size);
 
-/** Health verdict. Unhealthy: headroom critical, evicted and not rejoined,
- *  no assignment for longer than config.unassigned_unhealthy_ms, or no
- *  live consumer. Degraded: headroom in the warning band, the current
- *  batch predicted to exceed the limit, a commit failed within the last
- *  minute, or a broker the consumer needs (leader of an assigned
- *  partition, group coordinator) unreachable for a second or more in the
- *  latest statistics (brokers_down). Writes the reasons' names, comma-separated, into @p reasons
- *  (may be NULL). Returns the verdict, or -1 for a NULL probe. Map to HTTP
- *  with lagprobe_health_http_status(). Any thread. */
+/** Health verdict, a lagprobe_health_t value, from the reasons that hold
+ *  (lagprobe_reason_t, each documented there). Unhealthy: headroom
+ *  critical, evicted and not rejoined, no assignment for longer than
+ *  config.unassigned_unhealthy_ms, or no live consumer. Degraded: headroom
+ *  in the warning band, the current batch predicted to exceed the limit,
+ *  a commit failed within the last minute, no statistics reaching the
+ *  probe, rebalances that never reach it, or a broker the consumer needs
+ *  (leader of an assigned partition, group coordinator) unreachable for a
+ *  second or more in the latest statistics (brokers_down). Writes the
+ *  reasons' names, comma-separated, into @p reasons (may be NULL).
+ *  Returns the verdict, or -1 for a NULL probe. Map to HTTP with
+ *  lagprobe_health_http_status(). Any thread. */
 LAGPROBE_API int lagprobe_health(lagprobe_t *probe, char *reasons,
                                  size_t reasons_size);
 
-/** 200 for OK and DEGRADED, 503 for UNHEALTHY (and anything else). */
+/** 200 for LAGPROBE_HEALTH_OK and LAGPROBE_HEALTH_DEGRADED, 503 for
+ *  LAGPROBE_HEALTH_UNHEALTHY and anything else (-1 included): takes
+ *  lagprobe_health()'s result as it is. Any thread. */
 LAGPROBE_API int lagprobe_health_http_status(int health);
 
-/** "ok", "degraded" or "unhealthy"; "unknown" otherwise. Any thread. */
+/** Name of a lagprobe_health_t value, as lagprobe_health() returns it:
+ *  "ok", "degraded" or "unhealthy"; "unknown" otherwise (-1 included).
+ *  Any thread. */
 LAGPROBE_API const char *lagprobe_health_name(int health);
 
-/** Name of one reason bit ("headroom_critical", ...), or "unknown". */
+/** Name of one lagprobe_reason_t bit ("headroom_critical", ...);
+ *  "unknown" for 0, several bits or an unknown bit. Any thread. */
 LAGPROBE_API const char *lagprobe_reason_name(unsigned reason);
 
-/** "ok", "idle", "lagging", ...; "unknown" otherwise. Any thread. */
-LAGPROBE_API const char *lagprobe_pstatus_name(int status);
+/** Name of a lagprobe_pstatus_t value ("ok", "idle", "lagging", ...);
+ *  "unknown" otherwise. Any thread. */
+LAGPROBE_API const char *lagprobe_pstatus_name(lagprobe_pstatus_t status);
 
-/** "healthy", "producer_burst", ...; "unknown" otherwise. Any thread. */
-LAGPROBE_API const char *lagprobe_diagnosis_name(int diagnosis);
+/** Name of a lagprobe_diagnosis_t value ("healthy", "producer_burst",
+ *  ...); "unknown" otherwise. Any thread. */
+LAGPROBE_API const char *
+lagprobe_diagnosis_name(lagprobe_diagnosis_t diagnosis);
 
-/** Name of an event type ("headroom_warn", ...), or "unknown". Any
- *  thread. */
+/** Name of a lagprobe_event_type_t value ("headroom_warn", ...);
+ *  "unknown" otherwise. Any thread. */
 LAGPROBE_API const char *lagprobe_event_name(lagprobe_event_type_t type);
 
 #ifdef __cplusplus

@@ -235,7 +235,7 @@ static int walk_jansson(const char *doc, size_t len, ext_t *e) {
 
 /* The probe's scan alone, exactly as lagprobe__stats_parse() runs it. */
 static int probe_scan(lagprobe_t *p, const char *json, size_t len) {
-        lp_doc_t d = {-1, -1, -1, NULL, 0};
+        lp_doc_t d = {-1, -1, -1, NULL, 0, -1, 0};
         pthread_mutex_lock(&p->plock);
         arrsetlen(p->scr_parts, 0);
         arrsetlen(p->scr_topics, 0);
@@ -275,7 +275,7 @@ static long assign_all(lagprobe_t *p, const char *doc, size_t len) {
                         if (si < 0)
                                 continue;
                         lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
-                        ST_REL(s->assigned, 1);
+                        ST(s->assigned, 1);
                         n++;
                 }
         }

@@ -15,10 +15,13 @@
  *    "level":"warning","group_id":"...","client_id":"...",
  *    "since_poll_ms":2803,"max_poll_interval_ms":4000,"headroom_ms":1197,
  *    "batch_size":1,"batch_done":0,"predicted_ms":-1,"count":-1,
- *    "topic":null,"partition":-1,"message":"no poll for 2803 ms, ..."}
+ *    "topic":null,"partition":-1,"state":null,"lag":-1,
+ *    "message":"no poll for 2803 ms, ..."}
  * Numbers keep the probe's -1 for "not relevant to this event" so that
  * every field has one type in the log index; topic is null when the event
- * is not about one partition. Strings are escaped (quotes, backslashes,
+ * is not about one partition; state is the status of a partition_status
+ * event and the verdict of a diagnosis event (null otherwise), so a
+ * pipeline can filter on them without parsing the message. Strings are escaped (quotes, backslashes,
  * control characters; invalid UTF-8 becomes U+FFFD).
  *
  * The run, standalone on librdkafka's embedded mock cluster (127.0.0.1):
@@ -220,7 +223,9 @@ static void on_event(const lagprobe_event_t *ev, void *opaque) {
                   ev->batch_size, ev->batch_done, ev->predicted_ms, ev->count);
         sb_puts(&j, ",\"topic\":");
         sb_json_str(&j, ev->topic);
-        sb_printf(&j, ",\"partition\":%" PRId32 ",\"message\":", ev->partition);
+        sb_printf(&j, ",\"partition\":%" PRId32 ",\"state\":", ev->partition);
+        sb_json_str(&j, ev->state);
+        sb_printf(&j, ",\"lag\":%" PRId64 ",\"message\":", ev->lag);
         sb_json_str(&j, ev->message);
         sb_puts(&j, "}\n");
 

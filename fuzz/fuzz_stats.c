@@ -43,7 +43,7 @@ static void assign(lagprobe_t *p, const char *topic, int n) {
                 int si = lp_slot_find(p, topic, i, 1);
                 FZ_CHECK(si >= 0, "lp_slot_find");
                 lp_slot_t *s = lp_slot_at(p, (uint32_t)si);
-                ST_REL(s->assigned, 1);
+                ST(s->assigned, 1);
         }
         uint32_t g = lp_wbegin(&p->gseq);
         ST(p->g_assignment_size, LD(p->g_assignment_size) + n);

@@ -89,7 +89,10 @@ static void rec_cb(const lagprobe_event_t *e, void *opaque) {
         memset(&x, 0, sizeof x);
         x.type = e->type;
         x.severity = e->severity;
-        ev_word(e, x.word, sizeof x.word);
+        if (e->state)
+                snprintf(x.word, sizeof x.word, "%s", e->state);
+        else
+                ev_word(e, x.word, sizeof x.word);
         x.partition = e->partition;
         x.has_topic = e->topic != NULL;
         x.count = e->count;
@@ -1500,6 +1503,132 @@ static void test_paused_partition(void **state) {
         scen_stop(&s);
 }
 
+/* ======================================================================
+ * 8. Issue 13: events a log pipeline can live with.
+ * ==================================================================== */
+
+/* Status changes seen in snapshots, per partition, and the lag on either
+ * side of the allowance. */
+typedef struct quiet_obs_s {
+        int64_t from_ms;                 /* count from then */
+        int last[NP], changes[NP];
+        int64_t above[NP], within[NP];   /* snapshots */
+        int verdict_changes, last_verdict;
+} quiet_obs_t;
+
+static int quiet_watch(scen_t *s, void *arg) {
+        quiet_obs_t *b = arg;
+        if (h_now_ms() < b->from_ms)
+                return 0;
+        for (int i = 0; i < NP; i++) {
+                const lagprobe_partition_t *x = part(s, i);
+                if (!x)
+                        continue;
+                if (b->last[i] && (int)x->status != b->last[i])
+                        b->changes[i]++;
+                b->last[i] = (int)x->status;
+                if (x->lag > s->o.lag_allowance)
+                        b->above[i]++;
+                else if (x->lag >= 0)
+                        b->within[i]++;
+        }
+        if (b->last_verdict && (int)s->hs->s.diagnosis != b->last_verdict)
+                b->verdict_changes++;
+        b->last_verdict = (int)s->hs->s.diagnosis;
+        return 0;
+}
+
+/* Events of type t about partition p (-2: any) at or after from_ms. */
+static int rec_count(rec_t *r, lagprobe_event_type_t t, int32_t p,
+                     int64_t from_ms) {
+        int c = 0;
+        pthread_mutex_lock(&r->lock);
+        for (int i = 0; i < r->n; i++)
+                c += r->ev[i].type == t && r->ev[i].at_ms >= from_ms &&
+                     (p == -2 || r->ev[i].partition == p);
+        pthread_mutex_unlock(&r->lock);
+        return c;
+}
+
+/* A consumer that keeps up (zero-code, 4 x 25 msg/s, 1 ms per message,
+ * auto commit every 200 ms) for 60 s: after its first verdict and each
+ * partition's first status, nothing more. */
+static void test_quiet_steady(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        o.window_ms = 6000;
+        o.lag_allowance = 30 * h_slow();
+        scen_start(&s, "dg-quiet", NP, &o);
+        s.per_msg_us = 1000;
+        const double steady[NP] = {25, 25, 25, 25};
+        scen_baseline(&s, steady);
+        int64_t t_first = h_now_ms();
+        quiet_obs_t b;
+        memset(&b, 0, sizeof b);
+        run_until(&s, quiet_watch, &b, 60000);
+        dump(&s, t_first, "the first verdict");
+        /* One diagnosis event in all, one status event per partition. */
+        assert_int_equal(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, 0), 1);
+        for (int i = 0; i < NP; i++) {
+                assert_int_equal(
+                    rec_count(s.rec, LAGPROBE_EVENT_PARTITION_STATUS, i, 0), 1);
+                assert_int_equal(b.changes[i], 0);
+        }
+        assert_int_equal(b.verdict_changes, 0);
+        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
+        const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};
+        assert_nothing_else(&s, "healthy", st, 0);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
+/* Committed lag as a saw-tooth around the allowance (auto commit every
+ * 200 ms at 100 msg/s per partition: 0 to ~20+, allowance 10), no trend:
+ * at most one status change per partition per window, seen in the
+ * snapshots and in the events. */
+static void test_quiet_oscillating(void **state) {
+        (void)state;
+        static scen_t s; /* teardown() may stop it */
+        sopts_t o;
+        sopts_init(&o);
+        o.window_ms = 3000;
+        o.lag_allowance = 10 * h_slow();
+        scen_start(&s, "dg-osc", NP, &o);
+        const double rate[NP] = {100, 100, 100, 100};
+        set_rates(&s, rate);
+        assert_true(run_until(&s, all_assigned, NULL, H_JOIN_TIMEOUT_MS));
+        /* Every partition has its first status. */
+        quiet_obs_t b;
+        memset(&b, 0, sizeof b);
+        run_for(&s, o.window_ms);
+        b.from_ms = h_now_ms();
+        const int windows = 5;
+        run_until(&s, quiet_watch, &b, windows * o.window_ms);
+        dump(&s, b.from_ms, "the watch");
+        int oscillated = 0;
+        for (int i = 0; i < NP; i++) {
+                int ev = rec_count(s.rec, LAGPROBE_EVENT_PARTITION_STATUS, i,
+                                   b.from_ms);
+                print_message("  [%d] lag above the allowance in %" PRId64
+                              " snapshots, within in %" PRId64 "; %d status "
+                              "change(s), %d event(s)\n",
+                              i, b.above[i], b.within[i], b.changes[i], ev);
+                oscillated += b.above[i] > 0 && b.within[i] > 0;
+                if (b.changes[i] > windows || ev > windows)
+                        H_FAIL("[%d]: %d status changes and %d events in %d "
+                               "windows",
+                               i, b.changes[i], ev, windows);
+        }
+        /* The premise: the lag did cross the allowance back and forth. */
+        assert_true(oscillated >= NP / 2);
+        assert_true(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, b.from_ms) <=
+                    windows);
+        print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
+        scen_stop(&s);
+}
+
 static int teardown(void **state) {
         (void)state;
         if (cur)
@@ -1524,6 +1653,8 @@ int main(void) {
             T(test_slow_handler_hooks),
             T(test_under_provisioned),
             T(test_paused_partition),
+            T(test_quiet_steady),
+            T(test_quiet_oscillating),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,7 +31,8 @@ typedef struct wev_s {
         lagprobe_event_type_t type;
         int severity;
         int32_t partition;
-        int64_t count;
+        int64_t count, lag;
+        char state[32], topic[32];
         char message[320];
 } wev_t;
 
@@ -49,6 +50,9 @@ static void wrec_cb(const lagprobe_event_t *e, void *opaque) {
         x->severity = e->severity;
         x->partition = e->partition;
         x->count = e->count;
+        x->lag = e->lag;
+        snprintf(x->state, sizeof x->state, "%s", e->state ? e->state : "");
+        snprintf(x->topic, sizeof x->topic, "%s", e->topic ? e->topic : "");
         snprintf(x->message, sizeof x->message, "%s", e->message);
 }
 
@@ -96,6 +100,9 @@ static void wb_config(lagprobe_config_t *c) {
         c->watchdog_interval_ms = 0;
         c->window_ms = WINDOW_MS;
         c->lag_allowance = ALLOW;
+        /* The rules themselves, shown with the document that meets them;
+         * the hysteresis has tests of its own. */
+        c->dwell_ms = 0;
 }
 
 /* A probe with n partitions of TOPIC assigned, nothing consumed yet. */
@@ -390,7 +397,7 @@ static void test_lagging_vs_catching_up(void **state) {
                 w->q[0].committed = pos;
                 wb_tick(w, TICK_MS);
         }
-        assert_status(w, 0, LAGPROBE_PSTATUS_LAGGING, "above allowance");
+        assert_status(w, 0, LAGPROBE_PSTATUS_LAGGING, "above the allowance");
         const lagprobe_partition_t *x = wb_part(w, 0);
         assert_true(x->lag > ALLOW);
         assert_true(x->eta_seconds < 0); /* not catching up */
@@ -487,7 +494,7 @@ static void test_stopped(void **state) {
                 wb_consume(w, 0, w->q[0].hi, 2);
                 wb_tick(w, TICK_MS);
         }
-        assert_status(w, 0, LAGPROBE_PSTATUS_STOPPED, "no commit for 2 s");
+        assert_status(w, 0, LAGPROBE_PSTATUS_STOPPED, "no commit for ");
         const lagprobe_partition_t *x = wb_part(w, 0);
         assert_non_null(strstr(x->status_reason, "(committed 0)"));
         assert_int_equal(x->position_lag, 0);
@@ -559,8 +566,8 @@ static void test_rewound(void **state) {
 static int last_doc_sampled(wb_t *w, int i) {
         const lp_slot_t *s = w->slot[i];
         return s->w_ring_n > 0 &&
-               s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING].t_us ==
-                   w->ts_us;
+               s->w_ring[(s->w_ring_head + LP_RING - 1) % LP_RING].t_ms ==
+                   (uint32_t)(w->ts_us / 1000);
 }
 
 /* A rewind is a move back from where the partition was a moment ago, not
@@ -1143,6 +1150,7 @@ static void test_consumer_slow_baseline(void **state) {
         lagprobe_config_t c;
         lagprobe_config_init(&c);
         c.watchdog_interval_ms = 0;
+        c.dwell_ms = 0; /* how long the rule holds, not the hysteresis */
         slow_tick_ms = c.stats_interval_ms;
         wb_t *w = slow_probe_cfg(&c, 4000);
         assert_int_equal(slow_step(w, 8000, 60), LAGPROBE_DIAG_CONSUMER_SLOW);
@@ -1381,6 +1389,235 @@ static void test_burst_until_drained(void **state) {
 
 #define T(f, td) cmocka_unit_test_teardown(f, td)
 
+/* ======================================================================
+ * Hysteresis and quiet events (issue 13)
+ * ==================================================================== */
+
+static wb_t *wb_dwell(int n, int dwell_ms) {
+        lagprobe_config_t c;
+        wb_config(&c);
+        c.dwell_ms = dwell_ms;
+        return wb_new(n, &c);
+}
+
+/* Partition i: in messages arrive, out are consumed (up to the end) and
+ * committed; no document. */
+static void wb_lag_step(wb_t *w, int i, int64_t in, int64_t out) {
+        int64_t pos = w->q[i].committed > 0 ? w->q[i].committed : 0;
+        w->q[i].hi += in;
+        if (pos + out > w->q[i].hi)
+                out = w->q[i].hi - pos;
+        wb_consume(w, i, pos + out, out);
+        w->q[i].committed = pos + out;
+}
+
+static int wb_raw(wb_t *w, int i) {
+        return (int)LD(w->slot[i]->s_raw);
+}
+
+static int wb_shown(wb_t *w, int i) { return LD(w->slot[i]->s_status); }
+
+static int wb_count(wb_t *w, lagprobe_event_type_t t) {
+        int c = 0;
+        for (int k = 0; k < w->rec.n; k++)
+                c += w->rec.ev[k].type == t;
+        return c;
+}
+
+/* A new status shows once it held for dwell_ms (5 documents of 100 ms);
+ * meanwhile the reason says what is coming. Stalled shows at once. */
+static void test_status_dwell(void **state) {
+        (void)state;
+        wb_t *w = wb_dwell(1, 500);
+        for (int k = 0; k < WINDOW_MS / TICK_MS; k++) {
+                wb_lag_step(w, 0, 1, 1);
+                wb_tick(w, TICK_MS);
+        }
+        assert_status(w, 0, LAGPROBE_PSTATUS_OK, "lag 0, within the allowance");
+        assert_int_equal(wb_events(w), 2); /* the status and the verdict */
+        /* 10 in and 5 out per document: lagging. */
+        int first_raw = -1, shown_at = -1;
+        for (int k = 0; k < 40 && shown_at < 0; k++) {
+                wb_lag_step(w, 0, 10, 5);
+                wb_tick(w, TICK_MS);
+                if (first_raw < 0 && wb_raw(w, 0) == LAGPROBE_PSTATUS_LAGGING)
+                        first_raw = k;
+                if (wb_shown(w, 0) == LAGPROBE_PSTATUS_LAGGING)
+                        shown_at = k;
+                if (first_raw >= 0 && k == first_raw + 2) {
+                        assert_status(w, 0, LAGPROBE_PSTATUS_OK,
+                                      "now lagging for 0.2 s of 0.5 s: lag ");
+                        wb_events(w);
+                        assert_int_equal(
+                            wb_count(w, LAGPROBE_EVENT_PARTITION_STATUS), 1);
+                }
+        }
+        assert_true(first_raw >= 0);
+        assert_int_equal(shown_at - first_raw, 5);
+        const lagprobe_partition_t *x = wb_part(w, 0);
+        char want[64];
+        snprintf(want, sizeof want, "lag %" PRId64 ", above the allowance of 10",
+                 x->effective_lag);
+        assert_status(w, 0, LAGPROBE_PSTATUS_LAGGING, want);
+        /* Its event comes a window after the first (one per partition per
+         * window). */
+        for (int k = 0; k < WINDOW_MS / TICK_MS; k++) {
+                wb_lag_step(w, 0, 10, 5);
+                wb_tick(w, TICK_MS);
+                wb_events(w);
+        }
+        assert_int_equal(wb_count(w, LAGPROBE_EVENT_PARTITION_STATUS), 2);
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, 0);
+        assert_non_null(strstr(e->message, "[0] is lagging: lag "));
+        assert_string_equal(e->state, "lagging");
+        /* Frozen (nothing consumed or committed) with the lag above the
+         * allowance: stalled with the document that shows it. */
+        int stalled_at = -1;
+        for (int k = 0; k < 40 && stalled_at < 0; k++) {
+                wb_lag_step(w, 0, 1, 0);
+                wb_tick(w, TICK_MS);
+                assert_int_equal(wb_shown(w, 0) == LAGPROBE_PSTATUS_STALLED,
+                                 wb_raw(w, 0) == LAGPROBE_PSTATUS_STALLED);
+                if (wb_raw(w, 0) == LAGPROBE_PSTATUS_STALLED)
+                        stalled_at = k;
+        }
+        assert_true(stalled_at >= 0);
+        wb_events(w);
+        assert_int_equal(wb_count(w, LAGPROBE_EVENT_PARTITION_STATUS), 3);
+        assert_string_equal(
+            wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, 0)->state,
+            "stalled");
+        wb_free(w);
+}
+
+/* The verdict too: hot_partition shows once it held for the dwell, the
+ * detail saying so meanwhile; one event per verdict. */
+static void test_verdict_dwell(void **state) {
+        (void)state;
+        wb_t *w = wb_dwell(4, 500);
+        const int64_t even[4] = {5, 5, 5, 5}, skew[4] = {1, 40, 1, 1};
+        wb_flow(w, even, WINDOW_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_events(w);
+        int first_raw = -1, shown_at = -1;
+        for (int k = 0; k < 3 * WINDOW_MS / TICK_MS && shown_at < 0; k++) {
+                wb_step(w, skew, TICK_MS);
+                int raw = (int)LD(w->p->g_dev[LP_DEV_RAW]);
+                if (first_raw < 0 && raw == LAGPROBE_DIAG_HOT_PARTITION)
+                        first_raw = k;
+                if (LD(w->p->g_diag) == LAGPROBE_DIAG_HOT_PARTITION)
+                        shown_at = k;
+                if (first_raw >= 0 && k == first_raw + 1) {
+                        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+                        assert_non_null(strstr(w->snap.diagnosis_detail,
+                                               "now hot_partition for 0.1 s "
+                                               "of 0.5 s: wbt [1] carries "));
+                        assert_true(w->snap.diagnosis_share == 0);
+                }
+        }
+        assert_true(first_raw >= 0);
+        assert_int_equal(shown_at - first_raw, 5);
+        assert_verdict(w, LAGPROBE_DIAG_HOT_PARTITION, 1);
+        assert_true(strncmp(w->snap.diagnosis_detail, "wbt [1] carries ", 16) ==
+                    0);
+        wb_events(w);
+        assert_int_equal(wb_count(w, LAGPROBE_EVENT_DIAGNOSIS), 2);
+        assert_string_equal(w->rec.ev[w->rec.n - 1].state, "hot_partition");
+        wb_free(w);
+}
+
+/* Many partitions turning to one status in one pass: one summary event
+ * with the machine-readable fields; a few: one event each. */
+static void test_status_summary(void **state) {
+        (void)state;
+        wb_t *w = wb_dwell(8, 0);
+        const int64_t r[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+        wb_flow(w, r, WINDOW_MS);
+        assert_int_equal(wb_events(w), 1 + 1); /* the summary, the verdict */
+        const wev_t *e = wb_last_event(w, LAGPROBE_EVENT_PARTITION_STATUS, -2);
+        assert_non_null(e);
+        assert_string_equal(e->message, "8 of 8 assigned partitions now ok: "
+                                        "wbt [0, 1, 2, 3, 4, 5, 6, 7]");
+        assert_string_equal(e->state, "ok");
+        assert_string_equal(e->topic, TOPIC);
+        assert_int_equal(e->partition, -1);
+        assert_int_equal(e->count, 8);
+        assert_int_equal(e->lag, 0);
+        assert_int_equal(e->severity, 6);
+        /* Three of them lag: three events. */
+        for (int k = 0; k < 2 * WINDOW_MS / TICK_MS; k++) {
+                for (int i = 0; i < 8; i++)
+                        wb_lag_step(w, i, i < 3 ? 10 : 1, i < 3 ? 5 : 1);
+                wb_tick(w, TICK_MS);
+        }
+        int before = w->rec.n;
+        wb_events(w);
+        int lagging = 0;
+        for (int k = before; k < w->rec.n; k++)
+                if (w->rec.ev[k].type == LAGPROBE_EVENT_PARTITION_STATUS) {
+                        assert_string_equal(w->rec.ev[k].state, "lagging");
+                        assert_true(w->rec.ev[k].partition < 3);
+                        assert_int_equal(w->rec.ev[k].severity, 4);
+                        lagging++;
+                }
+        assert_int_equal(lagging, 3);
+        wb_free(w);
+}
+
+/* At most one partition_status event per partition per window (documents'
+ * clock): a change within it is told once the window has passed, if it
+ * still holds; a status that went and came back within it is not told. */
+static void test_status_rate_limit(void **state) {
+        (void)state;
+        wb_t *w = wb_dwell(1, 0);
+        int k = 0, ok_ev = -1, lag_shown = -1, lag_ev = -1;
+        for (; k < 100 && lag_ev < 0; k++) {
+                if (ok_ev < 0)
+                        wb_lag_step(w, 0, 1, 1);
+                else
+                        wb_lag_step(w, 0, 10, 5);
+                wb_tick(w, TICK_MS);
+                if (lag_shown < 0 && wb_shown(w, 0) == LAGPROBE_PSTATUS_LAGGING)
+                        lag_shown = k;
+                int before = w->rec.n;
+                wb_events(w);
+                for (int j = before; j < w->rec.n; j++) {
+                        const wev_t *e = &w->rec.ev[j];
+                        if (e->type != LAGPROBE_EVENT_PARTITION_STATUS)
+                                continue;
+                        if (!strcmp(e->state, "ok"))
+                                ok_ev = k;
+                        else if (!strcmp(e->state, "lagging"))
+                                lag_ev = k;
+                }
+        }
+        print_message("  ok event at %d, lagging from %d, its event at %d\n",
+                      ok_ev, lag_shown, lag_ev);
+        assert_true(ok_ev >= 0 && lag_shown > ok_ev && lag_shown < ok_ev + 20);
+        /* Told one window (20 documents) after the ok event. */
+        assert_int_equal(lag_ev, ok_ev + 20);
+        /* Caught up at once (ok), then lagging again within the window:
+         * no event either way. */
+        wb_lag_step(w, 0, 0, 1000);
+        wb_tick(w, TICK_MS);
+        assert_int_equal(wb_shown(w, 0), LAGPROBE_PSTATUS_OK);
+        int back = -1;
+        for (int j = 1; j < 19 && back < 0; j++) {
+                wb_lag_step(w, 0, 10, 5);
+                wb_tick(w, TICK_MS);
+                if (wb_shown(w, 0) == LAGPROBE_PSTATUS_LAGGING)
+                        back = j;
+        }
+        assert_true(back > 0);
+        for (int j = 0; j < 2 * WINDOW_MS / TICK_MS; j++) {
+                wb_lag_step(w, 0, 10, 5);
+                wb_tick(w, TICK_MS);
+                wb_events(w);
+        }
+        assert_int_equal(wb_count(w, LAGPROBE_EVENT_PARTITION_STATUS), 2);
+        wb_free(w);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
             T(test_unknown_until_half_window, teardown),
@@ -1410,6 +1647,10 @@ int main(void) {
             T(test_one_lag_before_commit, teardown),
             T(test_burst_vs_slow_by_baselines, teardown),
             T(test_paused_partition_wb, teardown),
+            T(test_status_dwell, teardown),
+            T(test_verdict_dwell, teardown),
+            T(test_status_summary, teardown),
+            T(test_status_rate_limit, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

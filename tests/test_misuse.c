@@ -130,6 +130,8 @@ CFG(slow_nan, slow_ratio, c->slow_ratio = NAN)
 CFG(burst_small, burst_ratio, c->burst_ratio = 0.9)
 CFG(burst_nan, burst_ratio, c->burst_ratio = NAN)
 CFG(refresh_neg, hwm_refresh_ms, c->hwm_refresh_ms = -1)
+CFG(dwell_neg, dwell_ms, c->dwell_ms = -2)
+CFG(dwell_big, dwell_ms, c->dwell_ms = 60001) /* > window_ms */
 
 #define CASE(name, field) {#name, #field, cfg_##name}
 
@@ -164,6 +166,8 @@ static void test_new_invalid_config(void **state) {
             CASE(burst_small, burst_ratio),
             CASE(burst_nan, burst_ratio),
             CASE(refresh_neg, hwm_refresh_ms),
+            CASE(dwell_neg, dwell_ms),
+            CASE(dwell_big, dwell_ms),
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
                 lagprobe_config_t pc;
@@ -190,9 +194,10 @@ CFG(ok_wd_max, -, c->watchdog_interval_ms = 60000)
 CFG(ok_ratios, -, (c->warn_ratio = 0.01, c->critical_ratio = 1.0))
 CFG(ok_zeroes, -,
     (c->event_min_interval_ms = 0, c->unassigned_unhealthy_ms = 0,
-     c->lag_allowance = 0, c->hwm_refresh_ms = 0))
+     c->lag_allowance = 0, c->hwm_refresh_ms = 0, c->dwell_ms = 0))
 CFG(ok_diag_min, -,
-    (c->window_ms = 60, c->storm_window_ms = 1, c->storm_rebalances = 1,
+    (c->window_ms = 60, c->dwell_ms = 60, c->storm_window_ms = 1,
+     c->storm_rebalances = 1,
      c->hot_share = 1.0, c->burst_ratio = 1.0, c->slow_ratio = 1.0001))
 
 static void test_new_config_edges_accepted(void **state) {

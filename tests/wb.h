@@ -24,7 +24,7 @@ static void wb_assign(lagprobe_t *p, const char *topic, int32_t partition) {
         pthread_mutex_lock(&p->wlock);
         int i = lp_slot_find(p, topic, partition, 1);
         if (i >= 0)
-                ST_REL(lp_slot_at(p, (uint32_t)i)->assigned, 1);
+                ST(lp_slot_at(p, (uint32_t)i)->assigned, 1);
         pthread_mutex_unlock(&p->wlock);
         assert_true(i >= 0);
 }
