@@ -65,8 +65,9 @@ typedef struct lpp_settings_s {
 enum { LPP_INT, LPP_I64, LPP_DBL };
 
 /* Every field of lagprobe_config_t but log_cb/log_opaque (lagprobe.log).
- * Ranges are checked per property; the probe's cross-field rule (warn <
- * critical ratio) is checked when the consumer is created. */
+ * Ranges are checked per property; the probe's cross-field rules (warn <
+ * critical ratio, dwell <= window) are checked when the consumer is
+ * created. */
 static const struct lpp_num_s {
         const char *name;
         int type;
@@ -98,6 +99,8 @@ static const struct lpp_num_s {
     {"lagprobe.burst.ratio", LPP_DBL, LPP_OFF(burst_ratio), 1, 1e9, 0, 0},
     {"lagprobe.hwm.refresh.ms", LPP_INT, LPP_OFF(hwm_refresh_ms), 0, INT_MAX,
      0, 0},
+    /* -1: window.ms / 10; at most window.ms, checked with it. */
+    {"lagprobe.dwell.ms", LPP_INT, LPP_OFF(dwell_ms), -1, INT_MAX, 0, 0},
 #undef LPP_OFF
 };
 

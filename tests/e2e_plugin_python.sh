@@ -100,6 +100,6 @@ while read -r verdict rest; do
         [[ $verdict == FAIL ]] && note "${rest#*: }"
         check "property: ${rest%%: *}" test "$verdict" = PASS
 done < <(grep -E '^(PASS|FAIL) ' "$tmp/conf.out")
-check "property: every case ran" test "$(grep -cE '^(PASS|FAIL) ' "$tmp/conf.out")" -ge 38
+check "property: every case ran" test "$(grep -cE '^(PASS|FAIL) ' "$tmp/conf.out")" -ge 40
 
 plugin_end e2e_plugin_python "$tmp/python.err"

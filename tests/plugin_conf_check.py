@@ -29,6 +29,7 @@ PROPS = {
     "lagprobe.slow.ratio": ("2", "1", "out of range"),
     "lagprobe.burst.ratio": ("1", "0.9", "out of range"),
     "lagprobe.hwm.refresh.ms": ("0", "nan", "expected an integer"),
+    "lagprobe.dwell.ms": ("0", "-2", "out of range"),
     "lagprobe.http.listen": ("127.0.0.1:0", "127.0.0.1:65536", "expected PORT or HOST:PORT"),
     "lagprobe.log": ("none", "jsonl:", "expected stderr, syslog, none or jsonl:PATH"),
     "lagprobe.snapshot.path": ("/dev/null/x", None, None),
