@@ -257,9 +257,12 @@ $(PLUGIN_DIR)/plugin_app: tests/plugin_app.c $(LIB) $(BUILD)/examples/cmd | deps
 	$(EX_CC) -MMD -MP -o $@ $< $(LIB) $(EX_LINK)
 
 # The same for the C++ wrapper, which duplicates the conf: no probe linked.
+# --no-as-needed: it calls no C function itself, and without its own
+# dependency on librdkafka that library would come through librdkafka++'s,
+# found on the default path, not RDKAFKA_RPATH (another librdkafka).
 $(PLUGIN_DIR)/plugin_app_cpp: tests/plugin_app_cpp.cpp $(BUILD)/examples/cmd | deps
 	@mkdir -p $(@D)
-	$(EX_CXX) -MMD -MP -o $@ $< $(EX_CXX_LINK)
+	$(EX_CXX) -MMD -MP -o $@ $< -Wl,--no-as-needed $(EX_CXX_LINK)
 
 # ---- compile checks --------------------------------------------------------
 # The drop-in must compile cleanly with every compiler users have, and
