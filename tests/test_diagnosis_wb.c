@@ -35,21 +35,36 @@ typedef struct wev_s {
         char message[320];
 } wev_t;
 
+#define WREC_MAX 512
+
+/* Every event the probe logged; one past WREC_MAX is counted in dropped,
+ * and wrec_check() fails the test: an assertion on "the last event" must
+ * never read a stale one. */
 typedef struct wrec_s {
-        wev_t ev[512];
+        wev_t ev[WREC_MAX];
         int n;
+        int dropped;
 } wrec_t;
 
 static void wrec_cb(const lagprobe_event_t *e, void *opaque) {
         wrec_t *r = opaque;
-        if (r->n >= 512)
+        if (r->n >= WREC_MAX) {
+                r->dropped++; /* the callback may hold the probe's locks:
+                               * fail in wrec_check(), not here */
                 return;
+        }
         wev_t *x = &r->ev[r->n++];
         x->type = e->type;
         x->severity = e->severity;
         x->partition = e->partition;
         x->count = e->count;
         snprintf(x->message, sizeof x->message, "%s", e->message);
+}
+
+static void wrec_check(const wrec_t *r) {
+        if (r->dropped)
+                H_FAIL("%d event(s) past the recorder's %d", r->dropped,
+                       WREC_MAX);
 }
 
 /* ---- the probe under test ------------------------------------------------ */
@@ -131,10 +146,16 @@ static wb_t *wb_default(int n) {
         return wb_new(n, &c);
 }
 
-static void wb_free(wb_t *w) {
+static void wb_destroy(wb_t *w) {
         live_del(w);
         lagprobe_destroy(w->p);
         free(w);
+}
+
+/* The end of a probe's test: no event may have been lost. */
+static void wb_free(wb_t *w) {
+        wrec_check(&w->rec);
+        wb_destroy(w);
 }
 
 static int slow_tick_ms_reset(void);
@@ -144,7 +165,7 @@ static int teardown(void **state) {
         slow_tick_ms_reset();
         for (int i = 0; i < 8; i++)
                 if (live[i])
-                        wb_free(live[i]);
+                        wb_destroy(live[i]);
         return 0;
 }
 
@@ -244,11 +265,13 @@ static int wb_events(wb_t *w) {
         pthread_mutex_lock(&w->p->tick_lock);
         int n = lp_check_diagnosis(w->p);
         pthread_mutex_unlock(&w->p->tick_lock);
+        wrec_check(&w->rec);
         return n;
 }
 
 static const wev_t *wb_last_event(wb_t *w, lagprobe_event_type_t t,
                                   int32_t partition) {
+        wrec_check(&w->rec);
         for (int k = w->rec.n - 1; k >= 0; k--)
                 if (w->rec.ev[k].type == t &&
                     (partition == -2 || w->rec.ev[k].partition == partition))
