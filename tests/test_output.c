@@ -542,22 +542,19 @@ static void check_schema(const cJSON *j, lagprobe_t *p) {
                 assert_true(cJSON_IsObject(r));
                 jstr(r, "topic");
                 assert_true(jint(r, "partition") >= 0);
-                int64_t hwm = jint_or_null(r, "high_watermark");
+                jint_or_null(r, "high_watermark");
                 jint_or_null(r, "low_watermark");
-                int64_t com = jint_or_null(r, "committed_offset");
+                jint_or_null(r, "committed_offset");
                 jint_or_null(r, "position");
-                int64_t lag = jint_or_null(r, "lag");
+                jint_or_null(r, "lag");
                 jint_or_null(r, "position_lag");
                 const cJSON *sb = jget(r, "seconds_behind");
                 assert_true(cJSON_IsNull(sb) ||
                             (cJSON_IsNumber(sb) && sb->valuedouble >= 0));
                 assert_true(jint(r, "consumed") >= 0);
                 assert_true(cJSON_IsBool(jget(r, "stale")));
-                /* lag is null exactly when nothing is committed. */
-                if (com < 0)
-                        assert_int_equal(lag, -1);
-                else if (hwm >= 0)
-                        assert_int_equal(lag, hwm - com);
+                /* The figures' values: test_json_odd_names, against what
+                 * it produced and committed (not against each other). */
         }
 }
 
