@@ -590,12 +590,19 @@ lagprobe_t *h_probe_new(void) {
         return p;
 }
 
-lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf) {
+lagprobe_t *h_probe_attach_cfg(rd_kafka_conf_t *conf,
+                               const lagprobe_config_t *pc) {
         char errstr[256] = "";
-        lagprobe_t *p = h_probe_new();
+        lagprobe_t *p = lagprobe_new(pc, errstr, sizeof errstr);
+        if (!p)
+                fail_msg("lagprobe_new: %s", errstr);
         if (lagprobe_attach(p, conf, errstr, sizeof errstr) != 0)
                 fail_msg("lagprobe_attach: %s", errstr);
         return p;
+}
+
+lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf) {
+        return h_probe_attach_cfg(conf, NULL);
 }
 
 void h_snap(lagprobe_t *p, h_snap_t *hs) {

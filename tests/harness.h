@@ -218,6 +218,9 @@ typedef struct h_snap_s {
 lagprobe_t *h_probe_new(void); /* defaults; fails the test on error */
 /* lagprobe_new + lagprobe_attach; fails the test on error. */
 lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf);
+/* The same with a config (NULL: defaults). */
+lagprobe_t *h_probe_attach_cfg(rd_kafka_conf_t *conf,
+                               const lagprobe_config_t *pc);
 /* lagprobe_snapshot_init + lagprobe_snapshot into hs; asserts success. */
 void h_snap(lagprobe_t *p, h_snap_t *hs);
 const lagprobe_partition_t *h_snap_find(const h_snap_t *hs, const char *topic,
