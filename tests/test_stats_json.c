@@ -410,21 +410,34 @@ static void test_big_numbers_in_range(void **state) {
         assert_int_equal(feed_counted(p, d, strlen(d)), 0);
         h_snap_t hs;
         const lagprobe_partition_t *x = find(&hs, p, "t", 0);
-        assert_true(x->lag == -1 || x->lag >= 0);
-        assert_true(x->position_lag == -1 || x->position_lag >= 0);
+        assert_true(x->high_watermark == INT64_MAX);
+        assert_int_equal(x->committed_offset, 0);
+        assert_true(x->lag == INT64_MAX);
+        assert_int_equal(x->position, 1); /* app_offset, nothing consumed */
+        assert_true(x->position_lag == INT64_MAX - 1);
+        assert_int_equal(hs.s.stats_field_errors, 0);
         free(d);
+        /* A negative offset other than librdkafka's -1001 (unknown) is no
+         * figure: the last known ones stay. */
         d = small_doc("t", "\"partition\":0,"
                            "\"hi_offset\":-9223372036854775808,"
                            "\"committed_offset\":-9223372036854775808");
         assert_int_equal(feed_counted(p, d, strlen(d)), 0);
         x = find(&hs, p, "t", 0);
-        assert_true(x->high_watermark >= -1);
-        assert_true(x->committed_offset >= -1);
-        assert_true(x->lag == -1 || x->lag >= 0);
+        assert_true(x->high_watermark == INT64_MAX);
+        assert_int_equal(x->committed_offset, 0);
+        assert_true(x->lag == INT64_MAX);
         free(d);
+        /* JSON carries the same 19-digit figures. */
         char *js = h_snap_json(p);
         h_json_t *j = h_json_parse(js, strlen(js));
         assert_non_null(j);
+        const h_json_t *jp = h_json_find_partition(j, "t", 0);
+        assert_non_null(jp);
+        assert_true(h_json_int(jp, "high_watermark") == INT64_MAX);
+        assert_true(h_json_int(jp, "lag") == INT64_MAX);
+        assert_int_equal(h_json_int(jp, "committed_offset"), 0);
+        assert_non_null(strstr(js, "\"lag\":9223372036854775807"));
         h_json_free(j);
         free(js);
         lagprobe_destroy(p);
