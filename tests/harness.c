@@ -621,22 +621,110 @@ const lagprobe_partition_t *h_snap_find(const h_snap_t *hs, const char *topic,
         return NULL;
 }
 
-char *h_snap_json(lagprobe_t *p) {
+static char *h_render(lagprobe_t *p,
+                      size_t (*f)(lagprobe_t *, char *, size_t),
+                      const char *what) {
         /* The document may grow between the two calls: retry. */
         for (int tries = 0; tries < 10; tries++) {
-                size_t need = lagprobe_snapshot_json(p, NULL, 0);
+                size_t need = f(p, NULL, 0);
                 size_t size = need + 4096;
                 char *buf = malloc(size);
                 assert_non_null(buf);
-                size_t got = lagprobe_snapshot_json(p, buf, size);
+                size_t got = f(p, buf, size);
                 if (got < size) {
                         assert_int_equal(strlen(buf), got);
                         return buf;
                 }
                 free(buf);
         }
-        fail_msg("lagprobe_snapshot_json never fit");
+        fail_msg("%s never fit", what);
         return NULL;
+}
+
+char *h_snap_json(lagprobe_t *p) {
+        return h_render(p, lagprobe_snapshot_json, "lagprobe_snapshot_json");
+}
+
+char *h_metrics(lagprobe_t *p) {
+        return h_render(p, lagprobe_metrics_prometheus,
+                        "lagprobe_metrics_prometheus");
+}
+
+/* Does the sample line l (name already matched, at its '{' or ' ') carry
+ * every label of want ("k=\"v\",k2=\"v2\"")? */
+static int h_prom_labels_match(const char *l, const char *eol,
+                               const char *want) {
+        if (!want || !*want)
+                return 1;
+        if (*l != '{')
+                return 0;
+        const char *close = l;
+        while (close < eol && *close != '}')
+                close++;
+        if (close >= eol)
+                return 0;
+        for (const char *w = want; *w;) {
+                size_t n = strcspn(w, ",");
+                int found = 0;
+                /* Each label starts after '{' or ','. */
+                for (const char *q = l; q < close && !found; q++)
+                        if ((*q == '{' || *q == ',') && q + 1 + n <= close &&
+                            !strncmp(q + 1, w, n) &&
+                            (q[1 + n] == ',' || q[1 + n] == '}'))
+                                found = 1;
+                if (!found)
+                        return 0;
+                w += n;
+                if (*w == ',')
+                        w++;
+        }
+        return 1;
+}
+
+/* Counts the samples of name matching labels; *last: the last one's text
+ * after the name. */
+static int h_prom_find(const char *doc, const char *name, const char *labels,
+                       const char **last) {
+        size_t nl = strlen(name);
+        int n = 0;
+        for (const char *l = doc; *l;) {
+                const char *eol = strchr(l, '\n');
+                if (!eol)
+                        eol = l + strlen(l);
+                if (!strncmp(l, name, nl) && (l[nl] == '{' || l[nl] == ' ') &&
+                    h_prom_labels_match(l + nl, eol, labels)) {
+                        n++;
+                        *last = l + nl;
+                }
+                l = *eol ? eol + 1 : eol;
+        }
+        return n;
+}
+
+int h_prom_count(const char *doc, const char *name, const char *labels) {
+        const char *hit = NULL;
+        return h_prom_find(doc, name, labels, &hit);
+}
+
+double h_prom(const char *doc, const char *name, const char *labels) {
+        const char *hit = NULL;
+        int n = h_prom_find(doc, name, labels, &hit);
+        if (n != 1)
+                fail_msg("metrics: %d samples of %s{%s}, want 1", n, name,
+                         labels ? labels : "");
+        /* The value follows the last space of the line. */
+        const char *eol = strchr(hit, '\n');
+        if (!eol)
+                eol = hit + strlen(hit);
+        const char *v = eol;
+        while (v > hit && v[-1] != ' ')
+                v--;
+        char *end;
+        double d = strtod(v, &end);
+        if (end == v)
+                fail_msg("metrics: %s{%s}: no value", name,
+                         labels ? labels : "");
+        return d;
 }
 
 typedef struct h_agree_s {

@@ -227,6 +227,14 @@ const lagprobe_partition_t *h_snap_find(const h_snap_t *hs, const char *topic,
                                         int32_t partition);
 /* lagprobe_snapshot_json into a malloc'd string (caller frees). */
 char *h_snap_json(lagprobe_t *p);
+/* lagprobe_metrics_prometheus likewise. */
+char *h_metrics(lagprobe_t *p);
+/* The value of the one sample of family name in a Prometheus document
+ * whose labels include every one of labels ("k=\"v\",k2=\"v2\"", as
+ * written in the text; NULL or "": any); fails the test when there is
+ * not exactly one. h_prom_count: how many samples match. */
+double h_prom(const char *doc, const char *name, const char *labels);
+int h_prom_count(const char *doc, const char *name, const char *labels);
 
 /* ---- tiny JSON reader (tests only) ---------------------------------- */
 

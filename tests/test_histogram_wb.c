@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "wb.h"
+
 /* The recent window: LP_WIN sub-windows of win_us each; the probe uses
  * config.window_ms / LP_WIN (10 s by default). The window tests run with
  * the default and with a short one. Every histogram call goes through
@@ -424,9 +426,36 @@ static void test_batch_counts_every_message(void **state) {
         lagprobe_destroy(p);
 }
 
+/* A hook entered while another is running (two threads at once, as
+ * lp_hook_enter() sees it) is a hook error and changes nothing. */
+static void test_hook_while_hook_runs(void **state) {
+        (void)state;
+        lagprobe_t *p = wb_probe();
+        lagprobe_snapshot_t s;
+        atomic_store(&p->in_hook, 1); /* the other thread's hook */
+        lagprobe_batch_begin(p, 5);
+        lagprobe_batch_progress(p, 1);
+        lagprobe_batch_end(p);
+        lagprobe_snapshot_init(&s, NULL, 0);
+        assert_int_equal(lagprobe_snapshot(p, &s), 0);
+        assert_int_equal(s.hook_errors, 3);
+        assert_int_equal(s.in_batch, 0);
+        assert_int_equal(s.batch.count, 0);
+        assert_int_equal(s.message.count, 0);
+        atomic_store(&p->in_hook, 0); /* it returned */
+        lagprobe_batch_begin(p, 5);
+        lagprobe_batch_end(p);
+        assert_int_equal(lagprobe_snapshot(p, &s), 0);
+        assert_int_equal(s.hook_errors, 3);
+        assert_int_equal(s.batch.count, 1);
+        assert_int_equal(s.message.count, 5);
+        lagprobe_destroy(p);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_batch_counts_every_message),
+            cmocka_unit_test(test_hook_while_hook_runs),
             cmocka_unit_test(test_bucket_geometry),
             cmocka_unit_test(test_pct_uniform),
             cmocka_unit_test(test_pct_lognormal),
