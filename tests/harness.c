@@ -727,6 +727,54 @@ double h_prom(const char *doc, const char *name, const char *labels) {
         return d;
 }
 
+/* Is word one of the comma-separated list? */
+static int h_in_list(const char *list, const char *word) {
+        size_t n = strlen(word);
+        for (const char *q = list; *q;) {
+                size_t k = strcspn(q, ",");
+                if (k == n && !strncmp(q, word, n))
+                        return 1;
+                q += k;
+                if (*q == ',')
+                        q++;
+        }
+        return 0;
+}
+
+void h_assert_health(lagprobe_t *p, int health, const char *reason,
+                     int present) {
+        char rs[512];
+        int h = lagprobe_health(p, rs, sizeof rs);
+        print_message("  health %s (%s)\n", lagprobe_health_name(h), rs);
+        if (h != health || h_in_list(rs, reason) != !!present)
+                fail_msg("lagprobe_health: %s (%s), want %s %s %s",
+                         lagprobe_health_name(h), rs,
+                         lagprobe_health_name(health),
+                         present ? "with" : "without", reason);
+        char *js = h_snap_json(p);
+        h_json_t *j = h_json_parse(js, strlen(js));
+        assert_non_null(j);
+        const h_json_t *st = h_json_get(j, "status");
+        assert_non_null(st);
+        assert_int_equal(st->type, H_JSTR);
+        assert_string_equal(st->str, lagprobe_health_name(health));
+        const h_json_t *ra = h_json_get(j, "reasons");
+        assert_non_null(ra);
+        assert_int_equal(ra->type, H_JARR);
+        int in_json = 0;
+        for (const h_json_t *e = ra->child; e; e = e->next)
+                in_json |= e->type == H_JSTR && !strcmp(e->str, reason);
+        assert_int_equal(in_json, !!present);
+        h_json_free(j);
+        free(js);
+        char *m = h_metrics(p);
+        char label[96];
+        snprintf(label, sizeof label, "reason=\"%s\"", reason);
+        assert_true(h_prom(m, "lagprobe_health", NULL) == health);
+        assert_true(h_prom(m, "lagprobe_health_reason", label) == !!present);
+        free(m);
+}
+
 typedef struct h_agree_s {
         lagprobe_t *p;
         const char *topic;

@@ -236,6 +236,14 @@ char *h_metrics(lagprobe_t *p);
 double h_prom(const char *doc, const char *name, const char *labels);
 int h_prom_count(const char *doc, const char *name, const char *labels);
 
+/* The health verdict as all three outputs give it: lagprobe_health()
+ * returns health and its reasons name reason (present) or do not; the
+ * JSON's status and reasons say the same; /metrics has lagprobe_health
+ * health and lagprobe_health_reason{reason=...} present. Call while the
+ * state holds still. */
+void h_assert_health(lagprobe_t *p, int health, const char *reason,
+                     int present);
+
 /* ---- tiny JSON reader (tests only) ---------------------------------- */
 
 typedef enum {

@@ -1034,6 +1034,61 @@ static void test_health_transitions(void **state) {
         lagprobe_destroy(p);
 }
 
+typedef struct hw_s {
+        lagprobe_t *p;
+        int health;
+        unsigned reason; /* must be among the reasons; 0: none at all */
+} hw_t;
+
+static int health_is(void *arg) {
+        hw_t *w = arg;
+        h_snap_t hs;
+        h_snap(w->p, &hs);
+        return (int)hs.s.health == w->health &&
+               (w->reason ? (hs.s.health_reasons & w->reason) != 0
+                          : hs.s.health_reasons == 0);
+}
+
+/* README: a consumer without partitions for longer than
+ * unassigned_unhealthy_ms is unhealthy, "no_assignment"; an assignment
+ * ends it. */
+static void test_health_no_assignment(void **state) {
+        (void)state;
+        char topic[64], group[64];
+        h_unique("noassign", topic, sizeof topic);
+        h_unique("g-noassign", group, sizeof group);
+        h_topic_create(cl, topic, 1);
+        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        lagprobe_config_t pc;
+        lagprobe_config_init(&pc);
+        pc.unassigned_unhealthy_ms = 500;
+        pc.log_cb = quiet_cb;
+        lagprobe_t *p = h_probe_attach_cfg(conf, &pc);
+        rd_kafka_t *rk = h_consumer_new(conf, NULL); /* no subscription */
+        hw_t w = {p, LAGPROBE_HEALTH_UNHEALTHY,
+                  LAGPROBE_REASON_NO_ASSIGNMENT};
+        int64_t t0 = h_now_ms();
+        assert_true(h_poll_until(rk, NULL, health_is, &w, 5000));
+        print_message("  no_assignment after %" PRId64 " ms\n",
+                      h_now_ms() - t0);
+        assert_true(h_now_ms() - t0 >= 500);
+        h_assert_health(p, LAGPROBE_HEALTH_UNHEALTHY, "no_assignment", 1);
+        h_snap_t hs;
+        h_snap(p, &hs);
+        assert_true(hs.s.unassigned_ms > 500);
+        assert_int_equal(hs.s.assignment_size, 0);
+
+        h_subscribe(rk, topic);
+        w.health = LAGPROBE_HEALTH_OK;
+        w.reason = 0;
+        assert_true(h_poll_until(rk, NULL, health_is, &w, H_JOIN_TIMEOUT_MS));
+        h_assert_health(p, LAGPROBE_HEALTH_OK, "no_assignment", 0);
+        h_snap(p, &hs);
+        assert_int_equal(hs.s.assignment_size, 1);
+        h_consumer_close(rk);
+        lagprobe_destroy(p);
+}
+
 static void test_http_status_mapping(void **state) {
         (void)state;
         assert_int_equal(lagprobe_health_http_status(LAGPROBE_HEALTH_OK), 200);
@@ -1059,6 +1114,7 @@ int main(void) {
             cmocka_unit_test(test_json_empty_assignment),
             cmocka_unit_test(test_json_unbound),
             cmocka_unit_test(test_health_transitions),
+            cmocka_unit_test(test_health_no_assignment),
             cmocka_unit_test(test_http_status_mapping),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
