@@ -727,10 +727,9 @@ double h_prom(const char *doc, const char *name, const char *labels) {
         return d;
 }
 
-/* Is word one of the comma-separated list? */
-static int h_in_list(const char *list, const char *word) {
+int h_in_list(const char *list, const char *word) {
         size_t n = strlen(word);
-        for (const char *q = list; *q;) {
+        for (const char *q = list; q && *q;) {
                 size_t k = strcspn(q, ",");
                 if (k == n && !strncmp(q, word, n))
                         return 1;

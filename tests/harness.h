@@ -281,6 +281,9 @@ int64_t h_json_int(const h_json_t *obj, const char *key);
 
 /* ---- misc ------------------------------------------------------------ */
 
+/* Is word one of the comma-separated list (NULL: empty)? */
+int h_in_list(const char *list, const char *word);
+
 /* Case-insensitive: does s contain any of the NULL-terminated needles? */
 int h_contains_any(const char *s, ...);
 

@@ -124,20 +124,6 @@ static int rec_find(rec_t *r, lagprobe_event_type_t t, const char *w,
         return found;
 }
 
-/* Is word in the comma-separated list? */
-static int in_list(const char *list, const char *word) {
-        size_t n = strlen(word);
-        for (const char *s = list; s && *s;) {
-                size_t k = strcspn(s, ",");
-                if (k == n && !strncmp(s, word, n))
-                        return 1;
-                s += k;
-                if (*s == ',')
-                        s++;
-        }
-        return 0;
-}
-
 /* ======================================================================
  * Scenario: one consumer, one topic, production at per-partition rates.
  * ==================================================================== */
@@ -556,7 +542,7 @@ static void assert_nothing_else(scen_t *s, const char *diag_ok,
                 nd += e->type == LAGPROBE_EVENT_DIAGNOSIS;
                 ns += e->type == LAGPROBE_EVENT_PARTITION_STATUS;
                 if (e->type == LAGPROBE_EVENT_DIAGNOSIS) {
-                        if (!in_list(diag_ok, e->word)) {
+                        if (!h_in_list(diag_ok, e->word)) {
                                 print_message("  unexpected verdict \"%s\" "
                                               "(allowed %s): %s\n",
                                               e->word, diag_ok, e->message);
@@ -569,14 +555,14 @@ static void assert_nothing_else(scen_t *s, const char *diag_ok,
                         assert_true(e->has_topic);
                         assert_true(e->partition >= 0 &&
                                     e->partition < s->nparts);
-                        if (!in_list(st_ok[e->partition], e->word)) {
+                        if (!h_in_list(st_ok[e->partition], e->word)) {
                                 print_message("  unexpected status \"%s\" of "
                                               "[%d] (allowed %s): %s\n",
                                               e->word, (int)e->partition,
                                               st_ok[e->partition], e->message);
                                 bad++;
                         }
-                        int warn = !in_list("ok,idle,caught_up_with_markers",
+                        int warn = !h_in_list("ok,idle,caught_up_with_markers",
                                             e->word);
                         assert_int_equal(e->severity, warn ? 4 : 6);
                 }
