@@ -244,6 +244,15 @@ int h_prom_count(const char *doc, const char *name, const char *labels);
 void h_assert_health(lagprobe_t *p, int health, const char *reason,
                      int present);
 
+/* The snapshot, the JSON document and /metrics carry the same figures:
+ * every JSON figure and every Prometheus family (per consumer, per
+ * partition, the histograms' count and sum) is compared with a snapshot
+ * taken just before, rendered while nothing moved (retried until two
+ * snapshots around the renderings agree); clock-derived ones lie between
+ * two snapshots. Called where the snapshot's figures are pinned against
+ * independent ones, so that each output's value is pinned too. */
+void h_assert_outputs_agree(lagprobe_t *p);
+
 /* ---- tiny JSON reader (tests only) ---------------------------------- */
 
 typedef enum {

@@ -584,6 +584,9 @@ static void stall_scenario(int mode, int stall_ms) {
 
         h_snap_t *hs;
         snap_of(p, &hs);
+        /* Its figures (one eviction, one event of each, pinned below) are
+         * JSON's and /metrics' too. */
+        h_assert_outputs_agree(p);
         long tick_emitted = 0, tick_errors = 0;
         if (tk) {
                 ticker_stop(tk);

@@ -447,6 +447,8 @@ static void test_batch_end_without_begin(void **state) {
         assert_non_null(strstr(m, "\nlagprobe_hook_errors_total{"));
         assert_true(h_prom(m, "lagprobe_hook_errors_total", NULL) == 3);
         free(m);
+        /* One batch of two messages in every output. */
+        h_assert_outputs_agree(p);
         lagprobe_destroy(p);
 }
 

@@ -251,6 +251,8 @@ static void two_consumers(const char *strategy, const char *protocol,
         }
         /* The first member gave two partitions back. */
         assert_int_equal(hs[0].s.rebalances, hs[0].s.assigns + hs[0].s.revokes);
+        for (int i = 0; i < 2; i++)
+                h_assert_outputs_agree(w.p[i]);
         assert_int_equal(hs[0].s.lost, 0);
         int coop = !strcmp(protocol, "COOPERATIVE");
         if (coop) {
@@ -314,6 +316,7 @@ static void two_consumers(const char *strategy, const char *protocol,
         } else if (cnt) {
                 assert_counts(&hs[0], &cnt[0], 0);
         }
+        h_assert_outputs_agree(w.p[0]);
         /* Start, join and leave are three membership changes, not a
          * rebalance storm (more than storm_rebalances = 3). Under EAGER a
          * loaded mock may take a second round for the join: then the
