@@ -289,6 +289,8 @@ static void assert_status(wb_t *w, int i, lagprobe_pstatus_t want,
                      reason_part ? " with reason containing " : "",
                      reason_part ? reason_part : "");
         assert_string_equal(x->status_name, lagprobe_pstatus_name((int)want));
+        /* JSON's "status" and lagprobe_partition_status say it too. */
+        h_assert_outputs_agree(w->p);
 }
 
 static void assert_verdict(wb_t *w, lagprobe_diagnosis_t want, int32_t part) {
@@ -302,6 +304,9 @@ static void assert_verdict(wb_t *w, lagprobe_diagnosis_t want, int32_t part) {
                 assert_string_equal(w->snap.diagnosis_topic, TOPIC);
         else
                 assert_null(w->snap.diagnosis_topic);
+        /* JSON's diagnosis (verdict, topic, partition) and
+         * lagprobe_diagnosis{verdict} say it too. */
+        h_assert_outputs_agree(w->p);
 }
 
 /* ======================================================================
