@@ -452,8 +452,59 @@ static void test_hook_while_hook_runs(void **state) {
         lagprobe_destroy(p);
 }
 
+/* lagprobe_batch_duration_seconds' buckets for samples well inside
+ * README's le bounds: each cumulative count, the +Inf bucket, _count and
+ * _sum are the samples'. */
+static void test_prometheus_buckets(void **state) {
+        (void)state;
+        lagprobe_t *p = wb_probe();
+        static const int64_t us[] = {300, 700, 2000, 40000, 7000000,
+                                     2000000000};
+        int64_t sum = 0, now = lp_mono_us();
+        for (size_t i = 0; i < sizeof us / sizeof us[0]; i++) {
+                lp_whist_add(&p->h_batch, p->win_us, now, us[i]);
+                sum += us[i];
+        }
+        static const struct {
+                const char *le;
+                double n;
+        } want[] = {{"0.0005", 1}, {"0.001", 2}, {"0.0025", 3},
+                    {"0.005", 3},  {"0.01", 3},  {"0.025", 3},
+                    {"0.05", 4},   {"0.1", 4},   {"0.25", 4},
+                    {"0.5", 4},    {"1", 4},     {"2.5", 4},
+                    {"5", 4},      {"10", 5},    {"30", 5},
+                    {"60", 5},     {"120", 5},   {"300", 5},
+                    {"600", 5},    {"1800", 5},  {"+Inf", 6}};
+        char *m = h_metrics(p);
+        assert_int_equal(h_prom_count(m, "lagprobe_batch_duration_seconds_bucket",
+                                      NULL),
+                         sizeof want / sizeof want[0]);
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+                char l[32];
+                snprintf(l, sizeof l, "le=\"%s\"", want[i].le);
+                double got =
+                    h_prom(m, "lagprobe_batch_duration_seconds_bucket", l);
+                if (got != want[i].n)
+                        H_FAIL("bucket le=%s: %g, want %g", want[i].le, got,
+                               want[i].n);
+        }
+        assert_true(h_prom(m, "lagprobe_batch_duration_seconds_count", NULL) ==
+                    6);
+        double s = h_prom(m, "lagprobe_batch_duration_seconds_sum", NULL);
+        assert_true(fabs(s - (double)sum / 1e6) < 1e-6);
+        /* The other two histograms are empty. */
+        assert_true(h_prom(m, "lagprobe_message_processing_seconds_count",
+                           NULL) == 0);
+        assert_true(h_prom(m, "lagprobe_poll_gap_seconds_bucket",
+                           "le=\"+Inf\"") == 0);
+        free(m);
+        h_assert_outputs_agree(p);
+        lagprobe_destroy(p);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_prometheus_buckets),
             cmocka_unit_test(test_batch_counts_every_message),
             cmocka_unit_test(test_hook_while_hook_runs),
             cmocka_unit_test(test_bucket_geometry),
