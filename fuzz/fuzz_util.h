@@ -38,12 +38,6 @@ static inline void fz_ws(fz_json_t *j) {
                 j->p++;
 }
 
-/* Set (from the environment variable FUZZ_KNOWN_UTF8_F5FF) only for long
- * runs that must go on past a reported probe issue: lagprobe's JSON
- * escaper takes bytes 0xF5..0xFF for the lead of a three-byte sequence.
- * Then exactly that pattern is let through; anything else still fails. */
-static int fz_known_f5ff = -1;
-
 /* One UTF-8 sequence (RFC 3629: no overlongs, no surrogates, <= U+10FFFF). */
 static inline int fz_utf8(fz_json_t *j) {
         const unsigned char *u = j->p;
@@ -67,8 +61,6 @@ static inline int fz_utf8(fz_json_t *j) {
                         lo = 0x90;
                 if (c == 0xF4)
                         hi = 0x8F;
-        } else if (c >= 0xF5 && fz_known_f5ff == 1) {
-                n = 3;
         } else {
                 j->err = "invalid UTF-8 lead byte";
                 return -1;
@@ -251,8 +243,6 @@ static inline int fz_value(fz_json_t *j) {
 
 /* NULL when s[0..n) is one valid JSON document, else the reason. */
 __attribute__((noinline)) static const char *fz_json_check(const char *s, size_t n, size_t *at) {
-        if (fz_known_f5ff < 0)
-                fz_known_f5ff = getenv("FUZZ_KNOWN_UTF8_F5FF") != NULL;
         fz_json_t j = {(const unsigned char *)s, (const unsigned char *)s + n,
                        0, NULL};
         if (fz_value(&j) == 0) {
