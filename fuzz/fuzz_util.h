@@ -298,8 +298,21 @@ __attribute__((noinline)) static const char *fz_prom_check(const char *s, size_t
                                                     !strchr("\\\"n", p[1]))
                                                         return "bad label escape";
                                                 p += 2;
-                                        } else {
+                                        } else if ((unsigned char)*p < 0x80) {
                                                 p++;
+                                        } else {
+                                                /* Prometheus rejects the
+                                                 * whole scrape on a label
+                                                 * value that is not
+                                                 * UTF-8. */
+                                                fz_json_t u = {
+                                                    (const unsigned char *)p,
+                                                    (const unsigned char *)eol,
+                                                    0, NULL};
+                                                if (fz_utf8(&u))
+                                                        return "label value "
+                                                               "not UTF-8";
+                                                p = (const char *)u.p;
                                         }
                                 }
                                 if (p >= eol)
