@@ -239,63 +239,19 @@ static void gen_check(const lagprobe_partition_t *x, const gen_want_t *w) {
         }
 }
 
-/* The integer (or null: -1) after "key": in the JSON object [o, end);
- * INT64_MIN when absent. Keys are matched outside strings only. */
-static int64_t json_int(const char *o, const char *end, const char *key) {
-        size_t kl = strlen(key);
-        int in_str = 0;
-        for (const char *q = o; q < end; q++) {
-                if (in_str) {
-                        if (*q == '\\')
-                                q++;
-                        else if (*q == '"')
-                                in_str = 0;
-                        continue;
-                }
-                if (*q != '"')
-                        continue;
-                if ((size_t)(end - q) > kl + 2 && !memcmp(q + 1, key, kl) &&
-                    q[kl + 1] == '"' && q[kl + 2] == ':') {
-                        const char *v = q + kl + 3;
-                        if (!strncmp(v, "null", 4))
-                                return -1;
-                        return strtoll(v, NULL, 10);
-                }
-                in_str = 1;
-        }
-        return INT64_MIN;
-}
-
 /* The partition's object in the JSON's "partitions" array: [*o, *end). */
 static int json_partition(const char *js, const char *topic, int part,
                           const char **o, const char **end) {
         char head[96];
         snprintf(head, sizeof head, "{\"topic\":\"%s\",\"partition\":%d,",
                  topic, part);
-        const char *arr = strstr(js, "\"partitions\":[");
-        if (!arr)
-                return 0;
-        const char *b = strstr(arr, head);
+        const char *arr = fz_json_partitions(js);
+        const char *b = arr ? strstr(arr, head) : NULL;
         if (!b)
                 return 0;
-        int in_str = 0, depth = 0;
-        for (const char *q = b; *q; q++) {
-                if (in_str) {
-                        if (*q == '\\')
-                                q++;
-                        else if (*q == '"')
-                                in_str = 0;
-                } else if (*q == '"') {
-                        in_str = 1;
-                } else if (*q == '{') {
-                        depth++;
-                } else if (*q == '}' && --depth == 0) {
-                        *o = b;
-                        *end = q + 1;
-                        return 1;
-                }
-        }
-        return 0;
+        *o = b;
+        *end = fz_json_object_end(b);
+        return *end != NULL;
 }
 
 /* The per-partition families outputs_agree() reads, in the order of its
@@ -381,7 +337,7 @@ static void outputs_agree(lagprobe_t *p) {
                                          x->committed_offset, x->lag,
                                          x->position, x->position_lag};
                 for (int k = 0; k < NFAM; k++) {
-                        int64_t j = json_int(o, e, jkey[k]);
+                        int64_t j = fz_json_int(o, e, jkey[k]);
                         FZ_CHECK(j == v[k], "JSON %s [%d] %s: %lld, snapshot "
                                             "%lld",
                                  x->topic, (int)x->partition, jkey[k],

@@ -255,6 +255,65 @@ __attribute__((noinline)) static const char *fz_json_check(const char *s, size_t
         return j.err;
 }
 
+/* ---- reading figures back from the probe's JSON ------------------------ */
+
+/* Just past the end of the object that starts at o ('{'), strings
+ * skipped; NULL when it does not end. */
+static inline const char *fz_json_object_end(const char *o) {
+        int in_str = 0, depth = 0;
+        for (const char *q = o; *q; q++) {
+                if (in_str) {
+                        if (*q == '\\' && q[1])
+                                q++;
+                        else if (*q == '"')
+                                in_str = 0;
+                } else if (*q == '"') {
+                        in_str = 1;
+                } else if (*q == '{') {
+                        depth++;
+                } else if (*q == '}' && --depth == 0) {
+                        return q + 1;
+                }
+        }
+        return NULL;
+}
+
+/* The first partition object of the document's "partitions" array, or
+ * its ']'; NULL when absent. (Inside a string the key's quotes would be
+ * escaped, so the raw text matches only the key.) */
+static inline const char *fz_json_partitions(const char *js) {
+        const char *a = strstr(js, "\"partitions\":[");
+        return a ? a + 14 : NULL;
+}
+
+/* The integer after "key": in the JSON object [o, end) (outside strings,
+ * at any depth); -1 for null, INT64_MIN when absent. */
+static inline int64_t fz_json_int(const char *o, const char *end,
+                                  const char *key) {
+        size_t kl = strlen(key);
+        int in_str = 0;
+        for (const char *q = o; q < end; q++) {
+                if (in_str) {
+                        if (*q == '\\')
+                                q++;
+                        else if (*q == '"')
+                                in_str = 0;
+                        continue;
+                }
+                if (*q != '"')
+                        continue;
+                if ((size_t)(end - q) > kl + 2 && !memcmp(q + 1, key, kl) &&
+                    q[kl + 1] == '"' && q[kl + 2] == ':') {
+                        const char *v = q + kl + 3;
+                        if (!strncmp(v, "null", 4))
+                                return -1;
+                        return strtoll(v, NULL, 10);
+                }
+                in_str = 1;
+        }
+        return INT64_MIN;
+}
+
 /* ---- Prometheus text format 0.0.4 ------------------------------------ */
 
 static inline int fz_prom_name_char(unsigned c, int first) {
