@@ -452,8 +452,9 @@ static void test_hwm_refresh_ms(void **state) {
         scen_start_cfg(&s, "refresh", 1, counts, 0, &pc);
         rd_kafka_topic_partition_list_t *l = paused_start(&s);
         docs_t q = {s.p, 3};
-        assert_true(h_poll_until(s.rk, &s.t, queries_at_least, &q, 4000));
-        assert_true(h_poll_until(s.rk, &s.t, refreshed, &s, 2000));
+        assert_true(h_poll_until(s.rk, &s.t, queries_at_least, &q,
+                                 h_slow_ms(4000)));
+        assert_true(h_poll_until(s.rk, &s.t, refreshed, &s, h_slow_ms(2000)));
         assert_refreshed(&s);
         paused_end(&s, l);
 

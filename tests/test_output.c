@@ -1068,7 +1068,7 @@ static void test_health_no_assignment(void **state) {
         hw_t w = {p, LAGPROBE_HEALTH_UNHEALTHY,
                   LAGPROBE_REASON_NO_ASSIGNMENT};
         int64_t t0 = h_now_ms();
-        assert_true(h_poll_until(rk, NULL, health_is, &w, 5000));
+        assert_true(h_poll_until(rk, NULL, health_is, &w, h_slow_ms(5000)));
         print_message("  no_assignment after %" PRId64 " ms\n",
                       h_now_ms() - t0);
         assert_true(h_now_ms() - t0 >= 500);
