@@ -1064,10 +1064,11 @@ static void test_health_no_assignment(void **state) {
         pc.unassigned_unhealthy_ms = 500;
         pc.log_cb = quiet_cb;
         lagprobe_t *p = h_probe_attach_cfg(conf, &pc);
+        /* The stretch without assignment starts inside rd_kafka_new(). */
+        int64_t t0 = h_now_ms();
         rd_kafka_t *rk = h_consumer_new(conf, NULL); /* no subscription */
         hw_t w = {p, LAGPROBE_HEALTH_UNHEALTHY,
                   LAGPROBE_REASON_NO_ASSIGNMENT};
-        int64_t t0 = h_now_ms();
         assert_true(h_poll_until(rk, NULL, health_is, &w, h_slow_ms(5000)));
         print_message("  no_assignment after %" PRId64 " ms\n",
                       h_now_ms() - t0);
