@@ -845,6 +845,15 @@ static void test_hot_partition_by_lag(void **state) {
         wb_free(w);
 }
 
+/* What the documents say is left to read on w's partitions, each
+ * consumed up to pos[i]. */
+static int64_t wb_behind(const wb_t *w, const int64_t *pos) {
+        int64_t sum = 0;
+        for (int i = 0; i < w->n; i++)
+                sum += w->q[i].hi - pos[i];
+        return sum;
+}
+
 /* Ingress over egress with lag above the allowance: producer_burst; the
  * same lag while the consumer out-drains the producers is not. */
 static void test_producer_burst_vs_healthy(void **state) {
@@ -867,9 +876,7 @@ static void test_producer_burst_vs_healthy(void **state) {
                 wb_tick(w, TICK_MS);
         }
         assert_verdict(w, LAGPROBE_DIAG_PRODUCER_BURST, -1);
-        int64_t burst_lag = 0;
-        for (int i = 0; i < 4; i++)
-                burst_lag += w->q[i].hi - pos[i];
+        int64_t burst_lag = wb_behind(w, pos);
         assert_int_equal(w->snap.total_lag, burst_lag);
         assert_true(burst_lag > ALLOW);
         assert_true(w->snap.ingress_rate > 1.1 * w->snap.egress_rate);
@@ -901,9 +908,7 @@ static void test_producer_burst_vs_healthy(void **state) {
         /* README: neither a burst nor a slow consumer is healthy, "not
          * shrinking"; the lag is what the burst left. */
         assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
-        int64_t behind = 0;
-        for (int i = 0; i < 4; i++)
-                behind += w->q[i].hi - pos[i];
+        int64_t behind = wb_behind(w, pos);
         assert_int_equal(w->snap.total_lag, behind);
         assert_true(behind > ALLOW);
         /* Ingress far above egress but lag within the allowance: no burst. */
