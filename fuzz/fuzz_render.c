@@ -21,6 +21,12 @@
  *  - every Prometheus line is a comment or a well-formed sample;
  *  - lagprobe_snapshot() counts the assigned slots and fills at most
  *    partitions_size entries, sorted;
+ *  - when the input says: every partition's lag in a full snapshot is its
+ *    high watermark minus its committed offset (0 when the commit is
+ *    ahead) or -1 (null) when either is unknown, and the format rendered
+ *    carries the snapshot's figures, partition by partition in the same
+ *    order (JSON: offsets, lags, position; Prometheus: the samples of those
+ *    families, absent when unknown, with the partition label);
  *  - lagprobe_health() NUL-terminates reasons within its size. */
 #define clock_gettime fz_clock_gettime
 #include "../probe.c"
@@ -194,6 +200,132 @@ static int fz_part_cmp(const lagprobe_partition_t *x,
         return c ? c : (x->partition > y->partition) - (x->partition < y->partition);
 }
 
+static int64_t want_lag(int64_t hi, int64_t com) {
+        return hi >= 0 && com >= 0 ? (hi > com ? hi - com : 0) : -1;
+}
+
+#define NFIG 6
+
+/* A partition's figures as both formats name them. */
+static void figures(const lagprobe_partition_t *x, int64_t v[NFIG]) {
+        v[0] = x->high_watermark;
+        v[1] = x->committed_offset;
+        v[2] = x->lag;
+        v[3] = x->position;
+        v[4] = x->position_lag;
+        v[5] = x->effective_lag;
+}
+
+static const char *const fig_json[NFIG] = {
+    "high_watermark", "committed_offset", "lag",
+    "position",       "position_lag",     "effective_lag"};
+static const char *const fig_prom[NFIG] = {
+    "lagprobe_partition_high_watermark", "kafka_consumergroup_current_offset",
+    "kafka_consumergroup_lag",           "lagprobe_partition_position",
+    "lagprobe_partition_position_lag",   "lagprobe_partition_effective_lag"};
+
+/* Exact below 9e15; above, lp_fmt_prom() writes 9 significant digits. */
+static int prom_same(double got, int64_t want) {
+        double w = (double)want;
+        return got == w || (w >= 9e15 && fabs(got - w) <= 1e-8 * w);
+}
+
+/* The full text in g_full (JSON, or Prometheus when prom) against a full
+ * snapshot of n partitions. */
+static void outputs_agree(const lagprobe_partition_t *parts, size_t n,
+                          int prom) {
+        for (size_t i = 0; i < n; i++)
+                FZ_CHECK(parts[i].lag == want_lag(parts[i].high_watermark,
+                                                  parts[i].committed_offset),
+                         "snapshot [%zu]: lag %lld, hwm %lld, committed %lld",
+                         i, (long long)parts[i].lag,
+                         (long long)parts[i].high_watermark,
+                         (long long)parts[i].committed_offset);
+        if (!prom) {
+                const char *q = fz_json_partitions(g_full);
+                FZ_CHECK(q, "JSON: no partitions array");
+                for (size_t i = 0; i < n; i++) {
+                        FZ_CHECK(*q == '{', "JSON: partition %zu of %zu "
+                                            "missing",
+                                 i, n);
+                        const char *e = fz_json_object_end(q);
+                        FZ_CHECK(e, "JSON: partition %zu unterminated", i);
+                        int64_t v[NFIG];
+                        figures(&parts[i], v);
+                        FZ_CHECK(fz_json_int(q, e, "partition") ==
+                                     parts[i].partition,
+                                 "JSON: partition %zu out of order", i);
+                        for (int k = 0; k < NFIG; k++)
+                                FZ_CHECK(fz_json_int(q, e, fig_json[k]) ==
+                                             (v[k] < 0 ? -1 : v[k]),
+                                         "JSON partition %zu %s: %lld, "
+                                         "snapshot %lld",
+                                         i, fig_json[k],
+                                         (long long)fz_json_int(q, e,
+                                                                fig_json[k]),
+                                         (long long)v[k]);
+                        q = e + (*e == ',');
+                }
+                FZ_CHECK(*q == ']', "JSON: more partitions than %zu", n);
+                return;
+        }
+        for (int k = 0; k < NFIG; k++) {
+                size_t fl = strlen(fig_prom[k]), i = 0;
+                for (const char *l = g_full; *l;) {
+                        const char *eol = strchr(l, '\n');
+                        FZ_CHECK(eol, "metrics: no newline");
+                        if (!strncmp(l, fig_prom[k], fl) && l[fl] == '{') {
+                                /* The partition with this figure next. */
+                                while (i < n) {
+                                        int64_t v[NFIG];
+                                        figures(&parts[i], v);
+                                        if (v[k] >= 0)
+                                                break;
+                                        i++;
+                                }
+                                FZ_CHECK(i < n, "%s: more samples than "
+                                                "partitions with the figure",
+                                         fig_prom[k]);
+                                /* Labels end at the line's last '"} ':
+                                 * ...,partition="N"} value. */
+                                const char *end = NULL;
+                                for (const char *c = l; c + 2 < eol; c++)
+                                        if (c[0] == '"' && c[1] == '}' &&
+                                            c[2] == ' ')
+                                                end = c;
+                                FZ_CHECK(end, "%s: no labels", fig_prom[k]);
+                                const char *ps = end;
+                                while (ps > l && ps[-1] >= '0' && ps[-1] <= '9')
+                                        ps--;
+                                FZ_CHECK(ps - l >= 12 &&
+                                             !memcmp(ps - 12, ",partition=\"",
+                                                     12) &&
+                                             strtol(ps, NULL, 10) ==
+                                                 parts[i].partition,
+                                         "%s: sample %zu not partition %d",
+                                         fig_prom[k], i,
+                                         (int)parts[i].partition);
+                                int64_t v[NFIG];
+                                figures(&parts[i], v);
+                                double got = strtod(end + 3, NULL);
+                                FZ_CHECK(prom_same(got, v[k]),
+                                         "%s partition %zu: %.17g, snapshot "
+                                         "%lld",
+                                         fig_prom[k], i, got, (long long)v[k]);
+                                i++;
+                        }
+                        l = eol + 1;
+                }
+                while (i < n) {
+                        int64_t v[NFIG];
+                        figures(&parts[i], v);
+                        FZ_CHECK(v[k] < 0, "%s: no sample for partition %zu",
+                                 fig_prom[k], i);
+                        i++;
+                }
+        }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fz_in_t in = {data, size};
         fz_mono_us = fz_range(&in, 1, (int64_t)1 << 50);
@@ -245,6 +377,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         : fz_json_check(g_full, n, &at);
         FZ_CHECK(!why, "%s invalid: %s at byte %zu: ...%.80s", what, why, at,
                  g_full + (at > 20 ? at - 20 : 0));
+        if (which & 32) {
+                /* The figures, against a full snapshot (the clock is
+                 * frozen: the same state). Before render_at(), which
+                 * leaves g_full as it is. */
+                lagprobe_partition_t *parts =
+                    calloc(nslots ? nslots : 1, sizeof *parts);
+                FZ_CHECK(parts, "calloc");
+                lagprobe_snapshot_t snap;
+                lagprobe_snapshot_init(&snap, parts, nslots);
+                FZ_CHECK(lagprobe_snapshot(p, &snap) == 0, "snapshot failed");
+                outputs_agree(parts, snap.partition_cnt, which & 1);
+                free(parts);
+        }
         if (which & 2)
                 render_at(p, fn, what, n,
                           (size_t)fz_range(&in, 0, (int64_t)n + 1), which & 4);

@@ -38,12 +38,6 @@ static inline void fz_ws(fz_json_t *j) {
                 j->p++;
 }
 
-/* Set (from the environment variable FUZZ_KNOWN_UTF8_F5FF) only for long
- * runs that must go on past a reported probe issue: lagprobe's JSON
- * escaper takes bytes 0xF5..0xFF for the lead of a three-byte sequence.
- * Then exactly that pattern is let through; anything else still fails. */
-static int fz_known_f5ff = -1;
-
 /* One UTF-8 sequence (RFC 3629: no overlongs, no surrogates, <= U+10FFFF). */
 static inline int fz_utf8(fz_json_t *j) {
         const unsigned char *u = j->p;
@@ -67,8 +61,6 @@ static inline int fz_utf8(fz_json_t *j) {
                         lo = 0x90;
                 if (c == 0xF4)
                         hi = 0x8F;
-        } else if (c >= 0xF5 && fz_known_f5ff == 1) {
-                n = 3;
         } else {
                 j->err = "invalid UTF-8 lead byte";
                 return -1;
@@ -251,8 +243,6 @@ static inline int fz_value(fz_json_t *j) {
 
 /* NULL when s[0..n) is one valid JSON document, else the reason. */
 __attribute__((noinline, unused)) static const char *fz_json_check(const char *s, size_t n, size_t *at) {
-        if (fz_known_f5ff < 0)
-                fz_known_f5ff = getenv("FUZZ_KNOWN_UTF8_F5FF") != NULL;
         fz_json_t j = {(const unsigned char *)s, (const unsigned char *)s + n,
                        0, NULL};
         if (fz_value(&j) == 0) {
@@ -263,6 +253,65 @@ __attribute__((noinline, unused)) static const char *fz_json_check(const char *s
         if (at)
                 *at = (size_t)(j.p - (const unsigned char *)s);
         return j.err;
+}
+
+/* ---- reading figures back from the probe's JSON ------------------------ */
+
+/* Just past the end of the object that starts at o ('{'), strings
+ * skipped; NULL when it does not end. */
+static inline const char *fz_json_object_end(const char *o) {
+        int in_str = 0, depth = 0;
+        for (const char *q = o; *q; q++) {
+                if (in_str) {
+                        if (*q == '\\' && q[1])
+                                q++;
+                        else if (*q == '"')
+                                in_str = 0;
+                } else if (*q == '"') {
+                        in_str = 1;
+                } else if (*q == '{') {
+                        depth++;
+                } else if (*q == '}' && --depth == 0) {
+                        return q + 1;
+                }
+        }
+        return NULL;
+}
+
+/* The first partition object of the document's "partitions" array, or
+ * its ']'; NULL when absent. (Inside a string the key's quotes would be
+ * escaped, so the raw text matches only the key.) */
+static inline const char *fz_json_partitions(const char *js) {
+        const char *a = strstr(js, "\"partitions\":[");
+        return a ? a + 14 : NULL;
+}
+
+/* The integer after "key": in the JSON object [o, end) (outside strings,
+ * at any depth); -1 for null, INT64_MIN when absent. */
+static inline int64_t fz_json_int(const char *o, const char *end,
+                                  const char *key) {
+        size_t kl = strlen(key);
+        int in_str = 0;
+        for (const char *q = o; q < end; q++) {
+                if (in_str) {
+                        if (*q == '\\')
+                                q++;
+                        else if (*q == '"')
+                                in_str = 0;
+                        continue;
+                }
+                if (*q != '"')
+                        continue;
+                if ((size_t)(end - q) > kl + 2 && !memcmp(q + 1, key, kl) &&
+                    q[kl + 1] == '"' && q[kl + 2] == ':') {
+                        const char *v = q + kl + 3;
+                        if (!strncmp(v, "null", 4))
+                                return -1;
+                        return strtoll(v, NULL, 10);
+                }
+                in_str = 1;
+        }
+        return INT64_MIN;
 }
 
 /* ---- Prometheus text format 0.0.4 ------------------------------------ */
@@ -308,8 +357,21 @@ __attribute__((noinline, unused)) static const char *fz_prom_check(const char *s
                                                     !strchr("\\\"n", p[1]))
                                                         return "bad label escape";
                                                 p += 2;
-                                        } else {
+                                        } else if ((unsigned char)*p < 0x80) {
                                                 p++;
+                                        } else {
+                                                /* Prometheus rejects the
+                                                 * whole scrape on a label
+                                                 * value that is not
+                                                 * UTF-8. */
+                                                fz_json_t u = {
+                                                    (const unsigned char *)p,
+                                                    (const unsigned char *)eol,
+                                                    0, NULL};
+                                                if (fz_utf8(&u))
+                                                        return "label value "
+                                                               "not UTF-8";
+                                                p = (const char *)u.p;
                                         }
                                 }
                                 if (p >= eol)

@@ -7,7 +7,8 @@ STATS_DIR gets the real statistics documents given (from bench/gen_stats),
 truncations of them, targeted mutations (numbers out of range, wrong types,
 escaped topic names, deep nesting, trailing NULs...) and multi-document
 sequences ("\\n#~#\\n" between documents) whose offsets move, so that the
-sliding-window evaluation sees lagging, stalled and rewound partitions.
+sliding-window evaluation sees lagging, stalled and rewound partitions,
+and a few recipes for fuzz_stats' generated documents (first byte 0x01).
 RENDER_DIR gets a few pseudo-random byte strings (fuzz_render reads its
 input as a stream of choices). Deterministic: the same documents give the
 same corpus."""
@@ -113,6 +114,11 @@ def main():
         ]
         for st in steps:
             put(stats_dir, sequence(doc, st))
+    # Recipes (first byte 0x01): fuzz_stats generates valid documents from
+    # the rest and knows the figures they must give.
+    for n in (16, 48, 128, 256, 512, 1024):
+        for _ in range(2):
+            put(stats_dir, b"\x01" + bytes(rnd.randrange(256) for _ in range(n)))
     for n in (16, 64, 256, 1024, 4096):
         for _ in range(3):
             put(render_dir, bytes(rnd.randrange(256) for _ in range(n)))

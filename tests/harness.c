@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -590,12 +591,19 @@ lagprobe_t *h_probe_new(void) {
         return p;
 }
 
-lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf) {
+lagprobe_t *h_probe_attach_cfg(rd_kafka_conf_t *conf,
+                               const lagprobe_config_t *pc) {
         char errstr[256] = "";
-        lagprobe_t *p = h_probe_new();
+        lagprobe_t *p = lagprobe_new(pc, errstr, sizeof errstr);
+        if (!p)
+                fail_msg("lagprobe_new: %s", errstr);
         if (lagprobe_attach(p, conf, errstr, sizeof errstr) != 0)
                 fail_msg("lagprobe_attach: %s", errstr);
         return p;
+}
+
+lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf) {
+        return h_probe_attach_cfg(conf, NULL);
 }
 
 void h_snap(lagprobe_t *p, h_snap_t *hs) {
@@ -614,22 +622,482 @@ const lagprobe_partition_t *h_snap_find(const h_snap_t *hs, const char *topic,
         return NULL;
 }
 
-char *h_snap_json(lagprobe_t *p) {
+static char *h_render(lagprobe_t *p,
+                      size_t (*f)(lagprobe_t *, char *, size_t),
+                      const char *what) {
         /* The document may grow between the two calls: retry. */
         for (int tries = 0; tries < 10; tries++) {
-                size_t need = lagprobe_snapshot_json(p, NULL, 0);
+                size_t need = f(p, NULL, 0);
                 size_t size = need + 4096;
                 char *buf = malloc(size);
                 assert_non_null(buf);
-                size_t got = lagprobe_snapshot_json(p, buf, size);
+                size_t got = f(p, buf, size);
                 if (got < size) {
                         assert_int_equal(strlen(buf), got);
                         return buf;
                 }
                 free(buf);
         }
-        fail_msg("lagprobe_snapshot_json never fit");
+        fail_msg("%s never fit", what);
         return NULL;
+}
+
+char *h_snap_json(lagprobe_t *p) {
+        return h_render(p, lagprobe_snapshot_json, "lagprobe_snapshot_json");
+}
+
+char *h_metrics(lagprobe_t *p) {
+        return h_render(p, lagprobe_metrics_prometheus,
+                        "lagprobe_metrics_prometheus");
+}
+
+/* Does the sample line l (name already matched, at its '{' or ' ') carry
+ * every label of want ("k=\"v\",k2=\"v2\"")? */
+static int h_prom_labels_match(const char *l, const char *eol,
+                               const char *want) {
+        if (!want || !*want)
+                return 1;
+        if (*l != '{')
+                return 0;
+        const char *close = l;
+        while (close < eol && *close != '}')
+                close++;
+        if (close >= eol)
+                return 0;
+        for (const char *w = want; *w;) {
+                size_t n = strcspn(w, ",");
+                int found = 0;
+                /* Each label starts after '{' or ','. */
+                for (const char *q = l; q < close && !found; q++)
+                        if ((*q == '{' || *q == ',') && q + 1 + n <= close &&
+                            !strncmp(q + 1, w, n) &&
+                            (q[1 + n] == ',' || q[1 + n] == '}'))
+                                found = 1;
+                if (!found)
+                        return 0;
+                w += n;
+                if (*w == ',')
+                        w++;
+        }
+        return 1;
+}
+
+/* Counts the samples of name matching labels; *last: the last one's text
+ * after the name. */
+static int h_prom_find(const char *doc, const char *name, const char *labels,
+                       const char **last) {
+        size_t nl = strlen(name);
+        int n = 0;
+        for (const char *l = doc; *l;) {
+                const char *eol = strchr(l, '\n');
+                if (!eol)
+                        eol = l + strlen(l);
+                if (!strncmp(l, name, nl) && (l[nl] == '{' || l[nl] == ' ') &&
+                    h_prom_labels_match(l + nl, eol, labels)) {
+                        n++;
+                        *last = l + nl;
+                }
+                l = *eol ? eol + 1 : eol;
+        }
+        return n;
+}
+
+int h_prom_count(const char *doc, const char *name, const char *labels) {
+        const char *hit = NULL;
+        return h_prom_find(doc, name, labels, &hit);
+}
+
+double h_prom(const char *doc, const char *name, const char *labels) {
+        const char *hit = NULL;
+        int n = h_prom_find(doc, name, labels, &hit);
+        if (n != 1)
+                fail_msg("metrics: %d samples of %s{%s}, want 1", n, name,
+                         labels ? labels : "");
+        /* The value follows the last space of the line. */
+        const char *eol = strchr(hit, '\n');
+        if (!eol)
+                eol = hit + strlen(hit);
+        const char *v = eol;
+        while (v > hit && v[-1] != ' ')
+                v--;
+        char *end;
+        double d = strtod(v, &end);
+        if (end == v)
+                fail_msg("metrics: %s{%s}: no value", name,
+                         labels ? labels : "");
+        return d;
+}
+
+int h_in_list(const char *list, const char *word) {
+        size_t n = strlen(word);
+        for (const char *q = list; q && *q;) {
+                size_t k = strcspn(q, ",");
+                if (k == n && !strncmp(q, word, n))
+                        return 1;
+                q += k;
+                if (*q == ',')
+                        q++;
+        }
+        return 0;
+}
+
+void h_assert_health(lagprobe_t *p, int health, const char *reason,
+                     int present) {
+        char rs[512];
+        int h = lagprobe_health(p, rs, sizeof rs);
+        print_message("  health %s (%s)\n", lagprobe_health_name(h), rs);
+        if (h != health || h_in_list(rs, reason) != !!present)
+                fail_msg("lagprobe_health: %s (%s), want %s %s %s",
+                         lagprobe_health_name(h), rs,
+                         lagprobe_health_name(health),
+                         present ? "with" : "without", reason);
+        char *js = h_snap_json(p);
+        h_json_t *j = h_json_parse(js, strlen(js));
+        assert_non_null(j);
+        const h_json_t *st = h_json_get(j, "status");
+        assert_non_null(st);
+        assert_int_equal(st->type, H_JSTR);
+        assert_string_equal(st->str, lagprobe_health_name(health));
+        const h_json_t *ra = h_json_get(j, "reasons");
+        assert_non_null(ra);
+        assert_int_equal(ra->type, H_JARR);
+        int in_json = 0;
+        for (const h_json_t *e = ra->child; e; e = e->next)
+                in_json |= e->type == H_JSTR && !strcmp(e->str, reason);
+        assert_int_equal(in_json, !!present);
+        h_json_free(j);
+        free(js);
+        char *m = h_metrics(p);
+        char label[96];
+        snprintf(label, sizeof label, "reason=\"%s\"", reason);
+        assert_true(h_prom(m, "lagprobe_health", NULL) == health);
+        assert_true(h_prom(m, "lagprobe_health_reason", label) == !!present);
+        free(m);
+}
+
+/* ---- the three outputs agree ------------------------------------------ */
+
+/* Every figure that does not move with the clock, equal in two snapshots:
+ * nothing happened between them. */
+static int h_still(const h_snap_t *a, const h_snap_t *b) {
+        const lagprobe_snapshot_t *x = &a->s, *y = &b->s;
+        if (x->evictions != y->evictions || x->assigns != y->assigns ||
+            x->revokes != y->revokes || x->lost != y->lost ||
+            x->assignment_size != y->assignment_size ||
+            x->consumed != y->consumed || x->commits != y->commits ||
+            x->commit_errors != y->commit_errors ||
+            x->stats_docs != y->stats_docs ||
+            x->stats_errors != y->stats_errors ||
+            x->stats_field_errors != y->stats_field_errors ||
+            x->hook_errors != y->hook_errors ||
+            x->brokers_down_cnt != y->brokers_down_cnt ||
+            x->health != y->health || x->health_reasons != y->health_reasons ||
+            x->diagnosis != y->diagnosis || x->total_lag != y->total_lag ||
+            x->exact != y->exact || x->batch.count != y->batch.count ||
+            x->batch.sum_ms != y->batch.sum_ms ||
+            x->message.count != y->message.count ||
+            x->message.sum_ms != y->message.sum_ms ||
+            x->poll_gap.count != y->poll_gap.count ||
+            x->poll_gap.sum_ms != y->poll_gap.sum_ms ||
+            x->partition_cnt != y->partition_cnt ||
+            memcmp(x->events, y->events, sizeof x->events))
+                return 0;
+        size_t n = x->partition_cnt < H_SNAP_PARTS ? x->partition_cnt
+                                                   : H_SNAP_PARTS;
+        for (size_t i = 0; i < n; i++) {
+                const lagprobe_partition_t *p = &a->parts[i], *q = &b->parts[i];
+                if (p->partition != q->partition || strcmp(p->topic, q->topic) ||
+                    p->high_watermark != q->high_watermark ||
+                    p->low_watermark != q->low_watermark ||
+                    p->committed_offset != q->committed_offset ||
+                    p->position != q->position || p->lag != q->lag ||
+                    p->position_lag != q->position_lag ||
+                    p->stale != q->stale ||
+                    p->consumed_total != q->consumed_total ||
+                    p->commit_errors != q->commit_errors ||
+                    p->effective_lag != q->effective_lag ||
+                    p->status != q->status ||
+                    p->ingress_rate != q->ingress_rate ||
+                    p->egress_rate != q->egress_rate)
+                        return 0;
+        }
+        return 1;
+}
+
+static void h_eq_num(const char *what, double got, double want) {
+        if (!(got == want ||
+              (want != 0 && fabs(got - want) <= 1e-6 * fabs(want))))
+                fail_msg("%s: %.17g, snapshot %.17g", what, got, want);
+}
+
+/* JSON integer or null (-1) member of obj, equal to want. */
+static void h_eq_json(const h_json_t *obj, const char *key, int64_t want) {
+        int64_t got = h_json_int(obj, key);
+        if (got != (want < 0 ? -1 : want))
+                fail_msg("JSON %s: %" PRId64 " (INT64_MIN: missing), "
+                         "snapshot %" PRId64,
+                         key, got, want);
+}
+
+/* A time-derived figure of the metrics in seconds, between the two
+ * snapshots' (ms; -1 means none: the metric is -1 too). */
+static void h_between(const char *what, double got, int64_t a_ms,
+                      int64_t b_ms) {
+        if (a_ms < 0 && b_ms < 0) {
+                h_eq_num(what, got, -1);
+                return;
+        }
+        double lo = (double)(a_ms < b_ms ? a_ms : b_ms) / 1e3 - 0.002;
+        double hi = (double)(a_ms > b_ms ? a_ms : b_ms) / 1e3 + 0.002;
+        if (!(got >= lo && got <= hi))
+                fail_msg("%s: %g, snapshots %" PRId64 " and %" PRId64 " ms",
+                         what, got, a_ms, b_ms);
+}
+
+static void h_prom_hist_agrees(const char *m, const char *name,
+                               const lagprobe_hist_summary_t *h) {
+        char n[96];
+        snprintf(n, sizeof n, "%s_count", name);
+        h_eq_num(n, h_prom(m, n, NULL), (double)h->count);
+        snprintf(n, sizeof n, "%s_bucket", name);
+        h_eq_num(n, h_prom(m, n, "le=\"+Inf\""), (double)h->count);
+        snprintf(n, sizeof n, "%s_sum", name);
+        double sum = h_prom(m, n, NULL);
+        if (fabs(sum - h->sum_ms / 1e3) > 1e-6 + 1e-6 * sum)
+                fail_msg("%s: %g s, snapshot %g ms", n, sum, h->sum_ms);
+}
+
+static void h_json_agrees(const h_json_t *j, const h_snap_t *hs) {
+        const lagprobe_snapshot_t *s = &hs->s;
+        const h_json_t *st = h_json_get(j, "status");
+        assert_non_null(st);
+        assert_string_equal(st->str, lagprobe_health_name(s->health));
+        const struct {
+                const char *obj, *key; /* obj NULL: the document */
+                int64_t v;
+        } f[] = {
+            {NULL, "consumed", s->consumed},
+            {"rebalances", "count", s->rebalances},
+            {"rebalances", "assigns", s->assigns},
+            {"rebalances", "revokes", s->revokes},
+            {"rebalances", "lost", s->lost},
+            {"rebalances", "assignment_size", s->assignment_size},
+            {"poll", "evictions", s->evictions},
+            {"poll", "hook_errors", s->hook_errors},
+            {"stats", "docs", s->stats_docs},
+            {"stats", "errors", s->stats_errors},
+            {"stats", "field_errors", s->stats_field_errors},
+            {"commits", "count", s->commits},
+            {"commits", "errors", s->commit_errors},
+            {"diagnosis", "partition", s->diagnosis_partition},
+            {"diagnosis", "total_lag", s->total_lag},
+        };
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+                const h_json_t *o = f[i].obj ? h_json_get(j, f[i].obj) : j;
+                assert_non_null(o);
+                h_eq_json(o, f[i].key, f[i].v);
+        }
+        const h_json_t *ev = h_json_get(j, "events");
+        assert_non_null(ev);
+        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
+                h_eq_json(ev, lagprobe_event_name((lagprobe_event_type_t)i),
+                          s->events[i]);
+        const h_json_t *dg = h_json_get(j, "diagnosis");
+        const h_json_t *v = h_json_get(dg, "verdict");
+        assert_non_null(v);
+        assert_string_equal(v->str, s->diagnosis_name);
+        const h_json_t *tp = h_json_get(dg, "topic");
+        assert_non_null(tp);
+        if (s->diagnosis_topic)
+                assert_string_equal(tp->str, s->diagnosis_topic);
+        else
+                assert_int_equal(tp->type, H_JNULL);
+        size_t n = s->partition_cnt < H_SNAP_PARTS ? s->partition_cnt
+                                                   : H_SNAP_PARTS;
+        for (size_t i = 0; i < n; i++) {
+                const lagprobe_partition_t *x = &hs->parts[i];
+                /* In "partitions": "diagnosis" names one too. */
+                const h_json_t *r = h_json_find_partition(
+                    h_json_get(j, "partitions"), x->topic, x->partition);
+                assert_non_null(r);
+                const struct {
+                        const char *key;
+                        int64_t v;
+                } pf[] = {{"high_watermark", x->high_watermark},
+                          {"low_watermark", x->low_watermark},
+                          {"committed_offset", x->committed_offset},
+                          {"position", x->position},
+                          {"lag", x->lag},
+                          {"position_lag", x->position_lag},
+                          {"effective_lag", x->effective_lag},
+                          {"consumed", x->consumed},
+                          {"consumed_total", x->consumed_total}};
+                for (size_t k = 0; k < sizeof pf / sizeof pf[0]; k++)
+                        h_eq_json(r, pf[k].key, pf[k].v);
+                const h_json_t *sn = h_json_get(r, "status");
+                assert_non_null(sn);
+                assert_string_equal(sn->str, x->status_name);
+                const h_json_t *sl = h_json_get(r, "stale");
+                assert_non_null(sl);
+                assert_int_equal(sl->type, H_JBOOL);
+                assert_int_equal((int)sl->num, x->stale);
+        }
+}
+
+static void h_prom_agrees(const char *m, const h_snap_t *a, const h_snap_t *b) {
+        const lagprobe_snapshot_t *s = &a->s;
+        static const struct {
+                const char *name;
+                size_t off;
+        } counts[] = {
+            {"lagprobe_evictions_total", offsetof(lagprobe_snapshot_t, evictions)},
+            {"lagprobe_assigned_partitions",
+             offsetof(lagprobe_snapshot_t, assignment_size)},
+            {"lagprobe_consumed_messages_total",
+             offsetof(lagprobe_snapshot_t, consumed)},
+            {"lagprobe_commits_total", offsetof(lagprobe_snapshot_t, commits)},
+            {"lagprobe_commit_errors_total",
+             offsetof(lagprobe_snapshot_t, commit_errors)},
+            {"lagprobe_stats_documents_total",
+             offsetof(lagprobe_snapshot_t, stats_docs)},
+            {"lagprobe_stats_parse_errors_total",
+             offsetof(lagprobe_snapshot_t, stats_errors)},
+            {"lagprobe_stats_field_errors_total",
+             offsetof(lagprobe_snapshot_t, stats_field_errors)},
+            {"lagprobe_hook_errors_total",
+             offsetof(lagprobe_snapshot_t, hook_errors)},
+            {"lagprobe_max_poll_interval_seconds",
+             offsetof(lagprobe_snapshot_t, max_poll_interval_ms)},
+        };
+        for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+                int64_t v;
+                memcpy(&v, (const char *)s + counts[i].off, sizeof v);
+                double want = (double)v;
+                if (i == sizeof counts / sizeof counts[0] - 1)
+                        want /= 1e3;
+                h_eq_num(counts[i].name, h_prom(m, counts[i].name, NULL),
+                         want);
+        }
+        h_eq_num("lagprobe_poll_exact", h_prom(m, "lagprobe_poll_exact", NULL),
+                 s->exact);
+        h_eq_num("lagprobe_health", h_prom(m, "lagprobe_health", NULL),
+                 s->health);
+        h_eq_num("lagprobe_brokers_down",
+                 h_prom(m, "lagprobe_brokers_down", NULL), s->brokers_down_cnt);
+        h_between("lagprobe_last_poll_seconds_ago",
+                  h_prom(m, "lagprobe_last_poll_seconds_ago", NULL),
+                  s->since_last_poll_ms, b->s.since_last_poll_ms);
+        h_between("lagprobe_poll_headroom_seconds",
+                  h_prom(m, "lagprobe_poll_headroom_seconds", NULL),
+                  s->headroom_ms, b->s.headroom_ms);
+        h_between("lagprobe_unassigned_seconds",
+                  h_prom(m, "lagprobe_unassigned_seconds", NULL),
+                  s->unassigned_ms, b->s.unassigned_ms);
+        static const char *const rb[3] = {"assign", "revoke", "lost"};
+        const int64_t rbv[3] = {s->assigns, s->revokes, s->lost};
+        char l[160];
+        for (int i = 0; i < 3; i++) {
+                snprintf(l, sizeof l, "type=\"%s\"", rb[i]);
+                h_eq_num(l, h_prom(m, "lagprobe_rebalance_events_total", l),
+                         (double)rbv[i]);
+        }
+        for (int i = 0; i < LAGPROBE_REASON__CNT; i++) {
+                snprintf(l, sizeof l, "reason=\"%s\"",
+                         lagprobe_reason_name(1u << i));
+                h_eq_num(l, h_prom(m, "lagprobe_health_reason", l),
+                         (s->health_reasons >> i) & 1u);
+        }
+        for (int i = 0; i < LAGPROBE_EVENT__CNT; i++) {
+                snprintf(l, sizeof l, "event=\"%s\"",
+                         lagprobe_event_name((lagprobe_event_type_t)i));
+                h_eq_num(l, h_prom(m, "lagprobe_events_total", l),
+                         (double)s->events[i]);
+        }
+        assert_int_equal(h_prom_count(m, "lagprobe_diagnosis", NULL), 1);
+        snprintf(l, sizeof l, "verdict=\"%s\"", s->diagnosis_name);
+        h_eq_num(l, h_prom(m, "lagprobe_diagnosis", l), 1);
+        h_prom_hist_agrees(m, "lagprobe_batch_duration_seconds", &s->batch);
+        h_prom_hist_agrees(m, "lagprobe_message_processing_seconds",
+                           &s->message);
+        h_prom_hist_agrees(m, "lagprobe_poll_gap_seconds", &s->poll_gap);
+
+        static const char *const fam[] = {
+            "kafka_consumergroup_lag",
+            "kafka_consumergroup_current_offset",
+            "lagprobe_partition_high_watermark",
+            "lagprobe_partition_low_watermark",
+            "lagprobe_partition_position",
+            "lagprobe_partition_position_lag",
+            "lagprobe_partition_stale",
+            "lagprobe_partition_consumed_messages_total",
+            "lagprobe_partition_commit_errors_total",
+            "lagprobe_partition_effective_lag",
+            "lagprobe_partition_ingress_messages_per_second",
+            "lagprobe_partition_egress_messages_per_second"};
+        size_t n = s->partition_cnt < H_SNAP_PARTS ? s->partition_cnt
+                                                   : H_SNAP_PARTS;
+        for (size_t i = 0; i < n; i++) {
+                const lagprobe_partition_t *x = &a->parts[i];
+                /* Absent when unknown (negative), as README says for lag
+                 * and the committed offset. */
+                const double v[] = {
+                    (double)x->lag,           (double)x->committed_offset,
+                    (double)x->high_watermark, (double)x->low_watermark,
+                    (double)x->position,      (double)x->position_lag,
+                    x->stale,                 (double)x->consumed_total,
+                    (double)x->commit_errors, (double)x->effective_lag,
+                    x->ingress_rate,          x->egress_rate};
+                char tl[160];
+                snprintf(tl, sizeof tl, "topic=\"%s\",partition=\"%d\"",
+                         x->topic, (int)x->partition);
+                for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+                        if (v[f] < 0) {
+                                assert_int_equal(h_prom_count(m, fam[f], tl),
+                                                 0);
+                                continue;
+                        }
+                        char what[256];
+                        snprintf(what, sizeof what, "%s{%s}", fam[f], tl);
+                        h_eq_num(what, h_prom(m, fam[f], tl), v[f]);
+                }
+                /* One status sample per partition: the current one. */
+                assert_int_equal(
+                    h_prom_count(m, "lagprobe_partition_status", tl), 1);
+                snprintf(tl, sizeof tl,
+                         "topic=\"%s\",partition=\"%d\",status=\"%s\"",
+                         x->topic, (int)x->partition, x->status_name);
+                h_eq_num(tl, h_prom(m, "lagprobe_partition_status", tl), 1);
+        }
+}
+
+void h_assert_outputs_agree(lagprobe_t *p) {
+        h_snap_t *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+        assert_non_null(a);
+        assert_non_null(b);
+        for (int tries = 0; tries < 50; tries++) {
+                h_snap(p, a);
+                char *js = h_snap_json(p);
+                char *m = h_metrics(p);
+                h_snap(p, b);
+                if (!h_still(a, b)) {
+                        free(js);
+                        free(m);
+                        h_sleep_ms(10);
+                        continue;
+                }
+                h_json_t *j = h_json_parse(js, strlen(js));
+                if (!j)
+                        fail_msg("invalid JSON: %s", js);
+                h_json_agrees(j, a);
+                h_prom_agrees(m, a, b);
+                h_json_free(j);
+                free(js);
+                free(m);
+                free(a);
+                free(b);
+                return;
+        }
+        fail_msg("the probe's figures never held still for two snapshots");
 }
 
 typedef struct h_agree_s {

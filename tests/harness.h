@@ -218,12 +218,40 @@ typedef struct h_snap_s {
 lagprobe_t *h_probe_new(void); /* defaults; fails the test on error */
 /* lagprobe_new + lagprobe_attach; fails the test on error. */
 lagprobe_t *h_probe_attach(rd_kafka_conf_t *conf);
+/* The same with a config (NULL: defaults). */
+lagprobe_t *h_probe_attach_cfg(rd_kafka_conf_t *conf,
+                               const lagprobe_config_t *pc);
 /* lagprobe_snapshot_init + lagprobe_snapshot into hs; asserts success. */
 void h_snap(lagprobe_t *p, h_snap_t *hs);
 const lagprobe_partition_t *h_snap_find(const h_snap_t *hs, const char *topic,
                                         int32_t partition);
 /* lagprobe_snapshot_json into a malloc'd string (caller frees). */
 char *h_snap_json(lagprobe_t *p);
+/* lagprobe_metrics_prometheus likewise. */
+char *h_metrics(lagprobe_t *p);
+/* The value of the one sample of family name in a Prometheus document
+ * whose labels include every one of labels ("k=\"v\",k2=\"v2\"", as
+ * written in the text; NULL or "": any); fails the test when there is
+ * not exactly one. h_prom_count: how many samples match. */
+double h_prom(const char *doc, const char *name, const char *labels);
+int h_prom_count(const char *doc, const char *name, const char *labels);
+
+/* The health verdict as all three outputs give it: lagprobe_health()
+ * returns health and its reasons name reason (present) or do not; the
+ * JSON's status and reasons say the same; /metrics has lagprobe_health
+ * health and lagprobe_health_reason{reason=...} present. Call while the
+ * state holds still. */
+void h_assert_health(lagprobe_t *p, int health, const char *reason,
+                     int present);
+
+/* The snapshot, the JSON document and /metrics carry the same figures:
+ * every JSON figure and every Prometheus family (per consumer, per
+ * partition, the histograms' count and sum) is compared with a snapshot
+ * taken just before, rendered while nothing moved (retried until two
+ * snapshots around the renderings agree); clock-derived ones lie between
+ * two snapshots. Called where the snapshot's figures are pinned against
+ * independent ones, so that each output's value is pinned too. */
+void h_assert_outputs_agree(lagprobe_t *p);
 
 /* ---- tiny JSON reader (tests only) ---------------------------------- */
 
@@ -261,6 +289,9 @@ const h_json_t *h_json_find_partition(const h_json_t *root, const char *topic,
 int64_t h_json_int(const h_json_t *obj, const char *key);
 
 /* ---- misc ------------------------------------------------------------ */
+
+/* Is word one of the comma-separated list (NULL: empty)? */
+int h_in_list(const char *list, const char *word);
 
 /* Case-insensitive: does s contain any of the NULL-terminated needles? */
 int h_contains_any(const char *s, ...);

@@ -26,6 +26,7 @@
 #include "harness.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,20 +128,6 @@ static int rec_find(rec_t *r, lagprobe_event_type_t t, const char *w,
         return found;
 }
 
-/* Is word in the comma-separated list? */
-static int in_list(const char *list, const char *word) {
-        size_t n = strlen(word);
-        for (const char *s = list; s && *s;) {
-                size_t k = strcspn(s, ",");
-                if (k == n && !strncmp(s, word, n))
-                        return 1;
-                s += k;
-                if (*s == ',')
-                        s++;
-        }
-        return 0;
-}
-
 /* ======================================================================
  * Scenario: one consumer, one topic, production at per-partition rates.
  * ==================================================================== */
@@ -180,6 +167,11 @@ typedef struct scen_s {
         int batch_ms;           /* >0: one message per poll takes this */
         int64_t max_poll_errs;  /* MAX_POLL_EXCEEDED returned by poll */
         int64_t batch_end_ms;   /* end of the last batch_ms batch */
+
+        /* The test's own counts every ~20 ms (run_until), for rates that
+         * do not come from the probe: ring of HIST entries. */
+        int64_t hist_ms[512], hist_prod[512], hist_cons[512];
+        int hist_n;
 
         /* Poison message: armed on a partition, the first message consumed
          * from it after arming fails forever. */
@@ -421,7 +413,45 @@ static void step(scen_t *s) {
         rd_kafka_message_destroy(m);
 }
 
-static void scen_snap(scen_t *s) { h_snap(s->p, s->hs); }
+#define HIST 512
+
+static void scen_snap(scen_t *s) {
+        h_snap(s->p, s->hs);
+        int64_t prod = 0;
+        for (int i = 0; i < s->nparts; i++)
+                prod += s->produced[i];
+        int k = s->hist_n++ % HIST;
+        s->hist_ms[k] = h_now_ms();
+        s->hist_prod[k] = prod;
+        s->hist_cons[k] = s->t.total;
+}
+
+/* The test's own production and consumption rates (msg/s) over the
+ * window_ms that ended ago_ms ago, from its counts; 0 when its record does
+ * not reach back that far. */
+static void own_rates(const scen_t *s, int ago_ms, double *in, double *out) {
+        *in = *out = 0;
+        int n = s->hist_n < HIST ? s->hist_n : HIST;
+        if (n < 2)
+                return;
+        int64_t end_ms = s->hist_ms[(s->hist_n - 1) % HIST] - ago_ms;
+        int64_t start_ms = end_ms - s->o.window_ms;
+        int e = -1, b = -1;
+        for (int j = 0; j < n; j++) {
+                int k = (s->hist_n - 1 - j) % HIST;
+                if (e < 0 && s->hist_ms[k] <= end_ms)
+                        e = k;
+                if (s->hist_ms[k] <= start_ms) {
+                        b = k;
+                        break;
+                }
+        }
+        if (e < 0 || b < 0 || s->hist_ms[e] <= s->hist_ms[b])
+                return;
+        double dt = (double)(s->hist_ms[e] - s->hist_ms[b]) / 1000.0;
+        *in = (double)(s->hist_prod[e] - s->hist_prod[b]) / dt;
+        *out = (double)(s->hist_cons[e] - s->hist_cons[b]) / dt;
+}
 
 static const lagprobe_partition_t *part(scen_t *s, int32_t i) {
         return h_snap_find(s->hs, s->topic, i);
@@ -452,6 +482,16 @@ static int run_until(scen_t *s, scen_pred_t *pred, void *arg, int timeout_ms) {
 }
 
 static void run_for(scen_t *s, int ms) { run_until(s, NULL, NULL, ms); }
+
+static int never(scen_t *s, void *arg) {
+        (void)s;
+        (void)arg;
+        return 0;
+}
+
+/* run_for() with a snapshot (and a record of the test's counts) every
+ * ~20 ms. */
+static void run_for_snaps(scen_t *s, int ms) { run_until(s, never, NULL, ms); }
 
 /* ---- predicates ------------------------------------------------------ */
 
@@ -559,7 +599,7 @@ static void assert_nothing_else(scen_t *s, const char *diag_ok,
                 nd += e->type == LAGPROBE_EVENT_DIAGNOSIS;
                 ns += e->type == LAGPROBE_EVENT_PARTITION_STATUS;
                 if (e->type == LAGPROBE_EVENT_DIAGNOSIS) {
-                        if (!in_list(diag_ok, e->word)) {
+                        if (!h_in_list(diag_ok, e->word)) {
                                 print_message("  unexpected verdict \"%s\" "
                                               "(allowed %s): %s\n",
                                               e->word, diag_ok, e->message);
@@ -572,14 +612,14 @@ static void assert_nothing_else(scen_t *s, const char *diag_ok,
                         assert_true(e->has_topic);
                         assert_true(e->partition >= 0 &&
                                     e->partition < s->nparts);
-                        if (!in_list(st_ok[e->partition], e->word)) {
+                        if (!h_in_list(st_ok[e->partition], e->word)) {
                                 print_message("  unexpected status \"%s\" of "
                                               "[%d] (allowed %s): %s\n",
                                               e->word, (int)e->partition,
                                               st_ok[e->partition], e->message);
                                 bad++;
                         }
-                        int warn = !in_list("ok,idle,caught_up_with_markers",
+                        int warn = !h_in_list("ok,idle,caught_up_with_markers",
                                             e->word);
                         assert_int_equal(e->severity, warn ? 4 : 6);
                 }
@@ -966,6 +1006,19 @@ static void test_producer_burst(void **state) {
         s.per_msg_us = 2000;
         const double steady[NP] = {10, 10, 10, 10};
         scen_baseline(&s, steady);
+        /* Steady: the probe's rates are the test's own, over a window. */
+        run_for_snaps(&s, s.o.window_ms);
+        double in_b, out_b;
+        own_rates(&s, 0, &in_b, &out_b);
+        print_message("  steady: probe in %.1f out %.1f; test in %.1f out "
+                      "%.1f msg/s\n",
+                      s.hs->s.ingress_rate, s.hs->s.egress_rate, in_b, out_b);
+        if (!(fabs(s.hs->s.ingress_rate - in_b) <= 0.3 * in_b + 5 &&
+              fabs(s.hs->s.egress_rate - out_b) <= 0.3 * out_b + 5))
+                H_FAIL("steady rates: probe in %.1f out %.1f, the test "
+                       "produced %.1f and consumed %.1f msg/s",
+                       s.hs->s.ingress_rate, s.hs->s.egress_rate, in_b,
+                       out_b);
         const double burst[NP] = {400, 400, 400, 400};
         const double none[NP] = {0, 0, 0, 0};
         set_rates(&s, burst);
@@ -988,7 +1041,37 @@ static void test_producer_burst(void **state) {
         }
         /* While behind. */
         assert_true(s.hs->s.total_lag > o.lag_allowance);
-        assert_true(s.hs->s.ingress_rate > 1.1 * s.hs->s.egress_rate);
+        /* The probe's rates against the test's own counts over the same
+         * window: the statistics (and so the probe's figures) trail by up
+         * to a few intervals and the rates move fast here, so between the
+         * test's rates of a moment ago and now, with room for the probe's
+         * sampling; egress never above what 2 ms a message allows. */
+        double in_now, out_now, in_ago, out_ago;
+        int lag_ms = h_slow_ms(6 * STATS_MS);
+        own_rates(&s, 0, &in_now, &out_now);
+        own_rates(&s, lag_ms, &in_ago, &out_ago);
+        print_message("  rates: probe in %.0f out %.0f; test in %.0f..%.0f, "
+                      "out %.0f..%.0f msg/s\n",
+                      s.hs->s.ingress_rate, s.hs->s.egress_rate, in_ago,
+                      in_now, out_ago, out_now);
+        /* The burst as the test made it: production far above what the
+         * consumer (2 ms a message) took. */
+        assert_true(in_now > 1.1 * out_now);
+        double in_lo = in_ago < in_now ? in_ago : in_now;
+        double in_hi = in_ago > in_now ? in_ago : in_now;
+        double out_lo = out_ago < out_now ? out_ago : out_now;
+        double out_hi = out_ago > out_now ? out_ago : out_now;
+        if (!(s.hs->s.ingress_rate >= 0.6 * in_lo &&
+              s.hs->s.ingress_rate <= 1.6 * in_hi + 20))
+                H_FAIL("ingress %.0f msg/s, the test produced %.0f..%.0f",
+                       s.hs->s.ingress_rate, in_lo, in_hi);
+        if (!(s.hs->s.egress_rate >= 0.5 * out_lo &&
+              s.hs->s.egress_rate <= 1.1 * 1e6 / s.per_msg_us))
+                H_FAIL("egress %.0f msg/s, the test consumed %.0f..%.0f, "
+                       "at most %.0f",
+                       s.hs->s.egress_rate, out_lo, out_hi,
+                       1e6 / s.per_msg_us);
+        (void)out_hi;
         assert_int_equal(s.hs->s.diagnosis_partition, -1);
         assert_true(h_contains_any(s.hs->s.diagnosis_detail, "msg/s", NULL));
         ev_t e;

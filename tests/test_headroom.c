@@ -532,7 +532,17 @@ static void stall_scenario(int mode, int stall_ms) {
         /* The poll that returns the message ends at t0; then the app is
          * stuck for stall_ms (1.5 x L unless said otherwise). */
         int64_t t0 = poll_first_msg(rk, hooks, H_JOIN_TIMEOUT_MS);
-        h_sleep_ms(stall_ms);
+        if (mode != M_HOOKS_NOLOG) {
+                /* Evicted during the stall (librdkafka's line): README's
+                 * health reason "evicted", unhealthy, until it rejoins. */
+                rec_wait_t we = {r, LAGPROBE_EVENT_EVICTED, 1};
+                if (h_wait_until(rec_has, &we, stall_ms))
+                        h_assert_health(p, LAGPROBE_HEALTH_UNHEALTHY,
+                                        "evicted", 1);
+        }
+        int64_t left = stall_ms - (h_now_ms() - t0);
+        if (left > 0)
+                h_sleep_ms((int)left);
         int64_t t_resume = h_now_ms();
         if (hooks_on)
                 lagprobe_batch_end(p);
@@ -574,6 +584,9 @@ static void stall_scenario(int mode, int stall_ms) {
 
         h_snap_t *hs;
         snap_of(p, &hs);
+        /* Its figures (one eviction, one event of each, pinned below) are
+         * JSON's and /metrics' too. */
+        h_assert_outputs_agree(p);
         long tick_emitted = 0, tick_errors = 0;
         if (tk) {
                 ticker_stop(tk);
@@ -1068,8 +1081,13 @@ static void test_predicted_exceed(void **state) {
                         break;
         }
         int64_t t_abort = h_now_ms();
+        /* README: predicted_exceed degrades the health while the batch
+         * runs (under half the limit: no headroom reason yet). */
+        h_assert_health(p, LAGPROBE_HEALTH_DEGRADED, "predicted_exceed", 1);
         h_sleep_ms(2 * W_MS); /* no second prediction for this batch */
         lagprobe_batch_end(p);
+        /* The batch is over: so is the prediction. */
+        h_assert_health(p, LAGPROBE_HEALTH_OK, "predicted_exceed", 0);
         h_snap_t *hs;
         snap_of(p, &hs);
         release(rk);

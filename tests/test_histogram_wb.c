@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "wb.h"
+
 /* The recent window: LP_WIN sub-windows of win_us each; the probe uses
  * config.window_ms / LP_WIN (10 s by default). The window tests run with
  * the default and with a short one. Every histogram call goes through
@@ -424,9 +426,87 @@ static void test_batch_counts_every_message(void **state) {
         lagprobe_destroy(p);
 }
 
+/* A hook entered while another is running (two threads at once, as
+ * lp_hook_enter() sees it) is a hook error and changes nothing. */
+static void test_hook_while_hook_runs(void **state) {
+        (void)state;
+        lagprobe_t *p = wb_probe();
+        lagprobe_snapshot_t s;
+        atomic_store(&p->in_hook, 1); /* the other thread's hook */
+        lagprobe_batch_begin(p, 5);
+        lagprobe_batch_progress(p, 1);
+        lagprobe_batch_end(p);
+        lagprobe_snapshot_init(&s, NULL, 0);
+        assert_int_equal(lagprobe_snapshot(p, &s), 0);
+        assert_int_equal(s.hook_errors, 3);
+        assert_int_equal(s.in_batch, 0);
+        assert_int_equal(s.batch.count, 0);
+        assert_int_equal(s.message.count, 0);
+        atomic_store(&p->in_hook, 0); /* it returned */
+        lagprobe_batch_begin(p, 5);
+        lagprobe_batch_end(p);
+        assert_int_equal(lagprobe_snapshot(p, &s), 0);
+        assert_int_equal(s.hook_errors, 3);
+        assert_int_equal(s.batch.count, 1);
+        assert_int_equal(s.message.count, 5);
+        lagprobe_destroy(p);
+}
+
+/* lagprobe_batch_duration_seconds' buckets for samples well inside
+ * README's le bounds: each cumulative count, the +Inf bucket, _count and
+ * _sum are the samples'. */
+static void test_prometheus_buckets(void **state) {
+        (void)state;
+        lagprobe_t *p = wb_probe();
+        static const int64_t us[] = {300, 700, 2000, 40000, 7000000,
+                                     2000000000};
+        int64_t sum = 0, now = lp_mono_us();
+        for (size_t i = 0; i < sizeof us / sizeof us[0]; i++) {
+                lp_whist_add(&p->h_batch, p->win_us, now, us[i]);
+                sum += us[i];
+        }
+        static const struct {
+                const char *le;
+                double n;
+        } want[] = {{"0.0005", 1}, {"0.001", 2}, {"0.0025", 3},
+                    {"0.005", 3},  {"0.01", 3},  {"0.025", 3},
+                    {"0.05", 4},   {"0.1", 4},   {"0.25", 4},
+                    {"0.5", 4},    {"1", 4},     {"2.5", 4},
+                    {"5", 4},      {"10", 5},    {"30", 5},
+                    {"60", 5},     {"120", 5},   {"300", 5},
+                    {"600", 5},    {"1800", 5},  {"+Inf", 6}};
+        char *m = h_metrics(p);
+        assert_int_equal(h_prom_count(m, "lagprobe_batch_duration_seconds_bucket",
+                                      NULL),
+                         sizeof want / sizeof want[0]);
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+                char l[32];
+                snprintf(l, sizeof l, "le=\"%s\"", want[i].le);
+                double got =
+                    h_prom(m, "lagprobe_batch_duration_seconds_bucket", l);
+                if (got != want[i].n)
+                        H_FAIL("bucket le=%s: %g, want %g", want[i].le, got,
+                               want[i].n);
+        }
+        assert_true(h_prom(m, "lagprobe_batch_duration_seconds_count", NULL) ==
+                    6);
+        double s = h_prom(m, "lagprobe_batch_duration_seconds_sum", NULL);
+        assert_true(fabs(s - (double)sum / 1e6) < 1e-6);
+        /* The other two histograms are empty. */
+        assert_true(h_prom(m, "lagprobe_message_processing_seconds_count",
+                           NULL) == 0);
+        assert_true(h_prom(m, "lagprobe_poll_gap_seconds_bucket",
+                           "le=\"+Inf\"") == 0);
+        free(m);
+        h_assert_outputs_agree(p);
+        lagprobe_destroy(p);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_prometheus_buckets),
             cmocka_unit_test(test_batch_counts_every_message),
+            cmocka_unit_test(test_hook_while_hook_runs),
             cmocka_unit_test(test_bucket_geometry),
             cmocka_unit_test(test_pct_uniform),
             cmocka_unit_test(test_pct_lognormal),

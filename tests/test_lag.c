@@ -43,8 +43,10 @@ static int all_seen(void *arg) {
         return s->t.total >= s->want && hs.s.consumed >= s->want;
 }
 
-static void scen_start(scen_t *s, const char *name, int nparts,
-                       const int *counts, int auto_commit) {
+/* pc: the probe's config, NULL for the defaults. */
+static void scen_start_cfg(scen_t *s, const char *name, int nparts,
+                           const int *counts, int auto_commit,
+                           const lagprobe_config_t *pc) {
         memset(s, 0, sizeof *s);
         h_unique(name, s->topic, sizeof s->topic);
         h_unique("g", s->group, sizeof s->group);
@@ -57,10 +59,15 @@ static void scen_start(scen_t *s, const char *name, int nparts,
                 s->want += counts[i];
         }
         rd_kafka_conf_t *conf = h_conf(cl, s->group, NULL, auto_commit);
-        s->p = h_probe_attach(conf);
+        s->p = h_probe_attach_cfg(conf, pc);
         s->rk = h_consumer_new(conf, s->topic);
         h_track_init(&s->t);
         assert_true(h_poll_until(s->rk, &s->t, all_seen, s, H_JOIN_TIMEOUT_MS));
+}
+
+static void scen_start(scen_t *s, const char *name, int nparts,
+                       const int *counts, int auto_commit) {
+        scen_start_cfg(s, name, nparts, counts, auto_commit, NULL);
 }
 
 static void scen_produce(scen_t *s, int32_t partition, int count) {
@@ -124,8 +131,13 @@ static void test_lag_matches_describe(void **state) {
         assert_int_equal(x3->last_message_ts_ms, -1);
         assert_true(x3->position <= 0);
         assert_int_equal(hs.s.consumed, 42);
-        assert_true(hs.s.commits >= 1);
+        /* One h_commit() (auto commit off): one commit, no more. */
+        assert_int_equal(hs.s.commits, 1);
         assert_int_equal(hs.s.commit_errors, 0);
+        assert_int_equal(hs.s.assigns, 1);
+        assert_int_equal(hs.s.rebalances, 1);
+        /* JSON and /metrics: the same pinned figures. */
+        h_assert_outputs_agree(s.p);
         scen_stop(&s);
 }
 
@@ -336,68 +348,132 @@ static int docs_at_least(void *arg) {
         return hs.s.stats_docs >= d->want;
 }
 
-typedef struct paused_s {
-        scen_t *s;
-        int64_t end;
-} paused_t;
-
-static int hwm_known_or_stale(void *arg) {
-        paused_t *w = arg;
+/* Partition 0 of s (5 messages, all consumed) committed at 5 and
+ * paused, then 5 more produced and at least 5 statistics documents
+ * served: the statistics' hi_offset stays 5 (no Fetch). Returns the pause
+ * list, for paused_end(). */
+static rd_kafka_topic_partition_list_t *paused_start(scen_t *s) {
+        const int64_t all[1] = {5};
+        h_commit(s->rk, s->topic, all, 1);
+        behind_t b = {s, 5};
+        assert_true(h_poll_until(s->rk, &s->t, hwm_is, &b, 5000));
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, s->topic, 0);
+        assert_int_equal(rd_kafka_pause_partitions(s->rk, l), 0);
+        scen_produce(s, 0, 5);
         h_snap_t hs;
-        h_snap(w->s->p, &hs);
-        const lagprobe_partition_t *x = h_snap_find(&hs, w->s->topic, 0);
-        return x && (x->high_watermark == w->end || x->stale);
+        h_snap(s->p, &hs);
+        docs_t d = {s->p, hs.s.stats_docs + 5};
+        assert_true(h_poll_until(s->rk, &s->t, docs_at_least, &d, 5000));
+        return l;
+}
+
+/* A paused consumer must be resumed to close (harness.h). */
+static void paused_end(scen_t *s, rd_kafka_topic_partition_list_t *l) {
+        assert_int_equal(rd_kafka_resume_partitions(s->rk, l), 0);
+        rd_kafka_topic_partition_list_destroy(l);
+        scen_stop(s);
+}
+
+/* The refreshed end reached the snapshot's partition and the total (the
+ * total is evaluated with the next statistics document, the partition's
+ * figures at once). */
+static int refreshed(void *arg) {
+        scen_t *s = arg;
+        h_snap_t hs;
+        h_snap(s->p, &hs);
+        const lagprobe_partition_t *x = h_snap_find(&hs, s->topic, 0);
+        return x && x->high_watermark == s->produced[0] && hs.s.total_lag == 5;
+}
+
+/* The refreshed figures of the paused partition 0 (hwm 10, committed 5):
+ * the broker's end as the second client sees it, the lag it computes,
+ * stale (the statistics' figure is behind), and at least one query. */
+static void assert_refreshed(scen_t *s) {
+        conv_t c;
+        h_describe(cl, s->group, s->topic, 1, c.d);
+        assert_int_equal(c.d[0].log_end, 10);
+        assert_int_equal(c.d[0].lag, 5);
+        h_snap_t hs;
+        h_snap(s->p, &hs);
+        const lagprobe_partition_t *x = h_snap_find(&hs, s->topic, 0);
+        assert_non_null(x);
+        print_message("  paused: probe hwm %" PRId64 " lag %" PRId64
+                      " stale %d, %" PRId64 " queries; broker end %" PRId64
+                      " lag %" PRId64 "\n",
+                      x->high_watermark, x->lag, x->stale, hs.s.hwm_queries,
+                      c.d[0].log_end, c.d[0].lag);
+        assert_int_equal(x->high_watermark, c.d[0].log_end);
+        assert_int_equal(x->lag, c.d[0].lag);
+        assert_int_equal(x->effective_lag, c.d[0].lag);
+        assert_int_equal(x->committed_offset, 5);
+        assert_int_equal(x->position, 5);
+        assert_int_equal(x->position_lag, 5);
+        assert_int_equal(x->stale, 1);
+        assert_int_equal(hs.s.total_lag, 5);
+        assert_true(hs.s.hwm_queries >= 1);
+        assert_int_equal(hs.s.hwm_query_failures, 0);
 }
 
 /* While a partition is paused librdkafka sends no Fetch for it, so the
  * statistics keep reporting the old hi_offset (measured: fetch_state stays
- * "active" and hi_offset does not move). The probe must then either know
- * the real end or say that its figure may be old (stale = 1). */
+ * "active" and hi_offset does not move). The probe asks the broker once
+ * the statistics' figure has not moved for hwm_refresh_ms (default 5 s)
+ * and then knows the real end, flagged stale. */
 static void test_stale_while_paused(void **state) {
         (void)state;
         scen_t s;
         const int counts[1] = {5};
         scen_start(&s, "paused", 1, counts, 0);
-        const int64_t all[1] = {5};
-        h_commit(s.rk, s.topic, all, 1);
-        behind_t b = {&s, 5};
-        assert_true(h_poll_until(s.rk, &s.t, hwm_is, &b, 5000));
+        rd_kafka_topic_partition_list_t *l = paused_start(&s);
+        assert_true(h_poll_until(s.rk, &s.t, refreshed, &s,
+                                 h_slow_ms(12000)));
+        assert_refreshed(&s);
+        paused_end(&s, l);
+}
 
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, s.topic, 0);
-        assert_int_equal(rd_kafka_pause_partitions(s.rk, l), 0);
-        h_produce(cl, s.topic, 0, 5, NULL, 0);
+static int queries_at_least(void *arg) {
+        docs_t *d = arg;
         h_snap_t hs;
-        h_snap(s.p, &hs);
-        docs_t d = {s.p, hs.s.stats_docs + 5};
-        assert_true(h_poll_until(s.rk, &s.t, docs_at_least, &d, 5000));
-        /* The probe asks the broker once the statistics' figure has not
-         * moved for hwm_refresh_ms (default 5 s): give it that long, then
-         * judge. */
-        paused_t pw = {&s, 10};
-        h_poll_until(s.rk, &s.t, hwm_known_or_stale, &pw, 12000);
-        conv_t c;
-        h_describe(cl, s.group, s.topic, 1, c.d);
-        assert_int_equal(c.d[0].log_end, 10);
-        assert_int_equal(c.d[0].lag, 5);
+        h_snap(d->p, &hs);
+        return hs.s.hwm_queries >= d->want;
+}
 
+/* hwm_refresh_ms: 500 asks again every half second while the figure
+ * stays frozen (three queries within 4 s, where the default 5 s allows
+ * one); 0 never asks, and the frozen figure is what the probe reports. */
+static void test_hwm_refresh_ms(void **state) {
+        (void)state;
+        lagprobe_config_t pc;
+        lagprobe_config_init(&pc);
+        pc.hwm_refresh_ms = 500;
+        scen_t s;
+        const int counts[1] = {5};
+        scen_start_cfg(&s, "refresh", 1, counts, 0, &pc);
+        rd_kafka_topic_partition_list_t *l = paused_start(&s);
+        docs_t q = {s.p, 3};
+        assert_true(h_poll_until(s.rk, &s.t, queries_at_least, &q,
+                                 h_slow_ms(4000)));
+        assert_true(h_poll_until(s.rk, &s.t, refreshed, &s, h_slow_ms(2000)));
+        assert_refreshed(&s);
+        paused_end(&s, l);
+
+        pc.hwm_refresh_ms = 0;
+        scen_start_cfg(&s, "norefresh", 1, counts, 0, &pc);
+        l = paused_start(&s);
+        h_poll_for(s.rk, &s.t, 2500);
+        h_snap_t hs;
         h_snap(s.p, &hs);
         const lagprobe_partition_t *x = h_snap_find(&hs, s.topic, 0);
         assert_non_null(x);
-        print_message("  paused: probe hwm %" PRId64 " lag %" PRId64
-                      " stale %d; broker end %" PRId64 " lag %" PRId64 "\n",
-                      x->high_watermark, x->lag, x->stale, c.d[0].log_end,
-                      c.d[0].lag);
-        int64_t hwm = x->high_watermark;
-        int stale = x->stale;
-        /* Clean up first: a paused consumer must be resumed to close. */
-        assert_int_equal(rd_kafka_resume_partitions(s.rk, l), 0);
-        rd_kafka_topic_partition_list_destroy(l);
-        scen_stop(&s);
-        if (hwm != c.d[0].log_end && !stale)
-                fail_msg("high_watermark %" PRId64 " is old (end %" PRId64
-                         ") and not flagged stale",
-                         hwm, c.d[0].log_end);
+        print_message("  no refresh: hwm %" PRId64 " lag %" PRId64
+                      " stale %d, %" PRId64 " queries\n",
+                      x->high_watermark, x->lag, x->stale, hs.s.hwm_queries);
+        assert_int_equal(hs.s.hwm_queries, 0);
+        assert_int_equal(x->high_watermark, 5);
+        assert_int_equal(x->lag, 0);
+        assert_int_equal(hs.s.total_lag, 0);
+        paused_end(&s, l);
 }
 
 /* ---- JSON ------------------------------------------------------------ */
@@ -432,17 +508,11 @@ static void test_json_same_figures(void **state) {
         assert_non_null(g);
         assert_string_equal(g->str, s.group);
         assert_json_int(j, "consumed", hs.s.consumed);
+        /* Each partition's figures: h_assert_outputs_agree() below; the
+         * lag is the second client's. */
         for (int i = 0; i < 3; i++) {
-                const lagprobe_partition_t *x = h_snap_find(&hs, s.topic, i);
                 const h_json_t *jp = h_json_find_partition(j, s.topic, i);
-                assert_non_null(x);
                 assert_non_null(jp);
-                assert_json_int(jp, "high_watermark", x->high_watermark);
-                assert_json_int(jp, "committed_offset", x->committed_offset);
-                assert_json_int(jp, "lag", x->lag);
-                assert_json_int(jp, "position", x->position);
-                assert_json_int(jp, "position_lag", x->position_lag);
-                assert_json_int(jp, "consumed", x->consumed);
                 assert_json_int(jp, "lag", c.d[i].lag);
         }
         /* The literal text, as a dashboard grepping it would see it. */
@@ -453,6 +523,7 @@ static void test_json_same_figures(void **state) {
         assert_non_null(strstr(js, "\"lag\":null"));
         h_json_free(j);
         free(js);
+        h_assert_outputs_agree(s.p);
         scen_stop(&s);
 }
 
@@ -464,6 +535,7 @@ int main(void) {
             cmocka_unit_test(test_lag_auto_commit),
             cmocka_unit_test(test_seconds_behind),
             cmocka_unit_test(test_stale_while_paused),
+            cmocka_unit_test(test_hwm_refresh_ms),
             cmocka_unit_test(test_json_same_figures),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

@@ -400,6 +400,7 @@ static void test_batch_end_without_begin(void **state) {
         lagprobe_batch_end(p);
         lagprobe_batch_end(p);
         h_snap(p, &hs);
+        assert_int_equal(hs.s.hook_errors, 2);
         assert_int_equal(hs.s.batch.count, 0);
         assert_int_equal(hs.s.message.count, 0);
         assert_int_equal(hs.s.batch_recent.count, 0);
@@ -413,6 +414,7 @@ static void test_batch_end_without_begin(void **state) {
         h_sleep_ms(5);
         lagprobe_batch_end(p);
         h_snap(p, &hs);
+        assert_int_equal(hs.s.hook_errors, 2); /* a proper pair is none */
         assert_int_equal(hs.s.batch.count, 1);
         assert_int_equal(hs.s.message.count, 2);
         assert_int_equal(hs.s.in_batch, 0);
@@ -429,7 +431,8 @@ static void test_batch_end_without_begin(void **state) {
         assert_int_equal(hs.s.in_batch, 0);
         assert_int_equal(hs.s.batch_size, 2);
         assert_int_equal(hs.s.batch_done, 2);
-        /* The JSON says the same. */
+        assert_int_equal(hs.s.hook_errors, 3);
+        /* The JSON and Prometheus say the same. */
         char *js = h_snap_json(p);
         h_json_t *j = h_json_parse(js, strlen(js));
         assert_non_null(j);
@@ -442,8 +445,15 @@ static void test_batch_end_without_begin(void **state) {
         assert_non_null(ib);
         assert_int_equal(ib->type, H_JBOOL);
         assert_true(ib->num == 0);
+        assert_int_equal(h_json_int(poll, "hook_errors"), 3);
         h_json_free(j);
         free(js);
+        char *m = h_metrics(p);
+        assert_non_null(strstr(m, "\nlagprobe_hook_errors_total{"));
+        assert_true(h_prom(m, "lagprobe_hook_errors_total", NULL) == 3);
+        free(m);
+        /* One batch of two messages in every output. */
+        h_assert_outputs_agree(p);
         lagprobe_destroy(p);
 }
 
@@ -452,9 +462,10 @@ static void test_batch_progress_outside_batch(void **state) {
         lagprobe_t *p = h_probe_new();
         h_snap_t hs;
 
-        /* Before any batch: ignored. */
+        /* Before any batch: ignored, a hook error. */
         lagprobe_batch_progress(p, 3);
         h_snap(p, &hs);
+        assert_int_equal(hs.s.hook_errors, 1);
         assert_int_equal(hs.s.message.count, 0);
         assert_int_equal(hs.s.batch_done, 0);
         assert_int_equal(hs.s.in_batch, 0);
@@ -470,6 +481,8 @@ static void test_batch_progress_outside_batch(void **state) {
         assert_int_equal(hs.s.in_batch, 1);
         assert_int_equal(hs.s.batch_done, 1);
         assert_int_equal(hs.s.message.count, 1);
+        /* Inside a batch a repeat or a step back is no error. */
+        assert_int_equal(hs.s.hook_errors, 1);
         lagprobe_batch_end(p);
         h_snap(p, &hs);
         /* The three messages not reported were spread at the end. */
@@ -480,6 +493,7 @@ static void test_batch_progress_outside_batch(void **state) {
         lagprobe_batch_progress(p, 2);
         lagprobe_batch_progress(p, 100);
         h_snap(p, &hs);
+        assert_int_equal(hs.s.hook_errors, 3);
         assert_int_equal(hs.s.message.count, 4);
         assert_int_equal(hs.s.batch.count, 1);
         assert_int_equal(hs.s.batch_done, 4);

@@ -163,7 +163,45 @@ static int split_is(void *arg) {
         return 1;
 }
 
-static void two_consumers(const char *strategy, const char *protocol) {
+/* An app rebalance_cb that does what the probe does without one (eager:
+ * assign what is offered, unassign on revoke) and counts the calls: the
+ * number of rounds the mock takes is then known outside the probe. */
+typedef struct rb_count_s {
+        atomic_int assigns, revokes, other;
+} rb_count_t;
+
+static void counting_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                  rd_kafka_topic_partition_list_t *parts,
+                                  void *opaque) {
+        rb_count_t *c = opaque;
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+                c->assigns++;
+                rd_kafka_assign(rk, parts);
+        } else {
+                if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+                        c->revokes++;
+                else
+                        c->other++;
+                rd_kafka_assign(rk, NULL);
+        }
+}
+
+/* The probe's counts of member i equal what its rebalance_cb saw. */
+static void assert_counts(const h_snap_t *hs, const rb_count_t *c, int i) {
+        print_message("  member %d: app saw %d assign(s), %d revoke(s); "
+                      "probe %" PRId64 ", %" PRId64 "\n",
+                      i, (int)c->assigns, (int)c->revokes, hs->s.assigns,
+                      hs->s.revokes);
+        assert_int_equal(c->other, 0);
+        assert_int_equal(hs->s.assigns, c->assigns);
+        assert_int_equal(hs->s.revokes, c->revokes);
+        assert_int_equal(hs->s.rebalances, c->assigns + c->revokes);
+}
+
+/* cnt: NULL, the probe's own handling; else an app rebalance_cb per
+ * member (eager only) that counts what the probe must count. */
+static void two_consumers(const char *strategy, const char *protocol,
+                          rb_count_t *cnt) {
         char topic[64], group[64];
         make_topic(topic, sizeof topic, "duo");
         h_unique("gduo", group, sizeof group);
@@ -172,6 +210,11 @@ static void two_consumers(const char *strategy, const char *protocol) {
         h_track_t *tp[2] = {&t[0], &t[1]};
         for (int i = 0; i < 2; i++) {
                 rd_kafka_conf_t *conf = h_conf(cl, group, strategy, 1);
+                if (cnt) {
+                        rd_kafka_conf_set_opaque(conf, &cnt[i]);
+                        rd_kafka_conf_set_rebalance_cb(conf,
+                                                       counting_rebalance_cb);
+                }
                 w.p[i] = h_probe_attach(conf);
                 w.rk[i] = h_consumer_new(conf, NULL);
                 h_track_init(&t[i]);
@@ -208,6 +251,8 @@ static void two_consumers(const char *strategy, const char *protocol) {
         }
         /* The first member gave two partitions back. */
         assert_int_equal(hs[0].s.rebalances, hs[0].s.assigns + hs[0].s.revokes);
+        for (int i = 0; i < 2; i++)
+                h_assert_outputs_agree(w.p[i]);
         assert_int_equal(hs[0].s.lost, 0);
         int coop = !strcmp(protocol, "COOPERATIVE");
         if (coop) {
@@ -219,7 +264,14 @@ static void two_consumers(const char *strategy, const char *protocol) {
                 /* The newcomer: one assignment, nothing revoked. */
                 assert_int_equal(hs[1].s.assigns, 1);
                 assert_int_equal(hs[1].s.revokes, 0);
+        } else if (cnt) {
+                /* However many rounds the mock took. */
+                for (int i = 0; i < 2; i++)
+                        assert_counts(&hs[i], &cnt[i], i);
+                assert_true(hs[0].s.revokes >= 1);
         } else {
+                /* One round or two (a loaded mock): the exact count is
+                 * test_two_members_eager_counted's. */
                 assert_true(hs[0].s.revokes >= 1);
                 assert_true(hs[0].s.assigns >= 2);
         }
@@ -238,6 +290,15 @@ static void two_consumers(const char *strategy, const char *protocol) {
         h_snap(w.p[1], &hs[1]);
         assert_int_equal(hs[1].s.partition_cnt, 0);
         assert_int_equal(hs[1].s.bound, 0);
+        /* Its close gave its two partitions back: one revoke. */
+        if (coop) {
+                assert_int_equal(hs[1].s.assigns, 1);
+                assert_int_equal(hs[1].s.revokes, 1);
+                assert_int_equal(hs[1].s.rebalances, 2);
+        } else if (cnt) {
+                assert_counts(&hs[1], &cnt[1], 1);
+                assert_int_equal(hs[1].s.revokes, 1);
+        }
         w.n = 1;
         w.want[0] = NPARTS;
         t0 = h_now_ms();
@@ -252,7 +313,10 @@ static void two_consumers(const char *strategy, const char *protocol) {
                 /* The leave added two partitions: one assign round. */
                 assert_int_equal(hs[0].s.assigns, 2);
                 assert_int_equal(hs[0].s.revokes, 1);
+        } else if (cnt) {
+                assert_counts(&hs[0], &cnt[0], 0);
         }
+        h_assert_outputs_agree(w.p[0]);
         /* Start, join and leave are three membership changes, not a
          * rebalance storm (more than storm_rebalances = 3). Under EAGER a
          * loaded mock may take a second round for the join: then the
@@ -271,12 +335,22 @@ static void two_consumers(const char *strategy, const char *protocol) {
 
 static void test_two_members_eager(void **state) {
         (void)state;
-        two_consumers("range", "EAGER");
+        two_consumers("range", "EAGER", NULL);
+}
+
+/* The same with an app rebalance_cb on each member that counts the
+ * rounds: the probe's assigns, revokes and rebalances equal the app's at
+ * the join and after the leave. */
+static void test_two_members_eager_counted(void **state) {
+        (void)state;
+        rb_count_t cnt[2];
+        memset(cnt, 0, sizeof cnt);
+        two_consumers("range", "EAGER", cnt);
 }
 
 static void test_two_members_cooperative(void **state) {
         (void)state;
-        two_consumers("cooperative-sticky", "COOPERATIVE");
+        two_consumers("cooperative-sticky", "COOPERATIVE", NULL);
 }
 
 /* ---- the app's own rebalance_cb ------------------------------------ */
@@ -440,6 +514,7 @@ int main(void) {
             cmocka_unit_test(test_default_eager_roundrobin),
             cmocka_unit_test(test_default_cooperative),
             cmocka_unit_test(test_two_members_eager),
+            cmocka_unit_test(test_two_members_eager_counted),
             cmocka_unit_test(test_two_members_cooperative),
             cmocka_unit_test(test_app_rebalance_cb_eager),
             cmocka_unit_test(test_app_rebalance_cb_cooperative),

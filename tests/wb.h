@@ -8,7 +8,7 @@
 #include "harness.h"
 
 /* A probe without a watchdog thread: the test drives it. */
-static lagprobe_t *wb_probe(void) {
+static inline lagprobe_t *wb_probe(void) {
         char errstr[256];
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
@@ -20,7 +20,7 @@ static lagprobe_t *wb_probe(void) {
 }
 
 /* Mark (topic, partition) assigned, as a rebalance would. */
-static void wb_assign(lagprobe_t *p, const char *topic, int32_t partition) {
+static inline void wb_assign(lagprobe_t *p, const char *topic, int32_t partition) {
         pthread_mutex_lock(&p->wlock);
         int i = lp_slot_find(p, topic, partition, 1);
         if (i >= 0)
