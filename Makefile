@@ -19,7 +19,9 @@
 #   make test-normal | test-asan | test-tsan   one variant
 #   make test-valgrind    the normal build's tests under valgrind memcheck
 #   make demo DEMO_ARGS=...                    deps, build and run examples/demo/
-#   make install [PREFIX=/usr/local] [DESTDIR=]
+#   make plugin           build/lagprobe.so, lagprobe as a librdkafka plugin
+#                         (README.md, "Zero-code mode")
+#   make install [PREFIX=/usr/local] [DESTDIR=]   (the plugin too, in LIBDIR)
 #
 # CC, CXX, CPPFLAGS, CFLAGS, CXXFLAGS and LDFLAGS come from the caller;
 # warnings are added through WARN (make WARN=-Wall keeps the warnings and
