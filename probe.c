@@ -259,6 +259,15 @@ static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
         return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
 }
 
+/* @p v as int64_t, saturated (a cast of a double out of range is
+ * undefined behaviour; rates of documents with offsets near INT64_MAX get
+ * there). */
+static int64_t lp_dbl_i64(double v) {
+        if (!(v < 9.2e18))
+                return v != v ? 0 : INT64_MAX;
+        return v <= -9.2e18 ? -INT64_MAX : (int64_t)v;
+}
+
 /* @p v clamped to int32_t, for figures kept in 32 bits. */
 static int32_t lp_i32(int64_t v) {
         return v > INT32_MAX ? INT32_MAX : v < -INT32_MAX ? -INT32_MAX
@@ -3231,7 +3240,7 @@ static int lp_diag_decide(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
                         lp_whist_read(&p->h_batch, p->win_us, f->now, &recent,
                                       NULL);
                 int64_t p99 =
-                    recent.count ? (int64_t)lp_hsum_pct(&recent, 0.99) : -1;
+                    recent.count ? lp_dbl_i64(lp_hsum_pct(&recent, 0.99)) : -1;
                 int64_t cur =
                     LD(p->b_in_batch) ? f->now - LD(p->b_begin_us) : -1;
                 ev[LP_DEV_BATCH_US] = cur > p99 ? cur : p99;
@@ -3315,17 +3324,17 @@ static void lp_diag_publish(lagprobe_t *p, const lp_dsum_t *m,
         ST(p->g_in_mrate, m->in);
         ST(p->g_out_mrate, m->out);
         ST(p->g_total_lag, m->total_lag);
-        ST(p->g_in_base, p->w_in_base >= 0 ? (int64_t)p->w_in_base : -1);
-        ST(p->g_out_base, p->w_out_base >= 0 ? (int64_t)p->w_out_base : -1);
+        ST(p->g_in_base, p->w_in_base >= 0 ? lp_dbl_i64(p->w_in_base) : -1);
+        ST(p->g_out_base, p->w_out_base >= 0 ? lp_dbl_i64(p->w_out_base) : -1);
         int tsrc = f->rm > 0 ? LP_TSRC_MESSAGE
                    : f->rb > 0 ? LP_TSRC_BATCH
                                : LP_TSRC_NONE;
         ST(p->g_time_src, tsrc);
-        ST(p->g_time_us, (int64_t)(tsrc == LP_TSRC_MESSAGE ? f->rm
+        ST(p->g_time_us, lp_dbl_i64(tsrc == LP_TSRC_MESSAGE ? f->rm
                                    : tsrc == LP_TSRC_BATCH ? f->rb
                                                            : -1));
         ST(p->g_time_base_us,
-           (int64_t)(tsrc == LP_TSRC_MESSAGE ? p->w_msg_base_us
+           lp_dbl_i64(tsrc == LP_TSRC_MESSAGE ? p->w_msg_base_us
                      : tsrc == LP_TSRC_BATCH ? p->w_batch_base_us
                                              : -1));
         ST(p->g_time_inferred, tsrc == LP_TSRC_MESSAGE && !f->exact);
@@ -3771,7 +3780,7 @@ static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
                       ? ev.raw
                       : LAGPROBE_PSTATUS_UNKNOWN;
         if (raw != (int)o->status) {
-                int64_t held = LD(s->s_stats_us) - ev.raw_us;
+                int64_t held = lp_sat_sub(LD(s->s_stats_us), ev.raw_us);
                 lp_puts(&r, "now ");
                 lp_puts(&r, lp_pstatus_names[raw]);
                 lp_puts(&r, " for ");

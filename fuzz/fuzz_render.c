@@ -76,9 +76,19 @@ static void fill_slot(fz_in_t *in, lp_slot_t *s) {
         ST(s->s_last_commit_err, (int)fz_range(in, INT32_MIN, INT32_MAX));
         ST(s->s_stale, (int)(fz_u8(in) & 1));
         ST(s->s_status, (int)fz_range(in, 0, LAGPROBE_PSTATUS__CNT - 1));
-        ST(s->s_ev_a, fz_range(in, INT64_MIN, I64MAX));
-        ST(s->s_ev_b, fz_range(in, INT64_MIN, I64MAX));
-        ST(s->s_ev_c, fz_range(in, INT64_MIN, I64MAX));
+        /* The evidence behind the status, any value a writer could store
+         * (the reason text must render all of them). */
+        ST(s->s_raw, (int32_t)fz_range(in, -1, LAGPROBE_PSTATUS__CNT));
+        ST(s->s_raw_us, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_lag_min, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_lag_ago, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_rw_from, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_rw_to, fz_range(in, INT64_MIN, I64MAX));
+        ST(s->s_span_ms, (int32_t)fz_range(in, INT32_MIN, INT32_MAX));
+        ST(s->s_paused_ms, (int32_t)fz_range(in, INT32_MIN, INT32_MAX));
+        ST(s->s_growing, (int32_t)fz_range(in, 0, 1));
+        ST(s->s_rw_commit, (int32_t)fz_range(in, 0, 1));
+        ST(s->s_consumed, (int32_t)fz_range(in, INT32_MIN, INT32_MAX));
         ST(s->s_eff_lag, fz_range(in, -1, I64MAX));
         ST(s->s_in_mrate, fz_range(in, INT64_MIN, I64MAX));
         ST(s->s_out_mrate, fz_range(in, INT64_MIN, I64MAX));
@@ -121,9 +131,12 @@ static void fill_global(fz_in_t *in, lagprobe_t *p, uint32_t nslots) {
         ST(p->g_last_assign_us, fz_range(in, 0, I64MAX));
         ST(p->g_diag, (int)fz_range(in, 0, LAGPROBE_DIAG__CNT - 1));
         ST(p->g_diag_slot, (int)fz_range(in, -1, (int64_t)nslots));
-        ST(p->g_diag_a, fz_range(in, INT64_MIN, I64MAX));
-        ST(p->g_diag_b, fz_range(in, INT64_MIN, I64MAX));
-        ST(p->g_diag_c, fz_range(in, INT64_MIN, I64MAX));
+        /* The verdict's evidence, any value (the detail text renders the
+         * newest verdict's, which may differ from the one shown). */
+        for (int k = 0; k < LP_DEV__CNT; k++)
+                ST(p->g_dev[k], fz_range(in, INT64_MIN, I64MAX));
+        ST(p->g_dev[LP_DEV_RAW], fz_range(in, -1, LAGPROBE_DIAG__CNT));
+        ST(p->g_dev[LP_DEV_RAW_SLOT], fz_range(in, -1, (int64_t)nslots));
         ST(p->g_in_mrate, fz_range(in, INT64_MIN, I64MAX));
         ST(p->g_out_mrate, fz_range(in, INT64_MIN, I64MAX));
         ST(p->g_total_lag, fz_range(in, 0, I64MAX));

@@ -74,8 +74,7 @@ static void read_slots(lagprobe_t *p, lagprobe_partition_t *out) {
         FZ_CHECK(n == NPARTS, "nslots %u", n);
         int64_t now_us = lp_mono_us(), now_ms = lp_wall_ms();
         for (uint32_t i = 0; i < n; i++)
-                lp_read_slot(lp_slot_at(p, i), now_us, now_ms,
-                             p->stats_interval_ms, p->conf.window_ms, &out[i]);
+                lp_read_slot(p, lp_slot_at(p, i), now_us, now_ms, 1, &out[i]);
 }
 
 #define FULL_MAX (4u << 20)
