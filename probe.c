@@ -2187,7 +2187,7 @@ static void lp_apply_stats(lagprobe_t *p, const lp_doc_t *d, int64_t now_us,
 /* Parses one statistics document and applies it. Returns 0 when accepted,
  * -1 when rejected as malformed (nothing applied). Any thread; documents
  * are serialised by plock. */
-static int lagprobe__stats_parse(lagprobe_t *p, const char *json,
+static int lp_stats_parse(lagprobe_t *p, const char *json,
                                  size_t len) {
         lp_doc_t d = {-1, -1, -1, NULL, 0, -1, 0};
         int rc;
@@ -4053,7 +4053,7 @@ static int lp_stats_cb(int reg, rd_kafka_t *rk, char *json, size_t len,
                         lp_new_epoch(p); /* deliveries to lp_infer */
                         pthread_mutex_unlock(&p->wlock);
                 }
-                lagprobe__stats_parse(p, json, len);
+                lp_stats_parse(p, json, len);
         }
         if (p->app_stats_cb)
                 return p->app_stats_cb(rk, json, len, opaque);

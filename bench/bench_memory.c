@@ -10,7 +10,7 @@
  * counted: it is not the probe's. The probe is taken through the paths a
  * consumer takes it through: lagprobe_new, a rebalance assigning every
  * partition of the given real statistics document (lp_record_assign), that
- * document applied (lagprobe__stats_parse), one message per partition
+ * document applied (lp_stats_parse), one message per partition
  * through on_consume, a watchdog diagnosis pass (per-slot bookkeeping),
  * and one JSON and one Prometheus render. Output: live bytes after each
  * step and "SUMMARY partitions=N bytes_per_partition=..." where bytes per
@@ -146,8 +146,8 @@ int main(int argc, char **argv) {
         printf("STEP assign %d partitions live=%ld (+%ld)\n", nparts,
                l_assign - l0, l_assign - l_new);
 
-        if (lagprobe__stats_parse(p, doc, (size_t)dlen) ||
-            lagprobe__stats_parse(p, doc, (size_t)dlen))
+        if (lp_stats_parse(p, doc, (size_t)dlen) ||
+            lp_stats_parse(p, doc, (size_t)dlen))
                 return 1;
         long l_stats = atomic_load(&g_live);
         printf("STEP statistics applied live=%ld (+%ld)\n", l_stats - l0,

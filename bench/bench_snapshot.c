@@ -13,7 +13,7 @@
  *  2. load: a writer thread (pinned to CPU 0) feeds messages through the
  *     real on_consume interceptor (lp_on_consume) in runs of 64 per
  *     partition, round-robin over all partitions, and applies the statistics
- *     document after every 1,000,000 messages (lagprobe__stats_parse). Each
+ *     document after every 1,000,000 messages (lp_stats_parse). Each
  *     round has three phases of SECONDS each, in an order that rotates from
  *     round to round: no readers; READERS reader threads (pinned to CPU 1)
  *     rendering JSON and Prometheus of the writer's probe back to back; and
@@ -109,7 +109,7 @@ static void *writer(void *arg) {
                         if (since_stats >= STATS_EVERY) {
                                 since_stats = 0;
                                 int64_t s0 = bu_thread_ns();
-                                if (lagprobe__stats_parse(g_p, g_doc, g_doclen)) {
+                                if (lp_stats_parse(g_p, g_doc, g_doclen)) {
                                         fprintf(stderr, "stats rejected\n");
                                         exit(1);
                                 }
@@ -213,7 +213,7 @@ static lagprobe_t *make_probe(const char *topic) {
                 rd_kafka_topic_partition_list_add(l, topic, i);
         lp_record_assign(p, l);
         rd_kafka_topic_partition_list_destroy(l);
-        if (lagprobe__stats_parse(p, g_doc, g_doclen)) {
+        if (lp_stats_parse(p, g_doc, g_doclen)) {
                 fprintf(stderr, "stats document rejected\n");
                 lagprobe_destroy(p);
                 return NULL;

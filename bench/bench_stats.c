@@ -6,9 +6,9 @@
  *
  * White-box: probe.c is compiled into this file. For each document a probe
  * (watchdog off) is assigned every partition the document lists, so that
- * lagprobe__stats_parse() does its full work (scan, then apply to every
+ * lp_stats_parse() does its full work (scan, then apply to every
  * slot). Timed, per document, in RUNS interleaved runs:
- *   probe    lagprobe__stats_parse(): scan + apply, as in the stats callback
+ *   probe    lp_stats_parse(): scan + apply, as in the stats callback
  *   scan     the scan alone (jp_document into the reusable scratch)
  *   cjson    cJSON_ParseWithLength + walk extracting the same fields + free
  *   jansson  json_loadb + the same walk + decref
@@ -233,7 +233,7 @@ static int walk_jansson(const char *doc, size_t len, ext_t *e) {
         return 0;
 }
 
-/* The probe's scan alone, exactly as lagprobe__stats_parse() runs it. */
+/* The probe's scan alone, exactly as lp_stats_parse() runs it. */
 static int probe_scan(lagprobe_t *p, const char *json, size_t len) {
         lp_doc_t d = {-1, -1, -1, NULL, 0, -1, 0};
         pthread_mutex_lock(&p->plock);
@@ -360,8 +360,8 @@ int main(int argc, char **argv) {
                 if (walk_jansson(doc, len, &e) || (long)e.n != nrec ||
                     ext_check(&e) != want)
                         fail("jansson extracted different figures", base);
-                if (lagprobe__stats_parse(p, doc, len) ||
-                    lagprobe__stats_parse(p, doc, len))
+                if (lp_stats_parse(p, doc, len) ||
+                    lp_stats_parse(p, doc, len))
                         fail("probe rejected the document", base);
                 printf("DOC %s bytes=%zu partitions=%ld assigned=%ld\n", base,
                        len, nrec, nparts);
@@ -386,7 +386,7 @@ int main(int argc, char **argv) {
                                         int rc = 0;
                                         switch (pi) {
                                         case P_PROBE:
-                                                rc = lagprobe__stats_parse(p, doc, len);
+                                                rc = lp_stats_parse(p, doc, len);
                                                 break;
                                         case P_SCAN:
                                                 rc = probe_scan(p, doc, len);

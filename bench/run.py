@@ -269,7 +269,7 @@ def main():
             ms = float(s["probe_ms"])
             ratio = float(s["cjson_over_probe"])
             rows.append(("2. stats document, %d partitions (%.2f MB): "
-                         "lagprobe__stats_parse (scan + apply to %d assigned "
+                         "lp_stats_parse (scan + apply to %d assigned "
                          "partitions) vs cJSON parse + extract of the same "
                          "fields; CPU time" %
                          (parts, int(s["bytes"]) / 1e6, parts),
@@ -277,7 +277,7 @@ def main():
                          "%.3f ms (%s MB/s)" % (ms, s["probe_MBps"]),
                          "%.1fx faster" % ratio, ">= 10x", yes(ratio >= 10)))
             rows.append(("2. same document: throughput of "
-                         "lagprobe__stats_parse (scan alone: %s MB/s); "
+                         "lp_stats_parse (scan alone: %s MB/s); "
                          "jansson %s ms, %sx slower than lagprobe" %
                          (s["scan_MBps"], s["jansson_ms"],
                           s["jansson_over_probe"]),

@@ -1,4 +1,4 @@
-/* fuzz_stats - lagprobe__stats_parse() on arbitrary statistics documents.
+/* fuzz_stats - lp_stats_parse() on arbitrary statistics documents.
  * SPDX-License-Identifier: BSD-2-Clause
  *
  * White-box: probe.c is compiled into this file, with clock_gettime()
@@ -8,7 +8,7 @@
  * (the topics bench/gen_stats.c writes seeds for). The input is one
  * document, or several separated by the line "#~#" ("\n#~#\n"), applied
  * in order, so that sliding-window evaluation sees a sequence. Invariants:
- *  - lagprobe__stats_parse() returns 0 or -1, and stats_docs (accepted) or
+ *  - lp_stats_parse() returns 0 or -1, and stats_docs (accepted) or
  *    stats_errors (rejected) grows by exactly one per document;
  *  - a rejected document changes no partition figure (snapshot compared
  *    field by field, byte for byte);
@@ -368,7 +368,7 @@ static void run_generated(lagprobe_t *p, fz_in_t in) {
         for (int d = 0; d < ndocs; d++) {
                 size_t len = gen_doc(&in, 1000000 * (int64_t)(d + 1), w, doc,
                                      sizeof doc);
-                FZ_CHECK(lagprobe__stats_parse(p, doc, len) == 0,
+                FZ_CHECK(lp_stats_parse(p, doc, len) == 0,
                          "a generated document was rejected: %.*s", (int)len,
                          doc);
                 read_slots(p, x);
@@ -414,7 +414,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 memcpy(copy, doc, len);
 
                 read_slots(p, before);
-                int rc = lagprobe__stats_parse(p, copy, len);
+                int rc = lp_stats_parse(p, copy, len);
                 read_slots(p, after);
                 FZ_CHECK(rc == 0 || rc == -1, "rc %d", rc);
                 if (rc == 0)

@@ -222,7 +222,7 @@ static void wb_doc(wb_t *w) {
                               "\"committed_offset\":-1001}}}},\"cgrp\":{"
                               "\"state\":\"up\",\"rebalance_cnt\":1}}");
         assert_true(o < sizeof buf);
-        assert_int_equal(lagprobe__stats_parse(w->p, buf, o), 0);
+        assert_int_equal(lp_stats_parse(w->p, buf, o), 0);
 }
 
 /* Advances the documents' clock by ms and delivers a document. */

@@ -1,6 +1,6 @@
 /* White-box: which brokers count as down (health reason brokers_down) and
  * which partitions the watermark refresher may ask, from crafted
- * statistics documents fed to lagprobe__stats_parse() (this file
+ * statistics documents fed to lp_stats_parse() (this file
  * #includes probe.c; the Makefile links probe.c as an archive, so the
  * archive's copy is not pulled in).
  * Rules under test: a broker counts only when the consumer needs it (the
@@ -35,7 +35,7 @@ static void feed(lagprobe_t *p, double ts_s, const char *b1, const char *b2,
                  "\"2\":{\"partition\":2,\"leader\":2,\"hi_offset\":5}}}},"
                  "\"cgrp\":{\"state\":\"up\"}}",
                  (long long)(ts_s * 1e6), b1, b2, coord, cst);
-        assert_int_equal(lagprobe__stats_parse(p, doc, strlen(doc)), 0);
+        assert_int_equal(lp_stats_parse(p, doc, strlen(doc)), 0);
 }
 
 /* The published ids, as a bit set (ids 0..31). */

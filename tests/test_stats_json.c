@@ -1,7 +1,7 @@
 /* White-box: the statistics parser fed malformed and odd documents.
  *
  * This file #includes probe.c to reach the static parser entry point
- * lagprobe__stats_parse() and the slot index; the Makefile links probe.c
+ * lp_stats_parse() and the slot index; the Makefile links probe.c
  * as an archive, so the archive's copy is not pulled in. A probe made with
  * lagprobe_new() and never attached is fed documents directly; partitions
  * are marked assigned through the index so that applied figures show in
@@ -108,7 +108,7 @@ static counts_t counts(lagprobe_t *p) {
 }
 
 static int feed(lagprobe_t *p, const char *doc) {
-        return lagprobe__stats_parse(p, doc, strlen(doc));
+        return lp_stats_parse(p, doc, strlen(doc));
 }
 
 /* Feeds doc and checks the counters moved as the return code says: an
@@ -116,7 +116,7 @@ static int feed(lagprobe_t *p, const char *doc) {
  * in errors only. Returns the return code. */
 static int feed_counted(lagprobe_t *p, const char *doc, size_t len) {
         counts_t a = counts(p);
-        int rc = lagprobe__stats_parse(p, doc, len);
+        int rc = lp_stats_parse(p, doc, len);
         counts_t b = counts(p);
         assert_true(rc == 0 || rc == -1);
         if (rc == 0) {
@@ -267,12 +267,12 @@ static void test_truncated_every_length(void **state) {
         counts_t a = counts(p);
         int64_t accepted = 0;
         for (size_t len = 0; len < last; len++) {
-                if (lagprobe__stats_parse(p, newer, len) == 0)
+                if (lp_stats_parse(p, newer, len) == 0)
                         accepted++;
                 char *exact = malloc(len ? len : 1);
                 assert_non_null(exact);
                 memcpy(exact, newer, len);
-                if (lagprobe__stats_parse(p, exact, len) == 0)
+                if (lp_stats_parse(p, exact, len) == 0)
                         accepted++;
                 free(exact);
         }
