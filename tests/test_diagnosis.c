@@ -1597,6 +1597,7 @@ typedef struct quiet_obs_s {
         int last[NP], changes[NP];
         int64_t above[NP], within[NP];   /* snapshots */
         int verdict_changes, last_verdict;
+        int64_t max_total_lag;           /* the premise: kept up */
 } quiet_obs_t;
 
 static int quiet_watch(scen_t *s, void *arg) {
@@ -1617,6 +1618,8 @@ static int quiet_watch(scen_t *s, void *arg) {
         }
         if (b->last_verdict && (int)s->hs->s.diagnosis != b->last_verdict)
                 b->verdict_changes++;
+        if (s->hs->s.total_lag > b->max_total_lag)
+                b->max_total_lag = s->hs->s.total_lag;
         b->last_verdict = (int)s->hs->s.diagnosis;
         return 0;
 }
@@ -1647,22 +1650,50 @@ static void test_quiet_steady(void **state) {
         s.per_msg_us = 1000;
         const double steady[NP] = {25, 25, 25, 25};
         scen_baseline(&s, steady);
-        int64_t t_first = h_now_ms();
+        /* The premise is a consumer that keeps up: on a loaded machine it
+         * may fall behind for real (the probe then rightly says so, once,
+         * and once more when it has caught up). Such a minute proves
+         * nothing either way: a second one is watched, and the test fails
+         * only when neither kept up. */
         quiet_obs_t b;
-        memset(&b, 0, sizeof b);
-        run_until(&s, quiet_watch, &b, 60000);
-        dump(&s, t_first, "the first verdict");
-        /* One diagnosis event in all, one status event per partition. */
-        assert_int_equal(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, 0), 1);
+        int64_t from = 0;
+        int attempt;
+        for (attempt = 1;; attempt++) {
+                memset(&b, 0, sizeof b);
+                from = h_now_ms();
+                run_until(&s, quiet_watch, &b, 60000);
+                dump(&s, from, "the watch");
+                if (b.max_total_lag <= o.lag_allowance)
+                        break;
+                print_message("  attempt %d: total lag reached %" PRId64
+                              " (allowance %" PRId64 "): the consumer did not "
+                              "keep up on this machine\n",
+                              attempt, b.max_total_lag, o.lag_allowance);
+                if (attempt == 2)
+                        H_FAIL("the consumer did not keep up in two minutes "
+                               "(machine overloaded?)");
+        }
+        /* After the first verdict and each partition's first status
+         * (before the watch): no event at all. */
+        assert_true(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, 0) >= 1);
+        assert_int_equal(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, from),
+                         0);
         for (int i = 0; i < NP; i++) {
                 assert_int_equal(
-                    rec_count(s.rec, LAGPROBE_EVENT_PARTITION_STATUS, i, 0), 1);
+                    rec_count(s.rec, LAGPROBE_EVENT_PARTITION_STATUS, i, from),
+                    0);
                 assert_int_equal(b.changes[i], 0);
         }
         assert_int_equal(b.verdict_changes, 0);
         assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
-        const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle", "ok,idle"};
-        assert_nothing_else(&s, "healthy", st, 0);
+        /* A first minute that did not keep up had its (real) incident. */
+        const char *ok = attempt == 1 ? "ok,idle" : "ok,idle,lagging";
+        const char *st[NP] = {ok, ok, ok, ok};
+        assert_nothing_else(&s,
+                            attempt == 1 ? "healthy"
+                                         : "healthy,consumer_slow,"
+                                           "producer_burst",
+                            st, 0);
         print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
         scen_stop(&s);
 }
