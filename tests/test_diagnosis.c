@@ -1673,15 +1673,17 @@ static void test_quiet_steady(void **state) {
                         H_FAIL("the consumer did not keep up in two minutes "
                                "(machine overloaded?)");
         }
-        /* After the first verdict and each partition's first status
-         * (before the watch): no event at all. */
-        assert_true(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, 0) >= 1);
-        assert_int_equal(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, from),
-                         0);
+        /* After the first verdict and each partition's first status (a
+         * partition's may come a moment after the verdict): no event at
+         * all. In a second minute, none at all. */
+        int64_t since = attempt == 1 ? 0 : from;
+        int first = attempt == 1;
+        assert_int_equal(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, since),
+                         first);
         for (int i = 0; i < NP; i++) {
                 assert_int_equal(
-                    rec_count(s.rec, LAGPROBE_EVENT_PARTITION_STATUS, i, from),
-                    0);
+                    rec_count(s.rec, LAGPROBE_EVENT_PARTITION_STATUS, i, since),
+                    first);
                 assert_int_equal(b.changes[i], 0);
         }
         assert_int_equal(b.verdict_changes, 0);
@@ -1708,37 +1710,54 @@ static void test_quiet_oscillating(void **state) {
         sopts_t o;
         sopts_init(&o);
         o.window_ms = 3000;
-        o.lag_allowance = 10 * h_slow();
+        /* Inside the saw-tooth whatever the build: its troughs come right
+         * after a commit (not slower under valgrind), its peaks are one
+         * commit interval of production or more. */
+        o.lag_allowance = 10;
         scen_start(&s, "dg-osc", NP, &o);
         const double rate[NP] = {100, 100, 100, 100};
         set_rates(&s, rate);
         assert_true(run_until(&s, all_assigned, NULL, H_JOIN_TIMEOUT_MS));
         /* Every partition has its first status. */
-        quiet_obs_t b;
-        memset(&b, 0, sizeof b);
         run_for(&s, o.window_ms);
-        b.from_ms = h_now_ms();
         const int windows = 5;
-        run_until(&s, quiet_watch, &b, windows * o.window_ms);
-        dump(&s, b.from_ms, "the watch");
-        int oscillated = 0;
-        for (int i = 0; i < NP; i++) {
-                int ev = rec_count(s.rec, LAGPROBE_EVENT_PARTITION_STATUS, i,
-                                   b.from_ms);
-                print_message("  [%d] lag above the allowance in %" PRId64
-                              " snapshots, within in %" PRId64 "; %d status "
-                              "change(s), %d event(s)\n",
-                              i, b.above[i], b.within[i], b.changes[i], ev);
-                oscillated += b.above[i] > 0 && b.within[i] > 0;
-                if (b.changes[i] > windows || ev > windows)
-                        H_FAIL("[%d]: %d status changes and %d events in %d "
-                               "windows",
-                               i, b.changes[i], ev, windows);
+        quiet_obs_t b;
+        /* The premise: the lag did cross the allowance back and forth. A
+         * loaded machine can keep it above for a whole watch: then a
+         * second watch. */
+        for (int attempt = 1;; attempt++) {
+                memset(&b, 0, sizeof b);
+                b.from_ms = h_now_ms();
+                run_until(&s, quiet_watch, &b, windows * o.window_ms);
+                dump(&s, b.from_ms, "the watch");
+                int oscillated = 0;
+                for (int i = 0; i < NP; i++) {
+                        int ev = rec_count(s.rec,
+                                           LAGPROBE_EVENT_PARTITION_STATUS, i,
+                                           b.from_ms);
+                        print_message("  [%d] lag above the allowance in "
+                                      "%" PRId64 " snapshots, within in "
+                                      "%" PRId64 "; %d status change(s), %d "
+                                      "event(s)\n",
+                                      i, b.above[i], b.within[i], b.changes[i],
+                                      ev);
+                        oscillated += b.above[i] > 0 && b.within[i] > 0;
+                        if (b.changes[i] > windows || ev > windows)
+                                H_FAIL("[%d]: %d status changes and %d events "
+                                       "in %d windows",
+                                       i, b.changes[i], ev, windows);
+                }
+                assert_true(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2,
+                                      b.from_ms) <= windows);
+                if (oscillated >= NP / 2)
+                        break;
+                print_message("  attempt %d: the lag oscillated around the "
+                              "allowance on %d partition(s) only\n",
+                              attempt, oscillated);
+                if (attempt == 2)
+                        H_FAIL("the lag did not oscillate around the "
+                               "allowance in two watches");
         }
-        /* The premise: the lag did cross the allowance back and forth. */
-        assert_true(oscillated >= NP / 2);
-        assert_true(rec_count(s.rec, LAGPROBE_EVENT_DIAGNOSIS, -2, b.from_ms) <=
-                    windows);
         print_message("  duration %.1f s\n", (h_now_ms() - s.t0) / 1000.0);
         scen_stop(&s);
 }
