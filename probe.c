@@ -774,6 +774,9 @@ struct lagprobe_s {
         int64_t w_diag_raw_us;        /* since when */
         int64_t win_us;               /* sub-window of the recent view */
         int64_t dwell_us;             /* config.dwell_ms, resolved */
+        int hwm_refreshes;            /* the watchdog asks leaders for the
+                                       * end (hwm_refresh_ms, a watchdog
+                                       * thread, a way to ask) */
 
         /* Poll evidence and batch state (section 6). */
         a64_t last_poll_us;          /* last known poll return, 0 never */
@@ -2706,8 +2709,14 @@ static int lp_status_rule(lagprobe_t *p, lp_slot_t *s, const lp_win_t *w) {
                 return LAGPROBE_PSTATUS_LAGGING;
         }
         if (n->hi == o->hi && lag <= allow &&
-            (plag == 0 || (plag < 0 && n->hi <= LD(s->s_lo)))) {
-                /* Caught up, or nothing ever written to consume. */
+            (plag == 0 || (plag < 0 && n->hi <= LD(s->s_lo))) &&
+            (!p->hwm_refreshes ||
+             LD(s->s_hi_query_us) >= LD(s->s_hi_changed_us))) {
+                /* Caught up, or nothing ever written to consume. The
+                 * statistics' end also stands still when nothing fetches
+                 * the partition (paused): where the watchdog can ask the
+                 * leader, idle waits for an answer given after the end
+                 * last moved (the refresh, hwm_refresh_ms). */
                 return LAGPROBE_PSTATUS_IDLE;
         }
         return LAGPROBE_PSTATUS_OK;
@@ -5980,6 +5989,8 @@ lagprobe_t *lagprobe_new(const lagprobe_config_t *config, char *errstr,
                       1000;
         p->w_diag_raw_slot = -1;
         ST(p->g_dev[LP_DEV_RAW_SLOT], -1);
+        p->hwm_refreshes = c.hwm_refresh_ms > 0 && c.watchdog_interval_ms > 0 &&
+                           lp_rf_mode() != LP_RF_NONE;
         p->w_in_base = p->w_out_base = -1;
         p->w_lag_ago = -1;
         ST(p->g_in_base, -1);
