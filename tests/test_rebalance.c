@@ -82,8 +82,10 @@ static void one_consumer_default(const char *strategy, const char *protocol) {
         h_unique("gsolo", group, sizeof group);
         rd_kafka_conf_t *conf = h_conf(cl, group, strategy, 0);
         lagprobe_t *p = h_probe_attach(conf);
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
+        /* Before rd_kafka_new(): the probe counts the wait for the first
+         * assignment from its on_new, inside it. */
         int64_t t0 = h_now_ms();
+        rd_kafka_t *rk = h_consumer_new(conf, topic);
         h_track_t t;
         h_track_init(&t);
         one_t o = {p, &t, NPARTS * PER_PART};
