@@ -770,6 +770,7 @@ struct lagprobe_s {
         int64_t w_grow_us;            /* lag growing since, 0 not */
         int w_base_exact;             /* w_msg_base_us is the hooks' */
         int64_t w_base_us;            /* when the baselines last moved */
+        int64_t w_base_mono_us;       /* the monotonic clock then */
         int w_diag_raw, w_diag_raw_slot; /* the newest document's verdict */
         int64_t w_diag_raw_us;        /* since when */
         int64_t win_us;               /* sub-window of the recent view */
@@ -3012,6 +3013,10 @@ typedef struct lp_dsum_s {
 /* What the rules read besides the sums. */
 typedef struct lp_dfacts_s {
         int64_t now, dnow;    /* monotonic; the documents' clock */
+        int64_t clk;          /* the documents' clock, moved on by the
+                               * monotonic one between documents (they
+                               * stop while the app is stuck): the
+                               * verdict's dwell */
         int assigns, evicts;  /* within storm_window_ms */
         int64_t since;        /* since the last poll, -1 unknown */
         int64_t lag_ago;      /* total lag a tenth of a window ago */
@@ -3095,8 +3100,13 @@ static void lp_diag_derive(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
         double dt = doc_ts > p->w_base_us && p->w_base_us > 0
                         ? (double)(doc_ts - p->w_base_us)
                         : 0;
-        if (doc_ts > p->w_base_us)
+        if (doc_ts > p->w_base_us) {
                 p->w_base_us = doc_ts;
+                p->w_base_mono_us = now;
+        }
+        f->clk = doc_ts > 0 ? doc_ts
+                 : p->w_base_us > 0 ? p->w_base_us + (now - p->w_base_mono_us)
+                                    : now;
         /* Per-message time: with the hooks its median; inferred (time
          * between deliveries, processing plus any wait for data) its lower
          * quartile, which is the processing time whenever a quarter of the
@@ -3352,11 +3362,11 @@ static void lp_diag_publish(lagprobe_t *p, const lp_dsum_t *m,
         if (d != p->w_diag_raw || slot != p->w_diag_raw_slot) {
                 p->w_diag_raw = d;
                 p->w_diag_raw_slot = slot;
-                p->w_diag_raw_us = f->dnow;
+                p->w_diag_raw_us = f->clk;
         }
         ev[LP_DEV_RAW] = d;
         ev[LP_DEV_RAW_SLOT] = slot;
-        ev[LP_DEV_HELD_US] = f->dnow - p->w_diag_raw_us;
+        ev[LP_DEV_HELD_US] = f->clk - p->w_diag_raw_us;
         for (int k = 0; k < LP_DEV__CNT; k++)
                 ST(p->g_dev[k], ev[k]);
         int shown = LD(p->g_diag);
