@@ -1577,8 +1577,8 @@ static void test_paused_partition(void **state) {
                         wrong++;
         }
         pthread_mutex_unlock(&s.rec->lock);
-        assert_int_equal(wrong, 0);
         dump(&s, t_pause, "the pause");
+        assert_int_equal(wrong, 0);
         const char *st[NP] = {"ok,idle", "ok,idle", "ok,idle,paused,lagging",
                               "ok,idle"};
         assert_nothing_else(&s, "healthy,partition_paused", st, 0);
