@@ -355,10 +355,11 @@ TEST_JOBS_tsan ?= 4
 TEST_JOBS_valgrind ?= 2
 TEST_JOBS_e2e ?= 2
 # Binaries (or scripts) split over several processes (NAME=N, see
-# scripts/run-tests.sh TEST_SHARDS): in make test only test_diagnosis,
-# whose quiet-consumer tests (60 s and 20 s of steady traffic) would make
-# it longer than the valgrind suite; make check sets its own.
-TEST_SHARDS ?= test_diagnosis=2
+# scripts/run-tests.sh TEST_SHARDS): in make test test_diagnosis, whose
+# quiet-consumer tests (60 s and 20 s of steady traffic) would make it
+# longer than the valgrind suite, and test_headroom (~160 s per variant, the
+# slowest binary); make check sets its own.
+TEST_SHARDS ?= test_diagnosis=2 test_headroom=2
 # Run at nice 10 (scripts/run-tests.sh TEST_NICE): they burn CPU and time
 # nothing (a C++ CMake build; a 200k-message stress loop with generous
 # bounds), while test_diagnosis's scenarios need the CPU at the right time.
