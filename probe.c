@@ -242,23 +242,6 @@ static int64_t lp_sat_sub(int64_t a, int64_t b) {
         return a - b;
 }
 
-/* a * m / d for m > 0, d > 0; exact while a * m fits, else saturated. */
-static int64_t lp_muldiv(int64_t a, int64_t m, int64_t d) {
-        if (a <= INT64_MAX / m && a >= -(INT64_MAX / m))
-                return a * m / d;
-        double r = (double)a * (double)m / (double)d;
-        if (r >= 9.2e18)
-                return INT64_MAX;
-        if (r <= -9.2e18)
-                return -INT64_MAX;
-        return (int64_t)r;
-}
-
-static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
-        /* msg/s x 1000 */
-        return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
-}
-
 /* @p v as int64_t, saturated (a cast of a double out of range is
  * undefined behaviour; rates of documents with offsets near INT64_MAX get
  * there). */
@@ -266,6 +249,18 @@ static int64_t lp_dbl_i64(double v) {
         if (!(v < 9.2e18))
                 return v != v ? 0 : INT64_MAX;
         return v <= -9.2e18 ? -INT64_MAX : (int64_t)v;
+}
+
+/* a * m / d for m > 0, d > 0; exact while a * m fits, else saturated. */
+static int64_t lp_muldiv(int64_t a, int64_t m, int64_t d) {
+        if (a <= INT64_MAX / m && a >= -(INT64_MAX / m))
+                return a * m / d;
+        return lp_dbl_i64((double)a * (double)m / (double)d);
+}
+
+static int64_t lp_mrate(int64_t delta, int64_t dt_us) {
+        /* msg/s x 1000 */
+        return dt_us > 0 ? lp_muldiv(delta, 1000000000, dt_us) : 0;
 }
 
 /* @p v clamped to int32_t, for figures kept in 32 bits. */
