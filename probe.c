@@ -613,13 +613,14 @@ typedef struct lp_whist_s {
 
 enum { LP_PROTO_NONE = 0, LP_PROTO_EAGER, LP_PROTO_COOPERATIVE };
 
-/* Why consumer_slow: no poll (or nothing moves), per-message or batch time
- * above its baseline, egress below its baseline while lag grows, lag
- * growing with neither side changed (BEHIND for its first window, then
- * UNDER: under-provisioned). */
+/* Why consumer_slow: no poll (or nothing moves), evicted and not yet
+ * lived down, per-message or batch time above its baseline, egress below
+ * its baseline while lag grows, lag growing with neither side changed
+ * (BEHIND for its first window, then UNDER: under-provisioned). */
 enum {
         LP_SLOW_NONE = 0,
         LP_SLOW_NO_POLL,
+        LP_SLOW_EVICTED,
         LP_SLOW_MESSAGE,
         LP_SLOW_BATCH,
         LP_SLOW_EGRESS,
@@ -640,6 +641,8 @@ enum {
         LP_DEV_STUCK_LAG,   /* stuck_partition: its lag and */
         LP_DEV_REDELIVERED, /* messages re-consumed over the window */
         LP_DEV_NO_POLL_US,  /* consumer_slow (no poll): time since it */
+        LP_DEV_EVICTED_US,  /* consumer_slow (evicted): since the eviction */
+        LP_DEV_REJOINED_US, /* and since the assignment after it, -1 none */
         LP_DEV_PAUSED_LAG,  /* partition_paused: lag on paused partitions */
         LP_DEV_SHARE,       /* hot_partition: share x 1000 of */
         LP_DEV_HOT_BY_LAG,  /* the lag (1) or of the ingress (0) */
@@ -2898,6 +2901,31 @@ static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
 
 static int64_t lp_since_poll_us(lagprobe_t *p, int64_t now_us);
 
+/* How long an evicted member stays consumer_slow after it gets an
+ * assignment again: it has to poll in time for max.poll.interval.ms (and
+ * for a window) before it counts as healthy; its next overlong batch
+ * reaches the headroom warning well within that. */
+static int64_t lp_evict_hold_us(const lagprobe_t *p) {
+        int64_t w = p->conf.window_ms, m = p->max_poll_interval_ms;
+        return (w > m ? w : m) * 1000;
+}
+
+/* Into *@p evicted the time since the last eviction and into *@p rejoined
+ * the time since the assignment after it (-1 none yet), while the eviction
+ * is not lived down: until lp_evict_hold_us() after that assignment, or
+ * after the eviction itself while none came (a member that never gets a
+ * partition back is not slow, it has nothing to do). Both -1 otherwise. */
+static void lp_evicted_since(lagprobe_t *p, int64_t now_us,
+                             int64_t *evicted, int64_t *rejoined) {
+        int64_t ev = LD(p->last_eviction_us), as = LD(p->g_last_assign_us);
+        int64_t from = as > ev ? as : ev;
+        *evicted = *rejoined = -1;
+        if (ev <= 0 || now_us - from >= lp_evict_hold_us(p))
+                return;
+        *evicted = now_us - ev;
+        *rejoined = as > ev ? now_us - as : -1;
+}
+
 /* Headroom level for @p since_us without a poll (-1 unknown): 0 fine, 1
  * past warn_ratio of max.poll.interval.ms, 2 past critical_ratio. The one
  * definition for the watchdog's events, the verdict and the health. */
@@ -3015,6 +3043,8 @@ typedef struct lp_dfacts_s {
         int assigns, evicts;  /* within storm_window_ms */
         int64_t since;        /* since the last poll, -1 unknown */
         int64_t lag_ago;      /* total lag a tenth of a window ago */
+        int64_t evicted, rejoined; /* since an eviction not lived down and
+                                    * the assignment after it, -1 none */
         int exact;            /* batch hooks */
         double rm, rb;        /* recent per-message and batch time, us */
         int stuck, frozen, sped_up, growing, msg_slow, batch_slow;
@@ -3135,6 +3165,7 @@ static void lp_diag_derive(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
         }
         f->lag_ago = lp_lag_window_ago(p, doc_ts, m->total_lag);
         f->since = lp_since_poll_us(p, now);
+        lp_evicted_since(p, now, &f->evicted, &f->rejoined);
         /* A stalled partition is a stuck one when the app keeps re-reading
          * it, or when others move on; when every partition stands still
          * with nothing re-read, the whole consumer is stuck in processing. */
@@ -3271,6 +3302,12 @@ static int lp_diag_decide(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
                 ev[LP_DEV_NO_POLL_US] = f->since > 0 ? f->since : 0;
                 return LAGPROBE_DIAG_CONSUMER_SLOW;
         }
+        if (f->evicted >= 0) {
+                *cause = LP_SLOW_EVICTED;
+                ev[LP_DEV_EVICTED_US] = f->evicted;
+                ev[LP_DEV_REJOINED_US] = f->rejoined;
+                return LAGPROBE_DIAG_CONSUMER_SLOW;
+        }
         if (m->nassigned == 0 || m->covered == 0)
                 return LAGPROBE_DIAG_UNKNOWN;
         if (m->top_paused_slot >= 0 && m->total_lag > allow &&
@@ -3369,6 +3406,7 @@ static void lp_diag_publish(lagprobe_t *p, const lp_dsum_t *m,
             (shown == LAGPROBE_DIAG_UNKNOWN || d == LAGPROBE_DIAG_UNKNOWN ||
              d == LAGPROBE_DIAG_REBALANCE_STORM ||
              d == LAGPROBE_DIAG_STUCK_PARTITION || cause == LP_SLOW_NO_POLL ||
+             cause == LP_SLOW_EVICTED ||
              ev[LP_DEV_HELD_US] >= p->dwell_us)) {
                 ST(p->g_diag, d);
                 ST(p->g_diag_slot, slot);
@@ -3459,6 +3497,23 @@ static void lp_slow_detail(lagprobe_t *p, const lagprobe_snapshot_t *o,
                          "blocked or far too slow",
                          ev[LP_DEV_NO_POLL_US] / 1000,
                          p->max_poll_interval_ms);
+        else if (cause == LP_SLOW_EVICTED && ev[LP_DEV_REJOINED_US] < 0)
+                snprintf(r, rn,
+                         "evicted %.1f s ago (no poll within "
+                         "max.poll.interval.ms=%" PRId64 "), no "
+                         "assignment since",
+                         (double)ev[LP_DEV_EVICTED_US] / 1e6,
+                         p->max_poll_interval_ms);
+        else if (cause == LP_SLOW_EVICTED)
+                snprintf(r, rn,
+                         "evicted %.1f s ago (no poll within "
+                         "max.poll.interval.ms=%" PRId64 "), assigned "
+                         "again %.1f s ago: not yet polling in time for "
+                         "%.1f s",
+                         (double)ev[LP_DEV_EVICTED_US] / 1e6,
+                         p->max_poll_interval_ms,
+                         (double)ev[LP_DEV_REJOINED_US] / 1e6,
+                         (double)lp_evict_hold_us(p) / 1e6);
         else
                 snprintf(r, rn,
                          "%s time p%s %.1f ms, was %.1f ms%s: "

@@ -258,7 +258,8 @@ typedef struct lagprobe_config_s {
          *  long, so a figure hovering at a threshold does not flap. Not
          *  for what must be immediate: statuses stalled, stopped and
          *  rewound, verdicts rebalance_storm, stuck_partition and
-         *  consumer_slow for a consumer that stopped polling, and the
+         *  consumer_slow for a consumer that stopped polling or was
+         *  evicted, and the
          *  first status or verdict. -1 (default): window_ms / 10.
          *  0: none. */
         int dwell_ms;
@@ -322,7 +323,9 @@ typedef enum lagprobe_diagnosis_e {
         LAGPROBE_DIAG_PRODUCER_BURST,
         /** "consumer_slow": the consumer is the bottleneck: it polls late
          *  (headroom warning band), every partition is stalled with
-         *  nothing re-consumed, its per-message or batch time rose to
+         *  nothing re-consumed, it was evicted and has not yet held an
+         *  assignment again for max(window_ms, max.poll.interval.ms),
+         *  its per-message or batch time rose to
          *  slow_ratio times its baseline, or lag is above lag_allowance
          *  with ingress above burst_ratio times egress although ingress
          *  did not rise above its baseline. */

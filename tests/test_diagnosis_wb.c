@@ -1261,12 +1261,13 @@ static void test_rebalance_storm(void **state) {
                                "4 assignments in 300 s without evictions"));
         wb_free(w);
 
-        /* One eviction is not a storm, two are. */
+        /* One eviction is not a storm (it is consumer_slow, see
+         * test_evicted_lived_down), two are. */
         w = wb_default(2);
         wb_flow(w, r, WINDOW_MS);
         lp_note_eviction(w->p, lp_mono_us());
         wb_flow(w, r, TICK_MS);
-        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        assert_verdict(w, LAGPROBE_DIAG_CONSUMER_SLOW, -1);
         lp_note_eviction(w->p, lp_mono_us());
         wb_flow(w, r, TICK_MS);
         assert_verdict(w, LAGPROBE_DIAG_REBALANCE_STORM, -1);
@@ -1289,6 +1290,80 @@ static void test_rebalance_storm(void **state) {
         pthread_mutex_unlock(&w->p->wlock);
         wb_flow(w, r, TICK_MS);
         assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_free(w);
+}
+
+/* An evicted member is consumer_slow, at once and without waiting for its
+ * partitions' statuses, until it has held an assignment again for
+ * max(window_ms, max.poll.interval.ms): in between it may look healthy for
+ * the moment before its next overlong batch, and the verdict must not say
+ * so (test_diagnosis.c's rebalance loop). Without an assignment again it
+ * is lived down after the same time from the eviction. */
+static void test_evicted_lived_down(void **state) {
+        (void)state;
+        wb_t *w = wb_default(2);
+        w->p->max_poll_interval_ms = 3500; /* longer than the window */
+        const int64_t hold_us = 3500 * 1000;
+        const int64_t r[2] = {1, 1};
+        wb_flow(w, r, WINDOW_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        int64_t now = lp_mono_us();
+        lp_note_eviction(w->p, now - 1500000);
+        /* Revoked: nothing assigned, which alone would be unknown (w->n 0:
+         * the snapshot lists none). */
+        for (int i = 0; i < 2; i++)
+                ST(w->slot[i]->assigned, 0);
+        w->n = 0;
+        wb_tick(w, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_CONSUMER_SLOW, -1);
+        const char *d = w->snap.diagnosis_detail;
+        print_message("  evicted, not assigned: %s\n", d);
+        double ago = 0;
+        assert_int_equal(sscanf(d, "evicted %lf s ago", &ago), 1);
+        assert_true(ago >= 1.5 && ago < 3.0);
+        assert_non_null(strstr(d, "max.poll.interval.ms=3500"));
+        assert_non_null(strstr(d, "no assignment since"));
+        /* Assigned again 1 s ago: still not lived down. */
+        for (int i = 0; i < 2; i++)
+                ST(w->slot[i]->assigned, 1);
+        w->n = 2;
+        ST(w->p->g_last_assign_us, lp_mono_us() - 1000000);
+        wb_flow(w, r, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_CONSUMER_SLOW, -1);
+        d = w->snap.diagnosis_detail;
+        print_message("  assigned again: %s\n", d);
+        double again = 0, hold = 0;
+        const char *a = strstr(d, "assigned again ");
+        assert_non_null(a);
+        assert_int_equal(sscanf(a, "assigned again %lf s ago: not yet polling "
+                                   "in time for %lf s",
+                                &again, &hold),
+                         2);
+        assert_true(again >= 1.0 && again < 2.5);
+        assert_true(hold == 3.5);
+        /* The assignment after the eviction held for the whole time:
+         * healthy again. */
+        now = lp_mono_us();
+        ST(w->p->last_eviction_us, now - hold_us - 2000000);
+        ST(w->p->g_last_assign_us, now - hold_us - 1000);
+        wb_flow(w, r, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_HEALTHY, -1);
+        wb_free(w);
+
+        /* No assignment after the eviction: lived down hold_us after it
+         * (unknown then: nothing assigned). */
+        w = wb_default(2);
+        w->p->max_poll_interval_ms = 3500;
+        wb_flow(w, r, WINDOW_MS);
+        for (int i = 0; i < 2; i++)
+                ST(w->slot[i]->assigned, 0);
+        w->n = 0;
+        lp_note_eviction(w->p, lp_mono_us() - hold_us + 300000);
+        wb_tick(w, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_CONSUMER_SLOW, -1);
+        ST(w->p->last_eviction_us, lp_mono_us() - hold_us - 1000);
+        wb_tick(w, TICK_MS);
+        assert_verdict(w, LAGPROBE_DIAG_UNKNOWN, -1);
         wb_free(w);
 }
 
@@ -1705,6 +1780,7 @@ int main(void) {
             T(test_consumer_slow_ratio, teardown),
             T(test_consumer_slow_baseline, teardown),
             T(test_rebalance_storm, teardown),
+            T(test_evicted_lived_down, teardown),
             T(test_poison_transition, teardown),
             T(test_long_batch_is_not_poison, teardown),
             T(test_burst_until_drained, teardown),
