@@ -344,22 +344,24 @@ RUN_TESTS = BUILD_DIR=$(BUILD) scripts/run-tests.sh
 TEST_DECLARED_LINK = -Wl,--wrap=_cmocka_run_group_tests
 
 # Test binaries run at once per variant (scripts/run-tests.sh TEST_JOBS).
-# They mostly wait on the mock cluster's timers, and a variant takes as long
-# as its slowest binary, test_headroom (~160 s), from 3 at once; measured on
-# 2 cores with the variants side by side as make test runs them (below).
-# tsan runs alone in its wave; valgrind's binaries are CPU-bound under
-# memcheck: 2 at once.
-TEST_JOBS_normal ?= 3
-TEST_JOBS_asan ?= 3
-TEST_JOBS_tsan ?= 4
-TEST_JOBS_valgrind ?= 2
+# They mostly wait on the mock cluster's timers (a group's first join alone
+# takes 3 s in the mock), not on the CPU: measured with every binary under
+# time(1) during a whole make test, all test binaries together used ~390 s
+# of CPU in ~530 s on 2 cores, the load average staying near 3. So a
+# variant takes about the sum of its binaries' times over its jobs: normal
+# and asan run 4 at once each, tsan (alone in its wave) 6, valgrind 3 (its
+# binaries serialise their threads on one core).
+TEST_JOBS_normal ?= 4
+TEST_JOBS_asan ?= 4
+TEST_JOBS_tsan ?= 6
+TEST_JOBS_valgrind ?= 3
 TEST_JOBS_e2e ?= 2
 # Binaries (or scripts) split over several processes (NAME=N, see
-# scripts/run-tests.sh TEST_SHARDS): in make test test_diagnosis, whose
-# quiet-consumer tests (60 s and 20 s of steady traffic) would make it
-# longer than the valgrind suite, and test_headroom (~160 s per variant, the
-# slowest binary); make check sets its own.
-TEST_SHARDS ?= test_diagnosis=2 test_headroom=2
+# scripts/run-tests.sh TEST_SHARDS) so that no binary holds up the end of
+# its wave: test_diagnosis (~270 s per variant, its quiet-consumer tests
+# alone 60 s and 20 s of steady traffic), test_headroom (~160 s) and
+# test_outage (~120 s); make check sets its own.
+TEST_SHARDS ?= test_diagnosis=3 test_headroom=2 test_outage=2
 # Run at nice 10 (scripts/run-tests.sh TEST_NICE): they burn CPU and time
 # nothing (a C++ CMake build; a 200k-message stress loop with generous
 # bounds), while test_diagnosis's scenarios need the CPU at the right time.
