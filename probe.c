@@ -6634,11 +6634,12 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         return lp_render_end(&o);
 }
 
-int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
+lagprobe_health_t lagprobe_health(lagprobe_t *p, char *reasons,
+                                  size_t reasons_size) {
         if (reasons && reasons_size)
                 reasons[0] = 0;
         if (!p)
-                return -1;
+                return LAGPROBE_HEALTH_INVALID;
         lagprobe_snapshot_t g;
         lagprobe_snapshot_init(&g, NULL, 0);
         lp_read_global_x(p, lp_mono_us(), &g, 0);
@@ -6647,7 +6648,7 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
                 lp_put_reasons(&o, g.health_reasons, 0);
                 lp_render_end(&o);
         }
-        return (int)g.health;
+        return g.health;
 }
 
 /* ========================================================================

@@ -744,7 +744,7 @@ int h_in_list(const char *list, const char *word) {
 void h_assert_health(lagprobe_t *p, int health, const char *reason,
                      int present) {
         char rs[512];
-        int h = lagprobe_health(p, rs, sizeof rs);
+        lagprobe_health_t h = lagprobe_health(p, rs, sizeof rs);
         print_message("  health %s (%s)\n", lagprobe_health_name(h), rs);
         if (h != health || h_in_list(rs, reason) != !!present)
                 fail_msg("lagprobe_health: %s (%s), want %s %s %s",

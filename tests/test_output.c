@@ -490,7 +490,7 @@ static void check_schema(const cJSON *j, lagprobe_t *p) {
         /* Status and reasons agree with lagprobe_health(), read just
          * before or after (the state is not moving here). */
         char rs[256];
-        int h = lagprobe_health(p, rs, sizeof rs);
+        lagprobe_health_t h = lagprobe_health(p, rs, sizeof rs);
         assert_string_equal(status, lagprobe_health_name(h));
         char joined[256] = "";
         cJSON_ArrayForEach(r, reasons) {
@@ -893,7 +893,7 @@ static int hv_crit_event(void *arg) {
 /* The verdict as the three outputs give it must agree. */
 static void hv_check(lagprobe_t *p, int want, const char *reason) {
         char rs[256];
-        int h = lagprobe_health(p, rs, sizeof rs);
+        lagprobe_health_t h = lagprobe_health(p, rs, sizeof rs);
         print_message("  health %s (%s)\n", lagprobe_health_name(h), rs);
         assert_int_equal(h, want);
         if (reason)
