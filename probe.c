@@ -1058,6 +1058,25 @@ static inline lp_slot_t *lp_slot_at(lagprobe_t *p, uint32_t i) {
         return &c[i & (LP_CHUNK - 1)];
 }
 
+/* The first assigned slot at index *i or later, below n; *i is its index.
+ * NULL when there is none. */
+static inline lp_slot_t *lp_assigned_at(lagprobe_t *p, uint32_t *i,
+                                        uint32_t n) {
+        for (; *i < n; ++*i) {
+                lp_slot_t *s = lp_slot_at(p, *i);
+                if (LD(s->assigned))
+                        return s;
+        }
+        return NULL;
+}
+
+/* The walk over the assigned slots among the first n, in slot order: i is
+ * declared here, s (lp_slot_t *) by the caller; n is read on every step,
+ * so pass a variable; break and continue work as in any loop. Walks in
+ * topic order use lp_sorted_first/lp_sorted_next instead. */
+#define LP_FOR_ASSIGNED(p, n, i, s)                                            \
+        for (uint32_t i = 0; ((s) = lp_assigned_at((p), &i, (n))) != NULL; i++)
+
 /* A zeroed chunk of LP_CHUNK slots, aligned as lp_slot_t wants (64: see
  * the S group) with calloc(), which does not align beyond max_align_t; the
  * pointer calloc() returned is kept just before the chunk. */
@@ -3056,10 +3075,8 @@ static void lp_diag_sum(lagprobe_t *p, lp_dsum_t *m) {
         m->top_in_slot = m->top_lag_slot = m->stuck_slot = -1;
         m->top_paused_slot = -1;
         uint32_t n = LD(p->nslots);
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
-                if (!LD(s->assigned))
-                        continue;
+        lp_slot_t *s;
+        LP_FOR_ASSIGNED(p, n, i, s) {
                 m->nassigned++;
                 /* The statuses of the newest document: the verdict has a
                  * dwell of its own. */
@@ -4309,9 +4326,9 @@ static void lp_sync_assignment(lagprobe_t *p,
         }
         int64_t removed = 0;
         uint32_t n = LD(p->nslots);
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
-                if (LD(s->assigned) && s->w_mark != mark) {
+        lp_slot_t *s;
+        LP_FOR_ASSIGNED(p, n, i, s) {
+                if (s->w_mark != mark) {
                         ST(s->assigned, 0);
                         removed++;
                 }
@@ -5213,8 +5230,9 @@ static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
         int64_t assigned = 0, lag = 0;
         const char *topic = NULL, *prev = NULL;
         int one_topic = 1;
-        for (uint32_t i = 0; i < n; i++)
-                assigned += LD(lp_slot_at(p, i)->assigned) != 0;
+        lp_slot_t *as;
+        LP_FOR_ASSIGNED(p, n, i, as)
+                assigned++;
 #define LP_CAT(...)                                                            \
         do {                                                                   \
                 int w_ = snprintf(msg + len, sizeof msg - len, __VA_ARGS__);   \
