@@ -1441,6 +1441,14 @@ const h_json_t *h_json_get(const h_json_t *obj, const char *key) {
         return NULL;
 }
 
+size_t h_json_count(const h_json_t *v) {
+        size_t n = 0;
+        if (v && (v->type == H_JARR || v->type == H_JOBJ))
+                for (const h_json_t *e = v->child; e; e = e->next)
+                        n++;
+        return n;
+}
+
 const h_json_t *h_json_find_partition(const h_json_t *root, const char *topic,
                                       int32_t partition) {
         if (!root)

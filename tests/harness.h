@@ -253,7 +253,7 @@ void h_assert_health(lagprobe_t *p, int health, const char *reason,
  * independent ones, so that each output's value is pinned too. */
 void h_assert_outputs_agree(lagprobe_t *p);
 
-/* ---- tiny JSON reader (tests only) ---------------------------------- */
+/* ---- the tests' one JSON reader -------------------------------------- */
 
 typedef enum {
         H_JNULL,
@@ -280,6 +280,8 @@ struct h_json_s {
 h_json_t *h_json_parse(const char *s, size_t len);
 void h_json_free(h_json_t *j);
 const h_json_t *h_json_get(const h_json_t *obj, const char *key);
+/* Elements of an array, members of an object; 0 for anything else. */
+size_t h_json_count(const h_json_t *v);
 /* Depth-first search for an object with "topic" == topic and
  * "partition" == partition. */
 const h_json_t *h_json_find_partition(const h_json_t *root, const char *topic,
