@@ -3749,8 +3749,34 @@ static void lp_health_fill(lagprobe_t *p, lagprobe_snapshot_t *o,
  * lagprobe_snapshot().
  * ===================================================================== */
 
+/* o->status_reason of a slot lp_read_slot() has copied into o, from its
+ * status facts ev. The text without printf: JSON renders write one for
+ * every partition. Truncated like snprintf() at the field's size. It tells
+ * the newest document's status; while that waits out the dwell, it says
+ * so first. */
+static void lp_slot_reason(const lagprobe_t *p, lp_slot_t *s,
+                           const lp_sev_t *ev, lagprobe_partition_t *o) {
+        lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
+        int raw = ev->raw >= 0 && ev->raw < LAGPROBE_PSTATUS__CNT
+                      ? ev->raw
+                      : LAGPROBE_PSTATUS_UNKNOWN;
+        if (raw != (int)o->status) {
+                int64_t held = lp_sat_sub(LD(s->s_stats_us), ev->raw_us);
+                lp_puts(&r, "now ");
+                lp_puts(&r, lp_pstatus_names[raw]);
+                lp_puts(&r, " for ");
+                lp_put_span(&r, held / 1000);
+                lp_puts(&r, " s of ");
+                lp_put_span(&r, p->dwell_us / 1000);
+                lp_puts(&r, " s: ");
+        }
+        lp_put_reason(p, &r, raw, ev, o);
+        lp_render_end(&r);
+}
+
 /* Consistent copy of one slot (C and S groups each read under their own
- * sequence counter). */
+ * sequence counter), the figures derived from it, and with reason set the
+ * status text (lp_slot_reason). */
 static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
                          int64_t now_wall_ms, int reason,
                          lagprobe_partition_t *o) {
@@ -3855,28 +3881,8 @@ static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
         o->egress_rate = (double)outr / 1000.0;
         o->commit_rate = (double)cmr / 1000.0;
         o->eta_seconds = eta >= 0 ? (double)eta / 1000.0 : -1;
-        if (!reason)
-                return;
-        /* The reason text without printf: JSON renders write one for every
-         * partition. Truncated like snprintf() at the field's size. It
-         * tells the newest document's status; while that waits out the
-         * dwell, it says so first. */
-        lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
-        int raw = ev.raw >= 0 && ev.raw < LAGPROBE_PSTATUS__CNT
-                      ? ev.raw
-                      : LAGPROBE_PSTATUS_UNKNOWN;
-        if (raw != (int)o->status) {
-                int64_t held = lp_sat_sub(LD(s->s_stats_us), ev.raw_us);
-                lp_puts(&r, "now ");
-                lp_puts(&r, lp_pstatus_names[raw]);
-                lp_puts(&r, " for ");
-                lp_put_span(&r, held / 1000);
-                lp_puts(&r, " s of ");
-                lp_put_span(&r, p->dwell_us / 1000);
-                lp_puts(&r, " s: ");
-        }
-        lp_put_reason(p, &r, raw, &ev, o);
-        lp_render_end(&r);
+        if (reason)
+                lp_slot_reason(p, s, &ev, o);
 }
 
 void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
