@@ -104,9 +104,8 @@ TEST_CXX_NAMES := $(patsubst tests/%.cpp,%,$(TEST_CXX_SRCS))
 # Linked into every test binary when present.
 TEST_HARNESS := $(wildcard tests/harness.c)
 # Extra flags for one test: TEST_CFLAGS_NAME / TEST_LIBS_NAME (NAME as in
-# test_output). test_output reads the JSON back with cJSON.
-TEST_CFLAGS_test_output = $(call pc_cflags,libcjson)
-TEST_LIBS_test_output = $(shell $(PKG_CONFIG) --libs libcjson)
+# test_output); none needs any today: every test reads JSON with the
+# harness's h_json_parse().
 
 .PHONY: all deps check-compile test test-normal test-asan test-tsan \
 	test-build test-build-normal test-build-asan test-build-tsan \
@@ -139,7 +138,7 @@ record_cmd = @mkdir -p $(@D); t='$(subst ','\'',$(strip $(1)))'; \
 INSTALLING_GOALS = deps demo test check
 NEED_PKGS = rdkafka \
 	$(if $(filter-out install uninstall check-compile fuzz% bench%,$(or $(MAKECMDGOALS),all)),libmicrohttpd) \
-	$(if $(filter test% check,$(MAKECMDGOALS)),cmocka libcjson) \
+	$(if $(filter test% check,$(MAKECMDGOALS)),cmocka) \
 	$(if $(filter bench%,$(MAKECMDGOALS)),libcjson jansson)
 NEED_HEADERS = stb/stb_ds.h
 

@@ -1058,6 +1058,25 @@ static inline lp_slot_t *lp_slot_at(lagprobe_t *p, uint32_t i) {
         return &c[i & (LP_CHUNK - 1)];
 }
 
+/* The first assigned slot at index *i or later, below n; *i is its index.
+ * NULL when there is none. */
+static inline lp_slot_t *lp_assigned_at(lagprobe_t *p, uint32_t *i,
+                                        uint32_t n) {
+        for (; *i < n; ++*i) {
+                lp_slot_t *s = lp_slot_at(p, *i);
+                if (LD(s->assigned))
+                        return s;
+        }
+        return NULL;
+}
+
+/* The walk over the assigned slots among the first n, in slot order: i is
+ * declared here, s (lp_slot_t *) by the caller; n is read on every step,
+ * so pass a variable; break and continue work as in any loop. Walks in
+ * topic order use lp_sorted_first/lp_sorted_next instead. */
+#define LP_FOR_ASSIGNED(p, n, i, s)                                            \
+        for (uint32_t i = 0; ((s) = lp_assigned_at((p), &i, (n))) != NULL; i++)
+
 /* A zeroed chunk of LP_CHUNK slots, aligned as lp_slot_t wants (64: see
  * the S group) with calloc(), which does not align beyond max_align_t; the
  * pointer calloc() returned is kept just before the chunk. */
@@ -3056,10 +3075,8 @@ static void lp_diag_sum(lagprobe_t *p, lp_dsum_t *m) {
         m->top_in_slot = m->top_lag_slot = m->stuck_slot = -1;
         m->top_paused_slot = -1;
         uint32_t n = LD(p->nslots);
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
-                if (!LD(s->assigned))
-                        continue;
+        lp_slot_t *s;
+        LP_FOR_ASSIGNED(p, n, i, s) {
                 m->nassigned++;
                 /* The statuses of the newest document: the verdict has a
                  * dwell of its own. */
@@ -3732,8 +3749,34 @@ static void lp_health_fill(lagprobe_t *p, lagprobe_snapshot_t *o,
  * lagprobe_snapshot().
  * ===================================================================== */
 
+/* o->status_reason of a slot lp_read_slot() has copied into o, from its
+ * status facts ev. The text without printf: JSON renders write one for
+ * every partition. Truncated like snprintf() at the field's size. It tells
+ * the newest document's status; while that waits out the dwell, it says
+ * so first. */
+static void lp_slot_reason(const lagprobe_t *p, lp_slot_t *s,
+                           const lp_sev_t *ev, lagprobe_partition_t *o) {
+        lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
+        int raw = ev->raw >= 0 && ev->raw < LAGPROBE_PSTATUS__CNT
+                      ? ev->raw
+                      : LAGPROBE_PSTATUS_UNKNOWN;
+        if (raw != (int)o->status) {
+                int64_t held = lp_sat_sub(LD(s->s_stats_us), ev->raw_us);
+                lp_puts(&r, "now ");
+                lp_puts(&r, lp_pstatus_names[raw]);
+                lp_puts(&r, " for ");
+                lp_put_span(&r, held / 1000);
+                lp_puts(&r, " s of ");
+                lp_put_span(&r, p->dwell_us / 1000);
+                lp_puts(&r, " s: ");
+        }
+        lp_put_reason(p, &r, raw, ev, o);
+        lp_render_end(&r);
+}
+
 /* Consistent copy of one slot (C and S groups each read under their own
- * sequence counter). */
+ * sequence counter), the figures derived from it, and with reason set the
+ * status text (lp_slot_reason). */
 static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
                          int64_t now_wall_ms, int reason,
                          lagprobe_partition_t *o) {
@@ -3838,28 +3881,8 @@ static void lp_read_slot(const lagprobe_t *p, lp_slot_t *s, int64_t now_us,
         o->egress_rate = (double)outr / 1000.0;
         o->commit_rate = (double)cmr / 1000.0;
         o->eta_seconds = eta >= 0 ? (double)eta / 1000.0 : -1;
-        if (!reason)
-                return;
-        /* The reason text without printf: JSON renders write one for every
-         * partition. Truncated like snprintf() at the field's size. It
-         * tells the newest document's status; while that waits out the
-         * dwell, it says so first. */
-        lp_out_t r = {o->status_reason, sizeof o->status_reason, 0, NULL};
-        int raw = ev.raw >= 0 && ev.raw < LAGPROBE_PSTATUS__CNT
-                      ? ev.raw
-                      : LAGPROBE_PSTATUS_UNKNOWN;
-        if (raw != (int)o->status) {
-                int64_t held = lp_sat_sub(LD(s->s_stats_us), ev.raw_us);
-                lp_puts(&r, "now ");
-                lp_puts(&r, lp_pstatus_names[raw]);
-                lp_puts(&r, " for ");
-                lp_put_span(&r, held / 1000);
-                lp_puts(&r, " s of ");
-                lp_put_span(&r, p->dwell_us / 1000);
-                lp_puts(&r, " s: ");
-        }
-        lp_put_reason(p, &r, raw, &ev, o);
-        lp_render_end(&r);
+        if (reason)
+                lp_slot_reason(p, s, &ev, o);
 }
 
 void lagprobe_snapshot_init(lagprobe_snapshot_t *snap,
@@ -4309,9 +4332,9 @@ static void lp_sync_assignment(lagprobe_t *p,
         }
         int64_t removed = 0;
         uint32_t n = LD(p->nslots);
-        for (uint32_t i = 0; i < n; i++) {
-                lp_slot_t *s = lp_slot_at(p, i);
-                if (LD(s->assigned) && s->w_mark != mark) {
+        lp_slot_t *s;
+        LP_FOR_ASSIGNED(p, n, i, s) {
+                if (s->w_mark != mark) {
                         ST(s->assigned, 0);
                         removed++;
                 }
@@ -5213,8 +5236,9 @@ static int lp_emit_status_summary(lagprobe_t *p, int st, int cnt) {
         int64_t assigned = 0, lag = 0;
         const char *topic = NULL, *prev = NULL;
         int one_topic = 1;
-        for (uint32_t i = 0; i < n; i++)
-                assigned += LD(lp_slot_at(p, i)->assigned) != 0;
+        lp_slot_t *as;
+        LP_FOR_ASSIGNED(p, n, i, as)
+                assigned++;
 #define LP_CAT(...)                                                            \
         do {                                                                   \
                 int w_ = snprintf(msg + len, sizeof msg - len, __VA_ARGS__);   \
@@ -6634,11 +6658,12 @@ size_t lagprobe_snapshot_json(lagprobe_t *p, char *buf, size_t size) {
         return lp_render_end(&o);
 }
 
-int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
+lagprobe_health_t lagprobe_health(lagprobe_t *p, char *reasons,
+                                  size_t reasons_size) {
         if (reasons && reasons_size)
                 reasons[0] = 0;
         if (!p)
-                return -1;
+                return LAGPROBE_HEALTH_INVALID;
         lagprobe_snapshot_t g;
         lagprobe_snapshot_init(&g, NULL, 0);
         lp_read_global_x(p, lp_mono_us(), &g, 0);
@@ -6647,7 +6672,7 @@ int lagprobe_health(lagprobe_t *p, char *reasons, size_t reasons_size) {
                 lp_put_reasons(&o, g.health_reasons, 0);
                 lp_render_end(&o);
         }
-        return (int)g.health;
+        return g.health;
 }
 
 /* ========================================================================

@@ -352,6 +352,9 @@ typedef enum lagprobe_diagnosis_e {
 /** Health verdict, see lagprobe_health(); decided by the reasons
  *  (lagprobe_reason_t) that hold. Name: lagprobe_health_name(). */
 typedef enum lagprobe_health_e {
+        /** lagprobe_health() on a NULL probe: no verdict. Name "unknown",
+         *  HTTP 503. */
+        LAGPROBE_HEALTH_INVALID = -1,
         /** "ok": no reason holds. HTTP 200. */
         LAGPROBE_HEALTH_OK = 0,
         /** "degraded": only warning reasons hold: a warning, still
@@ -774,10 +777,11 @@ LAGPROBE_API size_t lagprobe_metrics_prometheus(lagprobe_t *probe, char *buf,
  *  (leader of an assigned partition, group coordinator) unreachable for a
  *  second or more in the latest statistics (brokers_down). Writes the
  *  reasons' names, comma-separated, into @p reasons (may be NULL).
- *  Returns the verdict, or -1 for a NULL probe. Map to HTTP with
- *  lagprobe_health_http_status(). Any thread. */
-LAGPROBE_API int lagprobe_health(lagprobe_t *probe, char *reasons,
-                                 size_t reasons_size);
+ *  Returns the verdict, or LAGPROBE_HEALTH_INVALID (-1) for a NULL
+ *  probe. Map to HTTP with lagprobe_health_http_status(). Any thread. */
+LAGPROBE_API lagprobe_health_t lagprobe_health(lagprobe_t *probe,
+                                               char *reasons,
+                                               size_t reasons_size);
 
 /** 200 for LAGPROBE_HEALTH_OK and LAGPROBE_HEALTH_DEGRADED, 503 for
  *  LAGPROBE_HEALTH_UNHEALTHY and anything else (-1 included): takes

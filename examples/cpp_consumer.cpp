@@ -409,7 +409,8 @@ int main(int argc, char **argv) {
         }                                                       /* lagprobe */
         printf("%s\n", buf.data());                             /* lagprobe */
         char reasons[256] = "";                                 /* lagprobe */
-        int health = lagprobe_health(probe, reasons, sizeof reasons); /* lagprobe */
+        lagprobe_health_t health =                              /* lagprobe */
+            lagprobe_health(probe, reasons, sizeof reasons);    /* lagprobe */
         fprintf(stderr, "lagprobe health: %s%s%s\n",            /* lagprobe */
                 lagprobe_health_name(health), *reasons ? ": " : "", /* lagprobe */
                 reasons);                                       /* lagprobe */

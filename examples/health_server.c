@@ -232,7 +232,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
         if (!strcmp(url, "/healthz")) {
                 /* Reason names are short and fixed: all seven fit. */
                 char reasons[256], body[320];
-                int verdict = lagprobe_health(g_probe, reasons, sizeof reasons);
+                lagprobe_health_t verdict = lagprobe_health(g_probe, reasons, sizeof reasons);
                 snprintf(body, sizeof body, "%s%s%s\n",
                          lagprobe_health_name(verdict), reasons[0] ? ": " : "",
                          reasons);

@@ -530,7 +530,7 @@ static int lpp_render_health(lpp_buf_t *b) {
         int worst = LAGPROBE_HEALTH_OK;
         lagprobe_snapshot_t snap;
         for (lpp_entry_t *e = lpp_entries; e; e = e->next) {
-                int h = lagprobe_health(e->probe, reasons, sizeof reasons);
+                lagprobe_health_t h = lagprobe_health(e->probe, reasons, sizeof reasons);
                 if (h < 0)
                         continue;
                 if (h > worst)

@@ -19,7 +19,7 @@ packages=(
         libstb-dev        # stb_ds.h, used inside probe.c
         libcmocka-dev     # test framework
         libmicrohttpd-dev # health endpoint examples
-        libcjson-dev      # tests/test_output.c reads the JSON with cJSON
+        libcjson-dev      # make bench: the JSON parser the statistics scanner is compared with
         libjansson-dev    # make bench: the second JSON parser compared
         valgrind
         python3           # end-to-end test: JSON comparisons

@@ -744,7 +744,7 @@ int h_in_list(const char *list, const char *word) {
 void h_assert_health(lagprobe_t *p, int health, const char *reason,
                      int present) {
         char rs[512];
-        int h = lagprobe_health(p, rs, sizeof rs);
+        lagprobe_health_t h = lagprobe_health(p, rs, sizeof rs);
         print_message("  health %s (%s)\n", lagprobe_health_name(h), rs);
         if (h != health || h_in_list(rs, reason) != !!present)
                 fail_msg("lagprobe_health: %s (%s), want %s %s %s",
@@ -1146,6 +1146,75 @@ void h_assert_lag_exact(const h_cluster_t *c, rd_kafka_t *rk, h_track_t *t,
         }
 }
 
+/* ---- the fixture ----------------------------------------------------- */
+
+void h_fixture_init(h_fixture_t *f) {
+        memset(f, 0, sizeof *f);
+        f->broker_cnt = 1;
+        f->topic_prefix = "t";
+        f->group_prefix = "g";
+        f->nparts = 1;
+        h_copts_init(&f->copts, NULL);
+}
+
+void h_fixture_topic(h_fixture_t *f) {
+        if (!f->c) {
+                f->c = h_cluster_new(f->broker_cnt);
+                f->own_cluster = 1;
+        }
+        h_unique(f->topic_prefix, f->topic, sizeof f->topic);
+        h_unique(f->group_prefix, f->group, sizeof f->group);
+        h_topic_create(f->c, f->topic, f->nparts);
+        h_track_init(&f->t);
+        for (int i = 0; f->counts && i < f->nparts; i++)
+                if (f->counts[i] > 0)
+                        h_fixture_produce(f, i, f->counts[i]);
+}
+
+void h_fixture_consumer(h_fixture_t *f) {
+        f->copts.group_id = f->group;
+        rd_kafka_conf_t *conf = h_consumer_conf(f->c, &f->copts);
+        if (f->before_attach)
+                f->before_attach(f, &conf);
+        f->p = h_probe_attach_cfg(conf, f->pc);
+        if (f->after_attach)
+                f->after_attach(f, &conf);
+        f->rk = h_consumer_new(conf, f->topic);
+}
+
+void h_fixture_start(h_fixture_t *f) {
+        h_fixture_topic(f);
+        h_fixture_consumer(f);
+        if (f->wait_all)
+                assert_true(h_poll_until(f->rk, &f->t, h_fixture_all_seen, f,
+                                         H_JOIN_TIMEOUT_MS));
+}
+
+void h_fixture_produce(h_fixture_t *f, int32_t partition, int count) {
+        h_produce(f->c, f->topic, partition, count, NULL, 0);
+        f->produced[partition] += count;
+        f->want += count;
+}
+
+int h_fixture_all_seen(void *arg) {
+        h_fixture_t *f = arg;
+        h_snap_t hs;
+        h_snap(f->p, &hs);
+        return f->t.total >= f->want && hs.s.consumed >= f->want;
+}
+
+void h_fixture_stop(h_fixture_t *f) {
+        h_consumer_close(f->rk);
+        lagprobe_destroy(f->p);
+        if (f->own_cluster)
+                h_cluster_destroy(f->c);
+        f->rk = NULL;
+        f->p = NULL;
+        if (f->own_cluster)
+                f->c = NULL;
+        f->own_cluster = 0;
+}
+
 /* ---- tiny JSON reader ------------------------------------------------ */
 
 typedef struct h_jp_s {
@@ -1439,6 +1508,14 @@ const h_json_t *h_json_get(const h_json_t *obj, const char *key) {
                 if (e->key && !strcmp(e->key, key))
                         return e;
         return NULL;
+}
+
+size_t h_json_count(const h_json_t *v) {
+        size_t n = 0;
+        if (v && (v->type == H_JARR || v->type == H_JOBJ))
+                for (const h_json_t *e = v->child; e; e = e->next)
+                        n++;
+        return n;
 }
 
 const h_json_t *h_json_find_partition(const h_json_t *root, const char *topic,

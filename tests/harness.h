@@ -253,7 +253,66 @@ void h_assert_health(lagprobe_t *p, int health, const char *reason,
  * independent ones, so that each output's value is pinned too. */
 void h_assert_outputs_agree(lagprobe_t *p);
 
-/* ---- tiny JSON reader (tests only) ---------------------------------- */
+/* ---- the fixture: one consumer with the probe on the mock ------------- */
+
+typedef struct h_fixture_s h_fixture_t;
+/* Called by h_fixture_consumer() with the consumer's conf; may replace
+ * *conf (it then destroys the one it was given). */
+typedef void(h_fixture_conf_fn_t)(h_fixture_t *f, rd_kafka_conf_t **conf);
+
+/* The setup most tests share: cluster, topic, messages, a consumer conf,
+ * the probe attached, rd_kafka_new and subscribe, the first messages seen;
+ * and the teardown that matches it. Fields above "filled in" are options:
+ * h_fixture_init() sets the defaults named here, the test changes any
+ * before h_fixture_start(). */
+struct h_fixture_s {
+        h_cluster_t *c;            /* NULL: a cluster of broker_cnt brokers
+                                    * that h_fixture_stop() destroys */
+        int broker_cnt;            /* 1 */
+        const char *topic_prefix;  /* h_unique() prefixes: "t" */
+        const char *group_prefix;  /* "g" */
+        int nparts;                /* 1 */
+        const int *counts;         /* messages per partition produced before
+                                    * the consumer starts; NULL none */
+        h_copts_t copts;           /* h_copts_init(); group_id is set from
+                                    * group by h_fixture_consumer() */
+        const lagprobe_config_t *pc;       /* NULL: defaults */
+        h_fixture_conf_fn_t *before_attach; /* NULL: none */
+        h_fixture_conf_fn_t *after_attach;  /* NULL: none */
+        void *opaque;              /* for the test's hooks */
+        int wait_all;              /* 1: h_fixture_start() polls until the
+                                    * app and the probe saw every message
+                                    * (H_JOIN_TIMEOUT_MS); 0: no wait */
+        /* filled in */
+        int own_cluster;
+        char topic[64], group[64];
+        int64_t produced[H_MAX_PARTS];
+        int64_t want;              /* messages produced in all */
+        rd_kafka_t *rk;
+        lagprobe_t *p;
+        h_track_t t;
+};
+
+/* Zeroes f and sets the options' defaults. */
+void h_fixture_init(h_fixture_t *f);
+/* The cluster (unless given), unique topic and group names, the topic and
+ * the counts' messages. */
+void h_fixture_topic(h_fixture_t *f);
+/* The conf (h_consumer_conf), before_attach, the probe attached
+ * (h_probe_attach_cfg), after_attach, the consumer subscribed to topic. */
+void h_fixture_consumer(h_fixture_t *f);
+/* h_fixture_topic + h_fixture_consumer, then the wait_all wait. */
+void h_fixture_start(h_fixture_t *f);
+/* count more messages to partition, counted in produced and want. */
+void h_fixture_produce(h_fixture_t *f, int32_t partition, int count);
+/* Has the app consumed, and the probe seen, want messages? (an h_pred_t) */
+int h_fixture_all_seen(void *f);
+/* Closes the consumer, destroys the probe and an own cluster; safe on a
+ * fixture never started or stopped already (the teardown of a failed
+ * test). */
+void h_fixture_stop(h_fixture_t *f);
+
+/* ---- the tests' one JSON reader -------------------------------------- */
 
 typedef enum {
         H_JNULL,
@@ -280,6 +339,8 @@ struct h_json_s {
 h_json_t *h_json_parse(const char *s, size_t len);
 void h_json_free(h_json_t *j);
 const h_json_t *h_json_get(const h_json_t *obj, const char *key);
+/* Elements of an array, members of an object; 0 for anything else. */
+size_t h_json_count(const h_json_t *v);
 /* Depth-first search for an object with "topic" == topic and
  * "partition" == partition. */
 const h_json_t *h_json_find_partition(const h_json_t *root, const char *topic,

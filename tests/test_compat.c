@@ -58,18 +58,17 @@ static int rec_count(rec_t *r, lagprobe_event_type_t t) {
         return n;
 }
 
+/* The probe's config: every event to r. */
+static void rec_config(lagprobe_config_t *pc, rec_t *r) {
+        lagprobe_config_init(pc);
+        pc->log_cb = rec_cb;
+        pc->log_opaque = r;
+}
+
 static lagprobe_t *probe_attach(rd_kafka_conf_t *conf, rec_t *r) {
         lagprobe_config_t pc;
-        char err[256];
-        lagprobe_config_init(&pc);
-        pc.log_cb = rec_cb;
-        pc.log_opaque = r;
-        lagprobe_t *p = lagprobe_new(&pc, err, sizeof err);
-        if (!p)
-                H_FAIL("lagprobe_new: %s", err);
-        if (lagprobe_attach(p, conf, err, sizeof err))
-                H_FAIL("lagprobe_attach: %s", err);
-        return p;
+        rec_config(&pc, r);
+        return h_probe_attach_cfg(conf, &pc);
 }
 
 /* ---- the app's callbacks, set after attach ---------------------------- */
@@ -132,23 +131,8 @@ static void app_set_callbacks(rd_kafka_conf_t *conf, app_t *a) {
         h_conf_set(conf, "debug", "cgrp");
 }
 
-typedef struct scen_s {
-        char topic[64], group[64];
-        rd_kafka_t *rk;
-        lagprobe_t *p;
-        h_track_t t;
-        int64_t want;
-} scen_t;
-
-static int all_seen(void *arg) {
-        scen_t *s = arg;
-        h_snap_t hs;
-        h_snap(s->p, &hs);
-        return s->t.total >= s->want && hs.s.consumed >= s->want;
-}
-
 /* Lag exactly what a second client describes. */
-static void assert_exact_lag(scen_t *s) {
+static void assert_exact_lag(h_fixture_t *s) {
         h_desc_t d[NPARTS];
         h_assert_lag_exact(cl, s->rk, &s->t, s->p, s->group, s->topic,
                            NPARTS, d);
@@ -157,34 +141,42 @@ static void assert_exact_lag(scen_t *s) {
 static const int counts[NPARTS] = {30, 20, 10};
 static const int64_t commit_at[NPARTS] = {12, 20, 4};
 
-/* Produce, attach, let the app set its callbacks after attach (on the conf
- * itself, or on a copy made with rd_kafka_conf_dup() and given to
- * rd_kafka_new() as rdkafkacpp's create() does), consume everything. */
-static void scen_start(scen_t *s, app_t *a, rec_t *r, int via_dup) {
-        memset(s, 0, sizeof *s);
-        h_unique("compat", s->topic, sizeof s->topic);
-        h_unique("gcompat", s->group, sizeof s->group);
-        h_topic_create(cl, s->topic, NPARTS);
-        for (int i = 0; i < NPARTS; i++) {
-                h_produce(cl, s->topic, i, counts[i], NULL, 0);
-                s->want += counts[i];
-        }
-        rd_kafka_conf_t *conf = h_conf(cl, s->group, NULL, 0);
-        s->p = probe_attach(conf, r);
-        app_set_callbacks(conf, a);
-        if (via_dup) {
-                rd_kafka_conf_t *copy = rd_kafka_conf_dup(conf);
-                rd_kafka_conf_destroy(conf);
-                conf = copy;
-        }
-        s->rk = h_consumer_new(conf, s->topic);
-        h_track_init(&s->t);
-        assert_true(
-            h_poll_until(s->rk, &s->t, all_seen, s, H_JOIN_TIMEOUT_MS));
+/* The fixture's after_attach: the app sets its callbacks (f->opaque is
+ * its app_t) on the conf itself, or on a copy made with
+ * rd_kafka_conf_dup() and given to rd_kafka_new() as rdkafkacpp's
+ * create() does. */
+static void set_callbacks(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        app_set_callbacks(*conf, f->opaque);
+}
+
+static void set_callbacks_dup(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        set_callbacks(f, conf);
+        rd_kafka_conf_t *copy = rd_kafka_conf_dup(*conf);
+        rd_kafka_conf_destroy(*conf);
+        *conf = copy;
+}
+
+/* Produce, attach, let the app set its callbacks after attach,
+ * consume everything. */
+static void scen_start(h_fixture_t *s, app_t *a, rec_t *r, int via_dup) {
+        lagprobe_config_t pc;
+        rec_config(&pc, r);
+        h_fixture_init(s);
+        s->c = cl;
+        s->topic_prefix = "compat";
+        s->group_prefix = "gcompat";
+        s->nparts = NPARTS;
+        s->counts = counts;
+        s->pc = &pc;
+        s->after_attach = via_dup ? set_callbacks_dup : set_callbacks;
+        s->opaque = a;
+        s->wait_all = 1;
+        h_fixture_start(s);
+        s->pc = NULL; /* pc is gone with this frame */
 }
 
 static void callbacks_after_attach(int via_dup) {
-        scen_t s;
+        h_fixture_t s;
         app_t a = {.magic = APP_MAGIC};
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
         scen_start(&s, &a, &r, via_dup);
@@ -465,7 +457,7 @@ static rd_kafka_conf_t *kip848_conf(const char *group, int max_poll_ms) {
         return conf;
 }
 
-static void kip848_start(scen_t *s, rec_t *r, int max_poll_ms) {
+static void kip848_start(h_fixture_t *s, rec_t *r, int max_poll_ms) {
         memset(s, 0, sizeof *s);
         h_unique("kip848", s->topic, sizeof s->topic);
         h_unique("gkip848", s->group, sizeof s->group);
@@ -481,12 +473,12 @@ static void kip848_start(scen_t *s, rec_t *r, int max_poll_ms) {
         s->rk = h_consumer_new(conf, s->topic);
         h_track_init(&s->t);
         assert_true(
-            h_poll_until(s->rk, &s->t, all_seen, s, H_JOIN_TIMEOUT_MS));
+            h_poll_until(s->rk, &s->t, h_fixture_all_seen, s, H_JOIN_TIMEOUT_MS));
 }
 
 static void test_kip848_consumes_with_exact_lag(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
         kip848_start(&s, &r, H_MAX_POLL_MS);
         for (int i = 0; i < NPARTS; i++)
@@ -514,7 +506,7 @@ static void test_kip848_consumes_with_exact_lag(void **state) {
 /* A stall past max.poll.interval.ms: warned before librdkafka evicts. */
 static void test_kip848_headroom_before_eviction(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         rec_t r = {.lock = PTHREAD_MUTEX_INITIALIZER};
         kip848_start(&s, &r, 3000);
         int64_t t0 = h_now_ms();

@@ -74,82 +74,80 @@ static void sink_cb(const lagprobe_event_t *e, void *opaque) {
 /* ---- one scenario: a consumer with the probe, optionally a control ---- */
 
 typedef struct fx_s {
-        h_cluster_t *c;
-        char topic[64], group[64], cgroup[64];
-        int64_t produced[T_NPARTS];
-        int64_t want;
-        rd_kafka_t *rk, *ctrl; /* with the probe; without (may be NULL) */
-        lagprobe_t *p;
-        h_track_t t, tc;
+        h_fixture_t fx; /* the consumer with the probe */
+        char cgroup[64];
+        rd_kafka_t *ctrl; /* without the probe (may be NULL) */
+        h_track_t tc;
         app_t app;
         sink_t sink;
 } fx_t;
 
 static void fx_produce(fx_t *f, int per_partition) {
-        for (int i = 0; i < T_NPARTS; i++) {
-                h_produce(f->c, f->topic, i, per_partition, NULL, 0);
-                f->produced[i] += per_partition;
-                f->want += per_partition;
-        }
+        for (int i = 0; i < T_NPARTS; i++)
+                h_fixture_produce(&f->fx, i, per_partition);
 }
 
-static rd_kafka_conf_t *fx_conf(fx_t *f, const char *group) {
-        h_copts_t o;
-        h_copts_init(&o, group);
-        rd_kafka_conf_t *conf = h_consumer_conf(f->c, &o);
-        /* Reconnect within a heartbeat or two after an outage, so that the
-         * member's session survives it (librdkafka backs off up to 10 s by
-         * default). */
+/* Reconnect within a heartbeat or two after an outage, so that the
+ * member's session survives it (librdkafka backs off up to 10 s by
+ * default). */
+static void fx_reconnect(rd_kafka_conf_t *conf) {
         h_conf_set(conf, "reconnect.backoff.max.ms", "200");
-        return conf;
+}
+
+/* The probe's consumer: the fixture's conf, reconnecting fast, with the
+ * app's rebalance_cb (before attach). */
+static void fx_app_conf(h_fixture_t *fx, rd_kafka_conf_t **conf) {
+        fx_t *f = fx->opaque;
+        fx_reconnect(*conf);
+        rd_kafka_conf_set_opaque(*conf, &f->app);
+        rd_kafka_conf_set_rebalance_cb(*conf, app_rebalance_cb);
 }
 
 /* Fresh cluster (broker_cnt brokers), topic, groups; 'initial' messages per
  * partition. Consumers are created by fx_start(). */
 static void fx_init(fx_t *f, int broker_cnt, int initial) {
         memset(f, 0, sizeof *f);
-        f->c = h_cluster_new(broker_cnt);
-        h_unique("ft", f->topic, sizeof f->topic);
-        h_unique("fg", f->group, sizeof f->group);
+        h_fixture_init(&f->fx);
+        f->fx.broker_cnt = broker_cnt;
+        f->fx.topic_prefix = "ft";
+        f->fx.group_prefix = "fg";
+        f->fx.nparts = T_NPARTS;
+        f->fx.before_attach = fx_app_conf;
+        f->fx.opaque = f;
+        h_fixture_topic(&f->fx);
         h_unique("fc", f->cgroup, sizeof f->cgroup);
-        h_topic_create(f->c, f->topic, T_NPARTS);
-        h_track_init(&f->t);
         h_track_init(&f->tc);
         if (initial > 0)
                 fx_produce(f, initial);
 }
 
 static void fx_start(fx_t *f, int with_control) {
-        char errstr[256];
-        rd_kafka_conf_t *conf = fx_conf(f, f->group);
-        rd_kafka_conf_set_opaque(conf, &f->app);
-        rd_kafka_conf_set_rebalance_cb(conf, app_rebalance_cb);
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.log_cb = sink_cb;
         pc.log_opaque = &f->sink;
         pc.event_min_interval_ms = 0; /* every event reaches the sink */
         pc.log_level = 7;
-        f->p = lagprobe_new(&pc, errstr, sizeof errstr);
-        assert_non_null(f->p);
-        assert_int_equal(lagprobe_attach(f->p, conf, errstr, sizeof errstr), 0);
-        f->rk = h_consumer_new(conf, f->topic);
+        f->fx.pc = &pc;
+        h_fixture_consumer(&f->fx);
+        f->fx.pc = NULL; /* pc is gone with this frame */
         if (with_control) {
                 /* Same settings and callbacks shape, no probe. */
-                rd_kafka_conf_t *cc = fx_conf(f, f->cgroup);
-                f->ctrl = h_consumer_new(cc, f->topic);
+                h_copts_t o;
+                h_copts_init(&o, f->cgroup);
+                rd_kafka_conf_t *cc = h_consumer_conf(f->fx.c, &o);
+                fx_reconnect(cc);
+                f->ctrl = h_consumer_new(cc, f->fx.topic);
         }
 }
 
 /* Also the teardown of a failed test: everything is released. */
 static void fx_stop(fx_t *f) {
-        h_consumer_close(f->rk);
+        h_consumer_close(f->fx.rk);
+        f->fx.rk = NULL;
         h_consumer_close(f->ctrl);
-        lagprobe_destroy(f->p);
-        h_cluster_destroy(f->c);
-        f->rk = f->ctrl = NULL;
-        f->p = NULL;
-        f->c = NULL;
+        f->ctrl = NULL;
+        h_fixture_stop(&f->fx);
 }
 
 static int fx_setup(void **state) {
@@ -177,14 +175,14 @@ static h_snap_t *snap_of(lagprobe_t *p) {
  * counted them. */
 static int fx_all_consumed(void *arg) {
         fx_t *f = arg;
-        if (f->t.total < f->want || (f->ctrl && f->tc.total < f->want))
+        if (f->fx.t.total < f->fx.want || (f->ctrl && f->tc.total < f->fx.want))
                 return 0;
-        return snap_of(f->p)->s.consumed >= f->want;
+        return snap_of(f->fx.p)->s.consumed >= f->fx.want;
 }
 
 static int fx_poll_until(fx_t *f, h_pred_t *pred, void *arg, int timeout_ms) {
-        rd_kafka_t *rks[2] = {f->rk, f->ctrl};
-        h_track_t *ts[2] = {&f->t, &f->tc};
+        rd_kafka_t *rks[2] = {f->fx.rk, f->ctrl};
+        h_track_t *ts[2] = {&f->fx.t, &f->tc};
         return h_poll_until_n(rks, ts, f->ctrl ? 2 : 1, pred, arg, timeout_ms);
 }
 
@@ -197,26 +195,26 @@ static void fx_consume_all(fx_t *f, int timeout_ms) {
 /* Exactly once, in order, as the control consumer (when there is one)
  * and as the probe counted per partition. */
 static void fx_assert_consumed_exactly(fx_t *f) {
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         /* Error events (a broker going away) are the app's business;
          * messages are counted only once each. */
-        assert_int_equal(f->t.total, f->want);
-        assert_int_equal(hs->s.consumed, f->want);
+        assert_int_equal(f->fx.t.total, f->fx.want);
+        assert_int_equal(hs->s.consumed, f->fx.want);
         for (int i = 0; i < T_NPARTS; i++) {
-                assert_int_equal(f->t.consumed[i], f->produced[i]);
-                assert_int_equal(f->t.next_offset[i], f->produced[i]);
+                assert_int_equal(f->fx.t.consumed[i], f->fx.produced[i]);
+                assert_int_equal(f->fx.t.next_offset[i], f->fx.produced[i]);
                 if (f->ctrl) {
-                        assert_int_equal(f->tc.consumed[i], f->t.consumed[i]);
+                        assert_int_equal(f->tc.consumed[i], f->fx.t.consumed[i]);
                         assert_int_equal(f->tc.next_offset[i],
-                                         f->t.next_offset[i]);
+                                         f->fx.t.next_offset[i]);
                 }
-                const lagprobe_partition_t *x = h_snap_find(hs, f->topic, i);
+                const lagprobe_partition_t *x = h_snap_find(hs, f->fx.topic, i);
                 assert_non_null(x);
-                assert_int_equal(x->position, f->produced[i]);
-                assert_int_equal(x->consumed_total, f->produced[i]);
+                assert_int_equal(x->position, f->fx.produced[i]);
+                assert_int_equal(x->consumed_total, f->fx.produced[i]);
         }
         if (f->ctrl)
-                assert_int_equal(f->tc.total, f->t.total);
+                assert_int_equal(f->tc.total, f->fx.t.total);
 }
 
 /* Synchronous commit of what the app consumed; returns the error (the
@@ -225,14 +223,14 @@ static rd_kafka_resp_err_t fx_commit(fx_t *f, int64_t *committed) {
         rd_kafka_topic_partition_list_t *l =
             rd_kafka_topic_partition_list_new(T_NPARTS);
         for (int i = 0; i < T_NPARTS; i++) {
-                int64_t off = f->t.next_offset[i];
+                int64_t off = f->fx.t.next_offset[i];
                 if (off >= 0)
-                        rd_kafka_topic_partition_list_add(l, f->topic, i)
+                        rd_kafka_topic_partition_list_add(l, f->fx.topic, i)
                             ->offset = off;
                 if (committed)
                         committed[i] = off;
         }
-        rd_kafka_resp_err_t err = rd_kafka_commit(f->rk, l, 0);
+        rd_kafka_resp_err_t err = rd_kafka_commit(f->fx.rk, l, 0);
         for (int i = 0; !err && i < l->cnt; i++)
                 err = l->elems[i].err;
         rd_kafka_topic_partition_list_destroy(l);
@@ -250,7 +248,7 @@ static void fx_commit_ok(fx_t *f) {
                     rd_kafka_topic_partition_list_new(T_NPARTS);
                 for (int i = 0; i < T_NPARTS; i++)
                         if (f->tc.next_offset[i] >= 0)
-                                rd_kafka_topic_partition_list_add(l, f->topic,
+                                rd_kafka_topic_partition_list_add(l, f->fx.topic,
                                                                   i)
                                     ->offset = f->tc.next_offset[i];
                 err = l->cnt ? rd_kafka_commit(f->ctrl, l, 0) : 0;
@@ -268,11 +266,11 @@ typedef struct agree_s {
 
 static int probe_agrees(void *arg) {
         agree_t *a = arg;
-        h_snap_t *hs = snap_of(a->f->p);
+        h_snap_t *hs = snap_of(a->f->fx.p);
         if (hs->s.partition_cnt != T_NPARTS)
                 return 0;
         for (int i = 0; i < T_NPARTS; i++) {
-                const lagprobe_partition_t *x = h_snap_find(hs, a->f->topic, i);
+                const lagprobe_partition_t *x = h_snap_find(hs, a->f->fx.topic, i);
                 if (!x || x->high_watermark != a->d[i].log_end ||
                     x->committed_offset != a->d[i].committed ||
                     x->lag != a->d[i].lag)
@@ -283,13 +281,13 @@ static int probe_agrees(void *arg) {
 
 static void fx_assert_agrees(fx_t *f) {
         agree_t a = {f, {{0}}};
-        h_describe(f->c, f->group, f->topic, T_NPARTS, a.d);
+        h_describe(f->fx.c, f->fx.group, f->fx.topic, T_NPARTS, a.d);
         /* Statistics arrive inside polls: give them a few intervals. */
         fx_poll_until(f, probe_agrees, &a, 5000);
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         assert_int_equal(hs->s.partition_cnt, T_NPARTS);
         for (int i = 0; i < T_NPARTS; i++) {
-                const lagprobe_partition_t *x = h_snap_find(hs, f->topic, i);
+                const lagprobe_partition_t *x = h_snap_find(hs, f->fx.topic, i);
                 assert_non_null(x);
                 print_message("  [%d] probe hwm %" PRId64 " committed %" PRId64
                               " lag %" PRId64 " | describe end %" PRId64
@@ -300,7 +298,7 @@ static void fx_assert_agrees(fx_t *f) {
                 assert_int_equal(x->high_watermark, a.d[i].log_end);
                 assert_int_equal(x->committed_offset, a.d[i].committed);
                 assert_int_equal(x->lag, a.d[i].lag);
-                assert_int_equal(a.d[i].log_end, f->produced[i]);
+                assert_int_equal(a.d[i].log_end, f->fx.produced[i]);
         }
 }
 
@@ -308,11 +306,11 @@ static void fx_assert_agrees(fx_t *f) {
  * recent statistics document (they come every H_STATS_MS). */
 static int hwm_fresh(void *arg) {
         fx_t *f = arg;
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         if (hs->s.partition_cnt != T_NPARTS)
                 return 0;
         for (int i = 0; i < T_NPARTS; i++) {
-                const lagprobe_partition_t *x = h_snap_find(hs, f->topic, i);
+                const lagprobe_partition_t *x = h_snap_find(hs, f->fx.topic, i);
                 if (!x || x->stale || x->hwm_age_ms < 0 ||
                     x->hwm_age_ms >= 1000)
                         return 0;
@@ -322,7 +320,7 @@ static int hwm_fresh(void *arg) {
 
 /* The probe's rebalance counts are the app's. */
 static void fx_assert_rebalances_match(fx_t *f) {
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         print_message("  app assigns %d revokes %d lost %d | probe assigns %" PRId64
                       " revokes %" PRId64 " lost %" PRId64 " rebalances %" PRId64
                       " events %" PRId64 " last_err %d\n",
@@ -361,14 +359,14 @@ static void test_broker_down_then_up(void **state) {
         fx_assert_agrees(f);
 
         /* Down for 2 s (under session.timeout.ms: the member survives). */
-        int64_t assigns0 = snap_of(f->p)->s.assigns;
-        rd_kafka_mock_broker_set_down(f->c->mcluster, 1);
+        int64_t assigns0 = snap_of(f->fx.p)->s.assigns;
+        rd_kafka_mock_broker_set_down(f->fx.c->mcluster, 1);
         int64_t t0 = h_now_ms();
         int64_t max_age = -1;
         int stale_seen = 0;
         while (h_now_ms() - t0 < 2000) {
                 fx_poll_for(f, 100);
-                h_snap_t *hs = snap_of(f->p);
+                h_snap_t *hs = snap_of(f->fx.p);
                 for (size_t i = 0; i < hs->s.partition_cnt; i++) {
                         if (hs->parts[i].hwm_age_ms > max_age)
                                 max_age = hs->parts[i].hwm_age_ms;
@@ -378,7 +376,7 @@ static void test_broker_down_then_up(void **state) {
         print_message("  broker down 2 s: max hwm_age_ms %" PRId64
                       " stale seen %d\n",
                       max_age, stale_seen);
-        rd_kafka_mock_broker_set_up(f->c->mcluster, 1);
+        rd_kafka_mock_broker_set_up(f->fx.c->mcluster, 1);
 
         /* After the outage: new messages flow, nothing is lost or
          * duplicated, and the figures agree again. */
@@ -390,7 +388,7 @@ static void test_broker_down_then_up(void **state) {
         fx_assert_agrees(f);
         /* Fetching again: the figures are fresh again. */
         assert_true(fx_poll_until(f, hwm_fresh, f, 5000));
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         /* No rebalance: the member kept its assignment. */
         assert_int_equal(hs->s.assigns, assigns0);
         /* The app kept polling through the outage: no headroom alarm. */
@@ -413,14 +411,14 @@ static void test_coordinator_moved(void **state) {
         fx_t *f = *state;
         fx_init(f, 3, 20);
         /* Start on broker 1 so that the move below is a real move. */
-        rd_kafka_mock_coordinator_set(f->c->mcluster, "group", f->group, 1);
+        rd_kafka_mock_coordinator_set(f->fx.c->mcluster, "group", f->fx.group, 1);
         fx_start(f, 1);
         fx_consume_all(f, H_JOIN_TIMEOUT_MS);
         fx_commit_ok(f);
         fx_assert_agrees(f);
-        int64_t commits0 = snap_of(f->p)->s.commits;
+        int64_t commits0 = snap_of(f->fx.p)->s.commits;
 
-        rd_kafka_mock_coordinator_set(f->c->mcluster, "group", f->group, 2);
+        rd_kafka_mock_coordinator_set(f->fx.c->mcluster, "group", f->fx.group, 2);
         fx_produce(f, 10);
         fx_consume_all(f, 15000);
         /* The first commit after the move meets NOT_COORDINATOR at the old
@@ -431,14 +429,14 @@ static void test_coordinator_moved(void **state) {
         fx_assert_agrees(f);
 
         /* Once more on the new coordinator, then back. */
-        rd_kafka_mock_coordinator_set(f->c->mcluster, "group", f->group, 3);
+        rd_kafka_mock_coordinator_set(f->fx.c->mcluster, "group", f->fx.group, 3);
         fx_produce(f, 5);
         fx_consume_all(f, 15000);
         fx_commit_ok(f);
         fx_assert_consumed_exactly(f);
         fx_assert_agrees(f);
 
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         assert_int_equal(hs->s.commits, commits0 + 2);
         /* The retried commits succeeded: nothing failed from the app's
          * point of view, nor from the probe's. */
@@ -463,7 +461,7 @@ static void test_fetch_errors(void **state) {
          * timeout and a dropped connection. librdkafka refreshes metadata,
          * reconnects and fetches again from where it was. */
         rd_kafka_mock_push_request_errors(
-            f->c->mcluster, T_KAFKAP_Fetch, 6,
+            f->fx.c->mcluster, T_KAFKAP_Fetch, 6,
             RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
             RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
             RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
@@ -480,10 +478,10 @@ static void test_fetch_errors(void **state) {
 
         /* Fetching resumed: the high watermarks are fresh. */
         assert_true(fx_poll_until(f, hwm_fresh, f, 5000));
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         for (int i = 0; i < T_NPARTS; i++) {
-                const lagprobe_partition_t *x = h_snap_find(hs, f->topic, i);
-                assert_int_equal(x->consumed, f->produced[i]);
+                const lagprobe_partition_t *x = h_snap_find(hs, f->fx.topic, i);
+                assert_int_equal(x->consumed, f->fx.produced[i]);
                 assert_int_equal(x->position_lag, 0);
                 assert_int_equal(x->lag, 0);
         }
@@ -504,7 +502,7 @@ static void test_offset_commit_errors(void **state) {
         int64_t first[T_NPARTS];
         fx_commit_ok(f);
         for (int i = 0; i < T_NPARTS; i++)
-                first[i] = f->t.next_offset[i];
+                first[i] = f->fx.t.next_offset[i];
         fx_assert_agrees(f);
 
         /* A retriable error is retried inside librdkafka: the commit
@@ -512,13 +510,13 @@ static void test_offset_commit_errors(void **state) {
         fx_produce(f, 4);
         fx_consume_all(f, 10000);
         rd_kafka_mock_push_request_errors(
-            f->c->mcluster, T_KAFKAP_OffsetCommit, 1,
+            f->fx.c->mcluster, T_KAFKAP_OffsetCommit, 1,
             RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS);
         fx_commit_ok(f);
         for (int i = 0; i < T_NPARTS; i++)
-                first[i] = f->t.next_offset[i];
+                first[i] = f->fx.t.next_offset[i];
         fx_poll_for(f, 300); /* a watchdog pass or three */
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         assert_int_equal(hs->s.commit_errors, 0);
         assert_int_equal(hs->s.last_commit_err, 0);
         assert_int_equal(hs->s.events[LAGPROBE_EVENT_COMMIT_FAILED], 0);
@@ -529,13 +527,13 @@ static void test_offset_commit_errors(void **state) {
         fx_produce(f, 5);
         fx_consume_all(f, 10000);
         rd_kafka_mock_push_request_errors(
-            f->c->mcluster, T_KAFKAP_OffsetCommit, 1,
+            f->fx.c->mcluster, T_KAFKAP_OffsetCommit, 1,
             RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE);
         rd_kafka_resp_err_t err = fx_commit(f, NULL);
         assert_int_equal(err, RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE);
         ev_wait_t w = {f, LAGPROBE_EVENT_COMMIT_FAILED, 1};
         assert_true(fx_poll_until(f, event_delivered, &w, 3000));
-        hs = snap_of(f->p);
+        hs = snap_of(f->fx.p);
         assert_int_equal(hs->s.commit_errors, 1);
         assert_int_equal(hs->s.last_commit_err,
                          RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE);
@@ -543,11 +541,11 @@ static void test_offset_commit_errors(void **state) {
         assert_true(hs->s.health_reasons & LAGPROBE_REASON_COMMIT_FAILING);
         assert_int_equal(hs->s.health, LAGPROBE_HEALTH_DEGRADED);
         char reasons[256];
-        assert_int_equal(lagprobe_health(f->p, reasons, sizeof reasons),
+        assert_int_equal(lagprobe_health(f->fx.p, reasons, sizeof reasons),
                          LAGPROBE_HEALTH_DEGRADED);
         assert_non_null(strstr(reasons, "commit_failing"));
         for (int i = 0; i < T_NPARTS; i++) {
-                const lagprobe_partition_t *x = h_snap_find(hs, f->topic, i);
+                const lagprobe_partition_t *x = h_snap_find(hs, f->fx.topic, i);
                 assert_non_null(x);
                 assert_int_equal(x->commit_errors, 1);
                 assert_int_equal(x->last_commit_err,
@@ -559,7 +557,7 @@ static void test_offset_commit_errors(void **state) {
         fx_assert_agrees(f);
 
         /* JSON says the same. */
-        char *js = h_snap_json(f->p);
+        char *js = h_snap_json(f->fx.p);
         h_json_t *j = h_json_parse(js, strlen(js));
         assert_non_null(j);
         const h_json_t *cm = h_json_get(j, "commits");
@@ -576,11 +574,11 @@ static void test_offset_commit_errors(void **state) {
          * stay as history, the per-partition last error clears. */
         fx_commit_ok(f);
         fx_assert_agrees(f);
-        hs = snap_of(f->p);
+        hs = snap_of(f->fx.p);
         assert_int_equal(hs->s.commit_errors, 1);
         for (int i = 0; i < T_NPARTS; i++) {
-                const lagprobe_partition_t *x = h_snap_find(hs, f->topic, i);
-                assert_int_equal(x->committed_offset, f->produced[i]);
+                const lagprobe_partition_t *x = h_snap_find(hs, f->fx.topic, i);
+                assert_int_equal(x->committed_offset, f->fx.produced[i]);
                 assert_int_equal(x->lag, 0);
                 assert_int_equal(x->commit_errors, 1);
                 assert_int_equal(x->last_commit_err, 0);
@@ -605,7 +603,7 @@ static int reassigned(void *arg) {
         rejoin_t *r = arg;
         return r->f->app.assigns >= r->assigns + r->rejoins &&
                r->f->app.assigned_cnt == T_NPARTS &&
-               snap_of(r->f->p)->s.assigns == r->f->app.assigns;
+               snap_of(r->f->fx.p)->s.assigns == r->f->app.assigns;
 }
 
 /* Pushes the errors for one API (after a Heartbeat that asks for a rejoin
@@ -623,19 +621,19 @@ static void rejoin_scenario(fx_t *f, int16_t api,
         rejoin_t r = {f, f->app.assigns, rejoins};
         int revokes0 = f->app.revokes;
 
-        rd_kafka_mock_push_request_errors_array(f->c->mcluster, api, cnt, errs);
+        rd_kafka_mock_push_request_errors_array(f->fx.c->mcluster, api, cnt, errs);
         if (with_heartbeat_kick)
                 /* The broker asks the member to rejoin; the errors above
                  * then hit the JoinGroup/SyncGroup of that rejoin. */
                 rd_kafka_mock_push_request_errors(
-                    f->c->mcluster, T_KAFKAP_Heartbeat, 1,
+                    f->fx.c->mcluster, T_KAFKAP_Heartbeat, 1,
                     RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS);
         int64_t t0 = h_now_ms();
         assert_true(fx_poll_until(f, reassigned, &r, 30000));
         print_message("  rejoined after %" PRId64 " ms\n", h_now_ms() - t0);
         fx_poll_for(f, 300);
 
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         assert_int_equal(f->app.revokes, revokes0 + rejoins);
         assert_int_equal(f->app.assigns, r.assigns + rejoins);
         assert_int_equal(f->app.lost, lost);
@@ -663,7 +661,7 @@ static void rejoin_scenario(fx_t *f, int16_t api,
         fx_assert_consumed_exactly(f);
         fx_commit_ok(f);
         fx_assert_agrees(f);
-        assert_int_equal(snap_of(f->p)->s.commit_errors, 0);
+        assert_int_equal(snap_of(f->fx.p)->s.commit_errors, 0);
         assert_int_equal(f->sink.bad, 0);
         fx_stop(f);
 }
@@ -704,7 +702,7 @@ static void test_high_rtt(void **state) {
         fx_assert_agrees(f);
 
         /* Every response now takes 400 ms: a slow broker, not a slow app. */
-        rd_kafka_mock_broker_set_rtt(f->c->mcluster, 1, 400);
+        rd_kafka_mock_broker_set_rtt(f->fx.c->mcluster, 1, 400);
         fx_produce(f, 20);
         fx_consume_all(f, 20000);
         int64_t t0 = h_now_ms();
@@ -715,7 +713,7 @@ static void test_high_rtt(void **state) {
         fx_poll_for(f, 1000);
         fx_assert_consumed_exactly(f);
 
-        h_snap_t *hs = snap_of(f->p);
+        h_snap_t *hs = snap_of(f->fx.p);
         /* The app kept polling: no headroom warning, no eviction. */
         assert_int_equal(hs->s.events[LAGPROBE_EVENT_HEADROOM_WARN], 0);
         assert_int_equal(hs->s.events[LAGPROBE_EVENT_HEADROOM_CRITICAL], 0);
@@ -724,9 +722,9 @@ static void test_high_rtt(void **state) {
         assert_true(hs->s.since_last_poll_ms >= 0 &&
                     hs->s.since_last_poll_ms < 2000);
 
-        rd_kafka_mock_broker_set_rtt(f->c->mcluster, 1, 0);
+        rd_kafka_mock_broker_set_rtt(f->fx.c->mcluster, 1, 0);
         fx_assert_agrees(f);
-        hs = snap_of(f->p);
+        hs = snap_of(f->fx.p);
         assert_int_equal(hs->s.commit_errors, 0);
         fx_assert_rebalances_match(f);
         assert_int_equal(hs->s.assigns, 1);

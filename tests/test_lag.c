@@ -25,60 +25,26 @@ static int teardown(void **state) {
         return 0;
 }
 
-/* One consumer with a probe on a fresh topic and group. */
-typedef struct scen_s {
-        char topic[64], group[64];
-        int nparts;
-        int64_t produced[H_MAX_PARTS];
-        rd_kafka_t *rk;
-        lagprobe_t *p;
-        h_track_t t;
-        int64_t want; /* messages the app and the probe must have seen */
-} scen_t;
-
-static int all_seen(void *arg) {
-        scen_t *s = arg;
-        h_snap_t hs;
-        h_snap(s->p, &hs);
-        return s->t.total >= s->want && hs.s.consumed >= s->want;
-}
-
-/* pc: the probe's config, NULL for the defaults. */
-static void scen_start_cfg(scen_t *s, const char *name, int nparts,
+/* One consumer with a probe on a fresh topic and group, the harness's
+ * fixture on the shared cluster; pc: the probe's config, NULL for the
+ * defaults. Returns once the app and the probe saw every message. */
+static void scen_start_cfg(h_fixture_t *s, const char *name, int nparts,
                            const int *counts, int auto_commit,
                            const lagprobe_config_t *pc) {
-        memset(s, 0, sizeof *s);
-        h_unique(name, s->topic, sizeof s->topic);
-        h_unique("g", s->group, sizeof s->group);
+        h_fixture_init(s);
+        s->c = cl;
+        s->topic_prefix = name;
         s->nparts = nparts;
-        h_topic_create(cl, s->topic, nparts);
-        for (int i = 0; i < nparts; i++) {
-                if (counts[i] > 0)
-                        h_produce(cl, s->topic, i, counts[i], NULL, 0);
-                s->produced[i] = counts[i];
-                s->want += counts[i];
-        }
-        rd_kafka_conf_t *conf = h_conf(cl, s->group, NULL, auto_commit);
-        s->p = h_probe_attach_cfg(conf, pc);
-        s->rk = h_consumer_new(conf, s->topic);
-        h_track_init(&s->t);
-        assert_true(h_poll_until(s->rk, &s->t, all_seen, s, H_JOIN_TIMEOUT_MS));
+        s->counts = counts;
+        s->copts.auto_commit = auto_commit;
+        s->pc = pc;
+        s->wait_all = 1;
+        h_fixture_start(s);
 }
 
-static void scen_start(scen_t *s, const char *name, int nparts,
+static void scen_start(h_fixture_t *s, const char *name, int nparts,
                        const int *counts, int auto_commit) {
         scen_start_cfg(s, name, nparts, counts, auto_commit, NULL);
-}
-
-static void scen_produce(scen_t *s, int32_t partition, int count) {
-        h_produce(cl, s->topic, partition, count, NULL, 0);
-        s->produced[partition] += count;
-        s->want += count;
-}
-
-static void scen_stop(scen_t *s) {
-        h_consumer_close(s->rk);
-        lagprobe_destroy(s->p);
 }
 
 /* ---- convergence on what the second client says -------------------- */
@@ -87,7 +53,7 @@ typedef struct conv_s {
         h_desc_t d[H_MAX_PARTS];
 } conv_t;
 
-static void assert_agrees(scen_t *s, conv_t *c) {
+static void assert_agrees(h_fixture_t *s, conv_t *c) {
         h_assert_lag_exact(cl, s->rk, &s->t, s->p, s->group, s->topic,
                            s->nparts, c->d);
 }
@@ -96,7 +62,7 @@ static void assert_agrees(scen_t *s, conv_t *c) {
 
 static void test_lag_matches_describe(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         const int counts[4] = {10, 25, 7, 0};
         scen_start(&s, "lag", 4, counts, 0);
         /* Everything consumed; commits stop at different points, one
@@ -138,11 +104,11 @@ static void test_lag_matches_describe(void **state) {
         assert_int_equal(hs.s.rebalances, 1);
         /* JSON and /metrics: the same pinned figures. */
         h_assert_outputs_agree(s.p);
-        scen_stop(&s);
+        h_fixture_stop(&s);
 }
 
 static int hwm_known(void *arg) {
-        scen_t *s = arg;
+        h_fixture_t *s = arg;
         h_snap_t hs;
         h_snap(s->p, &hs);
         for (int i = 0; i < s->nparts; i++) {
@@ -155,7 +121,7 @@ static int hwm_known(void *arg) {
 
 static void test_lag_null_before_first_commit(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         const int counts[2] = {5, 8};
         scen_start(&s, "nocommit", 2, counts, 0);
         assert_true(h_poll_until(s.rk, &s.t, hwm_known, &s, 5000));
@@ -186,12 +152,12 @@ static void test_lag_null_before_first_commit(void **state) {
         assert_agrees(&s, &c);
         assert_int_equal(c.d[0].committed, -1);
         assert_int_equal(c.d[1].committed, -1);
-        scen_stop(&s);
+        h_fixture_stop(&s);
 }
 
 static void test_lag_follows_production_and_commits(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         conv_t c;
         const int counts[2] = {10, 10};
         scen_start(&s, "follow", 2, counts, 0);
@@ -203,8 +169,8 @@ static void test_lag_follows_production_and_commits(void **state) {
 
         /* More messages: lag rises with the next statistics even though
          * the app consumes them (nothing is committed). */
-        scen_produce(&s, 0, 7);
-        assert_true(h_poll_until(s.rk, &s.t, all_seen, &s, 5000));
+        h_fixture_produce(&s, 0, 7);
+        assert_true(h_poll_until(s.rk, &s.t, h_fixture_all_seen, &s, 5000));
         assert_agrees(&s, &c);
         assert_int_equal(c.d[0].lag, 7);
         assert_int_equal(c.d[0].log_end, 17);
@@ -228,11 +194,11 @@ static void test_lag_follows_production_and_commits(void **state) {
         assert_int_equal(x->position, 17);
         assert_int_equal(x->position_lag, 0);
         assert_int_equal(hs.s.consumed, 27);
-        scen_stop(&s);
+        h_fixture_stop(&s);
 }
 
 static int lag_zero_everywhere(void *arg) {
-        scen_t *s = arg;
+        h_fixture_t *s = arg;
         h_snap_t hs;
         h_snap(s->p, &hs);
         for (int i = 0; i < s->nparts; i++) {
@@ -245,7 +211,7 @@ static int lag_zero_everywhere(void *arg) {
 
 static void test_lag_auto_commit(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         conv_t c;
         const int counts[3] = {30, 1, 12};
         scen_start(&s, "auto", 3, counts, 1);
@@ -255,13 +221,13 @@ static void test_lag_auto_commit(void **state) {
                 assert_int_equal(c.d[i].committed, counts[i]);
                 assert_int_equal(c.d[i].lag, 0);
         }
-        scen_stop(&s);
+        h_fixture_stop(&s);
 }
 
 /* ---- seconds_behind ------------------------------------------------ */
 
 typedef struct behind_s {
-        scen_t *s;
+        h_fixture_t *s;
         int64_t hwm;
 } behind_t;
 
@@ -284,18 +250,14 @@ static int caught_up(void *arg) {
 static void test_seconds_behind(void **state) {
         (void)state;
         const int64_t age_ms = 60000;
-        scen_t s;
-        memset(&s, 0, sizeof s);
-        h_unique("behind", s.topic, sizeof s.topic);
-        h_unique("g", s.group, sizeof s.group);
-        s.nparts = 1;
-        h_topic_create(cl, s.topic, 1);
+        h_fixture_t s;
+        h_fixture_init(&s);
+        s.c = cl;
+        s.topic_prefix = "behind";
+        h_fixture_topic(&s);
         int64_t ts = h_wall_ms() - age_ms;
         h_produce(cl, s.topic, 0, 5, "k", ts);
-        rd_kafka_conf_t *conf = h_conf(cl, s.group, NULL, 0);
-        s.p = h_probe_attach(conf);
-        s.rk = h_consumer_new(conf, s.topic);
-        h_track_init(&s.t);
+        h_fixture_consumer(&s);
 
         /* Take exactly one message, then stop the partition: the app is
          * behind by four messages that are a minute old. */
@@ -333,7 +295,7 @@ static void test_seconds_behind(void **state) {
         assert_true(x->seconds_behind == 0);
         assert_int_equal(x->consumed, 5);
         assert_int_equal(s.t.total, 5);
-        scen_stop(&s);
+        h_fixture_stop(&s);
 }
 
 typedef struct docs_s {
@@ -352,7 +314,7 @@ static int docs_at_least(void *arg) {
  * paused, then 5 more produced and at least 5 statistics documents
  * served: the statistics' hi_offset stays 5 (no Fetch). Returns the pause
  * list, for paused_end(). */
-static rd_kafka_topic_partition_list_t *paused_start(scen_t *s) {
+static rd_kafka_topic_partition_list_t *paused_start(h_fixture_t *s) {
         const int64_t all[1] = {5};
         h_commit(s->rk, s->topic, all, 1);
         behind_t b = {s, 5};
@@ -360,7 +322,7 @@ static rd_kafka_topic_partition_list_t *paused_start(scen_t *s) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, s->topic, 0);
         assert_int_equal(rd_kafka_pause_partitions(s->rk, l), 0);
-        scen_produce(s, 0, 5);
+        h_fixture_produce(s, 0, 5);
         h_snap_t hs;
         h_snap(s->p, &hs);
         docs_t d = {s->p, hs.s.stats_docs + 5};
@@ -369,17 +331,17 @@ static rd_kafka_topic_partition_list_t *paused_start(scen_t *s) {
 }
 
 /* A paused consumer must be resumed to close (harness.h). */
-static void paused_end(scen_t *s, rd_kafka_topic_partition_list_t *l) {
+static void paused_end(h_fixture_t *s, rd_kafka_topic_partition_list_t *l) {
         assert_int_equal(rd_kafka_resume_partitions(s->rk, l), 0);
         rd_kafka_topic_partition_list_destroy(l);
-        scen_stop(s);
+        h_fixture_stop(s);
 }
 
 /* The refreshed end reached the snapshot's partition and the total (the
  * total is evaluated with the next statistics document, the partition's
  * figures at once). */
 static int refreshed(void *arg) {
-        scen_t *s = arg;
+        h_fixture_t *s = arg;
         h_snap_t hs;
         h_snap(s->p, &hs);
         const lagprobe_partition_t *x = h_snap_find(&hs, s->topic, 0);
@@ -389,7 +351,7 @@ static int refreshed(void *arg) {
 /* The refreshed figures of the paused partition 0 (hwm 10, committed 5):
  * the broker's end as the second client sees it, the lag it computes,
  * stale (the statistics' figure is behind), and at least one query. */
-static void assert_refreshed(scen_t *s) {
+static void assert_refreshed(h_fixture_t *s) {
         conv_t c;
         h_describe(cl, s->group, s->topic, 1, c.d);
         assert_int_equal(c.d[0].log_end, 10);
@@ -422,7 +384,7 @@ static void assert_refreshed(scen_t *s) {
  * and then knows the real end, flagged stale. */
 static void test_stale_while_paused(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         const int counts[1] = {5};
         scen_start(&s, "paused", 1, counts, 0);
         rd_kafka_topic_partition_list_t *l = paused_start(&s);
@@ -447,7 +409,7 @@ static void test_hwm_refresh_ms(void **state) {
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.hwm_refresh_ms = 500;
-        scen_t s;
+        h_fixture_t s;
         const int counts[1] = {5};
         scen_start_cfg(&s, "refresh", 1, counts, 0, &pc);
         rd_kafka_topic_partition_list_t *l = paused_start(&s);
@@ -488,7 +450,7 @@ static void assert_json_int(const h_json_t *obj, const char *key, int64_t v) {
 
 static void test_json_same_figures(void **state) {
         (void)state;
-        scen_t s;
+        h_fixture_t s;
         const int counts[3] = {9, 4, 0};
         scen_start(&s, "json", 3, counts, 0);
         const int64_t commit[3] = {2, 4, -1};
@@ -524,7 +486,7 @@ static void test_json_same_figures(void **state) {
         h_json_free(j);
         free(js);
         h_assert_outputs_agree(s.p);
-        scen_stop(&s);
+        h_fixture_stop(&s);
 }
 
 int main(void) {

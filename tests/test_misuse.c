@@ -269,7 +269,8 @@ static void test_output_null_and_zero_size(void **state) {
         assert_int_equal(buf[0], 'x');
         assert_int_equal(lagprobe_metrics_prometheus(NULL, NULL, 0), 0);
 
-        /* Health: NULL probe is -1 and clears the reasons. */
+        /* Health: NULL probe is LAGPROBE_HEALTH_INVALID (-1) and clears the
+         * reasons. */
         memset(buf, 'x', sizeof buf);
         assert_int_equal(lagprobe_health(NULL, buf, sizeof buf), -1);
         assert_int_equal(buf[0], 0);
@@ -280,7 +281,7 @@ static void test_output_null_and_zero_size(void **state) {
         assert_int_equal(buf[0], 'x');
         /* A probe without a consumer: unhealthy, "consumer_not_running". */
         char full[128];
-        int h = lagprobe_health(p, full, sizeof full);
+        lagprobe_health_t h = lagprobe_health(p, full, sizeof full);
         assert_int_equal(h, LAGPROBE_HEALTH_UNHEALTHY);
         assert_string_equal(full, "consumer_not_running");
         assert_int_equal(lagprobe_health(p, NULL, 0), h);

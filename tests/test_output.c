@@ -1,6 +1,6 @@
 /* Output surface: the snprintf-style size contract of
  * lagprobe_snapshot_json() and lagprobe_metrics_prometheus(), the JSON
- * schema read back with a real JSON parser (cJSON), Prometheus sample lines,
+ * schema read back with the harness's strict JSON reader, Prometheus sample lines,
  * label escaping and UTF-8 validity, and the health verdict moving ok ->
  * degraded -> unhealthy -> ok with a real consumer.
  * SPDX-License-Identifier: BSD-2-Clause */
@@ -9,7 +9,6 @@
 
 #include "harness.h"
 
-#include <cJSON.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -402,75 +401,82 @@ static void test_contract_null_probe(void **state) {
 }
 
 /* ======================================================================
- * JSON schema, read with cJSON
+ * JSON schema, read with the harness's reader (h_json_*)
  * ==================================================================== */
 
-static const cJSON *jget(const cJSON *obj, const char *key) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+static int jis(const h_json_t *v, h_jtype_t type) {
+        return v && v->type == type;
+}
+
+static const h_json_t *jget(const h_json_t *obj, const char *key) {
+        const h_json_t *v = h_json_get(obj, key);
         if (!v)
                 fail_msg("JSON: key \"%s\" missing", key);
         return v;
 }
 
-static double jnum(const cJSON *obj, const char *key) {
-        const cJSON *v = jget(obj, key);
-        if (!cJSON_IsNumber(v))
+static double jnum(const h_json_t *obj, const char *key) {
+        const h_json_t *v = jget(obj, key);
+        if (!jis(v, H_JNUM))
                 fail_msg("JSON: \"%s\" is not a number", key);
-        return v->valuedouble;
+        return v->num;
 }
 
 /* Integer or null (-1); fails on any other type. */
-static int64_t jint_or_null(const cJSON *obj, const char *key) {
-        const cJSON *v = jget(obj, key);
-        if (cJSON_IsNull(v))
+static int64_t jint_or_null(const h_json_t *obj, const char *key) {
+        const h_json_t *v = jget(obj, key);
+        if (jis(v, H_JNULL))
                 return -1;
-        if (!cJSON_IsNumber(v))
+        if (!jis(v, H_JNUM))
                 fail_msg("JSON: \"%s\" is neither a number nor null", key);
-        if (v->valuedouble != (double)(int64_t)v->valuedouble)
+        if (!v->is_int)
                 fail_msg("JSON: \"%s\" is not an integer", key);
-        return (int64_t)v->valuedouble;
+        return v->inum;
 }
 
-static int64_t jint(const cJSON *obj, const char *key) {
-        const cJSON *v = jget(obj, key);
-        if (!cJSON_IsNumber(v) ||
-            v->valuedouble != (double)(int64_t)v->valuedouble)
+static int64_t jint(const h_json_t *obj, const char *key) {
+        const h_json_t *v = jget(obj, key);
+        if (!jis(v, H_JNUM) || !v->is_int)
                 fail_msg("JSON: \"%s\" is not an integer", key);
-        return (int64_t)v->valuedouble;
+        return v->inum;
 }
 
-static const char *jstr(const cJSON *obj, const char *key) {
-        const cJSON *v = jget(obj, key);
-        if (!cJSON_IsString(v))
+static const char *jstr(const h_json_t *obj, const char *key) {
+        const h_json_t *v = jget(obj, key);
+        if (!jis(v, H_JSTR))
                 fail_msg("JSON: \"%s\" is not a string", key);
-        return v->valuestring;
+        return v->str;
 }
 
-static const cJSON *jobj(const cJSON *obj, const char *key) {
-        const cJSON *v = jget(obj, key);
-        if (!cJSON_IsObject(v))
+static int jbool(const h_json_t *obj, const char *key) {
+        const h_json_t *v = jget(obj, key);
+        if (!jis(v, H_JBOOL))
+                fail_msg("JSON: \"%s\" is not true or false", key);
+        return v->num != 0;
+}
+
+static const h_json_t *jobj(const h_json_t *obj, const char *key) {
+        const h_json_t *v = jget(obj, key);
+        if (!jis(v, H_JOBJ))
                 fail_msg("JSON: \"%s\" is not an object", key);
         return v;
 }
 
-static const cJSON *jarr(const cJSON *obj, const char *key) {
-        const cJSON *v = jget(obj, key);
-        if (!cJSON_IsArray(v))
+static const h_json_t *jarr(const h_json_t *obj, const char *key) {
+        const h_json_t *v = jget(obj, key);
+        if (!jis(v, H_JARR))
                 fail_msg("JSON: \"%s\" is not an array", key);
         return v;
 }
 
-/* Parse the probe's current document with cJSON; the whole buffer must be
- * one value (cJSON_ParseWithLengthOpts with require_null_terminated). */
-static cJSON *json_doc(lagprobe_t *p, char **textp) {
+/* Parse the probe's current document; the whole buffer must be one value
+ * (h_json_parse() is strict RFC 8259 over exactly len bytes). */
+static h_json_t *json_doc(lagprobe_t *p, char **textp) {
         size_t len;
         char *text = render_full(lagprobe_snapshot_json, p, &len);
-        const char *end = NULL;
-        cJSON *j = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
+        h_json_t *j = h_json_parse(text, len);
         if (!j)
-                fail_msg("cJSON rejects the document near offset %td: %.60s",
-                         end ? end - text : (ptrdiff_t)-1,
-                         end ? end : "");
+                fail_msg("h_json_parse rejects the document: %.60s", text);
         if (textp)
                 *textp = text;
         else
@@ -479,24 +485,24 @@ static cJSON *json_doc(lagprobe_t *p, char **textp) {
 }
 
 /* The keys and types every document has, whatever the state. */
-static void check_schema(const cJSON *j, lagprobe_t *p) {
-        assert_true(cJSON_IsObject(j));
+static void check_schema(const h_json_t *j, lagprobe_t *p) {
+        assert_true(jis(j, H_JOBJ));
         const char *status = jstr(j, "status");
         assert_true(!strcmp(status, "ok") || !strcmp(status, "degraded") ||
                     !strcmp(status, "unhealthy"));
-        const cJSON *reasons = jarr(j, "reasons");
-        const cJSON *r;
-        cJSON_ArrayForEach(r, reasons) assert_true(cJSON_IsString(r));
+        const h_json_t *reasons = jarr(j, "reasons");
+        const h_json_t *r;
+        for (r = (reasons)->child; r; r = r->next) assert_true(jis(r, H_JSTR));
         /* Status and reasons agree with lagprobe_health(), read just
          * before or after (the state is not moving here). */
         char rs[256];
-        int h = lagprobe_health(p, rs, sizeof rs);
+        lagprobe_health_t h = lagprobe_health(p, rs, sizeof rs);
         assert_string_equal(status, lagprobe_health_name(h));
         char joined[256] = "";
-        cJSON_ArrayForEach(r, reasons) {
+        for (r = (reasons)->child; r; r = r->next) {
                 if (joined[0])
                         strcat(joined, ",");
-                strcat(joined, r->valuestring);
+                strcat(joined, r->str);
         }
         assert_string_equal(joined, rs);
 
@@ -504,12 +510,12 @@ static void check_schema(const cJSON *j, lagprobe_t *p) {
         jstr(j, "client_id");
         assert_true(jnum(j, "max_poll_interval_ms") > 0);
 
-        const cJSON *poll = jobj(j, "poll");
+        const h_json_t *poll = jobj(j, "poll");
         jint_or_null(poll, "since_last_poll_ms");
         jint(poll, "headroom_ms");
         assert_true(jint(poll, "evictions") >= 0);
 
-        const cJSON *rb = jobj(j, "rebalances");
+        const h_json_t *rb = jobj(j, "rebalances");
         assert_true(jint(rb, "count") >= 0);
         jint_or_null(rb, "last_ms_ago");
         assert_true(jint(rb, "assignment_size") >= 0);
@@ -517,19 +523,19 @@ static void check_schema(const cJSON *j, lagprobe_t *p) {
         assert_true(!strcmp(proto, "EAGER") || !strcmp(proto, "COOPERATIVE") ||
                     !strcmp(proto, "NONE"));
 
-        const cJSON *ev = jobj(j, "events");
+        const h_json_t *ev = jobj(j, "events");
         for (int i = 0; i < LAGPROBE_EVENT__CNT; i++)
                 assert_true(
                     jint(ev, lagprobe_event_name((lagprobe_event_type_t)i)) >=
                     0);
-        assert_int_equal(cJSON_GetArraySize(ev), LAGPROBE_EVENT__CNT);
+        assert_int_equal(h_json_count(ev), LAGPROBE_EVENT__CNT);
 
-        const cJSON *proc = jobj(j, "processing");
+        const h_json_t *proc = jobj(j, "processing");
         static const char *hists[] = {"batch",   "batch_recent",
                                       "message", "message_recent",
                                       "poll_gap", "poll_gap_recent"};
         for (size_t i = 0; i < sizeof hists / sizeof hists[0]; i++) {
-                const cJSON *hh = jobj(proc, hists[i]);
+                const h_json_t *hh = jobj(proc, hists[i]);
                 assert_true(jint(hh, "count") >= 0);
                 static const char *f[] = {"sum_ms", "p50_ms", "p90_ms",
                                           "p99_ms", "max_ms"};
@@ -537,9 +543,9 @@ static void check_schema(const cJSON *j, lagprobe_t *p) {
                         assert_true(jnum(hh, f[k]) >= 0);
         }
 
-        const cJSON *parts = jarr(j, "partitions");
-        cJSON_ArrayForEach(r, parts) {
-                assert_true(cJSON_IsObject(r));
+        const h_json_t *parts = jarr(j, "partitions");
+        for (r = (parts)->child; r; r = r->next) {
+                assert_true(jis(r, H_JOBJ));
                 jstr(r, "topic");
                 assert_true(jint(r, "partition") >= 0);
                 jint_or_null(r, "high_watermark");
@@ -548,11 +554,11 @@ static void check_schema(const cJSON *j, lagprobe_t *p) {
                 jint_or_null(r, "position");
                 jint_or_null(r, "lag");
                 jint_or_null(r, "position_lag");
-                const cJSON *sb = jget(r, "seconds_behind");
-                assert_true(cJSON_IsNull(sb) ||
-                            (cJSON_IsNumber(sb) && sb->valuedouble >= 0));
+                const h_json_t *sb = jget(r, "seconds_behind");
+                assert_true(jis(sb, H_JNULL) ||
+                            (jis(sb, H_JNUM) && sb->num >= 0));
                 assert_true(jint(r, "consumed") >= 0);
-                assert_true(cJSON_IsBool(jget(r, "stale")));
+                jbool(r, "stale");
                 /* The figures' values: test_json_odd_names, against what
                  * it produced and committed (not against each other). */
         }
@@ -562,7 +568,7 @@ static void test_json_odd_names(void **state) {
         (void)state;
         odd_t *o = odd_get();
         char *text;
-        cJSON *j = json_doc(o->p, &text);
+        h_json_t *j = json_doc(o->p, &text);
         check_schema(j, o->p);
 
         /* Escaped strings come back byte for byte. */
@@ -572,8 +578,8 @@ static void test_json_odd_names(void **state) {
         for (const char *c = text; *c; c++)
                 assert_true((unsigned char)*c >= 0x20);
 
-        const cJSON *parts = jarr(j, "partitions");
-        assert_int_equal(cJSON_GetArraySize(parts), o->total_parts);
+        const h_json_t *parts = jarr(j, "partitions");
+        assert_int_equal(h_json_count(parts), o->total_parts);
         assert_int_equal(jint(jobj(j, "rebalances"), "assignment_size"),
                          o->total_parts);
 
@@ -582,8 +588,8 @@ static void test_json_odd_names(void **state) {
          * where nothing was committed, everything consumed. */
         for (int t = 0; t < ODD_TOPICS; t++)
                 for (int i = 0; i < o->nparts[t]; i++) {
-                        const cJSON *x = NULL, *r;
-                        cJSON_ArrayForEach(r, parts) {
+                        const h_json_t *x = NULL, *r;
+                        for (r = (parts)->child; r; r = r->next) {
                                 if (!strcmp(jstr(r, "topic"), o->topic[t]) &&
                                     jint(r, "partition") == i)
                                         x = r;
@@ -605,7 +611,7 @@ static void test_json_odd_names(void **state) {
                                     jint_or_null(x, "position_lag"), 0);
                         }
                 }
-        cJSON_Delete(j);
+        h_json_free(j);
         free(text);
 }
 
@@ -622,13 +628,13 @@ static void test_json_empty_assignment(void **state) {
         rd_kafka_t *rk = h_consumer_new(conf, NULL); /* no subscription */
         h_poll_for(rk, NULL, 3 * H_STATS_MS);
 
-        cJSON *j = json_doc(p, NULL);
+        h_json_t *j = json_doc(p, NULL);
         check_schema(j, p);
-        assert_int_equal(cJSON_GetArraySize(jarr(j, "partitions")), 0);
+        assert_int_equal(h_json_count(jarr(j, "partitions")), 0);
         assert_int_equal(jint(jobj(j, "rebalances"), "assignment_size"), 0);
         assert_string_equal(jstr(j, "group_id"), group);
-        assert_true(cJSON_IsTrue(jget(j, "bound")));
-        cJSON_Delete(j);
+        assert_true(jbool(j, "bound"));
+        h_json_free(j);
 
         size_t len;
         char *m = render_full(lagprobe_metrics_prometheus, p, &len);
@@ -648,17 +654,17 @@ static void test_json_empty_assignment(void **state) {
 static void test_json_unbound(void **state) {
         (void)state;
         lagprobe_t *p = h_probe_new();
-        cJSON *j = json_doc(p, NULL);
+        h_json_t *j = json_doc(p, NULL);
         check_schema(j, p);
         assert_string_equal(jstr(j, "status"), "unhealthy");
-        const cJSON *reasons = jarr(j, "reasons");
-        assert_int_equal(cJSON_GetArraySize(reasons), 1);
-        assert_string_equal(cJSON_GetArrayItem(reasons, 0)->valuestring,
+        const h_json_t *reasons = jarr(j, "reasons");
+        assert_int_equal(h_json_count(reasons), 1);
+        assert_string_equal(reasons->child->str,
                             "consumer_not_running");
-        assert_true(cJSON_IsFalse(jget(j, "bound")));
-        assert_int_equal(cJSON_GetArraySize(jarr(j, "partitions")), 0);
-        assert_true(cJSON_IsNull(jget(jobj(j, "poll"), "since_last_poll_ms")));
-        cJSON_Delete(j);
+        assert_false(jbool(j, "bound"));
+        assert_int_equal(h_json_count(jarr(j, "partitions")), 0);
+        assert_true(jis(jget(jobj(j, "poll"), "since_last_poll_ms"), H_JNULL));
+        h_json_free(j);
 
         const char *full = "consumer_not_running";
         size_t flen = strlen(full);
@@ -848,9 +854,9 @@ static void test_prometheus_invalid_utf8_group(void **state) {
         int label_kept = strstr(m, "consumergroup=\"bad") != NULL &&
                          strstr(m, "(group-") != NULL;
         free(m);
-        cJSON *j = json_doc(p, NULL);
+        h_json_t *j = json_doc(p, NULL);
         int json_fffd = strstr(jstr(j, "group_id"), "\xef\xbf\xbd") != NULL;
-        cJSON_Delete(j);
+        h_json_free(j);
         h_consumer_close(rk);
         lagprobe_destroy(p);
 
@@ -893,7 +899,7 @@ static int hv_crit_event(void *arg) {
 /* The verdict as the three outputs give it must agree. */
 static void hv_check(lagprobe_t *p, int want, const char *reason) {
         char rs[256];
-        int h = lagprobe_health(p, rs, sizeof rs);
+        lagprobe_health_t h = lagprobe_health(p, rs, sizeof rs);
         print_message("  health %s (%s)\n", lagprobe_health_name(h), rs);
         assert_int_equal(h, want);
         if (reason)
@@ -983,9 +989,9 @@ static void test_health_transitions(void **state) {
         print_message("  degraded after %" PRId64 " ms\n", at);
         assert_true(at >= (int64_t)(HV_WARN * HV_MAX_POLL_MS) - 5);
         hv_check(p, LAGPROBE_HEALTH_DEGRADED, "headroom_warn");
-        cJSON *j = json_doc(p, NULL);
+        h_json_t *j = json_doc(p, NULL);
         assert_string_equal(jstr(j, "status"), "degraded");
-        cJSON_Delete(j);
+        h_json_free(j);
 
         /* Past critical_ratio: unhealthy, HTTP 503. */
         hv.want = LAGPROBE_HEALTH_UNHEALTHY;
@@ -996,10 +1002,10 @@ static void test_health_transitions(void **state) {
         hv_check(p, LAGPROBE_HEALTH_UNHEALTHY, "headroom_critical");
         j = json_doc(p, NULL);
         assert_string_equal(jstr(j, "status"), "unhealthy");
-        const cJSON *r0 = cJSON_GetArrayItem(jarr(j, "reasons"), 0);
+        const h_json_t *r0 = jarr(j, "reasons")->child;
         assert_non_null(r0);
-        assert_string_equal(r0->valuestring, "headroom_critical");
-        cJSON_Delete(j);
+        assert_string_equal(r0->str, "headroom_critical");
+        h_json_free(j);
         size_t len;
         char *m = render_full(lagprobe_metrics_prometheus, p, &len);
         char prefix[256];
@@ -1027,8 +1033,8 @@ static void test_health_transitions(void **state) {
         assert_true(hs.s.events[LAGPROBE_EVENT_HEADROOM_CRITICAL] >= 1);
         j = json_doc(p, NULL);
         assert_string_equal(jstr(j, "status"), "ok");
-        assert_int_equal(cJSON_GetArraySize(jarr(j, "reasons")), 0);
-        cJSON_Delete(j);
+        assert_int_equal(h_json_count(jarr(j, "reasons")), 0);
+        h_json_free(j);
 
         h_consumer_close(rk);
         lagprobe_destroy(p);
