@@ -218,10 +218,16 @@ static h_snap_t *snap_of(lagprobe_t *p) {
         return &hs;
 }
 
+/* Every produced offset reached the app (in order per partition, so up to
+ * the end), and the probe counted at least as many. A broker down for
+ * longer than session.timeout.ms costs the member its assignment, and the
+ * messages after the last commit that landed come again (at least once). */
 static int all_consumed(void *arg) {
         ox_t *x = arg;
-        return x->t.total >= ox_want(x) &&
-               snap_of(x->p)->s.consumed >= ox_want(x);
+        for (int i = 0; i < O_NPARTS; i++)
+                if (x->produced[i] > 0 && x->t.next_offset[i] < x->produced[i])
+                        return 0;
+        return snap_of(x->p)->s.consumed >= ox_want(x);
 }
 
 static int queried(void *arg) {
@@ -404,7 +410,8 @@ static void test_repeated_outages(void **state) {
         print_message("  %d outages: brokers_down seen in %d, cleared after "
                       "%d\n",
                       outages, seen_down, seen_up);
-        /* Everything consumed once, committed, and the figures right. */
+        /* Everything consumed (at least once), committed, and the figures
+         * right. */
         assert_true(h_poll_until(x->rk, &x->t, all_consumed, x,
                                  h_slow_ms(20000)));
         int64_t offs[O_NPARTS];
@@ -420,7 +427,8 @@ static void test_repeated_outages(void **state) {
                       "), consumed %" PRId64 " of %" PRId64 "\n",
                       hs->s.hwm_queries, hs->s.hwm_query_failures,
                       x->t.total, ox_want(x));
-        assert_int_equal(x->t.total, ox_want(x));
+        /* Once each, or again after a lost assignment. */
+        assert_true(x->t.total >= ox_want(x));
         assert_true(outages >= 5);
         assert_int_equal(seen_down, outages);
         assert_true(seen_up >= outages);
