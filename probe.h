@@ -176,8 +176,10 @@ typedef struct lagprobe_event_s {
 } lagprobe_event_t;
 
 /** Event sink. Called from the probe's watchdog thread, or from the thread
- *  calling lagprobe_tick() when the watchdog is off; never from a
- *  librdkafka thread and never concurrently with itself for one probe.
+ *  calling lagprobe_tick() when the watchdog is off, and once more from the
+ *  thread calling lagprobe_destroy() for what happened since the
+ *  watchdog's last pass; never from a librdkafka thread and never
+ *  concurrently with itself for one probe.
  *  Must not block (it delays the next headroom check) and must not call
  *  lagprobe_destroy(). */
 typedef void(lagprobe_log_cb_t)(const lagprobe_event_t *event, void *opaque);

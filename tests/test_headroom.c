@@ -594,6 +594,9 @@ static void stall_scenario(int mode, int stall_ms) {
                 tick_errors = atomic_load(&tk->errors);
         }
         release(rk);
+        /* lagprobe_destroy() delivers, on this thread, what happened since
+         * the watchdog's last pass (probe.h, log_cb). */
+        int64_t t_destroy = h_now_ms();
         release(p);
         release(c);
 
@@ -622,9 +625,11 @@ static void stall_scenario(int mode, int stall_ms) {
 
         assert_false(r->overflow);
         assert_int_equal(atomic_load(&r->overlap), 0);
-        /* Event sink threads: never the app's polling thread. */
+        /* Event sink threads: never the app's polling thread, until it
+         * destroys the probe. */
         for (int i = 0; i < n; i++) {
-                assert_false(pthread_equal(ev[i].thr, pthread_self()));
+                if (ev[i].at_ms < t_destroy)
+                        assert_false(pthread_equal(ev[i].thr, pthread_self()));
                 if (mode == M_TICK)
                         assert_true(pthread_equal(ev[i].thr, tick_thr));
         }
@@ -634,20 +639,36 @@ static void stall_scenario(int mode, int stall_ms) {
                 assert_int_equal(tick_emitted, n);
         }
 
-        /* Exactly one of each, in this order. */
-        assert_true(iw >= 0);
+        /* Exactly one of each, in this order. One exception: a watchdog
+         * that did not run at all in the warning band (800 ms, 8 passes;
+         * seen under valgrind on a machine at load 5) finds the stall
+         * past critical_ratio and rightly says only that; its event's
+         * since_poll_ms shows it. */
         assert_true(ic >= 0);
+        int late = iw < 0 &&
+                   ev[ic].since_poll_ms >= (int64_t)(CRIT_RATIO * L_MS);
+        if (late)
+                print_message("%s: the watchdog first saw the stall at %" PRId64
+                              " ms, past the warning band (%d-%d ms): no "
+                              "headroom_warn\n",
+                              mode_names[mode], ev[ic].since_poll_ms,
+                              (int)(WARN_RATIO * L_MS),
+                              (int)(CRIT_RATIO * L_MS));
+        if (!late) {
+                assert_true(iw >= 0);
+                assert_int_equal(ev_count(ev, n, LAGPROBE_EVENT_HEADROOM_WARN),
+                                 1);
+                assert_true(iw < ic);
+                assert_true(ev[iw].at_ms <= ev[ic].at_ms);
+        }
         assert_true(ie >= 0);
         assert_true(ir >= 0);
-        assert_int_equal(ev_count(ev, n, LAGPROBE_EVENT_HEADROOM_WARN), 1);
         assert_int_equal(ev_count(ev, n, LAGPROBE_EVENT_HEADROOM_CRITICAL), 1);
         assert_int_equal(ev_count(ev, n, LAGPROBE_EVENT_EVICTED), 1);
         assert_int_equal(ev_count(ev, n, LAGPROBE_EVENT_HEADROOM_RECOVERED), 1);
         assert_int_equal(ev_count(ev, n, LAGPROBE_EVENT_PREDICTED_EXCEED), 0);
-        assert_true(iw < ic);
         assert_true(ic < ie);
         assert_true(ic < ir);
-        assert_true(ev[iw].at_ms <= ev[ic].at_ms);
         assert_true(ev[ic].at_ms <= ev[ie].at_ms);
         if (mode != M_HOOKS_NOLOG) {
                 /* Evicted during the stall, recovered after it. */
@@ -680,13 +701,16 @@ static void stall_scenario(int mode, int stall_ms) {
         }
         /* The level thresholds, as the probe measured them ... */
         const int k_w = hooks_on ? 1 : 2; /* see the timing model */
-        assert_true(ev[iw].since_poll_ms >= (int64_t)(WARN_RATIO * L_MS));
-        assert_true(ev[iw].since_poll_ms <
-                    (int64_t)(WARN_RATIO * L_MS) + W_MS + SLACK_MS);
+        if (!late) {
+                assert_true(ev[iw].since_poll_ms >=
+                            (int64_t)(WARN_RATIO * L_MS));
+                assert_true(ev[iw].since_poll_ms <
+                            (int64_t)(WARN_RATIO * L_MS) + W_MS + SLACK_MS);
+                assert_true(ev[iw].headroom_ms > 0);
+        }
         assert_true(ev[ic].since_poll_ms >= (int64_t)(CRIT_RATIO * L_MS));
         assert_true(ev[ic].since_poll_ms <
                     (int64_t)(CRIT_RATIO * L_MS) + W_MS + SLACK_MS);
-        assert_true(ev[iw].headroom_ms > 0);
         assert_true(ev[ic].headroom_ms > 0);
         assert_int_equal(ev[ie].count, 1);
         assert_true(ev[ir].headroom_ms > (int64_t)((1 - WARN_RATIO) * L_MS));
@@ -694,9 +718,13 @@ static void stall_scenario(int mode, int stall_ms) {
          * the probe's "last poll" may precede t0 by at most one poll
          * timeout, 100 ms), no late one. */
         const int64_t early = hooks_on ? 0 : 100;
-        assert_true(ev[iw].at_ms - t0 >= (int64_t)(WARN_RATIO * L_MS) - early);
-        assert_true(ev[iw].at_ms - t0 <=
-                    (int64_t)(WARN_RATIO * L_MS) + k_w * W_MS + SLACK_MS);
+        if (!late) {
+                assert_true(ev[iw].at_ms - t0 >=
+                            (int64_t)(WARN_RATIO * L_MS) - early);
+                assert_true(ev[iw].at_ms - t0 <=
+                            (int64_t)(WARN_RATIO * L_MS) + k_w * W_MS +
+                                SLACK_MS);
+        }
         assert_true(ev[ic].at_ms - t0 >= (int64_t)(CRIT_RATIO * L_MS) - early);
         assert_true(ev[ic].at_ms - t0 <=
                     (int64_t)(CRIT_RATIO * L_MS) + k_w * W_MS + SLACK_MS);
@@ -711,9 +739,9 @@ static void stall_scenario(int mode, int stall_ms) {
                 assert_true(t_maxpoll - t0 >= L_MS);
                 assert_true(t_maxpoll - t0 <= L_MS + 500 + SLACK_MS);
                 /* The lead: see the timing model at the top. */
-                int64_t lead = t_maxpoll - ev[iw].at_ms;
-                assert_true(lead >= (int64_t)((1 - WARN_RATIO) * L_MS) -
-                                        k_w * W_MS - SLACK_MS);
+                int64_t lead = late ? -1 : t_maxpoll - ev[iw].at_ms;
+                assert_true(late || lead >= (int64_t)((1 - WARN_RATIO) * L_MS) -
+                                                k_w * W_MS - SLACK_MS);
                 /* critical still comes before the eviction */
                 assert_true(t_maxpoll - ev[ic].at_ms >= 0);
                 /* evicted follows the log line by one pass. */
@@ -736,7 +764,7 @@ static void stall_scenario(int mode, int stall_ms) {
         assert_int_equal(hs->s.max_poll_interval_ms, L_MS);
         assert_int_equal(hs->s.session_timeout_ms, SESSION_MS);
         assert_int_equal(hs->s.events[LAGPROBE_EVENT_EVICTED], 1);
-        assert_int_equal(hs->s.events[LAGPROBE_EVENT_HEADROOM_WARN], 1);
+        assert_int_equal(hs->s.events[LAGPROBE_EVENT_HEADROOM_WARN], !late);
         assert_int_equal(hs->s.events[LAGPROBE_EVENT_HEADROOM_CRITICAL], 1);
         assert_int_equal(hs->s.events[LAGPROBE_EVENT_HEADROOM_RECOVERED], 1);
         assert_int_equal(hs->s.headroom_level, 0);
@@ -1457,7 +1485,10 @@ static void flap(rec_t **rp, h_snap_t **hsp, int64_t *t_start, int batches,
                 if (b)
                         assert_int_equal(collect(rk, p, 1, 5000), 1);
                 lagprobe_batch_begin(p, 1);
-                h_sleep_ms(L_MS / 4);
+                /* 1500 ms: the thresholds of both callers (800 ms) leave
+                 * the watchdog 7 passes to see each batch, also on a
+                 * machine loaded enough to delay it by half a second. */
+                h_sleep_ms(L_MS * 3 / 8);
                 lagprobe_batch_end(p);
                 h_sleep_ms(W_MS + SLACK_MS); /* the recovery is seen */
         }
@@ -1487,8 +1518,8 @@ static int assert_spaced(const rec_ev_t *ev, int n, lagprobe_event_type_t t,
         return k;
 }
 
-/* 9. warn_ratio 0.2 (a warning 800 ms into each 1000 ms batch), six
- * batches in ~8 s, event_min_interval_ms 2500: every warning counted, at
+/* 9. warn_ratio 0.2 (a warning 800 ms into each 1500 ms batch), six
+ * batches in ~10.5 s, event_min_interval_ms 2500: every warning counted, at
  * most one delivered per 2.5 s, and more than one over the run. */
 static void test_rate_limit_flapping(void **state) {
         (void)state;
@@ -1514,8 +1545,8 @@ static void test_rate_limit_flapping(void **state) {
 }
 
 /* 9b. README: warn and recovered are rate-limited, critical always gets
- * through. warn 0.1 / critical 0.2 of L (400 / 800 ms into each 1000 ms
- * batch), the default event_min_interval_ms (10 s), four flaps in ~5 s:
+ * through. warn 0.1 / critical 0.2 of L (400 / 800 ms into each 1500 ms
+ * batch), the default event_min_interval_ms (10 s), four flaps in ~7 s:
  * one warning and one recovery delivered, four critical ones; all four of
  * each counted. (probe.h says the opposite for recovered and critical:
  * "except evicted and recovered"; see the report.) */
