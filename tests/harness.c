@@ -295,6 +295,21 @@ void h_topic_create(h_cluster_t *c, const char *topic, int partition_cnt) {
                 fail_msg("mock topic %s: %s", topic, rd_kafka_err2str(err));
 }
 
+h_cluster_t *h_cl;
+
+int h_group_setup(void **state) {
+        (void)state;
+        h_cl = h_cluster_new(1);
+        return 0;
+}
+
+int h_group_teardown(void **state) {
+        (void)state;
+        h_cluster_destroy(h_cl);
+        h_cl = NULL;
+        return 0;
+}
+
 /* ---- producing ------------------------------------------------------- */
 
 typedef struct h_fixed_ts_s {

@@ -97,6 +97,14 @@ h_cluster_t *h_cluster_new(int broker_cnt);
 void h_cluster_destroy(h_cluster_t *c);
 void h_topic_create(h_cluster_t *c, const char *topic, int partition_cnt);
 
+/* One cluster of one broker for a whole cmocka group, for the files whose
+ * tests each make their own topic and group on it: pass h_group_setup and
+ * h_group_teardown to cmocka_run_group_tests(). h_cl is that cluster
+ * between the two, NULL outside. */
+extern h_cluster_t *h_cl;
+int h_group_setup(void **state);
+int h_group_teardown(void **state);
+
 /* ---- producing ------------------------------------------------------- */
 
 /* Timestamp of the seq'th message of one h_produce_fn() call. */

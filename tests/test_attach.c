@@ -11,21 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static h_cluster_t *cl;
-
-static int setup(void **state) {
-        (void)state;
-        cl = h_cluster_new(1);
-        return 0;
-}
-
-static int teardown(void **state) {
-        (void)state;
-        h_cluster_destroy(cl);
-        cl = NULL;
-        return 0;
-}
-
 /* A consumer conf that is not connected to anything. */
 static rd_kafka_conf_t *plain_conf(const char *group) {
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -375,11 +360,11 @@ static void test_conf_dup_carries_probe(void **state) {
         char topic[64], group[64];
         h_unique("dup", topic, sizeof topic);
         h_unique("gdup", group, sizeof group);
-        h_topic_create(cl, topic, 2);
-        h_produce(cl, topic, 0, 5, NULL, 0);
-        h_produce(cl, topic, 1, 7, NULL, 0);
+        h_topic_create(h_cl, topic, 2);
+        h_produce(h_cl, topic, 0, 5, NULL, 0);
+        h_produce(h_cl, topic, 1, 7, NULL, 0);
 
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         lagprobe_t *p = h_probe_attach(conf);
         rd_kafka_conf_t *dup = rd_kafka_conf_dup(conf);
         rd_kafka_conf_destroy(conf); /* only the copy is used */
@@ -610,12 +595,12 @@ static void test_stats_cb_keeps_buffer(void **state) {
         char topic[64], group[64];
         h_unique("keep", topic, sizeof topic);
         h_unique("gkeep", group, sizeof group);
-        h_topic_create(cl, topic, 2);
-        h_produce(cl, topic, 0, 4, NULL, 0);
+        h_topic_create(h_cl, topic, 2);
+        h_produce(h_cl, topic, 0, 4, NULL, 0);
 
         app_ctx_t *a = app_new();
         a->keep_stats = 1;
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         rd_kafka_conf_set_opaque(conf, a);
         rd_kafka_conf_set_stats_cb(conf, app_stats_cb);
         lagprobe_t *p = h_probe_attach(conf);
@@ -665,11 +650,11 @@ static void test_destroy_before_rd_kafka_destroy(void **state) {
         char topic[64], group[64];
         h_unique("early", topic, sizeof topic);
         h_unique("gearly", group, sizeof group);
-        h_topic_create(cl, topic, 2);
-        h_produce(cl, topic, 0, 5, NULL, 0);
+        h_topic_create(h_cl, topic, 2);
+        h_produce(h_cl, topic, 0, 5, NULL, 0);
 
         app_ctx_t *a = app_new();
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         rd_kafka_conf_set_opaque(conf, a);
         rd_kafka_conf_set_stats_cb(conf, app_stats_cb);
         rd_kafka_conf_set_rebalance_cb(conf, app_rebalance_cb);
@@ -685,7 +670,7 @@ static void test_destroy_before_rd_kafka_destroy(void **state) {
         lagprobe_destroy(p); /* the consumer lives on */
 
         int stats0 = a->stats_calls;
-        h_produce(cl, topic, 1, 6, NULL, 0);
+        h_produce(h_cl, topic, 1, 6, NULL, 0);
         counting_ctx_t c = {a, &t, stats0 + 5, 11};
         assert_true(h_poll_until(rk, &t, stats_and_msgs, &c, 10000));
         assert_int_equal(t.consumed[1], 6);
@@ -706,11 +691,11 @@ static void test_destroy_early_default_rebalance(void **state) {
         char topic[64], group[64];
         h_unique("early2", topic, sizeof topic);
         h_unique("gearly2", group, sizeof group);
-        h_topic_create(cl, topic, 2);
-        h_produce(cl, topic, 0, 3, NULL, 0);
+        h_topic_create(h_cl, topic, 2);
+        h_produce(h_cl, topic, 0, 3, NULL, 0);
         /* The probe is gone before the consumer even joins: the default
          * rebalance handling must still assign. */
-        rd_kafka_conf_t *conf = h_conf(cl, group, "cooperative-sticky", 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, "cooperative-sticky", 0);
         lagprobe_t *p = h_probe_attach(conf);
         rd_kafka_t *rk = h_consumer_new(conf, topic);
         lagprobe_destroy(p);
@@ -727,9 +712,9 @@ static void test_destroy_after_rd_kafka_destroy(void **state) {
         char topic[64], group[64];
         h_unique("late", topic, sizeof topic);
         h_unique("glate", group, sizeof group);
-        h_topic_create(cl, topic, 2);
-        h_produce(cl, topic, 0, 5, NULL, 0);
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        h_topic_create(h_cl, topic, 2);
+        h_produce(h_cl, topic, 0, 5, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         lagprobe_t *p = h_probe_attach(conf);
         rd_kafka_t *rk = h_consumer_new(conf, topic);
         h_track_t t;
@@ -763,7 +748,7 @@ static void test_attach_then_producer(void **state) {
         (void)state;
         char errstr[512];
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
-        h_conf_set(conf, "bootstrap.servers", cl->bootstraps);
+        h_conf_set(conf, "bootstrap.servers", h_cl->bootstraps);
         h_conf_set(conf, "group.id", "not-a-consumer");
         lagprobe_t *p = h_probe_attach(conf);
         rd_kafka_t *rk =
@@ -772,7 +757,7 @@ static void test_attach_then_producer(void **state) {
         /* The producer works. */
         char topic[64];
         h_unique("prod", topic, sizeof topic);
-        h_topic_create(cl, topic, 1);
+        h_topic_create(h_cl, topic, 1);
         assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
                                            RD_KAFKA_V_VALUE("x", 1),
                                            RD_KAFKA_V_END),
@@ -809,5 +794,5 @@ int main(void) {
             cmocka_unit_test(test_destroy_after_rd_kafka_destroy),
             cmocka_unit_test(test_attach_then_producer),
         };
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, h_group_setup, h_group_teardown);
 }

@@ -16,21 +16,6 @@
 
 #define NPARTS 3
 
-static h_cluster_t *cl;
-
-static int setup(void **state) {
-        (void)state;
-        cl = h_cluster_new(1);
-        return 0;
-}
-
-static int teardown(void **state) {
-        (void)state;
-        h_cluster_destroy(cl);
-        cl = NULL;
-        return 0;
-}
-
 /* ---- event recorder (the probe's log_cb) ------------------------------ */
 
 typedef struct rec_s {
@@ -134,7 +119,7 @@ static void app_set_callbacks(rd_kafka_conf_t *conf, app_t *a) {
 /* Lag exactly what a second client describes. */
 static void assert_exact_lag(h_fixture_t *s) {
         h_desc_t d[NPARTS];
-        h_assert_lag_exact(cl, s->rk, &s->t, s->p, s->group, s->topic,
+        h_assert_lag_exact(h_cl, s->rk, &s->t, s->p, s->group, s->topic,
                            NPARTS, d);
 }
 
@@ -162,7 +147,7 @@ static void scen_start(h_fixture_t *s, app_t *a, rec_t *r, int via_dup) {
         lagprobe_config_t pc;
         rec_config(&pc, r);
         h_fixture_init(s);
-        s->c = cl;
+        s->c = h_cl;
         s->topic_prefix = "compat";
         s->group_prefix = "gcompat";
         s->nparts = NPARTS;
@@ -283,10 +268,10 @@ static rd_kafka_conf_t *fresh_conf(const char *name, char *topic,
         snprintf(gname, sizeof gname, "g%s", name);
         h_unique(name, topic, 64);
         h_unique(gname, group, 64);
-        h_topic_create(cl, topic, NPARTS);
+        h_topic_create(h_cl, topic, NPARTS);
         if (n > 0)
-                h_produce(cl, topic, part, n, NULL, 0);
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+                h_produce(h_cl, topic, part, n, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         *pp = probe_attach(conf, r);
         return conf;
 }
@@ -348,7 +333,7 @@ static void test_statistics_as_events(void **state) {
         while (h_now_ms() < deadline && !ok) {
                 if (h_now_ms() >= next_produce) {
                         /* Messages keep flowing: the app visibly polls. */
-                        h_produce(cl, topic, 0, 1, NULL, 0);
+                        h_produce(h_cl, topic, 0, 1, NULL, 0);
                         next_produce = h_now_ms() + 100;
                 }
                 h_poll_once(rk, 20, &t);
@@ -444,7 +429,7 @@ static void test_rebalances_as_events(void **state) {
 static rd_kafka_conf_t *kip848_conf(const char *group, int max_poll_ms) {
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         char v[32];
-        h_conf_set(conf, "bootstrap.servers", cl->bootstraps);
+        h_conf_set(conf, "bootstrap.servers", h_cl->bootstraps);
         h_conf_set(conf, "group.id", group);
         h_conf_set(conf, "group.protocol", "consumer");
         h_conf_set(conf, "auto.offset.reset", "earliest");
@@ -461,9 +446,9 @@ static void kip848_start(h_fixture_t *s, rec_t *r, int max_poll_ms) {
         memset(s, 0, sizeof *s);
         h_unique("kip848", s->topic, sizeof s->topic);
         h_unique("gkip848", s->group, sizeof s->group);
-        h_topic_create(cl, s->topic, NPARTS);
+        h_topic_create(h_cl, s->topic, NPARTS);
         for (int i = 0; i < NPARTS; i++) {
-                h_produce(cl, s->topic, i, counts[i], NULL, 0);
+                h_produce(h_cl, s->topic, i, counts[i], NULL, 0);
                 s->want += counts[i];
         }
         rd_kafka_conf_t *conf = kip848_conf(s->group, max_poll_ms);
@@ -543,5 +528,5 @@ int main(void) {
             cmocka_unit_test(test_kip848_headroom_before_eviction),
 #endif
         };
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, h_group_setup, h_group_teardown);
 }

@@ -20,22 +20,8 @@
 #define CHUNK 2500     /* produced per partition per round */
 #define NREADERS 3     /* two snapshot readers, one JSON reader */
 
-static h_cluster_t *cl;
 static int64_t ts_base;
 static char topic[64];
-
-static int setup(void **state) {
-        (void)state;
-        cl = h_cluster_new(1);
-        return 0;
-}
-
-static int teardown(void **state) {
-        (void)state;
-        h_cluster_destroy(cl);
-        cl = NULL;
-        return 0;
-}
 
 /* Timestamp of the message at (partition, offset). */
 static int64_t ts_of(int32_t partition, int64_t offset) {
@@ -68,7 +54,7 @@ static void *producer_main(void *arg) {
                                 h_sleep_ms(5);
                 }
                 for (int32_t i = 0; i < NPARTS; i++) {
-                        h_produce_fn(cl, topic, i, CHUNK, NULL, prod_ts, p);
+                        h_produce_fn(h_cl, topic, i, CHUNK, NULL, prod_ts, p);
                         p->next[i] += CHUNK;
                 }
                 h_sleep_ms(100);
@@ -340,11 +326,11 @@ static void test_readers_during_consume_and_rebalance(void **state) {
         char group[64];
         h_unique("conc", topic, sizeof topic);
         h_unique("gconc", group, sizeof group);
-        h_topic_create(cl, topic, NPARTS);
+        h_topic_create(h_cl, topic, NPARTS);
         ts_base = h_wall_ms() - 2 * 86400000LL;
         int64_t t_start = h_now_ms();
 
-        rd_kafka_conf_t *conf = h_conf(cl, group, "range", 1);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, "range", 1);
         lagprobe_t *p1 = h_probe_attach(conf);
         rd_kafka_t *c1 = h_consumer_new(conf, topic);
         h_track_t t1;
@@ -352,7 +338,7 @@ static void test_readers_during_consume_and_rebalance(void **state) {
 
         member_t *m = calloc(1, sizeof *m);
         assert_non_null(m);
-        conf = h_conf(cl, group, "range", 1);
+        conf = h_conf(h_cl, group, "range", 1);
         lagprobe_t *p2 = h_probe_attach(conf);
         m->rk = h_consumer_new(conf, NULL);
         h_track_init(&m->t);
@@ -458,7 +444,7 @@ static void test_readers_during_consume_and_rebalance(void **state) {
         assert_true(hs.s.revokes >= 2);
         assert_int_equal(hs.s.assigns, hs.s.revokes + 1);
         h_desc_t d[NPARTS];
-        h_describe(cl, group, topic, NPARTS, d);
+        h_describe(h_cl, group, topic, NPARTS, d);
         for (int i = 0; i < NPARTS; i++) {
                 const lagprobe_partition_t *x = h_snap_find(&hs, topic, i);
                 assert_non_null(x);
@@ -488,5 +474,5 @@ int main(void) {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_readers_during_consume_and_rebalance),
         };
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, h_group_setup, h_group_teardown);
 }

@@ -10,21 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static h_cluster_t *cl;
-
-static int setup(void **state) {
-        (void)state;
-        cl = h_cluster_new(1);
-        return 0;
-}
-
-static int teardown(void **state) {
-        (void)state;
-        h_cluster_destroy(cl);
-        cl = NULL;
-        return 0;
-}
-
 /* One consumer with a probe on a fresh topic and group, the harness's
  * fixture on the shared cluster; pc: the probe's config, NULL for the
  * defaults. Returns once the app and the probe saw every message. */
@@ -32,7 +17,7 @@ static void scen_start_cfg(h_fixture_t *s, const char *name, int nparts,
                            const int *counts, int auto_commit,
                            const lagprobe_config_t *pc) {
         h_fixture_init(s);
-        s->c = cl;
+        s->c = h_cl;
         s->topic_prefix = name;
         s->nparts = nparts;
         s->counts = counts;
@@ -54,7 +39,7 @@ typedef struct conv_s {
 } conv_t;
 
 static void assert_agrees(h_fixture_t *s, conv_t *c) {
-        h_assert_lag_exact(cl, s->rk, &s->t, s->p, s->group, s->topic,
+        h_assert_lag_exact(h_cl, s->rk, &s->t, s->p, s->group, s->topic,
                            s->nparts, c->d);
 }
 
@@ -252,11 +237,11 @@ static void test_seconds_behind(void **state) {
         const int64_t age_ms = 60000;
         h_fixture_t s;
         h_fixture_init(&s);
-        s.c = cl;
+        s.c = h_cl;
         s.topic_prefix = "behind";
         h_fixture_topic(&s);
         int64_t ts = h_wall_ms() - age_ms;
-        h_produce(cl, s.topic, 0, 5, "k", ts);
+        h_produce(h_cl, s.topic, 0, 5, "k", ts);
         h_fixture_consumer(&s);
 
         /* Take exactly one message, then stop the partition: the app is
@@ -353,7 +338,7 @@ static int refreshed(void *arg) {
  * stale (the statistics' figure is behind), and at least one query. */
 static void assert_refreshed(h_fixture_t *s) {
         conv_t c;
-        h_describe(cl, s->group, s->topic, 1, c.d);
+        h_describe(h_cl, s->group, s->topic, 1, c.d);
         assert_int_equal(c.d[0].log_end, 10);
         assert_int_equal(c.d[0].lag, 5);
         h_snap_t hs;
@@ -500,5 +485,5 @@ int main(void) {
             cmocka_unit_test(test_hwm_refresh_ms),
             cmocka_unit_test(test_json_same_figures),
         };
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, h_group_setup, h_group_teardown);
 }

@@ -19,21 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static h_cluster_t *cl;
-
-static int setup(void **state) {
-        (void)state;
-        cl = h_cluster_new(1);
-        return 0;
-}
-
-static int teardown(void **state) {
-        (void)state;
-        h_cluster_destroy(cl);
-        cl = NULL;
-        return 0;
-}
-
 #define ASSERT_ERRSTR(errstr, ...)                                             \
         do {                                                                   \
                 if (!h_contains_any((errstr), __VA_ARGS__, (const char *)NULL)) \
@@ -45,7 +30,7 @@ static int teardown(void **state) {
 static rd_kafka_conf_t *idle_conf(void) {
         char group[64];
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
-        h_conf_set(conf, "bootstrap.servers", cl->bootstraps);
+        h_conf_set(conf, "bootstrap.servers", h_cl->bootstraps);
         h_conf_set(conf, "group.id", h_unique("gm", group, sizeof group));
         return conf;
 }
@@ -676,12 +661,12 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         char topic[64], group[64], errstr[256];
         h_unique("quiet", topic, sizeof topic);
         h_unique("gquiet", group, sizeof group);
-        h_topic_create(cl, topic, 2);
-        h_produce(cl, topic, 0, 5, NULL, 0);
+        h_topic_create(h_cl, topic, 2);
+        h_produce(h_cl, topic, 0, 5, NULL, 0);
 
         quiet_t *q = calloc(1, sizeof *q);
         assert_non_null(q);
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         rd_kafka_conf_set_opaque(conf, q);
         rd_kafka_conf_set_stats_cb(conf, quiet_stats_cb);
         rd_kafka_conf_set_rebalance_cb(conf, quiet_rebalance_cb);
@@ -705,7 +690,7 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++)
                 errs[i] = RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE;
         rd_kafka_mock_push_request_errors_array(
-            cl->mcluster, 8 /* OffsetCommit */, sizeof errs / sizeof errs[0],
+            h_cl->mcluster, 8 /* OffsetCommit */, sizeof errs / sizeof errs[0],
             errs);
         rd_kafka_topic_partition_list_t *fail_l =
             rd_kafka_topic_partition_list_new(1);
@@ -731,12 +716,12 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         assert_int_equal(pthread_join(th, NULL), 0);
         assert_int_equal(q->destroyed, 1);
         rd_kafka_topic_partition_list_destroy(fail_l);
-        rd_kafka_mock_clear_request_errors(cl->mcluster, 8);
+        rd_kafka_mock_clear_request_errors(h_cl->mcluster, 8);
 
         /* The consumer works on: new messages, the app's callbacks. */
         int rebalances = q->rebalance_calls;
         assert_int_equal(rebalances, 1);
-        h_produce(cl, topic, 1, 7, NULL, 0);
+        h_produce(h_cl, topic, 1, 7, NULL, 0);
         int want = q->stats_calls + 5;
         void *args[2] = {q, &want};
         assert_true(h_poll_until(rk, &t, quiet_stats_grew, args, 10000));
@@ -748,7 +733,7 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         int64_t offs[2] = {5, 7};
         h_commit(rk, topic, offs, 2);
         h_desc_t dd[2];
-        h_describe(cl, group, topic, 2, dd);
+        h_describe(h_cl, group, topic, 2, dd);
         assert_int_equal(dd[0].committed, 5);
         assert_int_equal(dd[1].committed, 7);
 
@@ -830,10 +815,10 @@ static void test_hooks_from_worker_thread(void **state) {
         char topic[64], group[64];
         h_unique("wk", topic, sizeof topic);
         h_unique("gwk", group, sizeof group);
-        h_topic_create(cl, topic, 2);
-        h_produce(cl, topic, 0, 40, NULL, 0);
-        h_produce(cl, topic, 1, 30, NULL, 0);
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        h_topic_create(h_cl, topic, 2);
+        h_produce(h_cl, topic, 0, 40, NULL, 0);
+        h_produce(h_cl, topic, 1, 30, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         lagprobe_t *p = h_probe_attach(conf);
         rd_kafka_t *rk = h_consumer_new(conf, topic);
 
@@ -866,7 +851,7 @@ static void test_hooks_from_worker_thread(void **state) {
         assert_int_equal(r.bad, 0);
         assert_true(r.reads > 0);
         h_desc_t d[2];
-        h_describe(cl, group, topic, 2, d);
+        h_describe(h_cl, group, topic, 2, d);
         for (int i = 0; i < 2; i++) {
                 const lagprobe_partition_t *x = h_snap_find(&hs, topic, i);
                 assert_non_null(x);
@@ -988,5 +973,5 @@ int main(void) {
             cmocka_unit_test(test_hooks_from_worker_thread),
             cmocka_unit_test(test_hooks_from_two_threads_at_once),
         };
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, h_group_setup, h_group_teardown);
 }

@@ -27,8 +27,6 @@
 
 typedef size_t(render_fn_t)(lagprobe_t *p, char *buf, size_t size);
 
-static h_cluster_t *cl;
-
 /* ======================================================================
  * A consumer with odd names, consumed to the end, committed in part
  * ==================================================================== */
@@ -123,13 +121,13 @@ static odd_t *odd_get(void) {
         for (int t = 0; t < ODD_TOPICS; t++) {
                 o->nparts[t] = nparts[t];
                 o->total_parts += nparts[t];
-                h_topic_create(cl, o->topic[t], nparts[t]);
+                h_topic_create(h_cl, o->topic[t], nparts[t]);
                 for (int i = 0; i < nparts[t]; i++) {
                         o->produced[t][i] = counts[t][i];
                         o->committed[t][i] = commit[t][i];
                         o->want += counts[t][i];
                         if (counts[t][i])
-                                h_produce(cl, o->topic[t], i, counts[t][i],
+                                h_produce(h_cl, o->topic[t], i, counts[t][i],
                                           NULL, 0);
                 }
         }
@@ -139,7 +137,7 @@ static odd_t *odd_get(void) {
         h_copts_t co;
         h_copts_init(&co, o->group);
         co.max_poll_ms = 300000;
-        rd_kafka_conf_t *conf = h_consumer_conf(cl, &co);
+        rd_kafka_conf_t *conf = h_consumer_conf(h_cl, &co);
         h_conf_set(conf, "client.id", odd_client);
         o->p = h_probe_attach(conf);
         o->rk = h_consumer_new(conf, NULL);
@@ -177,18 +175,9 @@ static void odd_free(void) {
         odd = NULL;
 }
 
-static int setup(void **state) {
-        (void)state;
-        cl = h_cluster_new(1);
-        return 0;
-}
-
 static int teardown(void **state) {
-        (void)state;
         odd_free();
-        h_cluster_destroy(cl);
-        cl = NULL;
-        return 0;
+        return h_group_teardown(state);
 }
 
 /* ======================================================================
@@ -621,7 +610,7 @@ static void test_json_odd_names(void **state) {
 static void test_json_empty_assignment(void **state) {
         (void)state;
         char group[64];
-        rd_kafka_conf_t *conf = h_conf(cl, h_unique("g-empty", group,
+        rd_kafka_conf_t *conf = h_conf(h_cl, h_unique("g-empty", group,
                                                     sizeof group),
                                        NULL, 0);
         lagprobe_t *p = h_probe_attach(conf);
@@ -832,7 +821,7 @@ static void test_prometheus_invalid_utf8_group(void **state) {
         (void)state;
         char group[64];
         snprintf(group, sizeof group, "bad\xff\xc3(group-%d", (int)getpid());
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         lagprobe_t *p = h_probe_attach(conf);
         rd_kafka_t *rk = h_consumer_new(conf, NULL);
         h_poll_for(rk, NULL, 2 * H_STATS_MS);
@@ -916,13 +905,13 @@ static void test_health_transitions(void **state) {
         char topic[64], group[64], errstr[256];
         h_unique("health", topic, sizeof topic);
         h_unique("g-health", group, sizeof group);
-        h_topic_create(cl, topic, 1);
-        h_produce(cl, topic, 0, 20, NULL, 0);
+        h_topic_create(h_cl, topic, 1);
+        h_produce(h_cl, topic, 0, 20, NULL, 0);
 
         h_copts_t co;
         h_copts_init(&co, group);
         co.max_poll_ms = HV_MAX_POLL_MS;
-        rd_kafka_conf_t *conf = h_consumer_conf(cl, &co);
+        rd_kafka_conf_t *conf = h_consumer_conf(h_cl, &co);
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.warn_ratio = HV_WARN;
@@ -968,7 +957,7 @@ static void test_health_transitions(void **state) {
         assert_true(hs.s.exact);
 
         /* A poll returns; the app then stalls without polling. */
-        h_produce(cl, topic, 0, 1, NULL, 0);
+        h_produce(h_cl, topic, 0, 1, NULL, 0);
         rd_kafka_message_t *msg = NULL;
         for (int i = 0; i < 200 && !msg; i++) {
                 msg = rd_kafka_consumer_poll(rk, 20);
@@ -1063,8 +1052,8 @@ static void test_health_no_assignment(void **state) {
         char topic[64], group[64];
         h_unique("noassign", topic, sizeof topic);
         h_unique("g-noassign", group, sizeof group);
-        h_topic_create(cl, topic, 1);
-        rd_kafka_conf_t *conf = h_conf(cl, group, NULL, 0);
+        h_topic_create(h_cl, topic, 1);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.unassigned_unhealthy_ms = 500;
@@ -1124,5 +1113,5 @@ int main(void) {
             cmocka_unit_test(test_health_no_assignment),
             cmocka_unit_test(test_http_status_mapping),
         };
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, h_group_setup, teardown);
 }

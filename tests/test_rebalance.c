@@ -15,26 +15,11 @@
 #define NPARTS 4
 #define PER_PART 3
 
-static h_cluster_t *cl;
-
-static int setup(void **state) {
-        (void)state;
-        cl = h_cluster_new(1);
-        return 0;
-}
-
-static int teardown(void **state) {
-        (void)state;
-        h_cluster_destroy(cl);
-        cl = NULL;
-        return 0;
-}
-
 static void make_topic(char *topic, size_t size, const char *name) {
         h_unique(name, topic, size);
-        h_topic_create(cl, topic, NPARTS);
+        h_topic_create(h_cl, topic, NPARTS);
         for (int i = 0; i < NPARTS; i++)
-                h_produce(cl, topic, i, PER_PART, NULL, 0);
+                h_produce(h_cl, topic, i, PER_PART, NULL, 0);
 }
 
 /* Bit i set: partition i assigned, as rd_kafka_assignment() says. Call
@@ -80,7 +65,7 @@ static void one_consumer_default(const char *strategy, const char *protocol) {
         char topic[64], group[64];
         make_topic(topic, sizeof topic, "solo");
         h_unique("gsolo", group, sizeof group);
-        rd_kafka_conf_t *conf = h_conf(cl, group, strategy, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, strategy, 0);
         lagprobe_t *p = h_probe_attach(conf);
         /* Before rd_kafka_new(): the probe counts the wait for the first
          * assignment from its on_new, inside it. */
@@ -211,7 +196,7 @@ static void two_consumers(const char *strategy, const char *protocol,
         h_track_t t[2];
         h_track_t *tp[2] = {&t[0], &t[1]};
         for (int i = 0; i < 2; i++) {
-                rd_kafka_conf_t *conf = h_conf(cl, group, strategy, 1);
+                rd_kafka_conf_t *conf = h_conf(h_cl, group, strategy, 1);
                 if (cnt) {
                         rd_kafka_conf_set_opaque(conf, &cnt[i]);
                         rd_kafka_conf_set_rebalance_cb(conf,
@@ -432,7 +417,7 @@ static rd_kafka_t *start_even(const char *strategy, app_rb_t *a, lagprobe_t **pp
         char group[64];
         make_topic(topic, tsize, "app");
         h_unique("gapp", group, sizeof group);
-        rd_kafka_conf_t *conf = h_conf(cl, group, strategy, 0);
+        rd_kafka_conf_t *conf = h_conf(h_cl, group, strategy, 0);
         rd_kafka_conf_set_opaque(conf, a);
         rd_kafka_conf_set_rebalance_cb(conf, app_rebalance_cb);
         *pp = h_probe_attach(conf);
@@ -522,5 +507,5 @@ int main(void) {
             cmocka_unit_test(test_app_rebalance_cb_cooperative),
             cmocka_unit_test(test_app_rebalance_cb_snapshot_is_assignment),
         };
-        return cmocka_run_group_tests(tests, setup, teardown);
+        return cmocka_run_group_tests(tests, h_group_setup, h_group_teardown);
 }
