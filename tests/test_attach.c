@@ -355,38 +355,48 @@ static int app_consumed(void *arg) {
         return c->t->total >= c->want;
 }
 
+/* The harness's fixture on the shared cluster: topic and group named
+ * after name, two partitions with counts[] messages, range assignment,
+ * no auto commit; the test adds its hooks and starts it. */
+static void fx_init(h_fixture_t *f, const char *topic_prefix,
+                    const char *group_prefix, const int *counts) {
+        h_fixture_init(f);
+        f->c = h_cl;
+        f->topic_prefix = topic_prefix;
+        f->group_prefix = group_prefix;
+        f->nparts = 2;
+        f->counts = counts;
+}
+
+/* Only a copy of the conf makes the consumer. */
+static void use_dup(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        (void)f;
+        rd_kafka_conf_t *dup = rd_kafka_conf_dup(*conf);
+        rd_kafka_conf_destroy(*conf);
+        *conf = dup;
+}
+
 static void test_conf_dup_carries_probe(void **state) {
         (void)state;
-        char topic[64], group[64];
-        h_unique("dup", topic, sizeof topic);
-        h_unique("gdup", group, sizeof group);
-        h_topic_create(h_cl, topic, 2);
-        h_produce(h_cl, topic, 0, 5, NULL, 0);
-        h_produce(h_cl, topic, 1, 7, NULL, 0);
-
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
-        lagprobe_t *p = h_probe_attach(conf);
-        rd_kafka_conf_t *dup = rd_kafka_conf_dup(conf);
-        rd_kafka_conf_destroy(conf); /* only the copy is used */
-        rd_kafka_t *rk = h_consumer_new(dup, topic);
-
-        h_track_t t;
-        h_track_init(&t);
-        consumed_ctx_t c = {p, &t, 12};
-        assert_true(h_poll_until(rk, &t, probe_consumed, &c, H_JOIN_TIMEOUT_MS));
+        h_fixture_t f;
+        const int counts[2] = {5, 7};
+        fx_init(&f, "dup", "gdup", counts);
+        f.after_attach = use_dup;
+        f.wait_all = 1;
+        h_fixture_start(&f);
+        lagprobe_t *p = f.p;
         h_snap_t hs;
         h_snap(p, &hs);
         assert_int_equal(hs.s.bound, 1);
-        assert_string_equal(hs.s.group_id, group);
+        assert_string_equal(hs.s.group_id, f.group);
         assert_int_equal(hs.s.consumed, 12);
         assert_int_equal(hs.s.partition_cnt, 2);
         assert_int_equal(hs.s.assigns, 1);
-        const lagprobe_partition_t *x = h_snap_find(&hs, topic, 1);
+        const lagprobe_partition_t *x = h_snap_find(&hs, f.topic, 1);
         assert_non_null(x);
         assert_int_equal(x->consumed, 7);
         assert_int_equal(x->position, 7);
-        h_consumer_close(rk);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
 }
 
 /* The app's callbacks record what they were called with. */
@@ -487,6 +497,18 @@ static void app_free(app_ctx_t *a) {
         for (int i = 0; i < a->kept_cnt; i++)
                 free(a->kept[i]);
         free(a);
+}
+
+/* Before attach: the app's opaque and stats_cb (the fixture's opaque). */
+static void set_app_stats(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        rd_kafka_conf_set_opaque(*conf, f->opaque);
+        rd_kafka_conf_set_stats_cb(*conf, app_stats_cb);
+}
+
+/* The same and the app's rebalance_cb. */
+static void set_app_stats_rebalance(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        set_app_stats(f, conf);
+        rd_kafka_conf_set_rebalance_cb(*conf, app_rebalance_cb);
 }
 
 static int app_stats_at_least(void *arg) {
@@ -592,29 +614,24 @@ static void test_app_callbacks_chained(void **state) {
 
 static void test_stats_cb_keeps_buffer(void **state) {
         (void)state;
-        char topic[64], group[64];
-        h_unique("keep", topic, sizeof topic);
-        h_unique("gkeep", group, sizeof group);
-        h_topic_create(h_cl, topic, 2);
-        h_produce(h_cl, topic, 0, 4, NULL, 0);
-
+        h_fixture_t f;
+        const int counts[2] = {4, 0};
         app_ctx_t *a = app_new();
         a->keep_stats = 1;
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
-        rd_kafka_conf_set_opaque(conf, a);
-        rd_kafka_conf_set_stats_cb(conf, app_stats_cb);
-        lagprobe_t *p = h_probe_attach(conf);
-        rd_kafka_t *rk = h_consumer_new(conf, NULL);
-        a->rk = rk;
-        h_subscribe(rk, topic);
-        h_track_t t;
-        h_track_init(&t);
-        consumed_ctx_t cc = {p, &t, 4};
-        assert_true(h_poll_until(rk, &t, probe_consumed, &cc, H_JOIN_TIMEOUT_MS));
+        fx_init(&f, "keep", "gkeep", counts);
+        f.opaque = a;
+        f.before_attach = set_app_stats;
+        h_fixture_start(&f);
+        /* Before the first poll: the app's callbacks run from poll only. */
+        a->rk = f.rk;
+        lagprobe_t *p = f.p;
+        assert_true(h_poll_until(f.rk, &f.t, h_fixture_all_seen, &f,
+                                 H_JOIN_TIMEOUT_MS));
         int want = a->stats_calls + 5;
         void *args[2] = {a, &want};
-        assert_true(h_poll_until(rk, &t, app_stats_at_least, args, 5000));
-        h_consumer_close(rk);
+        assert_true(h_poll_until(f.rk, &f.t, app_stats_at_least, args, 5000));
+        h_consumer_close(f.rk);
+        f.rk = NULL;
 
         /* Every kept buffer is intact after the consumer is gone (freed
          * memory would be caught by ASan here) and the probe parsed the
@@ -629,7 +646,7 @@ static void test_stats_cb_keeps_buffer(void **state) {
         h_snap(p, &hs);
         assert_true(hs.s.stats_docs >= a->kept_cnt - 1);
         assert_int_equal(hs.s.stats_errors, 0);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
         app_free(a); /* frees the kept buffers: double frees abort ASan */
 }
 
@@ -647,33 +664,27 @@ static int stats_and_msgs(void *arg) {
 
 static void test_destroy_before_rd_kafka_destroy(void **state) {
         (void)state;
-        char topic[64], group[64];
-        h_unique("early", topic, sizeof topic);
-        h_unique("gearly", group, sizeof group);
-        h_topic_create(h_cl, topic, 2);
-        h_produce(h_cl, topic, 0, 5, NULL, 0);
-
+        h_fixture_t f;
+        const int counts[2] = {5, 0};
         app_ctx_t *a = app_new();
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
-        rd_kafka_conf_set_opaque(conf, a);
-        rd_kafka_conf_set_stats_cb(conf, app_stats_cb);
-        rd_kafka_conf_set_rebalance_cb(conf, app_rebalance_cb);
-        lagprobe_t *p = h_probe_attach(conf);
-        rd_kafka_t *rk = h_consumer_new(conf, NULL);
+        fx_init(&f, "early", "gearly", counts);
+        f.opaque = a;
+        f.before_attach = set_app_stats_rebalance;
+        h_fixture_start(&f);
+        /* Before the first poll: the app's callbacks run from poll only. */
+        rd_kafka_t *rk = f.rk;
         a->rk = rk;
-        h_subscribe(rk, topic);
-        h_track_t t;
-        h_track_init(&t);
-        consumed_ctx_t cc = {p, &t, 5};
-        assert_true(h_poll_until(rk, &t, probe_consumed, &cc, H_JOIN_TIMEOUT_MS));
+        assert_true(h_poll_until(rk, &f.t, h_fixture_all_seen, &f,
+                                 H_JOIN_TIMEOUT_MS));
 
-        lagprobe_destroy(p); /* the consumer lives on */
+        lagprobe_destroy(f.p); /* the consumer lives on */
+        f.p = NULL;
 
         int stats0 = a->stats_calls;
-        h_produce(h_cl, topic, 1, 6, NULL, 0);
-        counting_ctx_t c = {a, &t, stats0 + 5, 11};
-        assert_true(h_poll_until(rk, &t, stats_and_msgs, &c, 10000));
-        assert_int_equal(t.consumed[1], 6);
+        h_produce(h_cl, f.topic, 1, 6, NULL, 0);
+        counting_ctx_t c = {a, &f.t, stats0 + 5, 11};
+        assert_true(h_poll_until(rk, &f.t, stats_and_msgs, &c, 10000));
+        assert_int_equal(f.t.consumed[1], 6);
         assert_int_equal(a->stats_bad, 0);
         assert_int_equal(a->rebalance_calls, 1);
 
@@ -683,48 +694,42 @@ static void test_destroy_before_rd_kafka_destroy(void **state) {
         assert_int_equal(a->rebalance_calls, 2);
         assert_int_equal(a->rebalance_bad, 0);
         rd_kafka_destroy(rk);
+        f.rk = NULL;
+        h_fixture_stop(&f);
         app_free(a);
 }
 
 static void test_destroy_early_default_rebalance(void **state) {
         (void)state;
-        char topic[64], group[64];
-        h_unique("early2", topic, sizeof topic);
-        h_unique("gearly2", group, sizeof group);
-        h_topic_create(h_cl, topic, 2);
-        h_produce(h_cl, topic, 0, 3, NULL, 0);
+        h_fixture_t f;
+        const int counts[2] = {3, 0};
+        fx_init(&f, "early2", "gearly2", counts);
         /* The probe is gone before the consumer even joins: the default
          * rebalance handling must still assign. */
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, "cooperative-sticky", 0);
-        lagprobe_t *p = h_probe_attach(conf);
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
-        lagprobe_destroy(p);
-        h_track_t t;
-        h_track_init(&t);
-        consumed_ctx_t cc = {NULL, &t, 3};
-        assert_true(h_poll_until(rk, &t, app_consumed, &cc, H_JOIN_TIMEOUT_MS));
-        assert_int_equal(h_assignment_cnt(rk), 2);
-        h_consumer_close(rk);
+        f.copts.strategy = "cooperative-sticky";
+        h_fixture_start(&f);
+        lagprobe_destroy(f.p);
+        f.p = NULL;
+        consumed_ctx_t cc = {NULL, &f.t, 3};
+        assert_true(
+            h_poll_until(f.rk, &f.t, app_consumed, &cc, H_JOIN_TIMEOUT_MS));
+        assert_int_equal(h_assignment_cnt(f.rk), 2);
+        h_fixture_stop(&f);
 }
 
 static void test_destroy_after_rd_kafka_destroy(void **state) {
         (void)state;
-        char topic[64], group[64];
-        h_unique("late", topic, sizeof topic);
-        h_unique("glate", group, sizeof group);
-        h_topic_create(h_cl, topic, 2);
-        h_produce(h_cl, topic, 0, 5, NULL, 0);
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
-        lagprobe_t *p = h_probe_attach(conf);
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
-        h_track_t t;
-        h_track_init(&t);
-        consumed_ctx_t cc = {p, &t, 5};
-        assert_true(h_poll_until(rk, &t, probe_consumed, &cc, H_JOIN_TIMEOUT_MS));
+        h_fixture_t f;
+        const int counts[2] = {5, 0};
+        fx_init(&f, "late", "glate", counts);
+        f.wait_all = 1;
+        h_fixture_start(&f);
+        lagprobe_t *p = f.p;
         h_snap_t hs;
         h_snap(p, &hs);
         assert_int_equal(hs.s.bound, 1);
-        h_consumer_close(rk);
+        h_consumer_close(f.rk);
+        f.rk = NULL;
 
         /* The probe outlives its consumer and still answers. */
         h_snap(p, &hs);
@@ -741,7 +746,7 @@ static void test_destroy_after_rd_kafka_destroy(void **state) {
         assert_true(b->num == 0);
         h_json_free(j);
         free(js);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
 }
 
 static void test_attach_then_producer(void **state) {
