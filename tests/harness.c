@@ -1172,6 +1172,17 @@ void h_fixture_init(h_fixture_t *f) {
         h_copts_init(&f->copts, NULL);
 }
 
+void h_fixture_init_on(h_fixture_t *f, h_cluster_t *c,
+                       const char *topic_prefix, const char *group_prefix,
+                       int nparts, const int *counts) {
+        h_fixture_init(f);
+        f->c = c;
+        f->topic_prefix = topic_prefix;
+        f->group_prefix = group_prefix;
+        f->nparts = nparts;
+        f->counts = counts;
+}
+
 void h_fixture_topic(h_fixture_t *f) {
         if (!f->c) {
                 f->c = h_cluster_new(f->broker_cnt);

@@ -303,6 +303,11 @@ struct h_fixture_s {
 
 /* Zeroes f and sets the options' defaults. */
 void h_fixture_init(h_fixture_t *f);
+/* h_fixture_init, then the options most tests set: the cluster c (NULL:
+ * one of its own), the name prefixes, nparts and counts. */
+void h_fixture_init_on(h_fixture_t *f, h_cluster_t *c,
+                       const char *topic_prefix, const char *group_prefix,
+                       int nparts, const int *counts);
 /* The cluster (unless given), unique topic and group names, the topic and
  * the counts' messages. */
 void h_fixture_topic(h_fixture_t *f);

@@ -355,19 +355,6 @@ static int app_consumed(void *arg) {
         return c->t->total >= c->want;
 }
 
-/* The harness's fixture on the shared cluster: topic and group named
- * after name, two partitions with counts[] messages, range assignment,
- * no auto commit; the test adds its hooks and starts it. */
-static void fx_init(h_fixture_t *f, const char *topic_prefix,
-                    const char *group_prefix, const int *counts) {
-        h_fixture_init(f);
-        f->c = h_cl;
-        f->topic_prefix = topic_prefix;
-        f->group_prefix = group_prefix;
-        f->nparts = 2;
-        f->counts = counts;
-}
-
 /* Only a copy of the conf makes the consumer. */
 static void use_dup(h_fixture_t *f, rd_kafka_conf_t **conf) {
         (void)f;
@@ -380,7 +367,7 @@ static void test_conf_dup_carries_probe(void **state) {
         (void)state;
         h_fixture_t f;
         const int counts[2] = {5, 7};
-        fx_init(&f, "dup", "gdup", counts);
+        h_fixture_init_on(&f, h_cl, "dup", "gdup", 2, counts);
         f.after_attach = use_dup;
         f.wait_all = 1;
         h_fixture_start(&f);
@@ -618,7 +605,7 @@ static void test_stats_cb_keeps_buffer(void **state) {
         const int counts[2] = {4, 0};
         app_ctx_t *a = app_new();
         a->keep_stats = 1;
-        fx_init(&f, "keep", "gkeep", counts);
+        h_fixture_init_on(&f, h_cl, "keep", "gkeep", 2, counts);
         f.opaque = a;
         f.before_attach = set_app_stats;
         h_fixture_start(&f);
@@ -667,7 +654,7 @@ static void test_destroy_before_rd_kafka_destroy(void **state) {
         h_fixture_t f;
         const int counts[2] = {5, 0};
         app_ctx_t *a = app_new();
-        fx_init(&f, "early", "gearly", counts);
+        h_fixture_init_on(&f, h_cl, "early", "gearly", 2, counts);
         f.opaque = a;
         f.before_attach = set_app_stats_rebalance;
         h_fixture_start(&f);
@@ -703,7 +690,7 @@ static void test_destroy_early_default_rebalance(void **state) {
         (void)state;
         h_fixture_t f;
         const int counts[2] = {3, 0};
-        fx_init(&f, "early2", "gearly2", counts);
+        h_fixture_init_on(&f, h_cl, "early2", "gearly2", 2, counts);
         /* The probe is gone before the consumer even joins: the default
          * rebalance handling must still assign. */
         f.copts.strategy = "cooperative-sticky";
@@ -721,7 +708,7 @@ static void test_destroy_after_rd_kafka_destroy(void **state) {
         (void)state;
         h_fixture_t f;
         const int counts[2] = {5, 0};
-        fx_init(&f, "late", "glate", counts);
+        h_fixture_init_on(&f, h_cl, "late", "glate", 2, counts);
         f.wait_all = 1;
         h_fixture_start(&f);
         lagprobe_t *p = f.p;
