@@ -46,36 +46,39 @@ static unsigned probe_mask(const h_snap_t *hs, const char *topic) {
         return m;
 }
 
-typedef struct one_s {
-        lagprobe_t *p;
-        h_track_t *t;
-        int64_t want;
-} one_t;
+static const int per_part[NPARTS] = {PER_PART, PER_PART, PER_PART, PER_PART};
 
-static int consumed_all(void *arg) {
-        one_t *o = arg;
-        h_snap_t hs;
-        h_snap(o->p, &hs);
-        return o->t->total >= o->want && hs.s.consumed >= o->want;
+/* The harness's fixture on the shared cluster, on a topic like
+ * make_topic()'s (NPARTS partitions of PER_PART messages); no auto
+ * commit. */
+static void fx_init(h_fixture_t *f, const char *topic_prefix,
+                    const char *group_prefix, const char *strategy) {
+        h_fixture_init_on(f, h_cl, topic_prefix, group_prefix, NPARTS,
+                          per_part);
+        f->copts.strategy = strategy;
+}
+
+/* After attach, before rd_kafka_new(): the probe counts the wait for the
+ * first assignment from its on_new, inside it. */
+static void note_t0(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        (void)conf;
+        *(int64_t *)f->opaque = h_now_ms();
 }
 
 /* One consumer, no app rebalance_cb: the probe's default handling must
  * assign so that consumption works. */
 static void one_consumer_default(const char *strategy, const char *protocol) {
-        char topic[64], group[64];
-        make_topic(topic, sizeof topic, "solo");
-        h_unique("gsolo", group, sizeof group);
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, strategy, 0);
-        lagprobe_t *p = h_probe_attach(conf);
-        /* Before rd_kafka_new(): the probe counts the wait for the first
-         * assignment from its on_new, inside it. */
-        int64_t t0 = h_now_ms();
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
-        h_track_t t;
-        h_track_init(&t);
-        one_t o = {p, &t, NPARTS * PER_PART};
-        assert_true(h_poll_until(rk, &t, consumed_all, &o, H_JOIN_TIMEOUT_MS));
+        h_fixture_t f;
+        int64_t t0 = 0;
+        fx_init(&f, "solo", "gsolo", strategy);
+        f.opaque = &t0;
+        f.after_attach = note_t0;
+        f.wait_all = 1;
+        h_fixture_start(&f);
         int64_t elapsed = h_now_ms() - t0;
+        lagprobe_t *p = f.p;
+        rd_kafka_t *rk = f.rk;
+        const char *topic = f.topic;
 
         h_snap_t hs;
         h_snap(p, &hs);
@@ -98,15 +101,16 @@ static void one_consumer_default(const char *strategy, const char *protocol) {
         assert_int_equal(probe_mask(&hs, topic), (1u << NPARTS) - 1);
         assert_int_equal(app_mask(rk), (1u << NPARTS) - 1);
         for (int i = 0; i < NPARTS; i++)
-                assert_int_equal(t.consumed[i], PER_PART);
+                assert_int_equal(f.t.consumed[i], PER_PART);
 
         h_consumer_close(rk);
+        f.rk = NULL;
         h_snap(p, &hs);
         assert_int_equal(hs.s.revokes, 1);
         assert_int_equal(hs.s.rebalances, 2);
         assert_int_equal(hs.s.partition_cnt, 0);
         assert_int_equal(hs.s.assignment_size, 0);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
 }
 
 static void test_default_eager_range(void **state) {
@@ -400,53 +404,47 @@ static void app_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_topic_partition_list_destroy(even);
 }
 
-typedef struct even_s {
-        rd_kafka_t *rk;
-        h_track_t *t;
-} even_t;
-
 static int even_consumed(void *arg) {
-        even_t *e = arg;
-        return e->t->consumed[0] == PER_PART && e->t->consumed[2] == PER_PART;
+        h_track_t *t = arg;
+        return t->consumed[0] == PER_PART && t->consumed[2] == PER_PART;
+}
+
+/* Before attach: the app's rebalance_cb, with the fixture's opaque. */
+static void set_app_rebalance(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        rd_kafka_conf_set_opaque(*conf, f->opaque);
+        rd_kafka_conf_set_rebalance_cb(*conf, app_rebalance_cb);
 }
 
 /* Starts a consumer whose rebalance_cb takes only even partitions and
  * waits until it consumed them. */
-static rd_kafka_t *start_even(const char *strategy, app_rb_t *a, lagprobe_t **pp,
-                              h_track_t *t, char *topic, size_t tsize) {
-        char group[64];
-        make_topic(topic, tsize, "app");
-        h_unique("gapp", group, sizeof group);
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, strategy, 0);
-        rd_kafka_conf_set_opaque(conf, a);
-        rd_kafka_conf_set_rebalance_cb(conf, app_rebalance_cb);
-        *pp = h_probe_attach(conf);
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
-        h_track_init(t);
-        even_t e = {rk, t};
-        assert_true(h_poll_until(rk, t, even_consumed, &e, H_JOIN_TIMEOUT_MS));
+static void start_even(h_fixture_t *f, const char *strategy, app_rb_t *a) {
+        fx_init(f, "app", "gapp", strategy);
+        f->opaque = a;
+        f->before_attach = set_app_rebalance;
+        h_fixture_start(f);
+        assert_true(h_poll_until(f->rk, &f->t, even_consumed, &f->t,
+                                 H_JOIN_TIMEOUT_MS));
         /* Odd partitions have messages too: give them time to (wrongly)
          * arrive. */
-        h_poll_for(rk, t, 500);
-        return rk;
+        h_poll_for(f->rk, &f->t, 500);
 }
 
 static void app_cb_respected(const char *strategy, int cooperative,
                              const char *protocol) {
         app_rb_t a = {.magic = 0xab, .cooperative = cooperative};
-        lagprobe_t *p;
-        h_track_t t;
-        char topic[64];
-        rd_kafka_t *rk = start_even(strategy, &a, &p, &t, topic, sizeof topic);
+        h_fixture_t f;
+        start_even(&f, strategy, &a);
+        rd_kafka_t *rk = f.rk;
+        lagprobe_t *p = f.p;
 
         assert_int_equal(a.calls, 1);
         assert_int_equal(a.assigns, 1);
         assert_int_equal(a.bad, 0);
         /* The app's decision stands: only even partitions. */
         assert_int_equal(app_mask(rk), 0x5);
-        assert_int_equal(t.consumed[1], 0);
-        assert_int_equal(t.consumed[3], 0);
-        assert_int_equal(t.total, 2 * PER_PART);
+        assert_int_equal(f.t.consumed[1], 0);
+        assert_int_equal(f.t.consumed[3], 0);
+        assert_int_equal(f.t.total, 2 * PER_PART);
         h_snap_t hs;
         h_snap(p, &hs);
         assert_string_equal(hs.s.protocol, protocol);
@@ -454,11 +452,12 @@ static void app_cb_respected(const char *strategy, int cooperative,
         assert_int_equal(hs.s.consumed, 2 * PER_PART);
         /* Close: the revoke goes to the app's callback as well. */
         h_consumer_close(rk);
+        f.rk = NULL;
         assert_int_equal(a.revokes, 1);
         assert_int_equal(a.bad, 0);
         h_snap(p, &hs);
         assert_int_equal(hs.s.revokes, 1);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
 }
 
 static void test_app_rebalance_cb_eager(void **state) {
@@ -476,17 +475,14 @@ static void test_app_rebalance_cb_cooperative(void **state) {
 static void test_app_rebalance_cb_snapshot_is_assignment(void **state) {
         (void)state;
         app_rb_t a = {.magic = 0xab, .cooperative = 0};
-        lagprobe_t *p;
-        h_track_t t;
-        char topic[64];
-        rd_kafka_t *rk = start_even("range", &a, &p, &t, topic, sizeof topic);
-        unsigned am = app_mask(rk);
+        h_fixture_t f;
+        start_even(&f, "range", &a);
+        unsigned am = app_mask(f.rk);
         h_snap_t hs;
-        h_snap(p, &hs);
-        unsigned pm = probe_mask(&hs, topic);
+        h_snap(f.p, &hs);
+        unsigned pm = probe_mask(&hs, f.topic);
         int64_t asize = hs.s.assignment_size;
-        h_consumer_close(rk);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
         print_message("  assignment %x, probe reports %x (assignment_size %"
                       PRId64 ")\n",
                       am, pm, asize);
