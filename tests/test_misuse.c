@@ -656,20 +656,19 @@ static int quiet_stats_grew(void *arg) {
         return q->stats_calls >= *want;
 }
 
+/* Before attach: the app's opaque, stats_cb and rebalance_cb. */
+static void quiet_app_conf(h_fixture_t *f, rd_kafka_conf_t **conf) {
+        rd_kafka_conf_set_opaque(*conf, f->opaque);
+        rd_kafka_conf_set_stats_cb(*conf, quiet_stats_cb);
+        rd_kafka_conf_set_rebalance_cb(*conf, quiet_rebalance_cb);
+}
+
 static void test_destroy_before_consumer_is_quiet(void **state) {
         (void)state;
-        char topic[64], group[64], errstr[256];
-        h_unique("quiet", topic, sizeof topic);
-        h_unique("gquiet", group, sizeof group);
-        h_topic_create(h_cl, topic, 2);
-        h_produce(h_cl, topic, 0, 5, NULL, 0);
-
+        h_fixture_t f;
+        const int counts[2] = {5, 0};
         quiet_t *q = calloc(1, sizeof *q);
         assert_non_null(q);
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
-        rd_kafka_conf_set_opaque(conf, q);
-        rd_kafka_conf_set_stats_cb(conf, quiet_stats_cb);
-        rd_kafka_conf_set_rebalance_cb(conf, quiet_rebalance_cb);
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.log_cb = quiet_log_cb;
@@ -677,10 +676,14 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         pc.log_level = 7;
         pc.event_min_interval_ms = 0;
         pc.watchdog_interval_ms = 10;
-        lagprobe_t *p = lagprobe_new(&pc, errstr, sizeof errstr);
-        assert_non_null(p);
-        assert_int_equal(lagprobe_attach(p, conf, errstr, sizeof errstr), 0);
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
+        h_fixture_init_on(&f, h_cl, "quiet", "gquiet", 2, counts);
+        f.opaque = q;
+        f.before_attach = quiet_app_conf;
+        f.pc = &pc;
+        h_fixture_start(&f);
+        const char *topic = f.topic;
+        lagprobe_t *p = f.p;
+        rd_kafka_t *rk = f.rk;
         h_track_t t;
         h_track_init(&t);
 
@@ -715,6 +718,7 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         }
         assert_int_equal(pthread_join(th, NULL), 0);
         assert_int_equal(q->destroyed, 1);
+        f.p = NULL;
         rd_kafka_topic_partition_list_destroy(fail_l);
         rd_kafka_mock_clear_request_errors(h_cl->mcluster, 8);
 
@@ -733,7 +737,7 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         int64_t offs[2] = {5, 7};
         h_commit(rk, topic, offs, 2);
         h_desc_t dd[2];
-        h_describe(h_cl, group, topic, 2, dd);
+        h_describe(h_cl, f.group, topic, 2, dd);
         assert_int_equal(dd[0].committed, 5);
         assert_int_equal(dd[1].committed, 7);
 
@@ -741,6 +745,8 @@ static void test_destroy_before_consumer_is_quiet(void **state) {
         rd_kafka_consumer_close(rk);
         assert_int_equal(q->rebalance_calls, rebalances + 1);
         rd_kafka_destroy(rk);
+        f.rk = NULL;
+        h_fixture_stop(&f);
         print_message("  log_cb calls %d, after destroy %d\n", q->calls,
                       q->after);
         assert_int_equal(q->after, 0);
@@ -812,25 +818,22 @@ static int consumed_and_worked(void *arg) {
 
 static void test_hooks_from_worker_thread(void **state) {
         (void)state;
-        char topic[64], group[64];
-        h_unique("wk", topic, sizeof topic);
-        h_unique("gwk", group, sizeof group);
-        h_topic_create(h_cl, topic, 2);
-        h_produce(h_cl, topic, 0, 40, NULL, 0);
-        h_produce(h_cl, topic, 1, 30, NULL, 0);
-        rd_kafka_conf_t *conf = h_conf(h_cl, group, NULL, 0);
-        lagprobe_t *p = h_probe_attach(conf);
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
+        h_fixture_t f;
+        const int counts[2] = {40, 30};
+        h_fixture_init_on(&f, h_cl, "wk", "gwk", 2, counts);
+        h_fixture_start(&f);
+        const char *topic = f.topic;
+        lagprobe_t *p = f.p;
+        rd_kafka_t *rk = f.rk;
 
         worker_t w = {p, 200, 5, 0};
         reader_t r = {p, 0, 0, 0};
         pthread_t wt, rt;
         assert_int_equal(pthread_create(&rt, NULL, snap_reader, &r), 0);
         assert_int_equal(pthread_create(&wt, NULL, hook_worker, &w), 0);
-        h_track_t t;
-        h_track_init(&t);
-        both_t b = {&t, &w, 70};
-        int ok = h_poll_until(rk, &t, consumed_and_worked, &b,
+        h_track_t *t = &f.t;
+        both_t b = {t, &w, 70};
+        int ok = h_poll_until(rk, t, consumed_and_worked, &b,
                               H_JOIN_TIMEOUT_MS);
         pthread_join(wt, NULL);
         r.stop = 1;
@@ -851,11 +854,11 @@ static void test_hooks_from_worker_thread(void **state) {
         assert_int_equal(r.bad, 0);
         assert_true(r.reads > 0);
         h_desc_t d[2];
-        h_describe(h_cl, group, topic, 2, d);
+        h_describe(h_cl, f.group, topic, 2, d);
         for (int i = 0; i < 2; i++) {
                 const lagprobe_partition_t *x = h_snap_find(&hs, topic, i);
                 assert_non_null(x);
-                assert_int_equal(x->consumed, t.consumed[i]);
+                assert_int_equal(x->consumed, t->consumed[i]);
                 assert_int_equal(x->position, offs[i]);
         }
         /* Committed offsets reach the probe with the commit. */
@@ -864,8 +867,7 @@ static void test_hooks_from_worker_thread(void **state) {
                 const lagprobe_partition_t *x = h_snap_find(&hs, topic, i);
                 assert_int_equal(x->committed_offset, d[i].committed);
         }
-        h_consumer_close(rk);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
 }
 
 /* Two threads calling the hooks at once break the "thread that polls the
