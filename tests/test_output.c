@@ -902,25 +902,20 @@ static void hv_check(lagprobe_t *p, int want, const char *reason) {
 
 static void test_health_transitions(void **state) {
         (void)state;
-        char topic[64], group[64], errstr[256];
-        h_unique("health", topic, sizeof topic);
-        h_unique("g-health", group, sizeof group);
-        h_topic_create(h_cl, topic, 1);
-        h_produce(h_cl, topic, 0, 20, NULL, 0);
-
-        h_copts_t co;
-        h_copts_init(&co, group);
-        co.max_poll_ms = HV_MAX_POLL_MS;
-        rd_kafka_conf_t *conf = h_consumer_conf(h_cl, &co);
+        h_fixture_t f;
+        const int counts[1] = {20};
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.warn_ratio = HV_WARN;
         pc.critical_ratio = HV_CRIT;
         pc.log_cb = quiet_cb;
-        lagprobe_t *p = lagprobe_new(&pc, errstr, sizeof errstr);
-        assert_non_null(p);
-        assert_int_equal(lagprobe_attach(p, conf, errstr, sizeof errstr), 0);
-        rd_kafka_t *rk = h_consumer_new(conf, topic);
+        h_fixture_init_on(&f, h_cl, "health", "g-health", 1, counts);
+        f.copts.max_poll_ms = HV_MAX_POLL_MS;
+        f.pc = &pc;
+        h_fixture_start(&f);
+        const char *topic = f.topic, *group = f.group;
+        lagprobe_t *p = f.p;
+        rd_kafka_t *rk = f.rk;
 
         /* Polling with the batch hooks around every message, until the
          * 20 messages are in and for half a second more: ok, no reasons. */
@@ -1025,8 +1020,7 @@ static void test_health_transitions(void **state) {
         assert_int_equal(h_json_count(jarr(j, "reasons")), 0);
         h_json_free(j);
 
-        h_consumer_close(rk);
-        lagprobe_destroy(p);
+        h_fixture_stop(&f);
 }
 
 typedef struct hw_s {
