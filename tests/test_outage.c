@@ -114,77 +114,62 @@ static int app_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
 /* ---- one consumer with the probe ---------------------------------- */
 
 typedef struct ox_s {
-        h_cluster_t *c;
-        char topic[64], group[64];
-        int64_t produced[O_NPARTS];
-        rd_kafka_t *rk;
-        lagprobe_t *p;
-        h_track_t t;
+        h_fixture_t fx; /* own cluster, topic, group, consumer, probe */
         rec_t rec;
         int64_t close_ms, destroy_ms, pdestroy_ms; /* measured shutdown */
 } ox_t;
 
 static void ox_produce(ox_t *x, int n) {
-        for (int i = 0; i < O_BUSY; i++) {
-                h_produce(x->c, x->topic, i, n, NULL, 0);
-                x->produced[i] += n;
-        }
+        for (int i = 0; i < O_BUSY; i++)
+                h_fixture_produce(&x->fx, i, n);
 }
 
-static int64_t ox_want(const ox_t *x) {
-        int64_t w = 0;
-        for (int i = 0; i < O_NPARTS; i++)
-                w += x->produced[i];
-        return w;
+/* Before attach: fast reconnects, the app's opaque, log_cb, stats_cb. */
+static void ox_app_conf(h_fixture_t *fx, rd_kafka_conf_t **conf) {
+        ox_t *x = fx->opaque;
+        h_conf_set(*conf, "reconnect.backoff.max.ms", "200");
+        rd_kafka_conf_set_opaque(*conf, &x->rec);
+        rd_kafka_conf_set_log_cb(*conf, app_log_cb);
+        rd_kafka_conf_set_stats_cb(*conf, app_stats_cb);
 }
 
 static void ox_start(ox_t *x, int session_ms, int max_poll_ms) {
-        char errstr[256];
+        int counts[O_NPARTS] = {0};
+        for (int i = 0; i < O_BUSY; i++)
+                counts[i] = 20;
         memset(x, 0, sizeof *x);
-        x->c = h_cluster_new(1);
-        h_unique("ot", x->topic, sizeof x->topic);
-        h_unique("og", x->group, sizeof x->group);
-        h_topic_create(x->c, x->topic, O_NPARTS);
-        h_track_init(&x->t);
-        ox_produce(x, 20);
-
-        h_copts_t o;
-        h_copts_init(&o, x->group);
-        o.session_timeout_ms = session_ms;
-        o.max_poll_ms = max_poll_ms;
-        rd_kafka_conf_t *conf = h_consumer_conf(x->c, &o);
-        h_conf_set(conf, "reconnect.backoff.max.ms", "200");
-        rd_kafka_conf_set_opaque(conf, &x->rec);
-        rd_kafka_conf_set_log_cb(conf, app_log_cb);
-        rd_kafka_conf_set_stats_cb(conf, app_stats_cb);
+        h_fixture_init_on(&x->fx, NULL, "ot", "og", O_NPARTS, counts);
+        x->fx.copts.session_timeout_ms = session_ms;
+        x->fx.copts.max_poll_ms = max_poll_ms;
+        x->fx.before_attach = ox_app_conf;
+        x->fx.opaque = x;
         lagprobe_config_t pc;
         lagprobe_config_init(&pc);
         pc.log_cb = sink_cb;
         pc.log_opaque = &x->rec;
         pc.event_min_interval_ms = 0;
         pc.hwm_refresh_ms = O_REFRESH_MS;
-        x->p = lagprobe_new(&pc, errstr, sizeof errstr);
-        assert_non_null(x->p);
-        assert_int_equal(lagprobe_attach(x->p, conf, errstr, sizeof errstr), 0);
-        x->rk = h_consumer_new(conf, x->topic);
+        x->fx.pc = &pc;
+        h_fixture_start(&x->fx);
+        x->fx.pc = NULL; /* pc is gone with this frame */
 }
 
 /* close, destroy, lagprobe_destroy, each timed. */
 static void ox_shutdown(ox_t *x) {
         int64_t t0 = h_now_ms();
-        if (x->rk)
-                rd_kafka_consumer_close(x->rk);
+        if (x->fx.rk)
+                rd_kafka_consumer_close(x->fx.rk);
         int64_t t1 = h_now_ms();
-        if (x->rk)
-                rd_kafka_destroy(x->rk);
+        if (x->fx.rk)
+                rd_kafka_destroy(x->fx.rk);
         int64_t t2 = h_now_ms();
-        lagprobe_destroy(x->p);
+        lagprobe_destroy(x->fx.p);
         int64_t t3 = h_now_ms();
         x->close_ms = t1 - t0;
         x->destroy_ms = t2 - t1;
         x->pdestroy_ms = t3 - t2;
-        x->rk = NULL;
-        x->p = NULL;
+        x->fx.rk = NULL;
+        x->fx.p = NULL;
         print_message("  close %" PRId64 " ms, rd_kafka_destroy %" PRId64
                       " ms, lagprobe_destroy %" PRId64 " ms\n",
                       x->close_ms, x->destroy_ms, x->pdestroy_ms);
@@ -192,8 +177,7 @@ static void ox_shutdown(ox_t *x) {
 
 static void ox_stop(ox_t *x) {
         ox_shutdown(x);
-        h_cluster_destroy(x->c);
-        x->c = NULL;
+        h_fixture_stop(&x->fx);
 }
 
 static int ox_setup(void **state) {
@@ -206,7 +190,7 @@ static int ox_setup(void **state) {
 
 static int ox_teardown(void **state) {
         ox_t *x = *state;
-        if (x->c)
+        if (x->fx.c)
                 ox_stop(x);
         free(x);
         return 0;
@@ -225,26 +209,26 @@ static h_snap_t *snap_of(lagprobe_t *p) {
 static int all_consumed(void *arg) {
         ox_t *x = arg;
         for (int i = 0; i < O_NPARTS; i++)
-                if (x->produced[i] > 0 && x->t.next_offset[i] < x->produced[i])
+                if (x->fx.produced[i] > 0 && x->fx.t.next_offset[i] < x->fx.produced[i])
                         return 0;
-        return snap_of(x->p)->s.consumed >= ox_want(x);
+        return snap_of(x->fx.p)->s.consumed >= x->fx.want;
 }
 
 static int queried(void *arg) {
         ox_t *x = arg;
-        return snap_of(x->p)->s.hwm_queries >= 2;
+        return snap_of(x->fx.p)->s.hwm_queries >= 2;
 }
 
 static int says_brokers_down(void *arg) {
         ox_t *x = arg;
-        h_snap_t *hs = snap_of(x->p);
+        h_snap_t *hs = snap_of(x->fx.p);
         return (hs->s.health_reasons & LAGPROBE_REASON_BROKERS_DOWN) &&
                hs->s.brokers_down_cnt == 1 && hs->s.brokers_down[0] == 1;
 }
 
 static int says_brokers_up(void *arg) {
         ox_t *x = arg;
-        h_snap_t *hs = snap_of(x->p);
+        h_snap_t *hs = snap_of(x->fx.p);
         return !(hs->s.health_reasons & LAGPROBE_REASON_BROKERS_DOWN) &&
                hs->s.brokers_down_cnt == 0;
 }
@@ -253,18 +237,18 @@ static int says_brokers_up(void *arg) {
 static int figures_right(void *arg) {
         ox_t *x = arg;
         h_desc_t d[O_NPARTS];
-        h_describe(x->c, x->group, x->topic, O_NPARTS, d);
-        h_snap_t *hs = snap_of(x->p);
+        h_describe(x->fx.c, x->fx.group, x->fx.topic, O_NPARTS, d);
+        h_snap_t *hs = snap_of(x->fx.p);
         if (hs->s.partition_cnt != O_NPARTS)
                 return 0;
         for (int i = 0; i < O_NPARTS; i++) {
-                const lagprobe_partition_t *p = h_snap_find(hs, x->topic, i);
+                const lagprobe_partition_t *p = h_snap_find(hs, x->fx.topic, i);
                 if (!p || p->high_watermark != d[i].log_end ||
-                    d[i].log_end != x->produced[i] ||
+                    d[i].log_end != x->fx.produced[i] ||
                     p->committed_offset != d[i].committed ||
                     p->lag != d[i].lag ||
                     /* nothing consumed from an empty partition: unknown */
-                    (x->produced[i] ? p->position != x->produced[i]
+                    (x->fx.produced[i] ? p->position != x->fx.produced[i]
                                     : p->position > 0)) {
                         if (getenv("O_DEBUG"))
                                 print_message(
@@ -277,7 +261,7 @@ static int figures_right(void *arg) {
                                     d[i].log_end,
                                     p ? p->committed_offset : -9,
                                     d[i].committed, p ? p->lag : -9, d[i].lag,
-                                    p ? p->position : -9, x->produced[i]);
+                                    p ? p->position : -9, x->fx.produced[i]);
                         return 0;
                 }
         }
@@ -287,13 +271,13 @@ static int figures_right(void *arg) {
 /* Consume everything, commit it, and let the idle partitions' watermarks
  * be queried at least twice. */
 static void ox_steady(ox_t *x) {
-        assert_true(h_poll_until(x->rk, &x->t, all_consumed, x,
+        assert_true(h_poll_until(x->fx.rk, &x->fx.t, all_consumed, x,
                                  H_JOIN_TIMEOUT_MS));
         int64_t offs[O_NPARTS];
         for (int i = 0; i < O_NPARTS; i++)
-                offs[i] = x->produced[i] > 0 ? x->produced[i] : -1;
-        h_commit(x->rk, x->topic, offs, O_NPARTS);
-        assert_true(h_poll_until(x->rk, &x->t, queried, x, h_slow_ms(10000)));
+                offs[i] = x->fx.produced[i] > 0 ? x->fx.produced[i] : -1;
+        h_commit(x->fx.rk, x->fx.topic, offs, O_NPARTS);
+        assert_true(h_poll_until(x->fx.rk, &x->fx.t, queried, x, h_slow_ms(10000)));
 }
 
 /* ---- the scenario ------------------------------------------ */
@@ -305,29 +289,29 @@ static void stall_then_close(ox_t *x, int down) {
         ox_start(x, 0, O_MAX_POLL_MS);
         ox_steady(x);
         print_message("  steady: %" PRId64 " watermark queries\n",
-                      snap_of(x->p)->s.hwm_queries);
+                      snap_of(x->fx.p)->s.hwm_queries);
 
         if (down)
-                rd_kafka_mock_broker_set_down(x->c->mcluster, 1);
+                rd_kafka_mock_broker_set_down(x->fx.c->mcluster, 1);
         else
-                rd_kafka_mock_broker_set_rtt(x->c->mcluster, 1, 30000);
+                rd_kafka_mock_broker_set_rtt(x->fx.c->mcluster, 1, 30000);
         int64_t t_out = h_now_ms();
         if (down) {
                 /* Health says which broker is missing, within the grace
                  * second plus a statistics interval or two. */
-                assert_true(h_poll_until(x->rk, &x->t, says_brokers_down, x,
+                assert_true(h_poll_until(x->fx.rk, &x->fx.t, says_brokers_down, x,
                                          h_slow_ms(3000)));
-                char *j = h_snap_json(x->p);
+                char *j = h_snap_json(x->fx.p);
                 print_message("  down after %" PRId64 " ms: %.80s\n",
                               h_now_ms() - t_out, j);
                 assert_non_null(strstr(j, "\"reasons\":[\"brokers_down\"]"));
                 assert_non_null(strstr(j, "\"brokers_down\":[1]"));
                 free(j);
-                h_snap_t *hs = snap_of(x->p);
+                h_snap_t *hs = snap_of(x->fx.p);
                 assert_int_equal(hs->s.health, LAGPROBE_HEALTH_DEGRADED);
         }
         while (h_now_ms() - t_out < 2000)
-                h_poll_once(x->rk, 50, &x->t);
+                h_poll_once(x->fx.rk, 50, &x->fx.t);
 
         /* The stall: no poll for 11 s. */
         int64_t t_stall = h_now_ms();
@@ -365,8 +349,7 @@ static void stall_then_close(ox_t *x, int down) {
          * lagprobe_destroy() are quick. */
         assert_true(x->destroy_ms <= 2000 + 500 * h_slow());
         assert_true(x->pdestroy_ms <= 500 * h_slow());
-        h_cluster_destroy(x->c);
-        x->c = NULL;
+        h_fixture_stop(&x->fx);
 }
 
 static void test_down_stall_close(void **state) { stall_then_close(*state, 1); }
@@ -381,7 +364,7 @@ static void test_repeated_outages(void **state) {
          * assignment, as a real consumer with the default 45 s would. */
         ox_start(x, 9000, 20000);
         ox_steady(x);
-        int64_t q0 = snap_of(x->p)->s.hwm_queries;
+        int64_t q0 = snap_of(x->fx.p)->s.hwm_queries;
         int64_t t0 = h_now_ms();
         int outages = 0, seen_down = 0, seen_up = 0;
         while (h_now_ms() - t0 < 60000) {
@@ -390,45 +373,45 @@ static void test_repeated_outages(void **state) {
                 int64_t t = h_now_ms();
                 int up_again = 0;
                 while (h_now_ms() - t < 5000) {
-                        h_poll_once(x->rk, 50, &x->t);
+                        h_poll_once(x->fx.rk, 50, &x->fx.t);
                         up_again |= says_brokers_up(x);
                 }
                 seen_up += up_again;
                 if (h_now_ms() - t0 >= 55000)
                         break;
-                rd_kafka_mock_broker_set_down(x->c->mcluster, 1);
+                rd_kafka_mock_broker_set_down(x->fx.c->mcluster, 1);
                 outages++;
                 t = h_now_ms();
                 int down = 0;
                 while (h_now_ms() - t < 5000) {
-                        h_poll_once(x->rk, 50, &x->t);
+                        h_poll_once(x->fx.rk, 50, &x->fx.t);
                         down |= says_brokers_down(x);
                 }
                 seen_down += down;
-                rd_kafka_mock_broker_set_up(x->c->mcluster, 1);
+                rd_kafka_mock_broker_set_up(x->fx.c->mcluster, 1);
         }
         print_message("  %d outages: brokers_down seen in %d, cleared after "
                       "%d\n",
                       outages, seen_down, seen_up);
         /* Everything consumed (at least once), committed, and the figures
          * right. */
-        assert_true(h_poll_until(x->rk, &x->t, all_consumed, x,
+        assert_true(h_poll_until(x->fx.rk, &x->fx.t, all_consumed, x,
                                  h_slow_ms(20000)));
         int64_t offs[O_NPARTS];
         for (int i = 0; i < O_NPARTS; i++)
-                offs[i] = x->produced[i] > 0 ? x->produced[i] : -1;
-        h_commit(x->rk, x->topic, offs, O_NPARTS);
-        assert_true(h_poll_until(x->rk, &x->t, figures_right, x,
+                offs[i] = x->fx.produced[i] > 0 ? x->fx.produced[i] : -1;
+        h_commit(x->fx.rk, x->fx.topic, offs, O_NPARTS);
+        assert_true(h_poll_until(x->fx.rk, &x->fx.t, figures_right, x,
                                  h_slow_ms(10000)));
-        assert_true(h_poll_until(x->rk, &x->t, says_brokers_up, x,
+        assert_true(h_poll_until(x->fx.rk, &x->fx.t, says_brokers_up, x,
                                  h_slow_ms(5000)));
-        h_snap_t *hs = snap_of(x->p);
+        h_snap_t *hs = snap_of(x->fx.p);
         print_message("  watermark queries %" PRId64 " (failed %" PRId64
                       "), consumed %" PRId64 " of %" PRId64 "\n",
                       hs->s.hwm_queries, hs->s.hwm_query_failures,
-                      x->t.total, ox_want(x));
+                      x->fx.t.total, x->fx.want);
         /* Once each, or again after a lost assignment. */
-        assert_true(x->t.total >= ox_want(x));
+        assert_true(x->fx.t.total >= x->fx.want);
         assert_true(outages >= 5);
         assert_int_equal(seen_down, outages);
         assert_true(seen_up >= outages);
@@ -453,15 +436,15 @@ static void test_slow_listoffsets(void **state) {
         /* Every ListOffsets answered after 1.5 s from now on. */
         for (int i = 0; i < 400; i++)
                 assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
-                                     x->c->mcluster, 1, T_KAFKAP_ListOffsets,
+                                     x->fx.c->mcluster, 1, T_KAFKAP_ListOffsets,
                                      1, RD_KAFKA_RESP_ERR_NO_ERROR, 1500),
                                  RD_KAFKA_RESP_ERR_NO_ERROR);
-        int64_t q0 = snap_of(x->p)->s.hwm_queries;
+        int64_t q0 = snap_of(x->fx.p)->s.hwm_queries;
         long long dc0 = x->rec.disconnects;
         int64_t t = h_now_ms();
         while (h_now_ms() - t < 15000)
-                h_poll_once(x->rk, 50, &x->t);
-        h_snap_t *hs = snap_of(x->p);
+                h_poll_once(x->fx.rk, 50, &x->fx.t);
+        h_snap_t *hs = snap_of(x->fx.p);
         print_message("  15 s of slow ListOffsets: %" PRId64 " queries (%" PRId64
                       " failed); REQTMOUT lines %d, FAIL lines %d; "
                       "statistics: req_timeouts %lld, disconnects %lld\n",
@@ -480,14 +463,14 @@ static void test_slow_listoffsets(void **state) {
          * librdkafka 2.3.0, one 100 ms poll step from 2.3.0), not for the
          * broker. */
         int64_t t0 = h_now_ms();
-        lagprobe_destroy(x->p);
+        lagprobe_destroy(x->fx.p);
         int64_t pd = h_now_ms() - t0;
-        x->p = NULL;
+        x->fx.p = NULL;
         t0 = h_now_ms();
-        rd_kafka_consumer_close(x->rk);
-        rd_kafka_destroy(x->rk);
+        rd_kafka_consumer_close(x->fx.rk);
+        rd_kafka_destroy(x->fx.rk);
         int64_t cd = h_now_ms() - t0;
-        x->rk = NULL;
+        x->fx.rk = NULL;
         print_message("  lagprobe_destroy %" PRId64 " ms, then close + "
                       "destroy %" PRId64 " ms\n",
                       pd, cd);
@@ -495,8 +478,7 @@ static void test_slow_listoffsets(void **state) {
         assert_int_equal(x->rec.reqtmout, 0);
         assert_int_equal(x->rec.fails, 0);
         assert_int_equal(x->rec.req_timeouts, 0);
-        h_cluster_destroy(x->c);
-        x->c = NULL;
+        h_fixture_stop(&x->fx);
 }
 
 int main(void) {
