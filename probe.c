@@ -7,8 +7,9 @@
  *   2. State: the probe, partition slots and their evidence; the
  *      concurrency contract; seqlock helpers.
  *   3. Histograms: per-message, batch and poll-gap times.
- *   4. Partition index: slots by (topic, partition), slot reset, the
- *      assignment's size, the consuming thread's slot cache.
+ *   4. Partition index: slots by (topic, partition), the walk over the
+ *      assigned ones (LP_FOR_ASSIGNED), slot reset, the assignment's
+ *      size, the consuming thread's slot cache.
  *   5. Statistics scanner: one pass over librdkafka's statistics JSON.
  *   6. Applying statistics: a document's figures into the slots, brokers
  *      down; then the evaluation (7, 8).
