@@ -3277,7 +3277,9 @@ static int lp_diag_hot(lagprobe_t *p, int64_t doc_ts, const lp_dsum_t *m,
         if (p->w_hot_docs < LP_HOT_DOCS)
                 return 0;
         *slot = hot_in ? m->top_in_slot : m->top_lag_slot;
-        ev[LP_DEV_SHARE] = (int64_t)((hot_in ? in_share : lag_share) * 1000);
+        /* Saturated: a document with watermarks going back makes other
+         * partitions' rates negative and the share beyond 1. */
+        ev[LP_DEV_SHARE] = lp_dbl_i64((hot_in ? in_share : lag_share) * 1000);
         ev[LP_DEV_HOT_BY_LAG] = !hot_in;
         return 1;
 }
