@@ -1786,7 +1786,7 @@ typedef struct quiet_obs_s {
         int last[NP], changes[NP];
         int64_t above[NP], within[NP];   /* snapshots */
         int verdict_changes, last_verdict;
-        int64_t max_total_lag;           /* the premise: kept up */
+        int64_t max_lag, max_total_lag;  /* the premise: kept up */
 } quiet_obs_t;
 
 static int quiet_watch(scen_t *s, void *arg) {
@@ -1800,6 +1800,8 @@ static int quiet_watch(scen_t *s, void *arg) {
                 if (b->last[i] && (int)x->status != b->last[i])
                         b->changes[i]++;
                 b->last[i] = (int)x->status;
+                if (x->lag > b->max_lag)
+                        b->max_lag = x->lag;
                 if (x->lag > s->o.lag_allowance)
                         b->above[i]++;
                 else if (x->lag >= 0)
@@ -1852,12 +1854,19 @@ static void test_quiet_steady(void **state) {
                 from = h_now_ms();
                 run_until(&s, quiet_watch, &b, 60000);
                 dump(&s, from, "the watch");
-                if (b.max_total_lag <= o.lag_allowance)
+                /* Kept up: no partition's lag above the allowance (what
+                 * its status judges), the total not above the sum of the
+                 * partitions' allowances. Auto commit every 200 ms alone
+                 * leaves ~5 per partition uncommitted, 20-32 in all. */
+                if (b.max_lag <= o.lag_allowance &&
+                    b.max_total_lag <= NP * o.lag_allowance)
                         break;
-                print_message("  attempt %d: total lag reached %" PRId64
-                              " (allowance %" PRId64 "): the consumer did not "
+                print_message("  attempt %d: lag reached %" PRId64 " on a "
+                              "partition, %" PRId64 " in all (allowance %"
+                              PRId64 " a partition): the consumer did not "
                               "keep up on this machine\n",
-                              attempt, b.max_total_lag, o.lag_allowance);
+                              attempt, b.max_lag, b.max_total_lag,
+                              o.lag_allowance);
                 if (attempt == 2)
                         H_FAIL("the consumer did not keep up in two minutes "
                                "(machine overloaded?)");
