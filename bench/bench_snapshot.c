@@ -79,7 +79,7 @@ static struct {
         char pad[60];
 } g_writer_phase;
 static wstats_t g_w;
-static _Atomic int g_w_done;
+static _Atomic int g_w_started, g_w_done;
 
 static void *writer(void *arg) {
         (void)arg;
@@ -93,6 +93,7 @@ static void *writer(void *arg) {
                         bu_sleep_ms(1);
                 if (atomic_load(&g_writer_phase.v) == 2)
                         break;
+                atomic_store(&g_w_started, 1);
                 wstats_t w = {0};
                 long since_stats = 0;
                 int64_t w0 = bu_mono_ns(), c0 = bu_thread_ns();
@@ -164,10 +165,15 @@ static void *reader(void *arg) {
         return NULL;
 }
 
-/* Runs the writer for ms milliseconds; returns its figures. */
+/* Runs the writer for ms milliseconds from when it has started (on a
+ * loaded machine it may not run for a while: a phase that ended before it
+ * looked would never be done); returns its figures. */
 static wstats_t writer_phase(int ms) {
         atomic_store(&g_w_done, 0);
+        atomic_store(&g_w_started, 0);
         atomic_store(&g_writer_phase.v, 1);
+        while (!atomic_load(&g_w_started))
+                bu_sleep_ms(1);
         bu_sleep_ms(ms);
         atomic_store(&g_writer_phase.v, 0);
         while (!atomic_load(&g_w_done))
