@@ -154,14 +154,16 @@ static void cons_new(cons_t *c, int mode) {
         c->q = rd_kafka_queue_get_consumer(c->rk);
 }
 
-/* Prefetch: wait until every local queue has stopped growing for 600 ms.
+/* Prefetch: wait until every local queue has stopped growing for 600 ms,
+ * 5 minutes at most (beside make test, load 8 on 2 cores, 2 minutes were
+ * not always enough for the 200,000 messages of each of five consumers).
  * (rd_kafka_queue_length() counts queue ops, not messages; that all
  * messages were local is checked afterwards: a chunk that had to wait for
  * the network would have shown up as consumed < wanted or idle polls.) */
 static void prefetch_wait(cons_t *cs, int n) {
         size_t prev[M__CNT] = {0};
         int stable = 0;
-        int64_t deadline = bu_mono_ns() + 120 * (int64_t)1000000000;
+        int64_t deadline = bu_mono_ns() + 300 * (int64_t)1000000000;
         while (stable < 12) {
                 int same = 1;
                 for (int i = 0; i < n; i++) {
