@@ -174,7 +174,12 @@ static void prefetch_wait(cons_t *cs, int n) {
                 }
                 stable = same ? stable + 1 : 0;
                 if (bu_mono_ns() > deadline) {
-                        fprintf(stderr, "bench_consume: prefetch timed out\n");
+                        fprintf(stderr, "bench_consume: prefetch timed out;"
+                                        " local queue lengths:");
+                        for (int i = 0; i < n; i++)
+                                fprintf(stderr, " %s %zu",
+                                        mode_names[cs[i].mode], prev[i]);
+                        fprintf(stderr, "\n");
                         exit(1);
                 }
                 bu_sleep_ms(50);
