@@ -1397,7 +1397,9 @@ static void test_advice_heartbeat(void **state) {
 /* Batch p99 over warn_ratio of the limit (hooks, no eviction): 4 quick
  * batches and one of 75 % of L make 5 recent batches with p99 = 75 % ->
  * one advice naming max.poll.interval.ms; another 75 % batch: nothing new;
- * an 87.5 % batch (worse by more than 10 %): a second advice. The
+ * an 85 % batch (worse by more than 10 %): a second advice. (It was
+ * 87.5 %, 100 ms below the critical threshold: beside make bench the
+ * sleep overran and the critical warning was right.) The
  * heartbeat is fine here (250 <= 3500 / 3): no heartbeat advice. */
 static void test_advice_batch_p99(void **state) {
         (void)state;
@@ -1407,7 +1409,7 @@ static void test_advice_batch_p99(void **state) {
         rec_t *r;
         predict_env(&c, &rk, &p, &r, 10);
         const int lens[] = {0, 0, 0, 0, L_MS * 3 / 4, L_MS * 3 / 4,
-                            L_MS * 7 / 8};
+                            L_MS * 17 / 20};
         int advice_after[7];
         for (int b = 0; b < 7; b++) {
                 assert_int_equal(collect(rk, p, 1,
@@ -1438,7 +1440,7 @@ static void test_advice_batch_p99(void **state) {
         for (int k = 0; k < 2; k++) {
                 const rec_ev_t *e =
                     &ev[ev_find(ev, n, LAGPROBE_EVENT_CONFIG_ADVICE, k)];
-                int64_t len = k ? L_MS * 7 / 8 : L_MS * 3 / 4;
+                int64_t len = k ? L_MS * 17 / 20 : L_MS * 3 / 4;
                 assert_int_equal(e->severity, 4);
                 assert_non_null(strstr(e->message, "max.poll.interval.ms"));
                 assert_null(strstr(e->message, "heartbeat"));
