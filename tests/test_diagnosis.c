@@ -40,6 +40,9 @@
  * document, the next watchdog pass, a few intervals more, slack. */
 #define LATE_MS h_slow_ms(6 * STATS_MS + WD_MS + 400)
 #define NP 4 /* partitions of the scenario topics */
+/* The probe's default burst_ratio: ingress above egress (or above its
+ * baseline) by this much counts as outgrowing it. */
+#define BURST_RATIO 1.1
 
 
 /* ======================================================================
@@ -174,6 +177,7 @@ typedef struct scen_s {
          * do not come from the probe: ring of HIST entries. */
         int64_t hist_ms[512], hist_prod[512], hist_cons[512];
         int hist_n;
+        double own_in, own_out; /* own_rates(s, 0) at the last snapshot */
 
         /* What really happened to each partition from the baseline on,
          * by the test's own counts (step()): the longest time it got no
@@ -488,7 +492,7 @@ static void truth_start(scen_t *s) {
  * probe's burst_ratio (1.1, its default) over some window since the
  * baseline: see scen_t.own_ratio_max. */
 static int own_burst(const scen_t *s) {
-        return s->truth_from_ms && s->own_ratio_max > 1.1;
+        return s->truth_from_ms && s->own_ratio_max > BURST_RATIO;
 }
 
 /* Partition i keeps up: ok or idle, lag within the allowance; unless the
@@ -648,15 +652,14 @@ static void scen_snap(scen_t *s) {
         s->hist_ms[k] = h_now_ms();
         s->hist_prod[k] = prod;
         s->hist_cons[k] = s->t.total;
-        double set = 0, in, out;
+        own_rates(s, 0, &s->own_in, &s->own_out);
+        double set = 0;
         for (int i = 0; i < s->nparts; i++)
                 set += s->rate[i];
         if (s->truth_from_ms && set > 0 &&
-            s->hist_ms[k] - s->o.window_ms >= s->rates_ms) {
-                own_rates(s, 0, &in, &out);
-                if (in / set > s->own_ratio_max)
-                        s->own_ratio_max = in / set;
-        }
+            s->hist_ms[k] - s->o.window_ms >= s->rates_ms &&
+            s->own_in / set > s->own_ratio_max)
+                s->own_ratio_max = s->own_in / set;
 }
 
 /* The test's own production and consumption rates (msg/s) over the
@@ -1319,7 +1322,7 @@ static void test_producer_burst(void **state) {
                       in_now, out_ago, out_now);
         /* The burst as the test made it: production far above what the
          * consumer (2 ms a message) took. */
-        assert_true(in_now > 1.1 * out_now);
+        assert_true(in_now > BURST_RATIO * out_now);
         double in_lo = in_ago < in_now ? in_ago : in_now;
         double in_hi = in_ago > in_now ? in_ago : in_now;
         double out_lo = out_ago < out_now ? out_ago : out_now;
@@ -1928,9 +1931,7 @@ static int quiet_watch(scen_t *s, void *arg) {
                 b->verdict_changes++;
         if (s->hs->s.total_lag > b->max_total_lag)
                 b->max_total_lag = s->hs->s.total_lag;
-        double in, out;
-        own_rates(s, 0, &in, &out);
-        if (in > 0 && in > 1.1 * out)
+        if (s->own_in > 0 && s->own_in > BURST_RATIO * s->own_out)
                 b->own_behind = 1;
         b->last_verdict = (int)s->hs->s.diagnosis;
         return 0;

@@ -190,15 +190,11 @@ static void assert_counts(const h_snap_t *hs, const rb_count_t *c, int i) {
 }
 
 /* Every partition's PER_PART messages consumed by one member or the
- * other (arg: the two trackers). */
-typedef struct both_s {
-        h_track_t *t[2];
-} both_t;
-
+ * other (arg: the two members' trackers, h_track_t[2]). */
 static int all_consumed(void *arg) {
-        const both_t *b = arg;
+        const h_track_t *t = arg;
         for (int i = 0; i < NPARTS; i++)
-                if (b->t[0]->consumed[i] + b->t[1]->consumed[i] < PER_PART)
+                if (t[0].consumed[i] + t[1].consumed[i] < PER_PART)
                         return 0;
         return 1;
 }
@@ -333,9 +329,8 @@ static void two_consumers(const char *strategy, const char *protocol,
         /* Everything was consumed between the two, at least once: the
          * rebalances moved partitions, not messages. The first member may
          * still be fetching what it got back (a loaded machine). */
-        both_t both = {{&t[0], &t[1]}};
         assert_true(
-            h_poll_until_n(w.rk, tp, 1, all_consumed, &both, H_JOIN_TIMEOUT_MS));
+            h_poll_until_n(w.rk, tp, 1, all_consumed, t, H_JOIN_TIMEOUT_MS));
         h_consumer_close(w.rk[0]);
         lagprobe_destroy(w.p[0]);
         lagprobe_destroy(w.p[1]);

@@ -27,19 +27,22 @@ typedef struct capture_s {
         int consumed_all;
 } capture_t;
 
-/* librdkafka's app_offset of partition p of the topic in a statistics
- * document; INT64_MIN when it has none. */
-static int64_t doc_app_offset(const char *json, size_t len, int32_t p) {
+/* Does a statistics document show both partitions of the topic consumed
+ * to the end (librdkafka's app_offset equal to what was produced)? */
+static int doc_consumed_all(const char *json, size_t len) {
         h_json_t *root = h_json_parse(json, len);
-        char key[16];
-        snprintf(key, sizeof key, "%d", (int)p);
         const h_json_t *topics = root ? h_json_get(root, "topics") : NULL;
         const h_json_t *t = topics ? h_json_get(topics, real_topic) : NULL;
         const h_json_t *parts = t ? h_json_get(t, "partitions") : NULL;
-        const h_json_t *x = parts ? h_json_get(parts, key) : NULL;
-        int64_t v = x ? h_json_int(x, "app_offset") : INT64_MIN;
+        int all = parts != NULL;
+        for (int i = 0; i < 2 && all; i++) {
+                char key[16];
+                snprintf(key, sizeof key, "%d", i);
+                const h_json_t *x = h_json_get(parts, key);
+                all = x && h_json_int(x, "app_offset") == real_hi[i];
+        }
         h_json_free(root);
-        return v;
+        return all;
 }
 
 /* Keeps the newest document that shows everything consumed: after a
@@ -50,8 +53,7 @@ static int capture_stats_cb(rd_kafka_t *rk, char *json, size_t len,
                             void *opaque) {
         (void)rk;
         capture_t *c = opaque;
-        if (!c->consumed_all || doc_app_offset(json, len, 0) != real_hi[0] ||
-            doc_app_offset(json, len, 1) != real_hi[1])
+        if (!c->consumed_all || !doc_consumed_all(json, len))
                 return 0;
         free(c->doc);
         c->doc = malloc(len + 1);
