@@ -35,9 +35,12 @@
 #       Adds up the counts of each LABEL's run ($BUILD_DIR/LABEL-logs/counts;
 #       no LABEL: every $BUILD_DIR/*-logs/counts), prints the five slowest
 #       binaries of those runs and then "N passed, N failed" as its last
-#       line. Exits 1 if anything failed or no counts exist. A LABEL whose
-#       counts are missing (its runner never ran or died) counts one failed
-#       test.
+#       line; before them each failed binary's line again with the lines
+#       of its log that say why (cmocka's failed tests and errors, the
+#       tests' "FAIL: ..." lines, sanitizer and memcheck reports), so that
+#       a CI log that keeps only its tail still names them. Exits 1 if
+#       anything failed or no counts exist. A LABEL whose counts are
+#       missing (its runner never ran or died) counts one failed test.
 #
 # Every test is known and counted. Each test binary is linked with
 # scripts/cmocka_declared.c, which prints "[ DECLARED ] N test(s)" (the
@@ -87,6 +90,11 @@ if [[ ${1:-} == --total ]]; then
                         failed=$((failed + 1))
                 fi
         done
+        fails=$(cat "${dirs[@]/%//failures}" 2>/dev/null)
+        if [[ -n $fails ]]; then
+                echo "failed:"
+                printf '%s\n' "$fails" | head -n 120 | sed 's/^/  /'
+        fi
         slow=$(cat "${dirs[@]/%//times}" 2>/dev/null | sort -k1,1nr | head -n 5)
         if [[ -n $slow ]]; then
                 echo "slowest:"
@@ -253,6 +261,19 @@ start() {
         running_jobs=$((running_jobs + 1))
 }
 
+# The lines of a failed binary's log that say why: the tests cmocka
+# failed, its error lines, each H_FAIL "FAIL: ..." line with the three lines
+# before it (the tests list the offending figures just above), TAP's "not
+# ok" lines and memcheck's first error kinds; 30 lines at most, each cut at
+# 300 characters.
+failure_details() {
+        {
+                grep -a -E -B3 '^FAIL: ' "$1" | grep -a -v '^--$'
+                grep -a -E '^\[ *(ERROR|FAILED|LINE) *\] (---|[A-Za-z_])|^not ok [0-9]|^==[0-9]+== (Invalid|Conditional|Use of|Syscall param|Mismatched|Source and destination|Argument)|^==[0-9]+== +definitely lost: [1-9]|^(WARNING: ThreadSanitizer|ERROR: AddressSanitizer|SUMMARY: )' "$1" |
+                        grep -a -v -E '^\[  FAILED  \] [0-9]+ test\(s\)' | awk '!seen[$0]++'
+        } 2>/dev/null | head -n 30 | cut -c1-300
+}
+
 # Waits for one job to end, prints its output and its line, counts it.
 finish_one() {
         local pid="" name log rc secs line
@@ -282,7 +303,15 @@ finish_one() {
         else
                 line="ok   $label $name: $passed passed, 0 failed, $secs s"
         fi
-        ((failed == 0)) || report+=("$line")
+        if ((failed)); then
+                report+=("$line")
+                # What --total repeats at the end, where a CI log that
+                # keeps only its head and tail still shows it.
+                {
+                        echo "$line"
+                        failure_details "$log" | sed 's/^/    /'
+                } >>"$logdir/failures"
+        fi
         {
                 if [[ $output == all ]] || ((failed)); then
                         echo "==> $label: $name"
