@@ -616,7 +616,10 @@ typedef struct lagprobe_snapshot_s {
         double ingress_rate;
         /** msg/s consumed. */
         double egress_rate;
-        /** Sum of known effective lags. */
+        /** Sum of known effective lags, as of the latest statistics
+         *  document (what the verdict weighed): a partition's
+         *  effective_lag in the same snapshot may be newer, by a high
+         *  watermark refreshed since (hwm_refresh_ms). */
         int64_t total_lag;
 
         /** Batch hook calls out of order or from two threads at once. */
