@@ -2848,8 +2848,18 @@ static void lp_put_reason(const lagprobe_t *p, lp_out_t *r, int st,
                 break;
         case LAGPROBE_PSTATUS_LAGGING:
                 lp_put_lag(r, o->effective_lag);
-                lp_puts(r, ", above the allowance of ");
-                lp_put_i64(r, p->conf.lag_allowance);
+                if (o->effective_lag >= 0 &&
+                    o->effective_lag <= p->conf.lag_allowance) {
+                        /* A commit (or a refreshed watermark) since the
+                         * document that judged it: say both, the text
+                         * must not contradict the figure beside it. */
+                        lp_puts(r, " now, within the allowance of ");
+                        lp_put_i64(r, p->conf.lag_allowance);
+                        lp_puts(r, "; up to the latest statistics above it");
+                } else {
+                        lp_puts(r, ", above the allowance of ");
+                        lp_put_i64(r, p->conf.lag_allowance);
+                }
                 lp_puts(r, " all through the last ");
                 lp_put_span(r, p->conf.window_ms / 2);
                 lp_puts(r, " s (lowest ");
