@@ -244,6 +244,8 @@ static void h_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op) {
         }
 }
 
+int64_t h_delivered(void) { return h_dr.ok; }
+
 h_cluster_t *h_cluster_new(int broker_cnt) {
         char errstr[512];
         h_cluster_t *c = calloc(1, sizeof *c);

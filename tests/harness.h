@@ -119,6 +119,11 @@ void h_produce_fn(h_cluster_t *c, const char *topic, int32_t partition,
                   int64_t count, const char *key, h_ts_fn_t *ts_fn,
                   void *opaque);
 
+/* Messages the broker acknowledged so far (delivery reports of every
+ * cluster's producer, served by rd_kafka_poll() or flush on the caller's
+ * thread). */
+int64_t h_delivered(void);
+
 /* Log end offset (high watermark) as the broker reports it. */
 int64_t h_end_offset(h_cluster_t *c, const char *topic, int32_t partition);
 
