@@ -215,6 +215,8 @@ typedef struct scen_s {
          * producer_burst is the truth. */
         int64_t rates_ms;       /* last set_rates() */
         double own_ratio_max;
+        int64_t own_burst_ms;   /* when own_ratio_max first passed
+                                 * BURST_RATIO, 0 never */
 
         /* Poison message: armed on a partition, the first message consumed
          * from it after arming fails forever. */
@@ -489,6 +491,7 @@ static void truth_start(scen_t *s) {
         s->hbin_n = 0;
         s->hmed_min_us = s->hmed_max_us = 0;
         s->own_ratio_max = 0;
+        s->own_burst_ms = 0;
 }
 
 /* The test's producer produced, or the broker acknowledged, faster than
@@ -665,8 +668,11 @@ static void scen_snap(scen_t *s) {
                 set += s->rate[i];
         if (s->truth_from_ms && set > 0 &&
             s->hist_ms[k] - s->o.window_ms >= s->rates_ms &&
-            most / set > s->own_ratio_max)
+            most / set > s->own_ratio_max) {
                 s->own_ratio_max = most / set;
+                if (!s->own_burst_ms && s->own_ratio_max > BURST_RATIO)
+                        s->own_burst_ms = s->hist_ms[k];
+        }
 }
 
 /* The test's own production and consumption rates (msg/s) over the
@@ -1607,18 +1613,21 @@ typedef struct slow_obs_s {
         char last_detail[256];
         char first_burst[384];    /* the first producer_burst, with the
                                    * test's own rates then */
+        int64_t first_burst_ms;
 } slow_obs_t;
 
 static int slow_watch(scen_t *s, void *arg) {
         slow_obs_t *b = arg;
         if (verdict_is(s, "producer_burst")) {
-                if (!b->burst_snaps)
+                if (!b->burst_snaps) {
+                        b->first_burst_ms = h_now_ms();
                         snprintf(b->first_burst, sizeof b->first_burst,
                                  "+%" PRId64 " ms: %s (own in %.1f out %.1f "
                                  "msg/s, own ratio max %.2f)",
                                  h_now_ms() - s->truth_from_ms,
                                  s->hs->s.diagnosis_detail, s->own_in,
                                  s->own_out, s->own_ratio_max);
+                }
                 b->burst_snaps++;
                 b->true_bursts += own_burst(s);
         }
@@ -1647,7 +1656,10 @@ static void await_slow(scen_t *s, scen_pred_t *pred, slow_obs_t *b,
 
 /* consumer_slow now, and never producer_burst (snapshot or event) since
  * the start; unless the test's own producer really burst (own_burst(),
- * printed), when producer_burst is the truth. */
+ * printed), when producer_burst is the truth: then from at most one window
+ * before the test's record showed it (the broker appended a late batch
+ * before the starved producer client got its acknowledgement, while the
+ * consumer may already have fetched it). */
 static void assert_slow_not_burst(scen_t *s, const slow_obs_t *b) {
         if (own_burst(s)) {
                 print_message("  truth: the test produced (or the broker "
@@ -1656,9 +1668,21 @@ static void assert_slow_not_burst(scen_t *s, const slow_obs_t *b) {
                               "producer_burst, verdict %s\n",
                               s->own_ratio_max, b->burst_snaps,
                               s->hs->s.diagnosis_name);
+                if (b->burst_snaps)
+                        print_message("  producer_burst first +%" PRId64
+                                      " ms, the record's burst +%" PRId64
+                                      " ms after the baseline: %s\n",
+                                      b->first_burst_ms - s->truth_from_ms,
+                                      s->own_burst_ms - s->truth_from_ms,
+                                      b->first_burst);
                 assert_true(s->hs->s.diagnosis == LAGPROBE_DIAG_CONSUMER_SLOW ||
                             s->hs->s.diagnosis == LAGPROBE_DIAG_PRODUCER_BURST);
-                assert_int_equal(b->burst_snaps, b->true_bursts);
+                if (b->burst_snaps > b->true_bursts &&
+                    b->first_burst_ms < s->own_burst_ms - s->o.window_ms) {
+                        dump(s, s->truth_from_ms, "the baseline");
+                        H_FAIL("producer_burst more than a window before the "
+                               "test's record showed one");
+                }
                 return;
         }
         print_message("  own production or acks at most %.2f times the set "
@@ -1672,6 +1696,44 @@ static void assert_slow_not_burst(scen_t *s, const slow_obs_t *b) {
                        s->hs->s.diagnosis_name, s->hs->s.diagnosis_detail,
                        b->burst_snaps, b->first_burst, s->own_ratio_max);
         }
+}
+
+/* healthy; or consumer_slow when the test's handler really got slower or
+ * its consumer drained less than it produced over the last window while a
+ * partition fell behind; or producer_burst when its producer really burst
+ * (a machine starving the process, under valgrind most). Each such truth
+ * is printed, anything else fails with the record. */
+static void assert_healthy_or_true(scen_t *s, const char *when) {
+        lagprobe_diagnosis_t d = s->hs->s.diagnosis;
+        if (d == LAGPROBE_DIAG_HEALTHY)
+                return;
+        int behind = 0;
+        for (int i = 0; i < s->nparts; i++)
+                behind |= s->max_behind[i] > s->o.lag_allowance;
+        int slow = handler_slowed(s) ||
+                   (behind && s->own_out * BURST_RATIO < s->own_in);
+        if (d == LAGPROBE_DIAG_CONSUMER_SLOW && slow) {
+                print_message("  truth %s: handler median %" PRId64 "..%" PRId64
+                              " us, own in %.1f out %.1f msg/s, a partition "
+                              "behind: consumer_slow is true (%s)\n",
+                              when, s->hmed_min_us, s->hmed_max_us, s->own_in,
+                              s->own_out, s->hs->s.diagnosis_detail);
+                return;
+        }
+        if (d == LAGPROBE_DIAG_PRODUCER_BURST && own_burst(s)) {
+                print_message("  truth %s: own production or acks %.2f times "
+                              "the set rates: producer_burst is true (%s)\n",
+                              when, s->own_ratio_max,
+                              s->hs->s.diagnosis_detail);
+                return;
+        }
+        dump(s, s->truth_from_ms, "the baseline");
+        H_FAIL("%s: verdict %s (%s), want healthy; own in %.1f out %.1f "
+               "msg/s, handler median %" PRId64 "..%" PRId64 " us, own ratio "
+               "max %.2f",
+               when, s->hs->s.diagnosis_name, s->hs->s.diagnosis_detail,
+               s->own_in, s->own_out, s->hmed_min_us, s->hmed_max_us,
+               s->own_ratio_max);
 }
 
 static int slow_verdict(scen_t *s, void *arg) {
@@ -1697,7 +1759,7 @@ static void slow_incident(int hooks) {
         scen_baseline(&s, steady);
         run_for(&s, o.window_ms);
         scen_snap(&s);
-        assert_int_equal(s.hs->s.diagnosis, LAGPROBE_DIAG_HEALTHY);
+        assert_healthy_or_true(&s, "before the slowdown");
         /* Processing time is measured in both modes, and says how. */
         print_message("  before: message %s (recent count %" PRIu64
                       ", p50 %.2f ms), poll_gap %s; verdict time %s %.2f ms"
