@@ -602,6 +602,7 @@ static void test_rewound(void **state) {
         }
         assert_status(w, 0, LAGPROBE_PSTATUS_REWOUND, NULL);
         for (int t = 0; t < 4 * TICK_MS; t += TICK_MS) {
+                wb_consume(w, 0, w->q[0].hi, 0);
                 w->q[0].committed = w->q[0].hi;
                 wb_tick(w, TICK_MS);
         }
