@@ -187,6 +187,15 @@ static void wb_consume(wb_t *w, int i, int64_t position, int64_t delivered) {
         lp_wend(&s->cseq, q);
 }
 
+/* A commit of partition i at offset, as lp_on_commit() stores it between
+ * documents (the documents' own figure, q[i].committed, is unchanged). */
+static void wb_commit_seen(wb_t *w, int i, int64_t offset) {
+        lp_slot_t *s = w->slot[i];
+        uint32_t q = lp_wbegin(&s->sseq);
+        ST(s->s_committed, offset);
+        lp_wend(&s->sseq, q);
+}
+
 /* Renders and parses one statistics document at the current figures. */
 static void wb_doc(wb_t *w) {
         char buf[16384];
@@ -443,11 +452,8 @@ static void test_lagging_vs_catching_up(void **state) {
          * and its text says the figure beside it is newer, not "lag 0,
          * above the allowance". */
         {
-                lp_slot_t *sl = w->slot[0];
                 int64_t lag_doc = w->q[0].hi - pos;
-                uint32_t q = lp_wbegin(&sl->sseq);
-                ST(sl->s_committed, w->q[0].hi);
-                lp_wend(&sl->sseq, q);
+                wb_commit_seen(w, 0, w->q[0].hi);
                 char want_r[160];
                 snprintf(want_r, sizeof want_r,
                          "lag 0 now, within the allowance of %d; up to the "
@@ -457,9 +463,7 @@ static void test_lagging_vs_catching_up(void **state) {
                 assert_int_equal(wb_part(w, 0)->effective_lag, 0);
                 /* Back to the app's pace for the rest (the document's
                  * figures were never changed). */
-                q = lp_wbegin(&sl->sseq);
-                ST(sl->s_committed, pos);
-                lp_wend(&sl->sseq, q);
+                wb_commit_seen(w, 0, pos);
                 assert_status(w, 0, LAGPROBE_PSTATUS_LAGGING,
                               "above the allowance of");
                 assert_int_equal(wb_part(w, 0)->effective_lag, lag_doc);
